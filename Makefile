@@ -1,0 +1,49 @@
+# VisionOps: `make demo` runs the pipelines on the bundled sample, `make test` runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install init demo test lint format bench status clean
+
+help: ## Show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	# One pip command for everything: installing zenml separately leaves
+	# conflicting fastapi/opentelemetry versions behind.
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip check
+	@touch $@
+
+install: $(STAMP) ## Create .venv (if missing) and install the project; a no-op when up to date
+
+init: install ## Initialise the ZenML repository in this folder (state stays in .visionops/)
+	@test -d .zen || $(VENV)/bin/zenml init
+
+demo: init ## Run every pipeline on the bundled sample data, offline
+	$(PY) run.py --pipeline all
+	$(PY) run.py --status
+
+test: install ## Run the test suite
+	$(PY) -m pytest -q
+
+lint: install ## Lint and type-check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install ## Format the code
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install ## Run the benchmarks in bench/
+	$(PY) bench/ingestion.py
+
+status: install ## Show the active stack, latest dataset and champion
+	$(PY) run.py --status
+
+clean: ## Remove local state (ZenML store, datasets, runs); keeps .venv
+	rm -rf .visionops .zen runs mlruns

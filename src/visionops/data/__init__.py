@@ -1,0 +1,1 @@
+"""Dataset handling: sources, validation, anonymisation, splitting and versioning."""

@@ -1,0 +1,33 @@
+"""Small file helpers shared by the dataset stages."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Places `src` at `dst` as a hard link, or a copy across filesystems."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Returns the hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    """Copies a directory tree, hard-linking files where the filesystem allows."""
+    for path in sorted(src.rglob("*")):
+        if path.is_file():
+            link_or_copy(path, dst / path.relative_to(src))

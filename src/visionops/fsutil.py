@@ -17,6 +17,20 @@ def link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def ensure_empty_dir(dest: Path) -> None:
+    """Creates `dest`, refusing one that already holds files.
+
+    Raises:
+        ValueError: If `dest` exists and is not an empty directory.
+    """
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise ValueError(
+            f"{dest} already exists and is not empty; pass a new or empty directory "
+            "so earlier results are never mixed in or overwritten."
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     """Returns the hex sha256 of a file's bytes."""
     digest = hashlib.sha256()

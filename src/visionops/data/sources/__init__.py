@@ -1,0 +1,152 @@
+"""Dataset sources: detect an export's layout and stage it as YOLO plus a manifest."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from visionops.data.manifest import Manifest
+from visionops.data.sources.archive import extract_zip
+from visionops.data.sources.base import Source, SourceError, is_image
+from visionops.data.sources.coco import CocoSource, find_coco_files, looks_like_coco
+from visionops.data.sources.picsellia import (
+    SCHEME,
+    AnnotationFormat,
+    PicselliaClient,
+    PicselliaSource,
+)
+from visionops.data.sources.yolo import CLASSES_FILE, YoloSource, find_dataset_yaml
+from visionops.env import state_dir
+
+SUPPORTED_LAYOUTS = (
+    "Supported layouts:\n"
+    "  - YOLO / Ultralytics / Roboflow: a data.yaml (or other *.yaml) with `names` "
+    "and train/val/test paths\n"
+    "  - YOLO: images/ + labels/ (optionally images/train, ...) with a classes.txt\n"
+    "  - COCO detection: *.json with images, annotations and categories (e.g. "
+    "annotations/instances_train.json, train/_annotations.coco.json)\n"
+    "  - a .zip of any of these, or picsellia://<version id> / "
+    "picsellia://<dataset>/<version>"
+)
+_SPLIT_FOLDERS = ("train", "valid", "val", "test")
+
+
+def default_cache_dir() -> Path:
+    """Returns where zips are extracted and Picsellia downloads are kept."""
+    return state_dir() / "cache" / "sources"
+
+
+def open_source(
+    uri: str | Path,
+    *,
+    picsellia_client: PicselliaClient | None = None,
+    cache_dir: Path | None = None,
+    picsellia_format: AnnotationFormat = "coco",
+) -> Source:
+    """Detects what `uri` is and returns the source that reads it.
+
+    Args:
+        uri: A dataset directory, a `.zip` of one, a dataset yaml or COCO json,
+            or `picsellia://<version id>` / `picsellia://<dataset>/<version>`.
+        picsellia_client: An SDK client to use instead of building one from
+            `PICSELLIA_TOKEN` (or the ZenML secret `picsellia`).
+        cache_dir: Where zips are extracted and Picsellia downloads are kept;
+            defaults to `.visionops/cache/sources` in the project.
+        picsellia_format: Picsellia export format, "coco" or "yolo".
+
+    Returns:
+        A source whose `stage(dest)` writes the staged dataset.
+
+    Raises:
+        SourceError: When `uri` does not exist or its layout is not supported.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    text = str(uri)
+    if text.startswith(SCHEME):
+        return PicselliaSource(
+            text,
+            client=picsellia_client,
+            cache_dir=cache,
+            annotation_format=picsellia_format,
+        )
+    if "://" in text:
+        raise SourceError(
+            f"Cannot read {text!r}: only local paths and {SCHEME}... are supported. "
+            "Download the dataset and pass its folder or .zip."
+        )
+    path = Path(os.path.abspath(Path(text).expanduser()))
+    if not path.exists():
+        raise SourceError(
+            f"Dataset source {path} does not exist. Pass a dataset folder, a .zip "
+            f"export or {SCHEME}<version id>."
+        )
+    if path.is_dir():
+        return _open_dir(path, uri=str(path))
+    suffix = path.suffix.lower()
+    if suffix == ".zip":
+        return _open_dir(extract_zip(path, cache / "archives"), uri=str(path))
+    if suffix in (".yaml", ".yml"):
+        return YoloSource(path.parent, yaml_path=path, uri=str(path))
+    if suffix == ".json" and looks_like_coco(path):
+        return CocoSource(path.parent, [path], uri=str(path))
+    raise SourceError(f"{path} is not a dataset export.\n{SUPPORTED_LAYOUTS}")
+
+
+def stage_source(uri: str | Path, dest: Path, **kwargs: Any) -> Manifest:
+    """Opens `uri` (see `open_source`) and stages it into the empty folder `dest`."""
+    return open_source(uri, **kwargs).stage(dest)
+
+
+def _open_dir(root: Path, *, uri: str, depth: int = 0) -> Source:
+    yaml_path = find_dataset_yaml(root)
+    if yaml_path is not None:
+        return YoloSource(root, yaml_path=yaml_path, uri=uri)
+    coco_files = find_coco_files(root)
+    if coco_files:
+        return CocoSource(root, coco_files, uri=uri)
+    image_dirs = [root / "images"] + [root / name / "images" for name in _SPLIT_FOLDERS]
+    if (root / CLASSES_FILE).is_file() and any(d.is_dir() for d in image_dirs):
+        return YoloSource(root, uri=uri)
+    folders = sorted(
+        d.name
+        for d in root.iterdir()
+        if d.is_dir() and not d.name.startswith((".", "__MACOSX"))
+    )
+    # Zips and downloads often wrap the dataset in one top-level folder.
+    if len(folders) == 1 and depth < 2:
+        return _open_dir(root / folders[0], uri=uri, depth=depth + 1)
+    raise SourceError(_describe(root, folders))
+
+
+def _describe(root: Path, folders: list[str]) -> str:
+    files = [p for p in root.rglob("*") if p.is_file()]
+    images = sum(is_image(p) for p in files)
+    texts = sum(p.suffix == ".txt" for p in files)
+    found = (
+        f"{images} image(s), {texts} .txt file(s), folders: "
+        f"{', '.join(folders[:8]) or 'none'}{' ...' if len(folders) > 8 else ''}"
+    )
+    hint = ""
+    image_dirs = [root / "images"] + [root / name / "images" for name in _SPLIT_FOLDERS]
+    if any(d.is_dir() for d in image_dirs):
+        hint = (
+            f"\nIt has image folders but no class names: add a {CLASSES_FILE} (one "
+            "name per line) or a data.yaml with `names`."
+        )
+    return f"Cannot tell the dataset layout of {root}: found {found}.{hint}\n" + (
+        SUPPORTED_LAYOUTS
+    )
+
+
+__all__ = [
+    "CocoSource",
+    "PicselliaClient",
+    "PicselliaSource",
+    "Source",
+    "SourceError",
+    "YoloSource",
+    "default_cache_dir",
+    "open_source",
+    "stage_source",
+]

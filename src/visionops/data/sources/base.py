@@ -1,0 +1,221 @@
+"""What every dataset source shares: the protocol, the error and the staging writer."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from visionops.data.manifest import (
+    IMAGE_SUFFIXES,
+    Item,
+    Manifest,
+    group_key,
+    safe_id,
+)
+from visionops.fsutil import ensure_empty_dir
+
+logger = logging.getLogger(__name__)
+
+IMAGES_DIR = "images"
+LABELS_DIR = "labels"
+
+_SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+# A split word inside a longer name: `instances_train2017`, `valid-set`, not `latest`.
+_SPLIT_TOKEN = re.compile(
+    r"(?<![a-z])(training|train|validation|valid|val|testing|test)(?![a-z])",
+    re.IGNORECASE,
+)
+
+
+class SourceError(ValueError):
+    """A dataset source cannot be read; the message says why and what to do."""
+
+
+class Source(Protocol):
+    """A labelled export that can be staged as YOLO images, labels and a manifest."""
+
+    format: str
+
+    def stage(self, dest: Path) -> Manifest:
+        """Writes the staged dataset into the empty directory `dest`."""
+        ...
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image a source found, before it is staged.
+
+    Attributes:
+        image: The image file; when it does not exist a zero-byte placeholder is
+            staged so that validation reports it instead of it going missing.
+        source: Path relative to the source root; gives the item id and order.
+        split: The source's split (train/val/test) or None.
+        label: A YOLO txt file to copy, the label text to write, or None when
+            the source has no label for this image.
+    """
+
+    image: Path
+    source: str
+    split: str | None
+    label: Path | str | None
+
+
+def normalise_split(name: str | None) -> str | None:
+    """Maps split names (`valid`, `validation`, `training`...) to train/val/test."""
+    if name is None:
+        return None
+    return _SPLIT_ALIASES.get(name.strip().lower())
+
+
+def split_from_path(relative: str) -> str | None:
+    """Finds a split word in a path, file name first, then the nearest folder."""
+    parts = Path(relative).parts
+    for part in reversed(parts):
+        match = _SPLIT_TOKEN.search(Path(part).stem if part == parts[-1] else part)
+        if match:
+            return normalise_split(match.group(1))
+    return None
+
+
+def is_image(path: Path) -> bool:
+    """Tells whether a path names an image file by its suffix."""
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Returns every image below `folder`, sorted, the way Ultralytics globs them."""
+    return sorted(p for p in folder.rglob("*") if is_image(p) and p.is_file())
+
+
+def relative_to(path: Path, root: Path) -> str:
+    """Returns `path` relative to `root` as a POSIX string (may start with `..`)."""
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def prepare_dest(dest: Path) -> None:
+    """Creates the staging folders, refusing to mix with an earlier staging."""
+    try:
+        ensure_empty_dir(dest)
+    except ValueError as err:
+        raise SourceError(str(err)) from None
+    (dest / IMAGES_DIR).mkdir(exist_ok=True)
+    (dest / LABELS_DIR).mkdir(exist_ok=True)
+
+
+def _unique_ids(entries: Iterable[Entry]) -> list[str]:
+    ids: list[str] = []
+    taken: set[str] = set()
+    for entry in entries:
+        base = safe_id(entry.source)
+        candidate, n = base, 1
+        # Case-insensitive, so staged names also stay distinct on macOS/Windows.
+        while candidate.lower() in taken:
+            n += 1
+            candidate = f"{base}_{n}"
+        taken.add(candidate.lower())
+        ids.append(candidate)
+    return ids
+
+
+def _write_one(task: tuple[Path, Path, Path | str | None, Path | None]) -> bool:
+    image_src, image_dst, label_src, label_dst = task
+    placeholder = not image_src.is_file()
+    if placeholder:
+        image_dst.touch()
+    else:
+        # A copy, not a link: the stored artifact must not change if the
+        # user edits their source files in place.
+        shutil.copyfile(image_src, image_dst)
+    if label_dst is not None:
+        if isinstance(label_src, Path):
+            shutil.copyfile(label_src, label_dst)
+        elif isinstance(label_src, str):
+            label_dst.write_text(label_src)
+    return placeholder
+
+
+def write_staged(
+    dest: Path,
+    entries: Iterable[Entry],
+    *,
+    class_names: list[str],
+    source: str,
+    source_format: str,
+) -> Manifest:
+    """Stages `entries` into `dest` and writes `manifest.json`.
+
+    Files are copied byte for byte; nothing is decoded or
+    checked here, so broken content reaches validation as the source had it.
+
+    Args:
+        dest: A new or empty directory.
+        entries: What the source found; staged sorted by `Entry.source`.
+        class_names: Names the label class ids index into.
+        source: Where the dataset came from, for the manifest.
+        source_format: The source's format name, for the manifest.
+
+    Returns:
+        The manifest that was written.
+
+    Raises:
+        SourceError: When `dest` is not empty or the source had no images.
+    """
+    ordered = sorted(entries, key=lambda entry: entry.source)
+    if not ordered:
+        raise SourceError(
+            f"{source} holds no images (looked for {', '.join(IMAGE_SUFFIXES)}). "
+            "Check that the export contains its image folders."
+        )
+    prepare_dest(dest)
+    items: list[Item] = []
+    tasks: list[tuple[Path, Path, Path | str | None, Path | None]] = []
+    for entry, item_id in zip(ordered, _unique_ids(ordered), strict=True):
+        suffix = entry.image.suffix or ".jpg"
+        image = f"{IMAGES_DIR}/{item_id}{suffix}"
+        label = None if entry.label is None else f"{LABELS_DIR}/{item_id}.txt"
+        if isinstance(entry.label, Path) and not entry.label.is_file():
+            label = None
+        items.append(
+            Item(
+                id=item_id,
+                image=image,
+                label=label,
+                source=entry.source,
+                source_split=entry.split,
+                group=group_key(entry.image.name),
+            )
+        )
+        label_dst = dest / label if label else None
+        tasks.append((entry.image, dest / image, entry.label, label_dst))
+    with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) + 4)) as pool:
+        placeholders = sum(pool.map(_write_one, tasks))
+    if placeholders:
+        logger.warning(
+            "%d image(s) named by %s are missing; staged as empty files so "
+            "validation reports them.",
+            placeholders,
+            source,
+        )
+    manifest = Manifest(
+        source=source,
+        source_format=source_format,
+        class_names=list(class_names),
+        items=items,
+    )
+    manifest.write(dest)
+    return manifest

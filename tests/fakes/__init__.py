@@ -1,0 +1,1 @@
+"""Test doubles for services that cannot be reached from the tests."""

@@ -1,0 +1,522 @@
+"""Validates a staged dataset: safe fixes applied, unusable items quarantined."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import math
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
+
+from visionops.data.manifest import Item, Manifest
+from visionops.fsutil import ensure_empty_dir
+from visionops.parallel import pmap
+
+logger = logging.getLogger(__name__)
+
+QUARANTINE_DIR = "quarantine"
+QUARANTINE_CSV = "quarantine.csv"
+
+# In check order: an item is quarantined for the first reason that applies.
+REASONS: dict[str, str] = {
+    "image_missing": "The manifest names an image file that does not exist; "
+    "re-export the source or drop the item.",
+    "zero_byte": "The image file is empty: a failed download, or the placeholder "
+    "staging writes for an image the source lists but lacks; supply the file.",
+    "unreadable": "The bytes are not a decodable image (e.g. an HTML error page "
+    "saved as .jpg); replace the file.",
+    "truncated": "The image stops before its end (partial download or copy); "
+    "download it again.",
+    "unsupported_format": "The image decodes but is not JPEG, PNG, BMP, WebP or "
+    "TIFF, which training does not read; convert it.",
+    "image_too_small": "The image is under 10 px on a side, which Ultralytics "
+    "rejects; drop it or replace it with the full-size original.",
+    "label_missing": "The image has no label file; annotate it, or export it "
+    "with an empty label file if it truly shows no object.",
+    "label_empty": "The label file has no boxes (a background image); set "
+    "keep_background to keep negatives.",
+    "label_malformed": "A label line is not `cls cx cy w h` (nor a polygon "
+    "`cls x1 y1 x2 y2 x3 y3 ...`) or is not numeric; fix the export format.",
+    "label_nan": "A label value is NaN or infinite; re-export the annotations.",
+    "box_out_of_range": "A box lies outside the image by more than "
+    "clip_tolerance; coordinates are probably not normalised to [0, 1].",
+    "unknown_class": "A class id is not an integer in [0, number of classes); "
+    "check the class list matches the labels.",
+    "zero_area_box": "A box has (near) zero width or height after clipping; "
+    "delete it in the annotation tool.",
+    "duplicate_image": "The image bytes are identical to an earlier accepted "
+    "item (named in detail), which is kept; duplicates leak across splits.",
+}
+
+FIXES: dict[str, str] = {
+    "exif_rotation": "EXIF orientation applied to the pixels and the tag removed.",
+    "extension_mismatch": "File renamed to the extension of its real format.",
+    "jpeg_trailer_removed": "Bytes after the JPEG end-of-image marker removed.",
+    "box_clipped": "Box corners slightly outside the image clipped to [0, 1].",
+    "polygon_to_box": "Polygon label line replaced by its bounding box.",
+    "duplicate_label_line": "Repeated label lines removed.",
+}
+
+# PIL format -> (extension used when renaming, extensions that already match).
+_FORMAT_SUFFIXES: dict[str, tuple[str, frozenset[str]]] = {
+    "JPEG": (".jpg", frozenset({".jpg", ".jpeg"})),
+    # Cameras write multi-picture JPEGs (PIL says MPO) with a .jpg name.
+    "MPO": (".jpg", frozenset({".jpg", ".jpeg", ".mpo"})),
+    "PNG": (".png", frozenset({".png"})),
+    "BMP": (".bmp", frozenset({".bmp"})),
+    "WEBP": (".webp", frozenset({".webp"})),
+    "TIFF": (".tif", frozenset({".tif", ".tiff"})),
+}
+_MIN_SIDE = 10  # Ultralytics drops images smaller than this on either side.
+_EXIF_ORIENTATION = 0x0112
+_JPEG_EOI = b"\xff\xd9"
+
+
+class ValidationSettings(BaseModel):
+    """How strict validation is.
+
+    Attributes:
+        clip_tolerance: Boxes whose corners lie outside [0, 1] by at most this
+            much are clipped; further out, the item is quarantined.
+        keep_background: Keep images whose label file is empty (negatives)
+            instead of quarantining them as `label_empty`.
+        min_box_size: A box whose normalised width or height (after clipping)
+            is at or below this is a zero-area box.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    clip_tolerance: float = Field(default=0.02, ge=0.0, le=0.5)
+    keep_background: bool = False
+    min_box_size: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class QuarantinedItem(BaseModel):
+    """An item left out of the validated dataset, and why."""
+
+    id: str
+    source: str
+    reason: str
+    detail: str
+
+
+class Fix(BaseModel):
+    """A change made to an accepted item."""
+
+    id: str
+    source: str
+    fix: str
+    detail: str
+
+
+class ValidationReport(BaseModel):
+    """What validation accepted, fixed and quarantined."""
+
+    items_in: int
+    accepted: int
+    quarantined: list[QuarantinedItem] = Field(default_factory=list)
+    fixes: list[Fix] = Field(default_factory=list)
+
+    def counts_by_reason(self) -> dict[str, int]:
+        """Returns quarantined item counts per reason, in check order."""
+        counts = Counter(q.reason for q in self.quarantined)
+        return {reason: counts[reason] for reason in REASONS if counts[reason]}
+
+    def counts_by_fix(self) -> dict[str, int]:
+        """Returns the number of items that received each fix."""
+        counts = Counter(f.fix for f in self.fixes)
+        return {fix: counts[fix] for fix in FIXES if counts[fix]}
+
+
+class _Reject(Exception):
+    """Raised inside the checks; carries the quarantine reason and detail."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason, detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class _Outcome:
+    """What a worker decided about one item, and the files it wrote."""
+
+    item: Item
+    reason: str | None = None
+    detail: str = ""
+    sha256: str | None = None
+    fixes: list[tuple[str, str]] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Task:
+    item: Item
+    src: Path
+    dest: Path
+    settings: ValidationSettings
+    num_classes: int
+
+
+def validate_dataset(
+    src: Path, dest: Path, settings: ValidationSettings, workers: int = 1
+) -> ValidationReport:
+    """Writes the usable items of a staged dataset to a new staged dataset.
+
+    Accepted items (fixed where a fix is safe) go to `dest` with a manifest in
+    the source order. Every other item is copied to
+    `dest/quarantine/<reason>/` and listed in `dest/quarantine/quarantine.csv`.
+
+    Args:
+        src: Staged dataset directory to read (not modified).
+        dest: New or empty directory for the validated dataset.
+        settings: Tolerances and what to keep.
+        workers: Processes that check items in parallel.
+
+    Returns:
+        Counts, the quarantined items and the fixes applied.
+
+    Raises:
+        FileNotFoundError: If `src` has no manifest.json.
+        ValueError: If `dest` is not empty.
+    """
+    src, dest = Path(src), Path(dest)
+    manifest = Manifest.read(src)
+    ensure_empty_dir(dest)
+    tasks = [
+        _Task(item, src, dest, settings, len(manifest.class_names))
+        for item in manifest.items
+    ]
+
+    accepted: list[Item] = []
+    quarantined: list[QuarantinedItem] = []
+    fixes: list[Fix] = []
+    first_seen: dict[str, str] = {}
+    for outcome in pmap(_check_item, tasks, workers=workers):
+        item = outcome.item
+        if outcome.reason is None and outcome.sha256 in first_seen:
+            # Only the parent sees every hash, so it undoes what the worker
+            # wrote for a duplicate.
+            for relative in outcome.written:
+                (dest / relative).unlink()
+            kept = first_seen[outcome.sha256]
+            outcome.reason, outcome.detail = "duplicate_image", f"same bytes as {kept}"
+            _quarantine_files(item, src, dest / QUARANTINE_DIR / outcome.reason)
+        if outcome.reason is not None:
+            quarantined.append(
+                QuarantinedItem(
+                    id=item.id,
+                    source=item.source,
+                    reason=outcome.reason,
+                    detail=outcome.detail,
+                )
+            )
+            continue
+        assert outcome.sha256 is not None
+        first_seen[outcome.sha256] = item.id
+        accepted.append(item)
+        fixes.extend(
+            Fix(id=item.id, source=item.source, fix=name, detail=detail)
+            for name, detail in outcome.fixes
+        )
+
+    manifest.model_copy(update={"items": accepted}).write(dest)
+    _write_quarantine_csv(dest / QUARANTINE_DIR, quarantined)
+    report = ValidationReport(
+        items_in=len(tasks),
+        accepted=len(accepted),
+        quarantined=quarantined,
+        fixes=fixes,
+    )
+    logger.info(
+        "Validated %s: %d in, %d accepted, quarantined %s, fixes %s",
+        src,
+        report.items_in,
+        report.accepted,
+        report.counts_by_reason(),
+        report.counts_by_fix(),
+    )
+    return report
+
+
+def _write_quarantine_csv(folder: Path, rows: list[QuarantinedItem]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / QUARANTINE_CSV).open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "source", "reason", "detail"])
+        writer.writerows([q.id, q.source, q.reason, q.detail] for q in rows)
+
+
+def _quarantine_files(item: Item, src: Path, folder: Path) -> None:
+    """Copies the item's original image and label (those that exist) to `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for relative in (item.image, item.label):
+        if relative and (src / relative).is_file():
+            shutil.copyfile(src / relative, folder / Path(relative).name)
+
+
+def _check_item(task: _Task) -> _Outcome:
+    """Checks one item and writes it to the accepted set or to quarantine."""
+    item, src, dest = task.item, task.src, task.dest
+    outcome = _Outcome(item=item)
+    try:
+        image_bytes, image_rel, image_fixes, digest = _check_image(src, item)
+        outcome.sha256 = digest
+        label_bytes, label_fixes = _check_label(src, item, task)
+    except _Reject as reject:
+        outcome.reason, outcome.detail = reject.reason, reject.detail
+        _quarantine_files(item, src, dest / QUARANTINE_DIR / reject.reason)
+        return outcome
+
+    writes = {image_rel: image_bytes}
+    if item.label is not None:
+        writes[item.label] = label_bytes
+    for relative, data in writes.items():
+        path = dest / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Plain copies, never hard links: tools that "repair" images in place
+        # would otherwise change the source dataset too.
+        path.write_bytes(data)
+    outcome.item = item.model_copy(update={"image": image_rel})
+    outcome.written = list(writes)
+    outcome.fixes = image_fixes + label_fixes
+    return outcome
+
+
+def _check_image(
+    src: Path, item: Item
+) -> tuple[bytes, str, list[tuple[str, str]], str]:
+    """Decodes the image once and returns its output bytes, path, fixes and hash.
+
+    Raises:
+        _Reject: With the first image reason that applies.
+    """
+    path = src / item.image
+    if not path.is_file():
+        raise _Reject("image_missing", f"{item.image} not found")
+    data = path.read_bytes()
+    if not data:
+        raise _Reject("zero_byte", f"{item.image} is empty")
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise _Reject("unreadable", "not a recognised image format") from None
+    except Exception as error:  # PIL raises many types on hostile headers
+        raise _Reject("unreadable", f"{type(error).__name__}: {error}") from None
+    try:
+        image.load()
+    except OSError as error:
+        reason = "truncated" if "truncated" in str(error) else "unreadable"
+        raise _Reject(reason, str(error)) from None
+    except Exception as error:
+        raise _Reject("unreadable", f"{type(error).__name__}: {error}") from None
+
+    fixes: list[tuple[str, str]] = []
+    image_format = image.format or ""
+    if image_format in ("JPEG", "MPO") and not data.endswith(_JPEG_EOI):
+        end = _jpeg_end(data)
+        if end is None:
+            raise _Reject("truncated", "JPEG has no end-of-image marker")
+        # Ultralytics re-encodes (quality 100) any JPEG not ending in EOI, in
+        # place, so trailing bytes are cut here instead.
+        fixes.append(("jpeg_trailer_removed", f"{len(data) - end} bytes removed"))
+        data = data[:end]
+    if image_format not in _FORMAT_SUFFIXES:
+        raise _Reject("unsupported_format", f"{image_format or 'unknown'} image")
+
+    width, height = image.size
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    if orientation in range(2, 9):
+        upright = ImageOps.exif_transpose(image)
+        data = _encode(upright, image)
+        fixes.append(("exif_rotation", f"orientation {orientation} applied"))
+        width, height = upright.size
+    if min(width, height) < _MIN_SIDE:
+        raise _Reject("image_too_small", f"{width}x{height} px")
+
+    relative = item.image
+    suffix = Path(relative).suffix.lower()
+    canonical, matching = _FORMAT_SUFFIXES[image_format]
+    if suffix not in matching:
+        relative = str(Path(relative).with_suffix(canonical))
+        fixes.append(
+            ("extension_mismatch", f"{image_format} named {suffix or '(none)'}")
+        )
+    return data, relative, fixes, digest
+
+
+def _encode(image: Image.Image, original: Image.Image) -> bytes:
+    """Encodes `image` in the format of `original`, keeping EXIF and colour profile."""
+    image_format = "JPEG" if original.format == "MPO" else original.format
+    options: dict[str, object] = {"exif": image.info.get("exif", b"")}
+    if original.info.get("icc_profile"):
+        options["icc_profile"] = original.info["icc_profile"]
+    if image_format == "JPEG":
+        options["quality"] = 95
+        sampling = JpegImagePlugin.get_sampling(original)
+        if sampling >= 0:
+            options["subsampling"] = sampling
+    elif image_format == "WEBP":
+        options["quality"] = 95
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def _jpeg_end(data: bytes) -> int | None:
+    """Returns the offset just past the JPEG end-of-image marker, or None.
+
+    Walks the marker segments (skipping embedded thumbnails by their length)
+    and the entropy-coded scans, so trailing data appended after the image
+    does not count as part of it.
+    """
+    size, pos = len(data), 2
+    while pos + 1 < size:
+        if data[pos] != 0xFF:
+            pos += 1  # libjpeg also skips stray bytes between markers
+            continue
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            return pos + 2
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            pos += 1 if marker == 0xFF else 2
+            continue
+        if pos + 4 > size:
+            return None
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker != 0xDA:
+            continue
+        # Scan data: 0xFF is followed by 0x00 (stuffing) or a restart marker.
+        while True:
+            pos = data.find(b"\xff", pos)
+            if pos < 0 or pos + 1 >= size:
+                return None
+            following = data[pos + 1]
+            if following == 0x00 or 0xD0 <= following <= 0xD7:
+                pos += 2
+            elif following == 0xFF:
+                pos += 1
+            else:
+                break
+    return None
+
+
+def _check_label(
+    src: Path, item: Item, task: _Task
+) -> tuple[bytes, list[tuple[str, str]]]:
+    """Returns the label bytes to write and the fixes made to them.
+
+    Raises:
+        _Reject: With the first label reason that applies.
+    """
+    if item.label is None or not (src / item.label).is_file():
+        raise _Reject("label_missing", item.label or "no label in the source")
+    raw = (src / item.label).read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise _Reject("label_malformed", "label file is not UTF-8 text") from None
+    lines = [
+        (number, line.split())
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip()
+    ]
+    if not lines:
+        if task.settings.keep_background:
+            return raw, []
+        raise _Reject("label_empty", "no boxes (background image)")
+
+    original = dict(lines)
+    rows = [_parse_line(number, fields) for number, fields in lines]
+    for number, values in rows:
+        if not all(math.isfinite(v) for v in values):
+            raise _Reject("label_nan", f"line {number}: {' '.join(original[number])}")
+    settings = task.settings
+    boxes = [(number, values[0], *_corners(values)) for number, values in rows]
+    for number, _, xs, ys in boxes:
+        low, high = min(*xs, *ys), max(*xs, *ys)
+        if low < -settings.clip_tolerance or high > 1 + settings.clip_tolerance:
+            raise _Reject(
+                "box_out_of_range",
+                f"line {number}: corner at {low if low < 0 else high:.4g} is beyond "
+                f"[0, 1] by more than {settings.clip_tolerance}",
+            )
+    for number, cls, _, _ in boxes:
+        if not cls.is_integer() or not 0 <= cls < task.num_classes:
+            raise _Reject(
+                "unknown_class",
+                f"line {number}: class {cls:g} not in 0..{task.num_classes - 1}",
+            )
+
+    out_lines: list[str] = []
+    seen: set[tuple[int, ...]] = set()
+    clipped = polygons = duplicates = 0
+    for number, cls, (x1, x2), (y1, y2) in boxes:
+        cx1, cx2, cy1, cy2 = (min(max(v, 0.0), 1.0) for v in (x1, x2, y1, y2))
+        width, height = cx2 - cx1, cy2 - cy1
+        if width <= settings.min_box_size or height <= settings.min_box_size:
+            raise _Reject(
+                "zero_area_box",
+                f"line {number}: {width:.4g} x {height:.4g} after clipping",
+            )
+        is_polygon = len(original[number]) > 5
+        was_clipped = (cx1, cx2, cy1, cy2) != (x1, x2, y1, y2)
+        polygons += is_polygon
+        clipped += was_clipped
+        box = (int(cls), (cx1 + cx2) / 2, (cy1 + cy2) / 2, width, height)
+        key = (int(cls), *(round(v * 1e6) for v in box[1:]))
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        if is_polygon or was_clipped:
+            out_lines.append("{} {:.6f} {:.6f} {:.6f} {:.6f}".format(*box))
+        else:
+            out_lines.append(" ".join(original[number]))
+
+    fixes = [
+        (name, f"{count} line(s)")
+        for name, count in (
+            ("polygon_to_box", polygons),
+            ("box_clipped", clipped),
+            ("duplicate_label_line", duplicates),
+        )
+        if count
+    ]
+    if not fixes:
+        return raw, []
+    return ("\n".join(out_lines) + "\n").encode(), fixes
+
+
+def _parse_line(number: int, fields: list[str]) -> tuple[int, list[float]]:
+    """Parses a box (5 fields) or polygon (class + at least 3 points) line."""
+    count = len(fields)
+    if count != 5 and not (count >= 7 and count % 2 == 1):
+        raise _Reject(
+            "label_malformed",
+            f"line {number}: {count} fields; expected 5 (cls cx cy w h) or "
+            "a class and at least 3 x y points",
+        )
+    try:
+        return number, [float(value) for value in fields]
+    except ValueError:
+        raise _Reject(
+            "label_malformed", f"line {number}: non-numeric value in {fields}"
+        ) from None
+
+
+def _corners(values: list[float]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Returns ((x1, x2), (y1, y2)) of a box or of a polygon's bounding box."""
+    if len(values) == 5:
+        _, cx, cy, w, h = values
+        return (cx - w / 2, cx + w / 2), (cy - h / 2, cy + h / 2)
+    xs, ys = values[1::2], values[2::2]
+    return (min(xs), max(xs)), (min(ys), max(ys))

@@ -1,0 +1,141 @@
+"""HTML views of a dataset version for the ZenML dashboard."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from visionops.data.split import SPLITS
+from visionops.data.version import DatasetVersion
+
+PALETTE = [
+    (56, 56, 255),
+    (151, 157, 255),
+    (31, 112, 255),
+    (29, 178, 255),
+    (49, 210, 207),
+    (10, 249, 72),
+    (23, 204, 146),
+    (134, 219, 61),
+    (52, 147, 26),
+    (187, 212, 0),
+]
+
+
+def draw_boxes(image: np.ndarray, label_text: str, names: list[str]) -> np.ndarray:
+    """Draws YOLO-normalised boxes with class names on a BGR image (in place)."""
+    h, w = image.shape[:2]
+    thickness = max(1, round(max(h, w) / 300))
+    for line in label_text.splitlines():
+        parts = line.split()
+        if len(parts) < 5:
+            continue
+        cls = int(float(parts[0]))
+        cx, cy, bw, bh = (float(v) for v in parts[1:5])
+        x1, y1 = int((cx - bw / 2) * w), int((cy - bh / 2) * h)
+        x2, y2 = int((cx + bw / 2) * w), int((cy + bh / 2) * h)
+        color = PALETTE[cls % len(PALETTE)]
+        cv2.rectangle(image, (x1, y1), (x2, y2), color, thickness)
+        name = names[cls] if 0 <= cls < len(names) else str(cls)
+        cv2.putText(
+            image,
+            name,
+            (x1, max(12, y1 - 4)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4 * thickness,
+            color,
+            thickness,
+        )
+    return image
+
+
+def _thumbnail(
+    image_path: Path, label_path: Path, names: list[str], size: int = 200
+) -> str:
+    image = cv2.imread(str(image_path))
+    if image is None:
+        return ""
+    label = label_path.read_text() if label_path.is_file() else ""
+    draw_boxes(image, label, names)
+    scale = size / max(image.shape[:2])
+    image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return base64.b64encode(buf.tobytes()).decode() if ok else ""
+
+
+def _histogram(card: dict[str, Any]) -> str:
+    names = card["class_names"]
+    peak = max(
+        [1]
+        + [
+            card["splits"][s]["boxes_per_class"].get(n, 0)
+            for s in SPLITS
+            for n in names
+        ]
+    )
+    rows = []
+    for name in names:
+        bars = "".join(
+            f'<div class="bar {s}" style="width:{300 * card["splits"][s]["boxes_per_class"].get(name, 0) / peak:.0f}px">'
+            f"{card['splits'][s]['boxes_per_class'].get(name, 0)}</div>"
+            for s in SPLITS
+        )
+        rows.append(f"<tr><th>{html.escape(name)}</th><td>{bars}</td></tr>")
+    return "<table class='hist'>" + "".join(rows) + "</table>"
+
+
+def dataset_html(version: DatasetVersion, samples_per_split: int = 6) -> str:
+    """Renders the card of a dataset version as one self-contained HTML page."""
+    card = version.card
+    names = card["class_names"]
+    split_rows = "".join(
+        f"<tr><td>{s}</td><td>{card['splits'][s]['images']}</td><td>{card['splits'][s]['groups']}</td>"
+        f"<td>{sum(card['splits'][s]['boxes_per_class'].values())}</td></tr>"
+        for s in SPLITS
+    )
+    grids = []
+    for split in SPLITS:
+        images = sorted((version.root / "images" / split).glob("*"))[:samples_per_split]
+        cells = "".join(
+            f'<figure><img src="data:image/jpeg;base64,{b64}"><figcaption>{html.escape(p.name[:40])}</figcaption></figure>'
+            for p in images
+            if (
+                b64 := _thumbnail(
+                    p, version.root / "labels" / split / f"{p.stem}.txt", names
+                )
+            )
+        )
+        if cells:
+            grids.append(f"<h3>{split}</h3><div class='grid'>{cells}</div>")
+    quarantine_rows = (
+        "".join(
+            f"<tr><td>{html.escape(q['reason'])}</td><td>{html.escape(q['source'])}</td><td>{html.escape(q['detail'])}</td></tr>"
+            for q in card["quarantine"]
+        )
+        or "<tr><td colspan=3>nothing quarantined</td></tr>"
+    )
+    fixes = ", ".join(f"{k}: {v}" for k, v in card["fix_counts"].items()) or "none"
+    faces = card["faces"]
+    return f"""<!doctype html><html><head><meta charset="utf-8"><style>
+body{{font-family:sans-serif;margin:16px}} table{{border-collapse:collapse;margin-bottom:12px}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}} .hist td{{border:none}}
+.bar{{height:16px;margin:2px 0;color:#fff;font-size:11px;padding-left:3px;min-width:14px}}
+.train{{background:#3b6fd6}} .val{{background:#e08a1e}} .test{{background:#3a9d4a}}
+.grid{{display:flex;flex-wrap:wrap;gap:8px}} figure{{margin:0;font-size:10px;width:200px}}
+</style></head><body>
+<h2>Dataset {card["hash"][:12]}</h2>
+<p>Source: <code>{html.escape(card["source"])}</code> ({card["source_format"]}).
+{card["items_in"]} items in = {card["accepted"]} accepted + {card["quarantined"]} quarantined.
+Fixes: {html.escape(fixes)}. Faces blurred: {faces["faces"]} in {faces["images_with_faces"]} images.</p>
+<table><tr><th>split</th><th>images</th><th>groups</th><th>boxes</th></tr>{split_rows}</table>
+<h3>Boxes per class (<span class="bar train" style="display:inline">train</span>
+<span class="bar val" style="display:inline">val</span> <span class="bar test" style="display:inline">test</span>)</h3>
+{_histogram(card)}
+{"".join(grids)}
+<h3>Quarantine</h3><table><tr><th>reason</th><th>source</th><th>detail</th></tr>{quarantine_rows}</table>
+</body></html>"""

@@ -1,0 +1,147 @@
+"""ZenML materializers for dataset directories (staged and versioned)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, ClassVar
+
+from zenml.enums import ArtifactType, VisualizationType
+from zenml.io import fileio
+from zenml.materializers.base_materializer import BaseMaterializer
+from zenml.metadata.metadata_types import MetadataType
+
+from visionops.data.report import dataset_html
+from visionops.data.version import CARD_FILE, DatasetVersion, StagedDataset
+from visionops.env import state_dir
+from visionops.fsutil import copy_tree
+
+DATA_DIR = "data"
+
+
+def work_dir(prefix: str) -> Path:
+    """Returns a fresh folder for a step to build a directory artifact in.
+
+    The materializer removes it once the artifact is stored.
+    """
+    import tempfile
+
+    base = state_dir() / "work"
+    base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=base))
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri
+
+
+class _DirectoryMaterializer(BaseMaterializer):
+    """Stores a directory file by file: hard links locally, one object each on S3."""
+
+    SKIP_REGISTRATION: ClassVar[bool] = True  # a base class, not for any type
+
+    def _store(self, root: Path) -> Path:
+        """Stores `root` under the artifact URI and returns where to read it now."""
+        target = os.path.join(self.uri, DATA_DIR)
+        scratch = (state_dir() / "work") in root.resolve().parents
+        if _is_local(self.uri):
+            copy_tree(root, Path(target))
+            if scratch:  # the step's scratch folder is no longer needed
+                shutil.rmtree(root, ignore_errors=True)
+            return Path(target)
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                remote = os.path.join(target, path.relative_to(root).as_posix())
+                fileio.makedirs(os.path.dirname(remote))
+                fileio.copy(str(path), remote, overwrite=True)
+        if scratch:  # metadata and visualisations still read it; gone after the step
+            self._register_directory_for_deletion_after_step_execution(str(root))
+        return root
+
+    def _fetch(self) -> Path:
+        source = os.path.join(self.uri, DATA_DIR)
+        if _is_local(self.uri):
+            if not os.path.isdir(source):
+                raise FileNotFoundError(f"Artifact data is missing at {source}.")
+            return Path(source)
+        key = self.uri.rstrip("/").replace("://", "_").replace("/", "_")
+        local = state_dir() / "artifact-cache" / key
+        if not (local / ".complete").is_file():
+            shutil.rmtree(local, ignore_errors=True)
+            for dirpath, _dirs, files in fileio.walk(source):
+                rel = os.path.relpath(str(dirpath), source)
+                for name in files:
+                    dst = local / rel / str(name)
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    fileio.copy(
+                        os.path.join(str(dirpath), str(name)), str(dst), overwrite=True
+                    )
+            (local / ".complete").write_text("")
+        return local
+
+
+class StagedDatasetMaterializer(_DirectoryMaterializer):
+    """Materializer for `StagedDataset` (a stage's output directory)."""
+
+    ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (StagedDataset,)
+    ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.DATA
+
+    def save(self, data: StagedDataset) -> None:
+        """Stores the staged directory and points the object at the stored copy."""
+        data.root = self._store(data.root)
+
+    def load(self, data_type: type[Any]) -> StagedDataset:
+        """Returns the stored directory (downloaded first for remote stores)."""
+        return StagedDataset(self._fetch())
+
+    def extract_metadata(self, data: StagedDataset) -> dict[str, MetadataType]:
+        """Records how many items the stage produced."""
+        manifest = json.loads((data.root / "manifest.json").read_text())
+        return {"items": len(manifest["items"]), "classes": manifest["class_names"]}
+
+
+class DatasetVersionMaterializer(_DirectoryMaterializer):
+    """Materializer for `DatasetVersion`, with its card as metadata and an HTML view."""
+
+    ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (DatasetVersion,)
+    ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.DATA
+
+    def save(self, data: DatasetVersion) -> None:
+        """Stores the dataset directory and points the object at the stored copy."""
+        data.root = self._store(data.root)
+
+    def load(self, data_type: type[Any]) -> DatasetVersion:
+        """Returns the stored dataset (downloaded first for remote stores)."""
+        return DatasetVersion(self._fetch())
+
+    def save_visualizations(self, data: DatasetVersion) -> dict[str, VisualizationType]:
+        """Writes the class histogram, sample grid and quarantine table as HTML."""
+        path = os.path.join(self.uri, "dataset.html")
+        with fileio.open(path, "w") as handle:
+            handle.write(dataset_html(data))
+        return {path: VisualizationType.HTML}
+
+    def extract_metadata(self, data: DatasetVersion) -> dict[str, MetadataType]:
+        """Puts the card's headline figures on the artifact version."""
+        card = data.card
+        return {
+            "dataset_hash": card["hash"],
+            "path": str(data.root),
+            "source": card["source"],
+            "classes": card["class_names"],
+            "items_in": card["items_in"],
+            "accepted": card["accepted"],
+            "quarantined": card["quarantined"],
+            "images": {s: v["images"] for s, v in card["splits"].items()},
+            "faces_blurred": card["faces"]["faces"],
+        }
+
+
+__all__ = [
+    "CARD_FILE",
+    "DatasetVersionMaterializer",
+    "StagedDatasetMaterializer",
+    "work_dir",
+]

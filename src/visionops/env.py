@@ -1,4 +1,4 @@
-"""One place that pins the project's environment: offline, no telemetry, state in the repo.
+"""One place that pins the environment: offline, no telemetry, state in the repo.
 
 Every entry point (run.py, the tests, the steps, the Bento service) imports `visionops`,
 whose `__init__` calls `configure()` before any of ZenML, MLflow, BentoML or Ultralytics

@@ -1,4 +1,4 @@
-"""Process-pool mapping that keeps order and falls back to a plain loop for one worker."""
+"""Order-keeping process-pool map that runs in-process for one worker."""
 
 from __future__ import annotations
 
@@ -14,7 +14,12 @@ R = TypeVar("R")
 def resolve_workers(workers: int | str | None) -> int:
     """Turns a `workers` setting ("auto", None or an int >= 1) into a process count."""
     if workers in (None, "auto", 0):
-        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        return max(
+            1,
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1,
+        )
     count = int(workers)
     if count < 1:
         raise ValueError(f"workers must be 'auto' or an integer >= 1, got {workers!r}.")

@@ -1,0 +1,1 @@
+"""ZenML steps, one per file, grouped by pipeline stage."""

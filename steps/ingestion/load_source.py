@@ -1,0 +1,40 @@
+"""Step: stage any supported labelled export as a dataset directory."""
+
+from pathlib import Path
+from typing import Annotated
+
+from zenml import log_metadata, step
+
+from visionops.data.sources import stage_source
+from visionops.data.version import StagedDataset
+from visionops.env import project_root, state_dir
+from visionops.materializers import work_dir
+from visionops.names import STAGED_DATASET
+
+
+# Not cached: the source folder or platform can change behind the same string.
+@step(enable_cache=False)
+def load_source(source: str) -> Annotated[StagedDataset, STAGED_DATASET]:
+    """Stages a YOLO/Roboflow/COCO folder or zip, or a Picsellia dataset version.
+
+    Args:
+        source: A path (relative paths are resolved from the project root) or
+            `picsellia://<dataset version id>`.
+
+    Returns:
+        The staged dataset: images, labels and manifest, untouched.
+    """
+    if "://" not in source and not Path(source).is_absolute():
+        source = str(project_root() / source)
+    dest = work_dir("staged")
+    manifest = stage_source(source, dest, cache_dir=state_dir() / "source-cache")
+    log_metadata(
+        {
+            "source": source,
+            "format": manifest.source_format,
+            "items": len(manifest.items),
+            "classes": manifest.class_names,
+        },
+        infer_artifact=True,
+    )
+    return StagedDataset(dest)

@@ -1,0 +1,30 @@
+"""Step: group-aware, class-stratified split."""
+
+from typing import Annotated
+
+from zenml import log_metadata, step
+
+from visionops.config import SplitSettings
+from visionops.data.split import SplitPlan, plan_split
+from visionops.data.version import StagedDataset
+from visionops.names import SPLIT_PLAN
+
+
+@step
+def split_dataset(
+    dataset: StagedDataset, settings: SplitSettings
+) -> Annotated[SplitPlan, SPLIT_PLAN]:
+    """Assigns every item to train/val/test; copies of one photo stay together."""
+    plan = plan_split(
+        dataset.root,
+        {"train": settings.train, "val": settings.val, "test": settings.test},
+        settings.seed,
+    )
+    log_metadata(
+        {
+            "images": plan.images,
+            "groups": plan.groups,
+            "boxes_per_class": plan.boxes_per_class,
+        }
+    )
+    return plan

@@ -1,0 +1,35 @@
+"""Step: write the versioned YOLO dataset with its data.yaml, hash and card."""
+
+from typing import Annotated, Any
+
+from zenml import log_metadata, step
+
+from visionops.data.anonymize import FaceReport
+from visionops.data.split import SplitPlan
+from visionops.data.validate import ValidationReport
+from visionops.data.version import DatasetVersion, StagedDataset, build_dataset_version
+from visionops.materializers import work_dir
+from visionops.names import DATASET
+
+
+@step
+def version_dataset(
+    anonymized: StagedDataset,
+    validated: StagedDataset,
+    plan: SplitPlan,
+    validation: ValidationReport,
+    faces: FaceReport,
+    settings: dict[str, Any],
+) -> Annotated[DatasetVersion, DATASET]:
+    """Builds the dataset version; the quarantined files travel with it."""
+    version = build_dataset_version(
+        anonymized.root,
+        plan,
+        work_dir("dataset"),
+        validation=validation,
+        faces=faces,
+        quarantine=validated.root / "quarantine",
+        settings=settings,
+    )
+    log_metadata({"dataset_hash": version.hash}, infer_artifact=True)
+    return version

@@ -1,0 +1,80 @@
+"""Shared fixtures: an isolated, offline environment first, then data paths."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+# Isolate every bit of state (ZenML store, MLflow, BentoML, YOLO settings) in a
+# throwaway folder before `visionops` configures the environment from it.
+_STATE = Path(tempfile.mkdtemp(prefix="visionops-tests-"))
+os.environ["VISIONOPS_STATE_DIR"] = str(_STATE)
+for _key in ("ZENML_CONFIG_PATH", "YOLO_CONFIG_DIR", "BENTOML_HOME", "MPLCONFIGDIR"):
+    os.environ.pop(_key, None)
+
+import pytest  # noqa: E402
+
+import visionops  # noqa: E402, F401  (configures the offline environment)
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample" / "boards"
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+BOARDS = SHARED_DATASETS / "roboflow-boards"
+
+OUTBOUND: list[str] = []
+
+
+def _is_loopback(host: object) -> bool:
+    if host in ("localhost", "", None):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _audit(event: str, args: tuple) -> None:
+    # Every connection and name lookup that would leave this machine is recorded
+    # and refused, in this process and in forked workers alike.
+    if event == "socket.connect":
+        address = args[1]
+        if isinstance(address, tuple) and not _is_loopback(address[0]):
+            OUTBOUND.append(f"connect {address}")
+            raise ConnectionRefusedError(f"test blocked a connection to {address}")
+    elif event == "socket.getaddrinfo" and not _is_loopback(args[0]):
+        OUTBOUND.append(f"getaddrinfo {args[0]}")
+        raise socket.gaierror(f"test blocked a lookup of {args[0]}")
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture
+def outbound() -> list[str]:
+    """The list of blocked outbound attempts, emptied for the test."""
+    OUTBOUND.clear()
+    return OUTBOUND
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The bundled sample (a subset of roboflow-boards, as exported)."""
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def boards_dir() -> Path:
+    """The full real Roboflow export kept as exported (read-only)."""
+    if not BOARDS.is_dir():
+        pytest.skip(f"{BOARDS} is not present beside the checkout")
+    return BOARDS
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Removes the throwaway state folder."""
+    shutil.rmtree(_STATE, ignore_errors=True)

@@ -1,0 +1,113 @@
+"""A real ingestion pipeline run in an isolated ZenML store, offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from visionops.config import load_parameters
+from visionops.data.version import DatasetVersion, content_hash
+from visionops.names import DATASET
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ingested(sample_dir: Path) -> dict:
+    """Runs ingestion once on the bundled sample, recording outbound traffic."""
+    from zenml.client import Client
+
+    from pipelines.ingestion import ingestion
+    from tests.conftest import OUTBOUND
+
+    OUTBOUND.clear()
+    params = load_parameters(
+        "ingestion", overrides=[f"source={sample_dir}", "workers=2"]
+    )
+    run = ingestion.with_options(enable_cache=False)(params=params)
+    artifact = Client().get_artifact_version(DATASET)
+    return {"run": run, "artifact": artifact, "outbound": list(OUTBOUND)}
+
+
+def test_run_completes_offline(ingested: dict) -> None:
+    assert str(ingested["run"].status) == "completed"
+    assert ingested["outbound"] == [], "a pipeline step tried to leave loopback"
+
+
+def test_dataset_artifact_adds_up(ingested: dict) -> None:
+    version = ingested["artifact"].load()
+    assert isinstance(version, DatasetVersion)
+    card = version.card
+    assert card["items_in"] == 61
+    assert card["items_in"] == card["accepted"] + card["quarantined"]
+    assert sum(s["images"] for s in card["splits"].values()) == card["accepted"]
+    images_on_disk = sum(1 for _ in (version.root / "images").rglob("*.jpg"))
+    assert images_on_disk == card["accepted"]
+    assert card["hash"] == content_hash(version.root)
+    meta = ingested["artifact"].run_metadata
+    assert meta["dataset_hash"] == card["hash"]
+    assert meta["images"] == {s: v["images"] for s, v in card["splits"].items()}
+
+
+def test_ultralytics_accepts_data_yaml(ingested: dict) -> None:
+    from ultralytics.data.utils import check_det_dataset
+
+    version = ingested["artifact"].load()
+    text = version.data_yaml.read_text()
+    assert "/" + "work" not in text and "path:" not in text  # no absolute paths
+    data = check_det_dataset(str(version.data_yaml))
+    assert data["nc"] == 1 and data["names"] == {0: "board"}
+    assert Path(data["train"]).is_dir() and Path(data["test"]).is_dir()
+
+
+def test_dashboard_visualisation(ingested: dict) -> None:
+    visualizations = ingested["artifact"].visualizations
+    assert visualizations, "the dataset artifact has no visualisation"
+    html = Path(visualizations[0].uri).read_text()
+    assert "Boxes per class" in html and "data:image/jpeg;base64," in html
+    assert "Quarantine" in html
+
+
+def test_status_reports_latest_dataset(
+    ingested: dict, capsys: pytest.CaptureFixture
+) -> None:
+    import run
+
+    assert run.main(["--status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["dataset"]["hash"] == ingested["artifact"].load().hash
+    assert Path(status["dataset"]["path"]).is_dir()
+    assert status["stack"]["name"] == "default"
+    assert status["champion"] is None
+
+
+def _run_py(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "run.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ),
+        timeout=300,
+    )
+
+
+def test_help_shows_examples() -> None:
+    result = _run_py("--help")
+    assert result.returncode == 0
+    assert "python run.py --pipeline ingestion --source" in result.stdout
+
+
+def test_bad_config_fails_before_any_work() -> None:
+    result = _run_py("--pipeline", "ingestion", "--set", "anonymize.treshold=0.3")
+    assert result.returncode == 2
+    assert "anonymize.treshold" in result.stderr and "threshold" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = _run_py("--pipeline", "ingestion", "--source", "/nonexistent/export")
+    assert result.returncode != 0
+    assert "/nonexistent/export" in result.stderr

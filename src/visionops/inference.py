@@ -1,0 +1,542 @@
+"""ONNX export and ONNX Runtime detection that reproduces Ultralytics' predict."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+import visionops  # noqa: F401  (offline settings, before Ultralytics is imported)
+
+# Ultralytics' `non_max_suppression` defaults: at most this many candidates enter NMS.
+MAX_NMS = 30_000
+
+
+def export_onnx(
+    weights: Path | str,
+    imgsz: int,
+    out_dir: Path | None = None,
+    *,
+    dynamic: bool = True,
+    end2end: bool = False,
+) -> Path:
+    """Exports YOLO weights to a simplified ONNX graph with Ultralytics, offline.
+
+    The graph carries Ultralytics' metadata (names, imgsz, stride, end2end, ...),
+    which `OnnxDetector` reads back.
+
+    Args:
+        weights: A `.pt` checkpoint, or an architecture yaml such as "yolo11n.yaml"
+            (random weights, for shape checks and benchmarks).
+        imgsz: The square input size the model is exported and later run at.
+        out_dir: Where to put the `.onnx`. When omitted, Ultralytics' default: next
+            to a `.pt` checkpoint, or the working directory for a yaml.
+        dynamic: Export dynamic batch, height and width axes, so `predict_batch`
+            runs a whole batch in one call.
+        end2end: Export the NMS-free one-to-one head of models that have one
+            (YOLO26), giving `(batch, max_det, 6)` detections instead of the
+            `(batch, 4 + nc, anchors)` raw head that needs NMS. Ignored, with an
+            Ultralytics warning, by models without such a head.
+
+    Returns:
+        The path of the exported `.onnx` file.
+    """
+    from ultralytics import YOLO
+
+    # `nms=None` keeps the raw one-to-many head, exactly what `YOLO.predict` runs;
+    # `nms=False` is Ultralytics' switch for the NMS-free head.
+    options = {
+        "format": "onnx",
+        "imgsz": imgsz,
+        "dynamic": dynamic,
+        "simplify": True,
+        "nms": False if end2end else None,
+        "batch": 1,
+        "device": "cpu",
+    }
+    weights = Path(weights)
+    if out_dir is None:
+        return Path(YOLO(str(weights)).export(**options))
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="visionops-export-") as tmp:
+        # Ultralytics writes beside the checkpoint; exporting from a private copy
+        # keeps a (possibly read-only or shared) weights folder untouched.
+        source = weights
+        if weights.is_file():
+            source = Path(tmp) / weights.name
+            shutil.copy2(weights, source)
+        exported = Path(YOLO(str(source)).export(**options))
+        target = out_dir / exported.name
+        shutil.move(str(exported), target)
+    return target
+
+
+@dataclass(eq=False)
+class Detections:
+    """Detections of one image, in the original image's pixel coordinates.
+
+    Attributes:
+        boxes: (n, 4) float32 boxes as x1, y1, x2, y2.
+        scores: (n,) float32 confidences, highest first.
+        class_ids: (n,) int64 class indices.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Detections:
+        """Returns detections with no box."""
+        return cls(
+            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        )
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def to_records(self, names: Mapping[int, str] | Sequence[str]) -> list[dict]:
+        """Returns one JSON-ready dict per box.
+
+        Args:
+            names: Class names by index (a dict or a list).
+
+        Returns:
+            `[{"class_id", "class_name", "confidence", "box": {"x1", "y1", "x2",
+            "y2"}}]`, in the order of the detections.
+        """
+        records = []
+        for (x1, y1, x2, y2), score, class_id in zip(
+            self.boxes.tolist(),
+            self.scores.tolist(),
+            self.class_ids.tolist(),
+            strict=True,
+        ):
+            records.append(
+                {
+                    "class_id": int(class_id),
+                    "class_name": _name(names, class_id),
+                    "confidence": float(score),
+                    "box": {"x1": x1, "y1": y1, "x2": x2, "y2": y2},
+                }
+            )
+        return records
+
+    def counts(self, names: Mapping[int, str] | Sequence[str]) -> dict[str, int]:
+        """Returns the number of boxes per class name, in class-index order."""
+        ids, numbers = np.unique(self.class_ids, return_counts=True)
+        return {
+            _name(names, c): int(n)
+            for c, n in zip(ids.tolist(), numbers.tolist(), strict=True)
+        }
+
+
+def _name(names: Mapping[int, str] | Sequence[str], class_id: int) -> str:
+    try:
+        return str(names[int(class_id)])
+    except (KeyError, IndexError):
+        return str(class_id)
+
+
+def _letterbox_params(
+    shape: tuple[int, int], size: tuple[int, int], auto: bool, stride: int
+) -> tuple[float, tuple[int, int], tuple[int, int, int, int]]:
+    """Mirrors `LetterBox.get_params(scaleup=True, center=True)`.
+
+    Returns:
+        The ratio, the resized (width, height) and the (top, bottom, left, right)
+        padding.
+    """
+    h, w = shape
+    r = min(size[0] / h, size[1] / w)
+    new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
+    pad_w, pad_h = size[1] - new_w, size[0] - new_h
+    if auto:  # the smallest stride multiple that holds the resized image
+        pad_w, pad_h = pad_w % stride, pad_h % stride
+    dw, dh = pad_w / 2, pad_h / 2
+    # The +-0.1 splits an odd padding the way Ultralytics does (extra pixel last).
+    padding = round(dh - 0.1), round(dh + 0.1), round(dw - 0.1), round(dw + 0.1)
+    return r, (new_w, new_h), padding
+
+
+def _padded_shape(
+    shape: tuple[int, int], size: tuple[int, int], auto: bool, stride: int
+) -> tuple[int, int]:
+    """Returns the (height, width) that `letterbox` gives an image of `shape`."""
+    _, (new_w, new_h), (top, bottom, left, right) = _letterbox_params(
+        shape, size, auto, stride
+    )
+    return new_h + top + bottom, new_w + left + right
+
+
+def _size_pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int | np.integer):
+        return int(size), int(size)
+    height, width = size
+    return int(height), int(width)
+
+
+def letterbox(
+    image: np.ndarray,
+    size: int | tuple[int, int],
+    color: int = 114,
+    *,
+    auto: bool = False,
+    stride: int = 32,
+) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """Resizes keeping the aspect ratio and pads, exactly as Ultralytics' `LetterBox`.
+
+    Bilinear resize (up or down) and centred constant padding, so an ONNX model
+    sees the very pixels `YOLO.predict` feeds the PyTorch model.
+
+    Args:
+        image: An (H, W, C) image.
+        size: The target side, or (height, width).
+        color: The padding value for every channel.
+        auto: Pad only up to the next multiple of `stride` (`LetterBox(auto=True)`,
+            what predict does for graphs with dynamic height and width) instead
+            of all the way to `size` (`auto=False`, fixed-size graphs).
+        stride: The model's largest stride, used when `auto`.
+
+    Returns:
+        The padded image, the resize ratio, and the (left, top) padding in pixels.
+    """
+    size = _size_pair(size)
+    ratio, new_unpad, (top, bottom, left, right) = _letterbox_params(
+        image.shape[:2], size, auto, stride
+    )
+    if image.shape[1::-1] != new_unpad:
+        image = cv2.resize(image, new_unpad, interpolation=cv2.INTER_LINEAR)
+    padded = cv2.copyMakeBorder(
+        image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(color,) * 3
+    )
+    return padded, ratio, (float(left), float(top))
+
+
+def nms(
+    boxes_xyxy: np.ndarray,
+    scores: np.ndarray,
+    iou: float,
+    class_ids: np.ndarray | None = None,
+) -> np.ndarray:
+    """Greedy non-maximum suppression, class-aware when `class_ids` is given.
+
+    Classes are kept apart by shifting each class's boxes by a multiple of the
+    coordinate span (torchvision's `batched_nms` trick), so one pass serves all.
+
+    Args:
+        boxes_xyxy: (n, 4) boxes as x1, y1, x2, y2.
+        scores: (n,) scores.
+        iou: Boxes overlapping a kept box by more than this IoU are dropped.
+        class_ids: (n,) class indices; omitted, all boxes compete.
+
+    Returns:
+        The kept indices, int64, highest score first.
+
+    Raises:
+        ValueError: If the shapes disagree.
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or scores.shape != (boxes.shape[0],):
+        raise ValueError(
+            f"nms needs boxes (n, 4) and scores (n,), got {boxes.shape} and "
+            f"{scores.shape}"
+        )
+    if boxes.shape[0] == 0:
+        return np.zeros(0, np.int64)
+    if class_ids is not None:
+        class_ids = np.asarray(class_ids)
+        if class_ids.shape != scores.shape:
+            raise ValueError(
+                f"class_ids has shape {class_ids.shape}, expected {scores.shape}"
+            )
+        span = boxes.max() - min(boxes.min(), 0.0) + 1.0
+        boxes = boxes + class_ids.astype(np.float64)[:, None] * span
+    x1, y1, x2, y2 = boxes.T
+    areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        inter = np.clip(
+            np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]), 0, None
+        ) * np.clip(
+            np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]), 0, None
+        )
+        union = areas[best] + areas[rest] - inter
+        overlap = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        order = rest[overlap <= iou]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _check_image(image: object, index: int | None = None) -> np.ndarray:
+    where = "image" if index is None else f"image {index}"
+    if image is None:
+        raise ValueError(f"{where} is None; pass a BGR uint8 array (H, W, 3)")
+    if not isinstance(image, np.ndarray):
+        raise ValueError(
+            f"{where} is a {type(image).__name__}; pass a BGR uint8 numpy array "
+            "(H, W, 3), e.g. from cv2.imread"
+        )
+    if image.dtype != np.uint8:
+        raise ValueError(f"{where} has dtype {image.dtype}; expected uint8 (0-255)")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"{where} has shape {image.shape}; expected (H, W, 3) BGR, convert "
+            "grey or BGRA images with cv2.cvtColor first"
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"{where} is empty (shape {image.shape})")
+    return image
+
+
+def _metadata_value(raw: str | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+class OnnxDetector:
+    """Runs an Ultralytics-exported ONNX detector with ONNX Runtime, no torch.
+
+    Preprocessing and decoding mirror `YOLO.predict`: letterbox (to the next
+    stride multiple for graphs with dynamic height and width, like predict's
+    `rect`, else to the full size), RGB /255, confidence filter, class-aware NMS,
+    max_det, boxes scaled back and clipped. Results agree with the PyTorch
+    model up to float noise.
+
+    Attributes:
+        names: Class names by index, from the ONNX metadata.
+        imgsz: The (height, width) images are fitted into.
+        stride: The model's largest stride.
+        end2end: Whether the graph emits NMS-free `(batch, k, 6)` detections.
+        input_name: The graph's image input.
+        dynamic_batch: Whether one call can take a batch of any size.
+        rect: Whether images are padded only to a stride multiple (the graph
+            takes any height and width).
+    """
+
+    def __init__(
+        self,
+        onnx_path: Path | str,
+        *,
+        threads: int = 1,
+        providers: list[str] | None = None,
+    ) -> None:
+        """Opens the ONNX model and reads Ultralytics' metadata from it.
+
+        Args:
+            onnx_path: An `.onnx` written by `export_onnx` (or Ultralytics).
+            threads: ONNX Runtime intra-op threads. Small images gain little from
+                more; a server scales with workers instead.
+            providers: ONNX Runtime execution providers, CPU when omitted.
+
+        Raises:
+            ValueError: If the graph lacks Ultralytics' class names.
+        """
+        self.path = Path(onnx_path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(self.path),
+            sess_options=options,
+            providers=providers or ["CPUExecutionProvider"],
+        )
+        meta = self.session.get_modelmeta().custom_metadata_map
+        names = _metadata_value(meta.get("names"))
+        if not isinstance(names, dict):
+            raise ValueError(
+                f"{self.path} has no Ultralytics class names in its metadata; "
+                "export it with visionops.inference.export_onnx"
+            )
+        self.names: dict[int, str] = {int(k): str(v) for k, v in names.items()}
+
+        graph_input = self.session.get_inputs()[0]
+        self.input_name: str = graph_input.name
+        batch, _, height, width = graph_input.shape
+        self.dynamic_batch = not isinstance(batch, int)
+        self._batch = None if self.dynamic_batch else batch
+        self.rect = not (isinstance(height, int) and isinstance(width, int))
+        self.imgsz: tuple[int, int] = (
+            _size_pair(_metadata_value(meta.get("imgsz")) or 640)
+            if self.rect
+            else (height, width)
+        )
+        self.stride = int(_metadata_value(meta.get("stride")) or 32)
+
+        output = self.session.get_outputs()[0]
+        self._output_name = output.name
+        end2end = _metadata_value(meta.get("end2end"))
+        if end2end is None:  # foreign exports: tell the heads apart by the shape
+            end2end = output.shape[-1] == 6 and output.shape[1] != 4 + len(self.names)
+        self.end2end = bool(end2end)
+
+    def predict(
+        self,
+        image_bgr: np.ndarray,
+        conf: float = 0.25,
+        iou: float = 0.7,
+        max_det: int = 300,
+    ) -> Detections:
+        """Detects objects in one BGR image.
+
+        Args:
+            image_bgr: A uint8 (H, W, 3) BGR image, as from `cv2.imread`.
+            conf: Keep boxes scoring above this.
+            iou: NMS IoU threshold (unused by NMS-free graphs).
+            max_det: Keep at most this many boxes.
+
+        Returns:
+            The detections in the image's pixel coordinates.
+
+        Raises:
+            ValueError: If the image is not a non-empty uint8 (H, W, 3) array.
+        """
+        return self.predict_batch([image_bgr], conf=conf, iou=iou, max_det=max_det)[0]
+
+    def predict_batch(
+        self,
+        images: Sequence[np.ndarray],
+        conf: float = 0.25,
+        iou: float = 0.7,
+        max_det: int = 300,
+    ) -> list[Detections]:
+        """Detects objects in several BGR images, batching what the graph allows.
+
+        Images that letterbox to the same input shape (all of them for a
+        fixed-size graph, same-sized images otherwise) share one ONNX Runtime
+        call when the graph has a dynamic batch axis, so the results equal
+        `predict` image by image.
+
+        Args:
+            images: uint8 (H, W, 3) BGR images of any sizes.
+            conf: Keep boxes scoring above this.
+            iou: NMS IoU threshold (unused by NMS-free graphs).
+            max_det: Keep at most this many boxes per image.
+
+        Returns:
+            One `Detections` per image, in order.
+
+        Raises:
+            ValueError: If an image is invalid (the message names its index).
+        """
+        if images is None or isinstance(images, np.ndarray):
+            raise ValueError("predict_batch takes a list of images")
+        checked = [_check_image(image, i) for i, image in enumerate(images)]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(checked):
+            shape = _padded_shape(image.shape[:2], self.imgsz, self.rect, self.stride)
+            groups.setdefault(shape, []).append(i)
+
+        results: list[Detections | None] = [None] * len(checked)
+        decode = self._decode_end2end if self.end2end else self._decode_raw
+        for input_shape, indices in groups.items():
+            raw = self._run([checked[i] for i in indices])
+            for row, i in enumerate(indices):
+                boxes, scores, class_ids = decode(raw[row], conf, iou, max_det)
+                results[i] = _to_image(
+                    boxes, scores, class_ids, checked[i].shape[:2], input_shape
+                )
+        return results  # type: ignore[return-value]
+
+    def _run(self, images: list[np.ndarray]) -> np.ndarray:
+        """Runs images that letterbox to one shape; returns the raw output rows."""
+        padded = np.stack(
+            [
+                letterbox(image, self.imgsz, auto=self.rect, stride=self.stride)[0]
+                for image in images
+            ]
+        )
+        # BGR->RGB and HWC->CHW as views, then a single contiguous float copy.
+        blob = np.ascontiguousarray(padded[..., ::-1].transpose(0, 3, 1, 2))
+        blob = blob.astype(np.float32)
+        blob /= 255.0
+        step = self._batch or len(blob)
+        outputs = []
+        for start in range(0, len(blob), step):
+            chunk = blob[start : start + step]
+            real = len(chunk)
+            if real < step:  # a fixed batch larger than what is left: pad with blanks
+                blank = np.zeros((step - real, *chunk.shape[1:]), np.float32)
+                chunk = np.concatenate([chunk, blank])
+            out = self.session.run([self._output_name], {self.input_name: chunk})[0]
+            outputs.append(out[:real])
+        return np.concatenate(outputs)
+
+    def _decode_raw(
+        self, pred: np.ndarray, conf: float, iou: float, max_det: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Decodes one image of a `(4 + nc, anchors)` head: cx, cy, w, h, scores."""
+        if pred.ndim != 2 or pred.shape[0] != 4 + len(self.names):
+            raise ValueError(
+                f"unexpected output {pred.shape} for {len(self.names)} classes; "
+                f"expected (4 + nc, anchors)"
+            )
+        class_scores = pred[4:]
+        best = class_scores.max(axis=0)
+        candidates = np.flatnonzero(best > conf)
+        if candidates.size > MAX_NMS:
+            top = np.argsort(-best[candidates], kind="stable")[:MAX_NMS]
+            candidates = candidates[top]
+        scores = best[candidates]
+        class_ids = class_scores[:, candidates].argmax(axis=0).astype(np.int64)
+        cx, cy, w, h = pred[:4, candidates]
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        keep = nms(boxes, scores, iou, class_ids)[:max_det]
+        return boxes[keep], scores[keep], class_ids[keep]
+
+    @staticmethod
+    def _decode_end2end(
+        pred: np.ndarray, conf: float, iou: float, max_det: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Decodes one image of a `(k, 6)` NMS-free head: x1, y1, x2, y2, score, cls."""
+        if pred.ndim != 2 or pred.shape[1] != 6:
+            raise ValueError(f"unexpected end2end output {pred.shape}; expected (k, 6)")
+        pred = pred[pred[:, 4] > conf][:max_det]
+        return pred[:, :4], pred[:, 4], pred[:, 5].astype(np.int64)
+
+
+def _to_image(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    class_ids: np.ndarray,
+    shape: tuple[int, int],
+    input_shape: tuple[int, int],
+) -> Detections:
+    """Maps input-space boxes back onto the original image, like `scale_boxes`."""
+    h, w = shape
+    # Ultralytics re-derives the gain and padding from the padded input's shape
+    # and uses per-axis gains of the rounded resized size; so does this.
+    gain = min(input_shape[0] / h, input_shape[1] / w)
+    new_h, new_w = max(round(h * gain), 1), max(round(w * gain), 1)
+    pad_x = round((input_shape[1] - new_w) / 2 - 0.1)
+    pad_y = round((input_shape[0] - new_h) / 2 - 0.1)
+    scale = np.array([new_w / w, new_h / h] * 2, np.float32)
+    boxes = (
+        boxes.astype(np.float32) - np.array([pad_x, pad_y] * 2, np.float32)
+    ) / scale
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+    return Detections(
+        np.ascontiguousarray(boxes, np.float32),
+        np.ascontiguousarray(scores, np.float32),
+        np.ascontiguousarray(class_ids, np.int64),
+    )

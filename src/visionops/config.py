@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import copy
+import itertools
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from visionops.data.anonymize import AnonymizeSettings
 from visionops.data.validate import ValidationSettings
@@ -51,8 +60,127 @@ class IngestionParameters(StrictModel):
     split: SplitSettings = Field(default_factory=SplitSettings)
 
 
-PARAMETER_MODELS: dict[str, type[StrictModel]] = {"ingestion": IngestionParameters}
-TOP_LEVEL_KEYS = ("parameters",)
+MODEL_NAME = re.compile(r"^yolo(11|26)[nsmlx]$")
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda|cuda:\d+|\d+(,\d+)*)$")
+METRICS = ("map50_95", "map50", "precision", "recall", "f1")
+Metric = Literal["map50_95", "map50", "precision", "recall", "f1"]
+
+
+class TrainSettings(StrictModel):
+    """Ultralytics training arguments that a candidate (or the grid) may set."""
+
+    imgsz: int = Field(320, ge=32, le=2048, multiple_of=32)
+    epochs: int = Field(30, ge=1)
+    batch: int = Field(16, ge=1)
+    patience: int = Field(10, ge=0)
+    optimizer: Literal[
+        "auto", "SGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSProp"
+    ] = "auto"
+    lr0: float = Field(0.01, gt=0, le=1)
+    seed: int = 0
+    device: str = "auto"
+    workers: int = Field(2, ge=0)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not DEVICE.match(value):
+            raise ValueError("use auto, cpu, mps, cuda, cuda:N or GPU indices like 0,1")
+        return value
+
+
+def check_model_name(value: str) -> str:
+    """Accepts yolo11/yolo26 n/s/m/l/x names or a path to .pt weights or a .yaml."""
+    if MODEL_NAME.match(value) or value.endswith((".pt", ".yaml", ".yml")):
+        return value
+    raise ValueError(
+        "use a model name like yolo11n, yolo11s, yolo11m, yolo26n, yolo26s, yolo26m, "
+        "or a path to .pt weights or an architecture .yaml"
+    )
+
+
+class PromotionSettings(StrictModel):
+    """When a challenger replaces the champion."""
+
+    metric: Metric = "map50_95"
+    margin: float = Field(0.0, ge=0)
+    min_score: float | None = Field(None, ge=0, le=1)
+    max_latency_ms: float | None = Field(None, gt=0)
+
+
+class EvaluationSettings(StrictModel):
+    """How the selected candidate and the champion are measured on the test split."""
+
+    serving_imgsz: int | None = Field(None, ge=32, le=2048, multiple_of=32)
+    latency_runs: int = Field(20, ge=1)
+    batch: int = Field(8, ge=1)
+
+
+class ModelSettings(StrictModel):
+    """The model identity shared by the ZenML Model and the MLflow registered model."""
+
+    name: str = Field("board-detector", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    tags: list[str] = Field(default_factory=list)
+
+
+class TrainingParameters(StrictModel):
+    """Everything the training pipeline takes."""
+
+    dataset: str = "latest"
+    models: list[str] = Field(default_factory=lambda: ["yolo11n"], min_length=1)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    pretrained: Literal["auto", "required", "never"] = "auto"
+    selection_metric: Metric = "map50_95"
+    promotion: PromotionSettings = Field(default_factory=PromotionSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    resume: bool = False
+    model: ModelSettings = Field(default_factory=ModelSettings)
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: list[str]) -> list[str]:
+        return [check_model_name(v) for v in value]
+
+    @model_validator(mode="after")
+    def _grid_points_are_valid(self) -> TrainingParameters:
+        allowed = {"model", *TrainSettings.model_fields}
+        for key, values in self.grid.items():
+            if key not in allowed:
+                raise ValueError(
+                    f"grid.{key}: not a training setting; allowed: {sorted(allowed)}"
+                )
+            if not values:
+                raise ValueError(f"grid.{key}: give at least one value")
+        base = self.train.model_dump()
+        for point in self.grid_points():
+            for key, value in point.items():
+                if key == "model":
+                    check_model_name(value)
+                    continue
+                try:
+                    TrainSettings.model_validate({**base, key: value})
+                except ValidationError as err:
+                    raise ValueError(
+                        f"grid.{key}={value!r}: {err.errors()[0]['msg']}"
+                    ) from None
+        return self
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every combination of the grid's values (one empty point without a grid)."""
+        keys = list(self.grid)
+        return [
+            dict(zip(keys, combo, strict=True))
+            for combo in itertools.product(*self.grid.values())
+        ]
+
+
+PARAMETER_MODELS: dict[str, type[StrictModel]] = {
+    "ingestion": IngestionParameters,
+    "training": TrainingParameters,
+}
+TOP_LEVEL_KEYS = ("parameters", "model")
 
 
 class ConfigError(ValueError):
@@ -122,7 +250,10 @@ def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(model, err["loc"][:-1])
         return f"{loc}: unknown key (value {value!r}); allowed keys here: {allowed}"
-    return f"{loc}: {err['msg']} (got {value!r})"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if not loc:  # a check across several keys names them in its message
+        return message
+    return f"{loc}: {message} (got {value!r})"
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -165,6 +296,8 @@ def load_parameters(
     params = data.get("parameters") or {}
     if not isinstance(params, dict):
         raise ConfigError("`parameters:` must be a mapping of settings.")
+    if "model" in data:  # the top-level `model:` block names the model identity
+        params = {**params, "model": data["model"]}
     for text in overrides or []:
         params = deep_merge(params, parse_override(text))
     try:

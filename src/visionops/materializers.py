@@ -16,7 +16,8 @@ from zenml.metadata.metadata_types import MetadataType
 from visionops.data.report import dataset_html
 from visionops.data.version import CARD_FILE, DatasetVersion, StagedDataset
 from visionops.env import state_dir
-from visionops.fsutil import copy_tree
+from visionops.fsutil import copy_tree, link_or_copy
+from visionops.training.candidates import ModelFile
 
 DATA_DIR = "data"
 
@@ -139,9 +140,44 @@ class DatasetVersionMaterializer(_DirectoryMaterializer):
         }
 
 
+class ModelFileMaterializer(_DirectoryMaterializer):
+    """Materializer for `ModelFile` (weights or an ONNX export), a MODEL artifact."""
+
+    ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (ModelFile,)
+    ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.MODEL
+
+    def save(self, data: ModelFile) -> None:
+        """Stores the file under its own name."""
+        target = os.path.join(self.uri, DATA_DIR, data.path.name)
+        if _is_local(self.uri):
+            link_or_copy(data.path, Path(target))
+        else:
+            fileio.makedirs(os.path.dirname(target))
+            fileio.copy(str(data.path), target, overwrite=True)
+
+    def load(self, data_type: type[Any]) -> ModelFile:
+        """Returns the stored file (downloaded first for remote stores)."""
+        files = [
+            p for p in self._fetch().iterdir() if p.is_file() and p.name != ".complete"
+        ]
+        if len(files) != 1:
+            raise FileNotFoundError(
+                f"Expected one model file in {self.uri}, found {files}."
+            )
+        return ModelFile(files[0])
+
+    def extract_metadata(self, data: ModelFile) -> dict[str, MetadataType]:
+        """Records the file's name and size."""
+        return {
+            "file": data.path.name,
+            "size_mb": round(data.path.stat().st_size / 1e6, 3),
+        }
+
+
 __all__ = [
     "CARD_FILE",
     "DatasetVersionMaterializer",
+    "ModelFileMaterializer",
     "StagedDatasetMaterializer",
     "work_dir",
 ]

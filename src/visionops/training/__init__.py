@@ -1,0 +1,1 @@
+"""Training: candidates, Ultralytics runs, MLflow tracking, evaluation and promotion."""

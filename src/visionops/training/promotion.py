@@ -1,0 +1,132 @@
+"""The promotion rule and the decision report."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from visionops.config import PromotionSettings
+from visionops.training.evaluate import EvalReport
+
+
+class Decision(BaseModel):
+    """Whether the challenger replaces the champion, and why."""
+
+    promote: bool
+    reason: str
+    metric: str
+    challenger_score: float
+    champion_score: float | None
+    champion_version: str | None
+    margin: float
+    min_score: float | None
+    max_latency_ms: float | None
+    challenger_latency_ms: float | None
+
+
+def decide(
+    challenger: EvalReport,
+    champion: EvalReport | None,
+    rule: PromotionSettings,
+    champion_version: str | None = None,
+) -> Decision:
+    """Applies the rule: beat the champion on the metric by more than the margin,
+    within the latency budget; a first model must reach the absolute floor."""
+    score = challenger.metrics[rule.metric]
+    theirs = champion.metrics[rule.metric] if champion else None
+    latency = challenger.latency_ms
+    if (
+        rule.max_latency_ms is not None
+        and latency is not None
+        and latency > rule.max_latency_ms
+    ):
+        promote, reason = (
+            False,
+            (
+                f"latency {latency:.1f} ms exceeds the budget of "
+                f"{rule.max_latency_ms:.1f} ms"
+            ),
+        )
+    elif theirs is None:
+        if rule.min_score is not None and score < rule.min_score:
+            promote, reason = (
+                False,
+                (
+                    f"first model: {rule.metric} {score:.4f} is below the floor "
+                    f"{rule.min_score:.4f}"
+                ),
+            )
+        else:
+            floor = (
+                f" >= floor {rule.min_score:.4f}" if rule.min_score is not None else ""
+            )
+            promote, reason = True, f"first model: {rule.metric} {score:.4f}{floor}"
+    elif score > theirs + rule.margin:
+        promote, reason = (
+            True,
+            (
+                f"{rule.metric} {score:.4f} beats champion v{champion_version} "
+                f"({theirs:.4f}) by more than {rule.margin:.4f}"
+            ),
+        )
+    else:
+        promote, reason = (
+            False,
+            (
+                f"{rule.metric} {score:.4f} does not beat champion v{champion_version} "
+                f"({theirs:.4f}) by more than {rule.margin:.4f}"
+            ),
+        )
+    return Decision(
+        promote=promote,
+        reason=reason,
+        metric=rule.metric,
+        challenger_score=score,
+        champion_score=theirs,
+        champion_version=champion_version,
+        margin=rule.margin,
+        min_score=rule.min_score,
+        max_latency_ms=rule.max_latency_ms,
+        challenger_latency_ms=latency,
+    )
+
+
+def decision_markdown(
+    decision: Decision,
+    challenger: EvalReport,
+    champion: EvalReport | None,
+    model_name: str,
+) -> str:
+    """The decision report: both models side by side, the rule, the verdict."""
+    verdict = "PROMOTED" if decision.promote else "NOT PROMOTED"
+    rows = []
+    for key in ("map50_95", "map50", "precision", "recall", "f1"):
+        theirs = f"{champion.metrics[key]:.4f}" if champion else "-"
+        mark = " **(rule)**" if key == decision.metric else ""
+        rows.append(f"| {key}{mark} | {challenger.metrics[key]:.4f} | {theirs} |")
+    lat = lambda r: f"{r.latency_ms:.1f}" if r and r.latency_ms is not None else "-"  # noqa: E731
+    rows.append(f"| ONNX latency (ms, CPU) | {lat(challenger)} | {lat(champion)} |")
+    champion_label = (
+        f"champion v{decision.champion_version}" if champion else "no champion"
+    )
+    rule = f"promote if {decision.metric} > champion + {decision.margin:g}"
+    if decision.min_score is not None:
+        rule += f"; a first model needs {decision.metric} >= {decision.min_score:g}"
+    if decision.max_latency_ms is not None:
+        rule += f"; latency <= {decision.max_latency_ms:g} ms"
+    return "\n".join(
+        [
+            f"# Promotion decision for `{model_name}`: {verdict}",
+            "",
+            f"**Verdict:** {verdict} — {decision.reason}.",
+            "",
+            f"**Rule:** {rule}.",
+            "",
+            "Both measured on the same test split (dataset "
+            f"`{challenger.dataset_hash[:12]}`,"
+            f" {challenger.images} images).",
+            "",
+            f"| metric | challenger | {champion_label} |",
+            "|---|---|---|",
+            *rows,
+        ]
+    )

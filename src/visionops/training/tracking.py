@@ -1,0 +1,146 @@
+"""MLflow through the active stack: candidate runs, system info, the model registry."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from visionops.env import project_root
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PACKAGES = (
+    "ultralytics",
+    "torch",
+    "torchvision",
+    "zenml",
+    "mlflow",
+    "onnxruntime",
+    "numpy",
+)
+
+
+class TrackingError(RuntimeError):
+    """The active stack cannot track experiments."""
+
+
+def configure_tracking() -> str:
+    """Points MLflow at the active stack's experiment tracker; returns the URI."""
+    from zenml.client import Client
+
+    tracker = Client().active_stack.experiment_tracker
+    if tracker is None:
+        raise TrackingError(
+            "The active ZenML stack has no experiment tracker. Apply the local stack "
+            "with `python run.py --stack local` (or `make init`) and run again."
+        )
+    tracker.configure_mlflow()  # type: ignore[attr-defined]
+    return str(tracker.get_tracking_uri())  # type: ignore[attr-defined]
+
+
+def code_version() -> dict[str, str]:
+    """The git commit of the project and whether the tree had local changes."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args],
+                cwd=project_root(),
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return {"git_commit": commit, "git_dirty": str(dirty).lower()}
+
+
+def system_info() -> dict[str, str]:
+    """Versions and hardware a result depends on, as MLflow tags."""
+    import torch
+
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": str(os.cpu_count()),
+        "cuda": str(torch.cuda.is_available()).lower(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+    }
+    for package in PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            info[f"version.{package}"] = importlib.metadata.version(package)
+    return info
+
+
+def log_dir_artifacts(
+    run_id: str, folder: Path, artifact_path: str, patterns: tuple[str, ...]
+) -> None:
+    """Logs the files of `folder` matching `patterns` to a run."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    for pattern in patterns:
+        for path in sorted(folder.glob(pattern)):
+            if path.is_file():
+                client.log_artifact(run_id, str(path), artifact_path)
+
+
+def champion(model_name: str) -> Any | None:
+    """The model version behind the `champion` alias, or None."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient().get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def download_run_file(run_id: str, artifact_path: str, dest: Path) -> Path:
+    """Downloads one artifact of a run into `dest` and returns its local path."""
+    import mlflow
+
+    dest.mkdir(parents=True, exist_ok=True)
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, dst_path=str(dest)
+        )
+    )
+
+
+def register_version(
+    model_name: str,
+    model_uri: str,
+    run_id: str,
+    tags: dict[str, str],
+    description: str = "",
+) -> str:
+    """Registers a logged model as a new version; returns the version number."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException:
+        client.create_registered_model(model_name, description=description)
+    version = client.create_model_version(
+        model_name, model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()}
+    )
+    return str(version.version)
+
+
+def set_alias(model_name: str, alias: str, version: str) -> None:
+    """Points an alias (`champion`, `challenger`) at a version."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient().set_registered_model_alias(model_name, alias, version)

@@ -1,0 +1,257 @@
+"""Ultralytics training with explicit settings, offline weight resolution and resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from visionops.config import TrainSettings
+from visionops.env import project_root, state_dir
+
+logger = logging.getLogger(__name__)
+
+# Integrations Ultralytics would switch on by itself when their packages are
+# installed. The project logs to MLflow through its own callback instead, so
+# each candidate is exactly one MLflow run (Ultralytics' callback would start its
+# own runs, in ./runs/mlflow unless told otherwise, and turn on mlflow.autolog()).
+_INTEGRATIONS_OFF = {
+    name: False
+    for name in (
+        "mlflow",
+        "clearml",
+        "comet",
+        "dvc",
+        "hub",
+        "neptune",
+        "raytune",
+        "tensorboard",
+        "wandb",
+    )
+}
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights were required but are not available offline."""
+
+
+def configure_ultralytics() -> None:
+    """Pins Ultralytics settings: integrations off, folders in the project state."""
+    from ultralytics import settings
+
+    wanted = {
+        **_INTEGRATIONS_OFF,
+        "runs_dir": str(state_dir() / "runs"),
+        "weights_dir": str(state_dir() / "weights"),
+        "datasets_dir": str(state_dir() / "datasets"),
+        "sync": False,
+    }
+    wanted = {k: v for k, v in wanted.items() if k in settings.defaults}
+    if any(settings.get(k) != v for k, v in wanted.items()):
+        settings.update(wanted)
+
+
+def resolve_device(device: str) -> str:
+    """Turns `auto` into the first CUDA GPU when there is one, else `cpu`."""
+    if device != "auto":
+        return device.removeprefix("cuda:") if device.startswith("cuda:") else device
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class WeightsChoice:
+    """What a model name resolved to."""
+
+    source: str
+    pretrained: bool
+    note: str
+
+
+def weight_search_dirs() -> list[Path]:
+    """Folders searched for `<name>.pt` before falling back to the architecture."""
+    return [project_root() / "weights", state_dir() / "weights"]
+
+
+def resolve_weights(model: str, policy: str = "auto") -> WeightsChoice:
+    """Resolves a model name or path to what Ultralytics should load.
+
+    Args:
+        model: `yolo11n`-style name, or a path to `.pt` weights or a `.yaml`.
+        policy: `auto` (pretrained when available, else from scratch with a
+            warning), `required` (fail without pretrained weights) or `never`.
+
+    Returns:
+        The source to load and whether it is pretrained.
+
+    Raises:
+        PretrainedWeightsError: `required` and no weights can be had.
+        FileNotFoundError: A given path does not exist.
+    """
+    if model.endswith((".pt", ".yaml", ".yml")):
+        path = Path(model).expanduser()
+        if not path.is_absolute():
+            path = project_root() / path
+        if not path.is_file():
+            raise FileNotFoundError(f"Model file {path} does not exist.")
+        pretrained = path.suffix == ".pt"
+        if policy == "required" and not pretrained:
+            raise PretrainedWeightsError(f"{model} is an architecture, not weights.")
+        return WeightsChoice(str(path), pretrained, f"local file {path}")
+    if policy != "never":
+        for folder in weight_search_dirs():
+            candidate = folder / f"{model}.pt"
+            if candidate.is_file():
+                return WeightsChoice(str(candidate), True, f"local weights {candidate}")
+        if os.environ.get("YOLO_OFFLINE", "0").lower() in ("0", "false", ""):
+            return WeightsChoice(f"{model}.pt", True, "downloaded by Ultralytics")
+        if policy == "required":
+            dirs = ", ".join(str(d) for d in weight_search_dirs())
+            raise PretrainedWeightsError(
+                f"pretrained: required, but {model}.pt is not in {dirs} and the "
+                "project runs offline (YOLO_OFFLINE=1). Put the weights there, or "
+                "set YOLO_OFFLINE=0 on a machine with internet access."
+            )
+    note = f"no pretrained {model}.pt offline: training from {model}.yaml from scratch"
+    if policy == "never":
+        note = f"pretrained: never, training from {model}.yaml"
+    return WeightsChoice(f"{model}.yaml", False, note)
+
+
+def run_key(model: str, settings: TrainSettings, dataset_hash: str) -> str:
+    """A stable id of one candidate on one dataset: the folder of its checkpoints."""
+    payload = json.dumps(
+        {"model": model, "train": settings.model_dump(), "dataset": dataset_hash},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainOutcome:
+    """What one Ultralytics training left behind."""
+
+    save_dir: Path
+    best: Path
+    last: Path
+    val_metrics: dict[str, float]
+    speed_ms: dict[str, float]
+    epochs_run: int
+    resumed: bool
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def val_metrics(results_dict: dict[str, float]) -> dict[str, float]:
+    """Maps Ultralytics' `metrics/mAP50-95(B)`-style keys to the project's names."""
+    precision = float(results_dict.get("metrics/precision(B)", 0.0))
+    recall = float(results_dict.get("metrics/recall(B)", 0.0))
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "map50_95": float(results_dict.get("metrics/mAP50-95(B)", 0.0)),
+        "map50": float(results_dict.get("metrics/mAP50(B)", 0.0)),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+    }
+
+
+def train(
+    model: str,
+    settings: TrainSettings,
+    data_yaml: Path,
+    run_dir: Path,
+    *,
+    source: str,
+    resume: bool = False,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainOutcome:
+    """Trains one candidate, or resumes it from `run_dir/weights/last.pt`.
+
+    Args:
+        model: The candidate's model name (for messages).
+        settings: Training arguments.
+        data_yaml: The dataset's data.yaml.
+        run_dir: The candidate's folder (`run_key`): checkpoints, plots, results.csv.
+        source: What `resolve_weights` chose to load.
+        resume: Continue an interrupted run from its last checkpoint if there is one.
+        on_epoch_end: Called after each epoch's validation with (epoch, metrics).
+
+    Returns:
+        Paths and validation metrics of the finished run.
+    """
+    from ultralytics import YOLO
+
+    configure_ultralytics()
+    last = run_dir / "weights" / "last.pt"
+    resumed = resume and last.is_file()
+    if resume and not resumed:
+        logger.warning(
+            "Nothing to resume for %s in %s: training from the start.", model, run_dir
+        )
+    if not resumed and run_dir.exists():
+        # Ultralytics appends to an existing results.csv: start clean.
+        shutil.rmtree(run_dir)
+    yolo = YOLO(str(last) if resumed else source)
+    history: list[dict[str, float]] = []
+
+    def _epoch_end(trainer: Any) -> None:
+        metrics = {
+            **trainer.label_loss_items(trainer.tloss, prefix="train"),
+            **trainer.metrics,
+            **trainer.lr,
+        }
+        clean = {
+            k.replace("(", "").replace(")", ""): float(v) for k, v in metrics.items()
+        }
+        history.append({"epoch": trainer.epoch, **clean})
+        if on_epoch_end is not None:
+            on_epoch_end(trainer.epoch, clean)
+
+    yolo.add_callback("on_fit_epoch_end", _epoch_end)
+    if resumed:
+        results = yolo.train(resume=True)
+    else:
+        results = yolo.train(
+            data=str(data_yaml),
+            epochs=settings.epochs,
+            imgsz=settings.imgsz,
+            batch=settings.batch,
+            patience=settings.patience,
+            optimizer=settings.optimizer,
+            lr0=settings.lr0,
+            seed=settings.seed,
+            deterministic=True,
+            device=resolve_device(settings.device),
+            workers=settings.workers,
+            project=str(run_dir.parent),
+            name=run_dir.name,
+            exist_ok=True,
+            plots=True,
+            verbose=False,
+        )
+    trainer = yolo.trainer
+    save_dir = Path(trainer.save_dir)
+    best = save_dir / "weights" / "best.pt"
+    if not best.is_file():  # a run stopped before any checkpoint
+        raise RuntimeError(f"Training {model} produced no weights in {save_dir}.")
+    return TrainOutcome(
+        save_dir=save_dir,
+        best=best,
+        last=save_dir / "weights" / "last.pt",
+        val_metrics=val_metrics(
+            getattr(results, "results_dict", None) or trainer.metrics
+        ),
+        speed_ms={
+            k: float(v) for k, v in (getattr(results, "speed", None) or {}).items()
+        },
+        epochs_run=int(trainer.epoch) + 1,
+        resumed=resumed,
+        history=history,
+    )

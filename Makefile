@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install init demo test lint format bench status clean
+.PHONY: help install init demo test lint format bench status mlflow-ui clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv (if missing) and install the project; a no-op when up to date
 
-init: install ## Initialise the ZenML repository in this folder (state stays in .visionops/)
+init: install ## Initialise ZenML here and apply the local stack (state stays in .visionops/)
 	@test -d .zen || $(VENV)/bin/zenml init
+	$(PY) run.py --stack local
 
 demo: init ## Run every pipeline on the bundled sample data, offline
 	$(PY) run.py --pipeline all
@@ -44,6 +45,9 @@ bench: install ## Run the benchmarks in bench/
 
 status: install ## Show the active stack, latest dataset and champion
 	$(PY) run.py --status
+
+mlflow-ui: install ## Serve the MLflow UI of the active stack on http://127.0.0.1:5000
+	$(PY) run.py --mlflow-ui
 
 clean: ## Remove local state (ZenML store, datasets, runs); keeps .venv
 	rm -rf .visionops .zen runs mlruns

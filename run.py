@@ -12,8 +12,8 @@ sys.path.insert(0, str(ROOT))
 
 from visionops.config import ConfigError, load_parameters  # noqa: E402
 
-PIPELINES = ("ingestion",)
-PLANNED = ("training", "deployment")
+PIPELINES = ("ingestion", "training")
+PLANNED = ("deployment",)
 
 EXAMPLES = """examples:
   python run.py --pipeline ingestion                       # bundled sample data
@@ -21,8 +21,15 @@ EXAMPLES = """examples:
   python run.py --pipeline ingestion --source export.zip --set anonymize.enabled=false
   python run.py --pipeline ingestion --source picsellia://<dataset version id>
   python run.py --pipeline ingestion --config overlay.yaml --set split.seed=7 --no-cache
+  python run.py --pipeline training                        # train, evaluate, promote
+  python run.py --pipeline training --set train.epochs=1   # a worse model: not promoted
+  python run.py --pipeline training --set "grid={lr0: [0.01, 0.002]}"
+  python run.py --pipeline training --config configs/training.gpu.yaml
+  python run.py --pipeline training --resume               # continue killed runs
   python run.py --pipeline all                             # every pipeline, in order
+  python run.py --stack local                              # apply stacks/local.yaml
   python run.py --status --json
+  python run.py --mlflow-ui                                # MLflow UI of the stack
 """
 
 
@@ -67,6 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", action="store_true", help="with --status: machine-readable JSON"
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="training: resume interrupted candidates from their last checkpoint",
+    )
+    parser.add_argument(
+        "--stack",
+        metavar="NAME",
+        help="apply stacks/NAME.yaml (idempotent), make it active",
+    )
+    parser.add_argument(
+        "--mlflow-ui",
+        action="store_true",
+        help="serve the MLflow UI of the active stack's tracker on 127.0.0.1:5000",
+    )
     return parser
 
 
@@ -77,10 +99,38 @@ def _pipeline_params(name: str, args: argparse.Namespace):
         if "://" not in source:
             source = str(Path(source).expanduser().resolve())
         overrides.append(f"source={json.dumps(source)}")
+    if name == "training" and args.resume:
+        overrides.append("resume=true")
     params = load_parameters(name, overlays=args.config, overrides=overrides)
     if name == "ingestion":
         _check_source(params.source)
+    if name == "training":
+        _check_training(params, dataset_from_this_run="ingestion" in args.plan)
     return params
+
+
+def _check_training(params, dataset_from_this_run: bool) -> None:
+    """Fails before any work without a tracker, a dataset, or required weights."""
+    from visionops.training.tracking import TrackingError, configure_tracking
+    from visionops.training.yolo import PretrainedWeightsError, resolve_weights
+
+    try:
+        configure_tracking()
+    except TrackingError as err:
+        raise ConfigError(str(err)) from None
+    if not dataset_from_this_run:
+        from visionops.lookup import find_dataset
+
+        try:
+            find_dataset(params.dataset)
+        except LookupError as err:
+            raise ConfigError(f"dataset: {err}") from None
+    models = {v for p in params.grid_points() for k, v in p.items() if k == "model"}
+    for model in models or set(params.models):
+        try:
+            resolve_weights(model, params.pretrained)
+        except (PretrainedWeightsError, FileNotFoundError) as err:
+            raise ConfigError(f"models: {err}") from None
 
 
 def _check_source(source: str) -> None:
@@ -103,13 +153,66 @@ def run_pipeline(name: str, params, enable_cache: bool) -> None:
         from pipelines.ingestion import ingestion
 
         ingestion.with_options(enable_cache=enable_cache)(params=params)
+    elif name == "training":
+        from zenml import Model
+
+        from pipelines.training import training
+
+        model = Model(
+            name=params.model.name,
+            description=params.model.description or None,
+            tags=params.model.tags or None,
+        )
+        training.with_options(enable_cache=enable_cache, model=model)(params=params)
+
+
+def _status_model_name(args: argparse.Namespace) -> str:
+    """The training config's model name, with the user's overlays and model.* sets."""
+    model_sets = [
+        o for o in args.overrides if o.removeprefix("parameters.").startswith("model.")
+    ]
+    try:
+        params = load_parameters("training", overlays=args.config, overrides=model_sets)
+    except ConfigError:
+        params = load_parameters("training")
+    return params.model.name
+
+
+def _mlflow_ui() -> int:
+    """Serves the MLflow UI on the active stack's tracking URI until interrupted."""
+    import subprocess
+
+    from visionops.training.tracking import TrackingError, configure_tracking
+
+    try:
+        uri = configure_tracking()
+    except TrackingError as err:
+        print(f"Stack error: {err}", file=sys.stderr)
+        return 2
+    print(f"MLflow UI for {uri} at http://127.0.0.1:5000 (Ctrl-C stops it)")
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "5000",
+    ]
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parses arguments, validates every config first, then runs."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.pipeline and not args.status:
+    if not (args.pipeline or args.status or args.stack or args.mlflow_ui):
         parser.print_help()
         return 2
     if args.json and not args.status:
@@ -119,6 +222,17 @@ def main(argv: list[str] | None = None) -> int:
             "--source is an ingestion setting: use it with --pipeline ingestion or all"
         )
 
+    if args.stack:
+        from visionops.stacks import StackError, apply_stack, load_stack_spec
+
+        try:
+            name = apply_stack(load_stack_spec(args.stack))
+        except StackError as err:
+            print(f"Stack error: {err}", file=sys.stderr)
+            return 2
+        print(f"Active stack: {name}")
+
+    args.plan = ()
     if args.pipeline:
         if args.pipeline in PLANNED:
             print(
@@ -128,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         names = PIPELINES if args.pipeline == "all" else (args.pipeline,)
+        args.plan = names
         try:  # every config is checked before any pipeline starts
             planned = [(name, _pipeline_params(name, args)) for name in names]
         except ConfigError as err:
@@ -136,10 +251,13 @@ def main(argv: list[str] | None = None) -> int:
         for name, params in planned:
             run_pipeline(name, params, enable_cache=not args.no_cache)
 
+    if args.mlflow_ui:
+        return _mlflow_ui()
+
     if args.status:
         from visionops.status import collect_status, format_status
 
-        status = collect_status()
+        status = collect_status(_status_model_name(args))
         print(
             json.dumps(status, indent=2, sort_keys=True)
             if args.json

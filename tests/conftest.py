@@ -78,3 +78,53 @@ def boards_dir() -> Path:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Removes the throwaway state folder."""
     shutil.rmtree(_STATE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A versioned dataset built from the bundled sample by the library (no ZenML)."""
+    from visionops.data.anonymize import AnonymizeSettings, anonymize_dataset
+    from visionops.data.sources import stage_source
+    from visionops.data.split import plan_split
+    from visionops.data.validate import ValidationSettings, validate_dataset
+    from visionops.data.version import build_dataset_version
+
+    work = tmp_path_factory.mktemp("tiny-dataset")
+    stage_source(sample_dir, work / "staged")
+    report = validate_dataset(work / "staged", work / "valid", ValidationSettings(), 2)
+    faces = anonymize_dataset(
+        work / "valid", work / "anon", AnonymizeSettings(enabled=False), 1
+    )
+    plan = plan_split(work / "anon", {"train": 0.7, "val": 0.15, "test": 0.15}, 42)
+    return build_dataset_version(
+        work / "anon", plan, work / "dataset", validation=report, faces=faces
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tiny_dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A YOLO11n trained from its architecture for 2 epochs at 128 px on the sample."""
+    from ultralytics import YOLO
+
+    from visionops.training.yolo import configure_ultralytics
+
+    # Ultralytics turns its own MLflow callback on in tests named test_mlflow*,
+    # writing ./mlruns; the project's settings switch it off everywhere.
+    configure_ultralytics()
+    out = tmp_path_factory.mktemp("tiny-weights")
+    model = YOLO("yolo11n.yaml")
+    model.train(
+        data=str(tiny_dataset.data_yaml),
+        epochs=2,
+        imgsz=128,
+        batch=8,
+        workers=0,
+        device="cpu",
+        project=str(out),
+        name="train",
+        plots=False,
+        verbose=False,
+        seed=0,
+        amp=False,
+    )
+    return out / "train" / "weights" / "best.pt"

@@ -29,12 +29,56 @@ def _latest_dataset(client: Any) -> dict[str, Any] | None:
     }
 
 
-def collect_status() -> dict[str, Any]:
-    """Returns the project's status as a JSON-ready dict with stable keys."""
+def _champion(client: Any, name: str) -> dict[str, Any] | None:
+    """The MLflow `champion` of model `name`, if the stack tracks one."""
+    from visionops.training.tracking import TrackingError, champion, configure_tracking
+
+    if client.active_stack_model.components.get("experiment_tracker") is None:
+        return None
+    try:
+        configure_tracking()
+    except TrackingError:
+        return None
+    version = champion(name)
+    if version is None:
+        return None
+    import mlflow
+
+    run = mlflow.get_run(version.run_id)
+    onnx = [
+        f.path for f in mlflow.MlflowClient().list_artifacts(version.run_id, "onnx")
+    ]
+    tags = version.tags
+    return {
+        "name": name,
+        "version": str(version.version),
+        "mlflow_model_uri": f"models:/{name}@champion",
+        "test_metrics": {
+            k.removeprefix("test_"): float(v)
+            for k, v in tags.items()
+            if k.startswith("test_")
+        },
+        "onnx_latency_ms": float(tags["onnx_latency_ms"])
+        if tags.get("onnx_latency_ms")
+        else None,
+        "dataset_hash": tags.get("dataset_hash"),
+        "zenml_model_version": tags.get("zenml.model_version"),
+        "onnx": f"{run.info.artifact_uri}/{onnx[0]}" if onnx else None,
+        "mlflow_run_id": version.run_id,
+    }
+
+
+def collect_status(model_name: str) -> dict[str, Any]:
+    """Returns the project's status as a JSON-ready dict with stable keys.
+
+    Args:
+        model_name: The registered model whose champion is reported.
+    """
     from zenml.client import Client
 
     client = Client()
     stack = client.active_stack_model
+    tracker = client.active_stack.experiment_tracker
     return {
         "stack": {
             "name": stack.name,
@@ -42,15 +86,18 @@ def collect_status() -> dict[str, Any]:
                 str(kind): [c.name for c in comps]
                 for kind, comps in stack.components.items()
             },
+            "tracking_uri": tracker.get_tracking_uri() if tracker else None,  # type: ignore[attr-defined]
         },
         "dataset": _latest_dataset(client),
-        "champion": None,
+        "champion": _champion(client, model_name),
     }
 
 
 def format_status(status: dict[str, Any]) -> str:
     """Renders the status for people."""
     lines = [f"Active stack: {status['stack']['name']}"]
+    if status["stack"]["tracking_uri"]:
+        lines.append(f"  tracking_uri: {status['stack']['tracking_uri']}")
     for kind, names in sorted(status["stack"]["components"].items()):
         lines.append(f"  {kind}: {', '.join(names)}")
     dataset = status["dataset"]
@@ -67,9 +114,17 @@ def format_status(status: dict[str, Any]) -> str:
             f" + quarantined {dataset['quarantined']};"
             f" faces blurred {dataset['faces_blurred']}",
         ]
-    lines.append(
-        "Champion: none yet"
-        if status["champion"] is None
-        else f"Champion: {status['champion']}"
-    )
+    champ = status["champion"]
+    if champ is None:
+        lines.append("Champion: none yet (run: python run.py --pipeline training)")
+    else:
+        metrics = ", ".join(
+            f"{k} {v:.4f}" for k, v in sorted(champ["test_metrics"].items())
+        )
+        lines += [
+            f"Champion: {champ['name']} v{champ['version']}"
+            f" ({champ['mlflow_model_uri']})",
+            f"  test: {metrics}",
+            f"  ONNX: {champ['onnx']} ({champ['onnx_latency_ms']} ms on CPU)",
+        ]
     return "\n".join(lines)

@@ -1,0 +1,35 @@
+"""Training pipeline: candidates -> selection on val -> test evaluation -> promotion."""
+
+from zenml import pipeline
+
+from steps.training import (
+    evaluate_champion,
+    evaluate_model,
+    promote_model,
+    select_candidate,
+    train_candidate,
+)
+from visionops.config import TrainingParameters
+from visionops.lookup import find_dataset
+from visionops.training.candidates import expand_candidates
+
+
+@pipeline(name="training")
+def training(params: TrainingParameters) -> None:
+    """Trains all candidates, keeps the best on val, promotes it only if it wins."""
+    dataset = find_dataset(params.dataset)
+    weights, results = [], []
+    for spec in expand_candidates(params):
+        candidate_weights, result = train_candidate(
+            dataset,
+            spec,
+            params.pretrained,
+            params.resume,
+            id=f"train_candidate_{spec.index}",
+        )
+        weights.append(candidate_weights)
+        results.append(result)
+    model, selected, _, _ = select_candidate(results, weights, params.selection_metric)
+    report, onnx, _ = evaluate_model(model, dataset, selected, params.evaluation)
+    champion = evaluate_champion(dataset, params.model.name, params.evaluation)
+    promote_model(selected, report, champion, onnx, params.promotion, params.model.name)

@@ -1,0 +1,195 @@
+"""Real training pipeline runs on the local stack: MLflow runs, registry, promotion."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "test-detector"
+TINY = [
+    "train.epochs=1",
+    "train.imgsz=64",
+    "train.batch=8",
+    "train.workers=0",
+    "train.device=cpu",
+    "grid={lr0: [0.01, 0.02]}",
+    "evaluation.latency_runs=3",
+    f"model.name={MODEL}",
+]
+
+
+def _run(*extra: str) -> int:
+    import run
+
+    args = ["--pipeline", "training"]
+    for override in [*TINY, *extra]:
+        args += ["--set", override]
+    return run.main(args)
+
+
+@pytest.fixture(scope="module")
+def trained(sample_dir: Path) -> dict:
+    """Ingests the sample, applies the local stack, trains twice (second run worse)."""
+    import mlflow
+    from zenml.client import Client
+
+    import run
+    from tests.conftest import OUTBOUND
+
+    assert run.main(["--stack", "local"]) == 0
+    assert (
+        run.main(
+            [
+                "--pipeline",
+                "ingestion",
+                "--source",
+                str(sample_dir),
+                "--set",
+                "anonymize.enabled=false",
+            ]
+        )
+        == 0
+    )
+    OUTBOUND.clear()
+    assert _run() == 0
+    first_run = Client().get_pipeline("training").last_run
+    # The same candidates, but the rule demands an impossible margin: not promoted.
+    assert _run("promotion.margin=1.0") == 0
+    second_run = Client().get_pipeline("training").last_run
+    experiment = mlflow.get_experiment_by_name("training")
+    return {
+        "first": first_run,
+        "second": second_run,
+        "experiment": experiment,
+        "outbound": list(OUTBOUND),
+    }
+
+
+def test_one_nested_mlflow_run_per_candidate(trained: dict) -> None:
+    import mlflow
+
+    runs = mlflow.search_runs(
+        [trained["experiment"].experiment_id], output_format="list"
+    )
+    first_id = str(trained["first"].id)
+    mine = [r for r in runs if r.data.tags.get("zenml.pipeline_run_id") == first_id]
+    assert sorted(r.data.tags["candidate"] for r in mine) == [
+        "c0-yolo11n-lr0=0.01",
+        "c1-yolo11n-lr0=0.02",
+    ]
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in mine}
+    assert (
+        len(parents) == 1 and None not in parents
+    )  # both nested in the pipeline run's run
+    client = mlflow.MlflowClient()
+    for r in mine:
+        assert r.data.params["lr0"] in ("0.01", "0.02")
+        assert r.data.params["pretrained"] == "False"
+        assert r.data.tags["dataset_hash"] and r.data.tags["version.ultralytics"]
+        history = client.get_metric_history(r.info.run_id, "metrics/mAP50-95B")
+        assert len(history) >= 1  # one point per epoch (+ the final best.pt validation)
+        assert "val_map50_95" in r.data.metrics
+        files = {f.path for f in client.list_artifacts(r.info.run_id, "training")}
+        assert "training/results.csv" in files and "training/results.png" in files
+        assert [f.path for f in client.list_artifacts(r.info.run_id, "weights")] == [
+            "weights/best.pt"
+        ]
+    assert trained["outbound"] == []
+
+
+def test_selected_on_val_evaluated_on_test(trained: dict) -> None:
+    import mlflow
+
+    run = trained["first"]
+    selected = run.steps["select_candidate"].outputs["selected_candidate"][0].load()
+    results = [
+        run.steps[f"train_candidate_{i}"].outputs["candidate_result"][0].load()
+        for i in (0, 1)
+    ]
+    assert selected.val["map50_95"] == max(r.val["map50_95"] for r in results)
+    evaluation = run.steps["evaluate_model"].outputs["test_evaluation"][0].load()
+    assert evaluation.split == "test" and evaluation.images >= 1
+    assert evaluation.latency_ms and evaluation.latency_ms > 0
+    assert len(evaluation.confusion_matrix) == len(evaluation.class_names) + 1
+    metrics = mlflow.get_run(selected.mlflow_run_id).data.metrics
+    assert metrics["test_map50_95"] == pytest.approx(evaluation.metrics["map50_95"])
+    table = run.steps["select_candidate"].outputs["candidate_comparison"][0].load()
+    assert len(table) == 2 and table["selected"].sum() == 1
+
+
+def test_first_run_promoted_second_not(trained: dict) -> None:
+    import mlflow
+    from zenml.client import Client
+
+    first = (
+        trained["first"].steps["promote_model"].outputs["promotion_decision"][0].load()
+    )
+    second = (
+        trained["second"].steps["promote_model"].outputs["promotion_decision"][0].load()
+    )
+    assert first.promote is True and "first model" in first.reason
+    assert second.promote is False and "does not beat champion v1" in second.reason
+    report = (
+        trained["second"].steps["promote_model"].outputs["decision_report"][0].load()
+    )
+    assert "NOT PROMOTED" in str(report)
+
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    challenger = client.get_model_version_by_alias(MODEL, "challenger")
+    assert str(challenger.version) == "2"
+    assert challenger.tags["promoted"] == "false"
+    assert challenger.tags["zenml.pipeline_run_id"] == str(trained["second"].id)
+    zenml = Client()
+    assert str(zenml.get_model_version(MODEL, "production").number) == "1"
+    v2 = zenml.get_model_version(MODEL, 2)
+    assert v2.stage is None or str(v2.stage) != "production"
+    assert v2.run_metadata["promotion"]["promote"] is False
+
+
+def test_champion_loads_as_pyfunc_and_predicts(trained: dict, tiny_dataset) -> None:
+    import mlflow
+    import pandas as pd
+
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    images = sorted((tiny_dataset.root / "images" / "test").glob("*"))[:2]
+    frame = pd.DataFrame(
+        {"image": [base64.b64encode(p.read_bytes()).decode() for p in images]}
+    )
+    boxes = model.predict(frame, params={"conf": 0.0001})
+    assert {"image_index", "class_name", "confidence", "x1", "y1", "x2", "y2"} <= set(
+        boxes.columns
+    )
+    assert len(boxes) > 0 and set(boxes["class_name"]) == {"board"}
+
+
+def test_status_reports_the_champion(
+    trained: dict, capsys: pytest.CaptureFixture
+) -> None:
+    import run
+
+    assert run.main(["--status", "--json", "--set", f"model.name={MODEL}"]) == 0
+    champ = json.loads(capsys.readouterr().out)["champion"]
+    assert champ["name"] == MODEL and champ["version"] == "1"
+    assert champ["mlflow_model_uri"] == f"models:/{MODEL}@champion"
+    assert champ["onnx"].endswith(".onnx") and champ["test_metrics"]["map50_95"] >= 0
+    assert champ["zenml_model_version"] == "1"
+    assert run.main(["--status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["stack"]["name"] == "local"
+    assert status["stack"]["tracking_uri"].startswith("sqlite:///")
+
+
+def test_training_config_errors_fail_before_work(capsys: pytest.CaptureFixture) -> None:
+    import run
+
+    assert run.main(["--pipeline", "training", "--set", "grid={lr: [1]}"]) == 2
+    assert "grid.lr" in capsys.readouterr().err
+    assert run.main(["--pipeline", "training", "--set", "pretrained=required"]) == 2
+    assert "pretrained: required" in capsys.readouterr().err
+    assert run.main(["--pipeline", "training", "--set", "dataset=ffffffff"]) == 2
+    assert "No dataset version" in capsys.readouterr().err

@@ -1,0 +1,105 @@
+"""`run.py --dashboard`: the ZenML dashboard and the MLflow UI, started for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _status(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _zenml_config() -> dict:
+    """The ZenML client configuration as the next process will read it."""
+    path = Path(os.environ["ZENML_CONFIG_PATH"]) / "config.yaml"
+    return yaml.safe_load(path.read_text())
+
+
+def test_dashboard_starts_both_uis_and_stops_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from zenml.client import Client
+
+    import run
+    from visionops import dashboards
+
+    zenml_port, mlflow_port = _free_port(), _free_port()
+    monkeypatch.setenv(dashboards.ZENML_PORT_ENV, str(zenml_port))
+    monkeypatch.setenv(dashboards.MLFLOW_PORT_ENV, str(mlflow_port))
+    assert run.main(["--stack", "local"]) == 0
+    stack_id = str(Client().active_stack_model.id)
+    assert _zenml_config()["store"]["type"] == "sql"
+    capsys.readouterr()
+
+    try:
+        assert run.main(["--dashboard"]) == 0
+        out = capsys.readouterr().out
+        zenml_url = f"http://127.0.0.1:{zenml_port}"
+        mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+        assert f"ZenML dashboard: {zenml_url}" in out
+        assert f"MLflow UI:       {mlflow_url}" in out
+
+        assert _status(f"{zenml_url}/health") == 200
+        assert _status(f"{zenml_url}/") == 200
+        assert _status(f"{mlflow_url}/") == 200
+        search = f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=10"
+        with urllib.request.urlopen(search, timeout=10) as response:
+            experiments = json.load(response)["experiments"]
+        assert "Default" in {e["name"] for e in experiments}
+        # The client now goes through the local server, on the same store.
+        assert _zenml_config()["store"]["url"] == zenml_url
+
+        # A second start finds both running and changes nothing.
+        assert run.main(["--dashboard"]) == 0
+        assert f"MLflow UI:       {mlflow_url}" in capsys.readouterr().out
+    finally:
+        assert run.main(["--dashboard", "stop"]) == 0
+
+    out = capsys.readouterr().out
+    assert "MLflow UI" in out and "ZenML dashboard" in out
+    assert not _accepts(zenml_port)
+    assert not _accepts(mlflow_port)
+    # Later processes (and tests) use the local store and the same active stack.
+    config = _zenml_config()
+    assert config["store"]["type"] == "sql"
+    assert config["active_stack_id"] == stack_id
+    assert run.main(["--dashboard", "stop"]) == 0
+    assert "No dashboard was running." in capsys.readouterr().out
+
+
+def test_dashboard_refuses_a_taken_port(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import run
+    from visionops import dashboards
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv(dashboards.MLFLOW_PORT_ENV, str(port))
+        assert run.main(["--stack", "local", "--dashboard"]) == 2
+    err = capsys.readouterr().err
+    assert f"Port {port} is taken" in err and dashboards.MLFLOW_PORT_ENV in err

@@ -3,12 +3,12 @@
 from typing import Annotated
 
 import mlflow
-from visionops.mlflow_model import log_pyfunc_model
 from zenml import get_step_context, log_metadata, step
 from zenml.types import MarkdownString
 
 from steps.training.evaluate_champion import ChampionEvaluation
 from visionops.config import PromotionSettings
+from visionops.mlflow_model import log_pyfunc_model
 from visionops.names import DECISION_REPORT, PROMOTION_DECISION
 from visionops.training.candidates import CandidateResult, ModelFile
 from visionops.training.evaluate import EvalReport
@@ -66,7 +66,6 @@ def promote_model(
     version = register_version(
         model_name,
         info.model_uri,
-        selected.mlflow_run_id,
         tags={
             "zenml.model": zenml_model.name,
             "zenml.model_version": str(zenml_model.version),

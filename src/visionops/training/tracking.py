@@ -118,13 +118,15 @@ def download_run_file(run_id: str, artifact_path: str, dest: Path) -> Path:
 
 
 def register_version(
-    model_name: str,
-    model_uri: str,
-    run_id: str,
-    tags: dict[str, str],
-    description: str = "",
+    model_name: str, model_uri: str, tags: dict[str, str], description: str = ""
 ) -> str:
-    """Registers a logged model as a new version; returns the version number."""
+    """Registers a logged model as a new version; returns the version number.
+
+    `mlflow.register_model` resolves MLflow 3 `models:/<model id>` URIs to their
+    run and storage location; a tracking server rejects them as a raw version
+    source, which `MlflowClient.create_model_version` would send.
+    """
+    import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -133,8 +135,8 @@ def register_version(
         client.get_registered_model(model_name)
     except MlflowException:
         client.create_registered_model(model_name, description=description)
-    version = client.create_model_version(
-        model_name, model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()}
+    version = mlflow.register_model(
+        model_uri, model_name, tags={k: str(v) for k, v in tags.items()}
     )
     return str(version.version)
 
@@ -144,3 +146,41 @@ def set_alias(model_name: str, alias: str, version: str) -> None:
     from mlflow.tracking import MlflowClient
 
     MlflowClient().set_registered_model_alias(model_name, alias, version)
+
+
+def champion_lineage(model_name: str, dest: Path) -> tuple[dict[str, Any], Path]:
+    """Downloads the champion's weights and returns its lineage and the weights path.
+
+    Raises:
+        LookupError: The model has no champion yet.
+    """
+    import mlflow
+
+    version = champion(model_name)
+    if version is None:
+        raise LookupError(
+            f"{model_name} has no champion yet: run "
+            "`python run.py --pipeline training`."
+        )
+    tags = version.tags
+    run = mlflow.get_run(version.run_id)
+    weights = download_run_file(version.run_id, "weights/best.pt", dest)
+    lineage = {
+        "model_name": model_name,
+        "mlflow_version": str(version.version),
+        "mlflow_run_id": version.run_id,
+        "mlflow_model_uri": f"models:/{model_name}/{version.version}",
+        "zenml_model_version": tags.get("zenml.model_version", ""),
+        "zenml_pipeline_run_id": tags.get("zenml.pipeline_run_id", ""),
+        "dataset_hash": tags.get("dataset_hash", ""),
+        "imgsz": int(run.data.params.get("imgsz", 640)),
+        "serving_imgsz": int(
+            tags.get("serving_imgsz") or run.data.params.get("imgsz", 640)
+        ),
+        "test_metrics": {
+            k.removeprefix("test_"): float(v)
+            for k, v in tags.items()
+            if k.startswith("test_")
+        },
+    }
+    return lineage, weights

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install init demo test lint format bench status mlflow-ui clean
+.PHONY: help install init demo test lint format bench status mlflow-ui serve dashboard clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,8 +46,16 @@ bench: install ## Run the benchmarks in bench/
 status: install ## Show the active stack, latest dataset and champion
 	$(PY) run.py --status
 
+BENTO ?= board-detector:latest
+serve: install ## Serve the latest Bento offline on http://127.0.0.1:3000 (web page at /ui/)
+	BENTOML_HOME=$(CURDIR)/.visionops/bentoml BENTOML_DO_NOT_TRACK=true YOLO_OFFLINE=1 \
+		$(VENV)/bin/bentoml serve $(BENTO) --host 127.0.0.1 --port 3000
+
 mlflow-ui: install ## Serve the MLflow UI of the active stack on http://127.0.0.1:5000
 	$(PY) run.py --mlflow-ui
+
+dashboard: install ## Start the ZenML dashboard and MLflow UI in the background (stop: run.py --dashboard stop)
+	$(PY) run.py --dashboard
 
 clean: ## Remove local state (ZenML store, datasets, runs); keeps .venv
 	rm -rf .visionops .zen runs mlruns

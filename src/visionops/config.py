@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from visionops.batch import BatchSettings, dataset_split
 from visionops.data.anonymize import AnonymizeSettings
 from visionops.data.validate import ValidationSettings
 from visionops.env import project_root
@@ -176,9 +177,40 @@ class TrainingParameters(StrictModel):
         ]
 
 
+class BatchParameters(StrictModel, BatchSettings):
+    """Everything the batch inference pipeline takes: its `BatchSettings` and more."""
+
+    source: str = "dataset:test"
+    dataset: str = "latest"
+    output_dir: str | None = "outputs/batch"
+    model: ModelSettings = Field(default_factory=ModelSettings)
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("give a folder of images or dataset:<train|val|test>")
+        dataset_split(value)  # a bad dataset:<split> raises, naming what is allowed
+        return value
+
+    def settings(self) -> BatchSettings:
+        """The prediction settings alone, as the predict step takes them."""
+        return BatchSettings(**self.model_dump(include=set(BatchSettings.model_fields)))
+
+
+class DeploymentParameters(StrictModel):
+    """Everything the deployment pipeline takes."""
+
+    serve: bool = False
+    port: int = Field(3000, ge=1024, le=65535)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+
+
 PARAMETER_MODELS: dict[str, type[StrictModel]] = {
     "ingestion": IngestionParameters,
     "training": TrainingParameters,
+    "batch": BatchParameters,
+    "deployment": DeploymentParameters,
 }
 TOP_LEVEL_KEYS = ("parameters", "model")
 

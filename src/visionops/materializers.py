@@ -1,4 +1,4 @@
-"""ZenML materializers for dataset directories (staged and versioned)."""
+"""ZenML materializers for dataset directories, model files and batch outputs."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from zenml.io import fileio
 from zenml.materializers.base_materializer import BaseMaterializer
 from zenml.metadata.metadata_types import MetadataType
 
+from visionops.batch import PredictionSet
+from visionops.batch_report import batch_html
 from visionops.data.report import dataset_html
 from visionops.data.version import CARD_FILE, DatasetVersion, StagedDataset
 from visionops.env import state_dir
@@ -174,10 +176,45 @@ class ModelFileMaterializer(_DirectoryMaterializer):
         }
 
 
+class PredictionSetMaterializer(_DirectoryMaterializer):
+    """Materializer for `PredictionSet` (a batch run's outputs), with an HTML view."""
+
+    ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (PredictionSet,)
+    ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.DATA
+
+    def save(self, data: PredictionSet) -> None:
+        """Stores the output directory and points the object at the stored copy."""
+        data.root = self._store(data.root)
+
+    def load(self, data_type: type[Any]) -> PredictionSet:
+        """Returns the stored outputs (downloaded first for remote stores)."""
+        return PredictionSet(self._fetch())
+
+    def save_visualizations(self, data: PredictionSet) -> dict[str, VisualizationType]:
+        """Writes the summary, boxes per class, bad files and sample grid as HTML."""
+        path = os.path.join(self.uri, "predictions.html")
+        with fileio.open(path, "w") as handle:
+            handle.write(batch_html(data))
+        return {path: VisualizationType.HTML}
+
+    def extract_metadata(self, data: PredictionSet) -> dict[str, MetadataType]:
+        """Puts the summary's headline figures on the artifact version."""
+        s = data.summary
+        keys = ("source", "images_in", "predicted", "bad", "boxes", "images_per_s")
+        meta: dict[str, MetadataType] = {k: s[k] for k in keys if s[k] is not None}
+        meta["boxes_per_class"] = s["boxes_per_class"]
+        if s["mean_confidence"] is not None:
+            meta["mean_confidence"] = s["mean_confidence"]
+        if s.get("model"):
+            meta["model_version"] = str(s["model"].get("version"))
+        return meta
+
+
 __all__ = [
     "CARD_FILE",
     "DatasetVersionMaterializer",
     "ModelFileMaterializer",
+    "PredictionSetMaterializer",
     "StagedDatasetMaterializer",
     "work_dir",
 ]

@@ -1,0 +1,17 @@
+"""Batch inference pipeline: the champion's ONNX export over a folder of images."""
+
+from zenml import pipeline
+
+from steps.batch import load_champion, predict_folder
+from visionops.batch import dataset_split
+from visionops.config import BatchParameters
+from visionops.lookup import find_dataset
+
+
+@pipeline(name="batch")
+def batch(params: BatchParameters) -> None:
+    """Resolves the champion, predicts every image, keeps the files and a report."""
+    model, champion = load_champion(params.model.name)
+    # A dataset split is an input artifact, so the run's lineage names the version.
+    dataset = find_dataset(params.dataset) if dataset_split(params.source) else None
+    predict_folder(model, champion, params.source, params.settings(), dataset)

@@ -1,0 +1,159 @@
+"""The promoted model in the BentoML model store, and the Bento built around it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from visionops.env import project_root
+
+ONNX_FILE = "model.onnx"
+WEIGHTS_FILE = "model.pt"
+LINEAGE_FILE = "lineage.json"
+SERVICE = "visionops.serving.service:Detector"
+PALETTE = [
+    (56, 56, 255),
+    (151, 157, 255),
+    (31, 112, 255),
+    (29, 178, 255),
+    (49, 210, 207),
+]
+
+
+def save_model(name: str, onnx: Path, weights: Path, lineage: dict[str, Any]) -> str:
+    """Stores the ONNX export, the .pt and the lineage as one BentoML model.
+
+    Returns:
+        The model's store tag.
+    """
+    import bentoml
+
+    labels = {
+        k: str(lineage[k]) for k in ("mlflow_version", "dataset_hash") if k in lineage
+    }
+    with bentoml.models.create(name, labels=labels, metadata=lineage) as model:
+        root = Path(model.path)
+        shutil.copyfile(onnx, root / ONNX_FILE)
+        shutil.copyfile(weights, root / WEIGHTS_FILE)
+        (root / LINEAGE_FILE).write_text(json.dumps(lineage, indent=1, sort_keys=True))
+    return str(model.tag)
+
+
+def build_bento(model_tag: str, lineage: dict[str, Any]) -> Any:
+    """Builds the Bento of the service around `model_tag`; returns the `bentoml.Bento`.
+
+    Package locking is off (`lock_python_packages=False` in the service image): it
+    would resolve against the public index, which is unreachable offline and pinned
+    a newer torch than these machines allow. Versions are pinned in the image instead.
+    """
+    import bentoml
+
+    name = model_tag.split(":")[0]
+    previous = os.environ.get("VISIONOPS_BENTO_MODEL")
+    os.environ["VISIONOPS_BENTO_MODEL"] = name  # the service resolves `<name>:latest`
+    # The service reads its model tag at import: a module cached by an earlier build
+    # (or import) in this process would describe another model.
+    sys.modules.pop(SERVICE.split(":")[0], None)
+    try:
+        return bentoml.bentos.build(
+            service=SERVICE,
+            name=name,
+            build_ctx=str(project_root() / "src"),
+            include=["visionops/**/*.py", "visionops/serving/static/*"],
+            labels={
+                k: str(v)
+                for k, v in lineage.items()
+                if isinstance(v, str | int | float)
+            },
+            description=f"YOLO detector `{name}` ({model_tag}), ONNX Runtime.",
+            args={"model_tag": model_tag},  # the service serves this exact model
+        )
+    finally:
+        if previous is None:
+            os.environ.pop("VISIONOPS_BENTO_MODEL", None)
+        else:
+            os.environ["VISIONOPS_BENTO_MODEL"] = previous
+
+
+def draw_detections(
+    frame: np.ndarray, detections: Any, names: dict[int, str]
+) -> np.ndarray:
+    """Returns a copy of a BGR frame with pixel boxes and `name conf` labels drawn."""
+    out = frame.copy()
+    thickness = max(1, round(max(out.shape[:2]) / 400))
+    for box, score, cls in zip(
+        detections.boxes, detections.scores, detections.class_ids, strict=True
+    ):
+        x1, y1, x2, y2 = (int(v) for v in box)
+        color = PALETTE[int(cls) % len(PALETTE)]
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
+        label = f"{names.get(int(cls), str(cls))} {score:.2f}"
+        cv2.putText(
+            out,
+            label,
+            (x1, max(12, y1 - 4)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45 * thickness,
+            color,
+            thickness,
+        )
+    return out
+
+
+def server_command(bento_tag: str, port: int, host: str = "127.0.0.1") -> list[str]:
+    """The `bentoml serve` command line for a Bento."""
+    import sys
+
+    bentoml_cli = Path(sys.executable).with_name("bentoml")
+    return [str(bentoml_cli), "serve", bento_tag, "--host", host, "--port", str(port)]
+
+
+def start_server(bento_tag: str, port: int = 3000, timeout: float = 120.0) -> str:
+    """Starts `bentoml serve` detached, waits for `/readyz`, returns the URL.
+
+    Raises:
+        RuntimeError: the server exited or did not get ready in time (its log tail
+            is in the message).
+    """
+    import subprocess
+    import time
+    import urllib.request
+
+    from visionops.env import state_dir
+
+    log = state_dir() / "bentoml" / f"serve-{port}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            server_command(bento_tag, port),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"bentoml serve exited with {process.returncode}:\n"
+                f"{log.read_text()[-2000:]}"
+            )
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    (state_dir() / "bentoml" / f"serve-{port}.pid").write_text(
+                        str(process.pid)
+                    )
+                    return url
+        except OSError:
+            pass
+        time.sleep(0.5)
+    process.terminate()
+    raise RuntimeError(f"bentoml serve was not ready after {timeout:.0f} s; see {log}")

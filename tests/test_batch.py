@@ -1,0 +1,249 @@
+"""Batch inference: the library on a messy folder, then one real pipeline run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from visionops.batch import (
+    BAD_FILES_CSV,
+    PREDICTIONS_CSV,
+    PREDICTIONS_JSON,
+    SAMPLE_GRID,
+    BatchSettings,
+    PredictionSet,
+    predict_folder,
+)
+from visionops.inference import OnnxDetector, export_onnx
+
+IMGSZ = 128  # the size `tiny_weights` was trained at
+SETTINGS = BatchSettings(conf=0.01, max_det=20, batch=3, threads=1, grid_size=4)
+MODEL = "batch-detector"
+TINY_TRAINING = [
+    "train.epochs=1",
+    "train.imgsz=64",
+    "train.batch=8",
+    "train.workers=0",
+    "train.device=cpu",
+    "evaluation.latency_runs=1",
+    f"model.name={MODEL}",
+]
+
+
+@pytest.fixture(scope="module")
+def onnx_path(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_onnx(tiny_weights, IMGSZ, tmp_path_factory.mktemp("batch-onnx"))
+
+
+@pytest.fixture(scope="module")
+def folder(tiny_dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """7 real images (one nested, two sharing a stem) and 4 bad files, plus noise."""
+    root = tmp_path_factory.mktemp("batch-in")
+    real = sorted((tiny_dataset.root / "images" / "test").iterdir())[:6]
+    for path in real[:4]:
+        shutil.copy(path, root / path.name)
+    nested = root / "nested" / "deeper"
+    nested.mkdir(parents=True)
+    for path in real[4:]:
+        shutil.copy(path, nested / path.name)
+    first = cv2.imread(str(real[0]))
+    cv2.imwrite(str(root / f"{real[0].stem}.png"), first)  # same stem as a .jpg
+    data = real[1].read_bytes()
+    (root / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (root / "noise.png").write_bytes(np.random.default_rng(0).bytes(2000))
+    (root / "notes.jpg").write_text("these are my notes, not a photo\n")
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "readme.txt").write_text("not an image, ignored\n")
+    (root / ".hidden.jpg").write_bytes(data)  # hidden files are left out
+    return root
+
+
+@pytest.fixture(scope="module")
+def result(folder: Path, onnx_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("batch-out") / "run"
+    return predict_folder(
+        folder, onnx_path, out, SETTINGS, source="my photos", progress=False
+    )
+
+
+def test_counts_add_up_and_bad_files_have_reasons(result: PredictionSet) -> None:
+    summary = result.summary
+    assert summary["images_in"] == 11
+    assert summary["predicted"] == 7 and summary["bad"] == 4
+    assert summary["images_in"] == summary["predicted"] + summary["bad"]
+    assert summary["ignored_files"] == {".txt": 1}
+    with (result.root / BAD_FILES_CSV).open() as handle:
+        bad = {row["file"]: row for row in csv.DictReader(handle)}
+    assert {k: v["reason"] for k, v in bad.items()} == {
+        "cut.jpg": "truncated",
+        "empty.jpg": "zero_byte",
+        "noise.png": "unreadable",
+        "notes.jpg": "unreadable",
+    }
+    assert "text" in bad["notes.jpg"]["detail"]
+    assert summary["source"] == "my photos" and summary["images_per_s"] > 0
+
+
+def test_outputs_agree_with_the_detector(
+    result: PredictionSet, folder: Path, onnx_path: Path
+) -> None:
+    document = json.loads((result.root / PREDICTIONS_JSON).read_text())
+    images = {r["image"]: r for r in document["images"]}
+    assert len(images) == 7 and any(i.startswith("nested/deeper/") for i in images)
+    detector = OnnxDetector(onnx_path)
+    with (result.root / PREDICTIONS_CSV).open() as handle:
+        rows = list(csv.DictReader(handle))
+    total = 0
+    for name, record in images.items():
+        image = cv2.imread(str(folder / name))
+        ours = detector.predict(image, conf=0.01, iou=0.7, max_det=20)
+        boxes = record["detections"]
+        assert len(boxes) == len(ours), name
+        assert [b["class_id"] for b in boxes] == ours.class_ids.tolist()
+        np.testing.assert_allclose(
+            [b["confidence"] for b in boxes], ours.scores, atol=1e-4
+        )
+        np.testing.assert_allclose(
+            [list(b["box"].values()) for b in boxes],
+            ours.boxes.reshape(-1, 4),
+            atol=0.01,
+        )
+        mine = [r for r in rows if r["image"] == name]
+        assert [(r["class_name"], float(r["x1"])) for r in mine] == [
+            (b["class_name"], b["box"]["x1"]) for b in boxes
+        ]
+        label = (result.root / record["label"]).read_text().splitlines()
+        assert len(label) == len(boxes)
+        h, w = image.shape[:2]
+        for line, box in zip(label, boxes, strict=True):
+            cls, cx, cy, bw, bh, conf = (float(v) for v in line.split())
+            assert int(cls) == box["class_id"] and conf == pytest.approx(
+                box["confidence"], abs=1e-5
+            )
+            assert (cx - bw / 2) * w == pytest.approx(box["box"]["x1"], abs=0.01)
+            assert (cy + bh / 2) * h == pytest.approx(box["box"]["y2"], abs=0.01)
+        total += len(boxes)
+    assert total == len(rows) == result.summary["boxes"] > 0
+    # The .jpg and the .png of the same photo keep separate label files.
+    labels = {r["label"] for r in images.values()}
+    assert len(labels) == 7 and all((result.root / p).is_file() for p in labels)
+
+
+def test_sample_grid_decodes(result: PredictionSet) -> None:
+    grid = cv2.imread(str(result.root / SAMPLE_GRID))
+    assert grid is not None and grid.shape[2] == 3
+    assert grid.shape[1] == 2 * 240  # four picks, two columns (unless one was bad)
+
+
+def test_materializer_round_trip_and_html(
+    result: PredictionSet, tmp_path: Path
+) -> None:
+    from visionops.materializers import PredictionSetMaterializer
+
+    materializer = PredictionSetMaterializer(uri=str(tmp_path / "artifact"))
+    materializer.save(PredictionSet(result.root))
+    assert result.root.is_dir()  # not a step's scratch folder: left alone
+    loaded = PredictionSetMaterializer(uri=str(tmp_path / "artifact")).load(
+        PredictionSet
+    )
+    assert loaded.summary == result.summary
+    assert (loaded.root / PREDICTIONS_CSV).read_text() == (
+        result.root / PREDICTIONS_CSV
+    ).read_text()
+    meta = materializer.extract_metadata(loaded)
+    assert meta["predicted"] == 7 and meta["bad"] == 4
+    (path,) = materializer.save_visualizations(loaded)
+    page = Path(path).read_text()
+    assert "notes.jpg" in page and "data:image/jpeg;base64," in page
+
+
+def test_refuses_a_non_empty_output(folder: Path, onnx_path: Path) -> None:
+    with pytest.raises(ValueError, match="not empty"):
+        predict_folder(folder, onnx_path, folder, SETTINGS, progress=False)
+
+
+# --- one real pipeline run -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def champion(sample_dir: Path) -> str:
+    """A tiny model trained and promoted as the first champion of `MODEL`."""
+    import run
+
+    assert run.main(["--stack", "local"]) == 0
+    ingest = ["--pipeline", "ingestion", "--source", str(sample_dir)]
+    assert run.main([*ingest, "--set", "anonymize.enabled=false"]) == 0
+    train = ["--pipeline", "training"]
+    for override in TINY_TRAINING:
+        train += ["--set", override]
+    assert run.main(train) == 0
+    return MODEL
+
+
+def test_batch_pipeline_end_to_end(
+    champion: str, folder: Path, tmp_path: Path, capsys, outbound
+) -> None:
+    from zenml.client import Client
+
+    import run
+
+    args = ["--pipeline", "batch", "--source", str(folder)]
+    for override in (f"model.name={champion}", "conf=0.01", f"output_dir={tmp_path}"):
+        args += ["--set", override]
+    assert run.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "11 images in = 7 predicted + 4 bad" in printed
+    where = Path(printed.split("Predictions: ")[-1].strip())
+    assert where.parent == tmp_path
+    for name in (PREDICTIONS_CSV, PREDICTIONS_JSON, BAD_FILES_CSV, SAMPLE_GRID):
+        assert (where / name).is_file()
+
+    last = Client().get_pipeline("batch").last_run
+    info = last.steps["load_champion"].outputs["champion_info"][0].load()
+    assert info.name == champion and info.version == "1"
+    predictions = last.steps["predict_folder"].outputs["predictions"][0]
+    assert predictions.run_metadata["predicted"] == 7
+    assert predictions.visualizations  # the HTML view for the dashboard
+    report = last.steps["predict_folder"].outputs["batch_report"][0].load()
+    assert "Batch predictions" in str(report)
+    assert outbound == []
+
+
+def test_batch_on_a_dataset_split(champion: str, capsys) -> None:
+    from zenml.client import Client
+
+    import run
+
+    args = ["--pipeline", "batch", "--source", "dataset:val", "--set"]
+    assert run.main([*args, f"model.name={champion}", "--set", "output_dir=null"]) == 0
+    last = Client().get_pipeline("batch").last_run
+    step = last.steps["predict_folder"]
+    dataset = step.inputs["dataset"][0].load()  # lineage: the version it read
+    expected = len(list((dataset.root / "images" / "val").iterdir()))
+    assert step.outputs["predictions"][0].run_metadata["predicted"] == expected > 0
+    assert "Predictions: " in capsys.readouterr().out
+
+
+def test_missing_champion_fails_before_any_work(
+    champion: str, folder: Path, capsys
+) -> None:
+    from zenml.client import Client
+
+    import run
+
+    runs_before = len(Client().list_pipeline_runs(size=1000).items)
+    args = ["--pipeline", "batch", "--source", str(folder)]
+    assert run.main([*args, "--set", "model.name=never-trained"]) == 2
+    err = capsys.readouterr().err
+    assert "never-trained" in err
+    assert "run python run.py --pipeline training first" in err
+    assert len(Client().list_pipeline_runs(size=1000).items) == runs_before
+    args = ["--pipeline", "batch", "--source", str(folder / "nope")]
+    assert run.main([*args, "--set", f"model.name={champion}"]) == 2
+    assert "is not a folder" in capsys.readouterr().err

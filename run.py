@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -12,8 +13,11 @@ sys.path.insert(0, str(ROOT))
 
 from visionops.config import ConfigError, load_parameters  # noqa: E402
 
-PIPELINES = ("ingestion", "training")
-PLANNED = ("deployment",)
+PIPELINES = ("ingestion", "training", "deployment", "batch")
+# `all` builds a dataset, a model and its Bento; batch inference runs on data the
+# user names.
+ALL = ("ingestion", "training", "deployment")
+PLANNED: tuple[str, ...] = ()
 
 EXAMPLES = """examples:
   python run.py --pipeline ingestion                       # bundled sample data
@@ -26,10 +30,19 @@ EXAMPLES = """examples:
   python run.py --pipeline training --set "grid={lr0: [0.01, 0.002]}"
   python run.py --pipeline training --config configs/training.gpu.yaml
   python run.py --pipeline training --resume               # continue killed runs
-  python run.py --pipeline all                             # every pipeline, in order
+  python run.py --pipeline batch --source photos/          # champion over a folder
+  python run.py --pipeline batch --source dataset:test     # a split of the dataset
+  python run.py --pipeline batch --source photos/ --set conf=0.5 --set output_dir=out
+  python run.py --pipeline all                             # ingestion, then training
   python run.py --stack local                              # apply stacks/local.yaml
   python run.py --status --json
   python run.py --mlflow-ui                                # MLflow UI of the stack
+  python run.py --stack docker-cuda                        # steps in CUDA containers
+  python run.py --dashboard                                # ZenML + MLflow, background
+  python run.py --dashboard stop
+  python run.py --backup mlflow-backup.zip                 # the stack's MLflow tracker
+  python run.py --stack server --restore mlflow-backup.zip --dry-run
+  python run.py --restore mlflow-backup.zip --on-conflict rename
 """
 
 
@@ -63,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--source",
         metavar="PATH_OR_URI",
-        help="ingestion source: a folder, a .zip, or picsellia://<dataset version id>",
+        help="ingestion: a folder, a .zip, or picsellia://<dataset version id>; "
+        "batch: a folder of images, or dataset:train|val|test",
     )
     parser.add_argument(
         "--no-cache", action="store_true", help="run every step, ignoring ZenML's cache"
@@ -73,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--json", action="store_true", help="with --status: machine-readable JSON"
+    )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="deployment: start `bentoml serve` on the new Bento and wait until ready",
     )
     parser.add_argument(
         "--resume",
@@ -89,6 +108,38 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve the MLflow UI of the active stack's tracker on 127.0.0.1:5000",
     )
+    parser.add_argument(
+        "--dashboard",
+        nargs="?",
+        const="start",
+        choices=("start", "stop"),
+        help="start the ZenML dashboard and the MLflow UI of the active stack in the "
+        "background (ports: VISIONOPS_ZENML_PORT=8237, VISIONOPS_MLFLOW_PORT=5000), "
+        "or stop them",
+    )
+    parser.add_argument(
+        "--backup",
+        type=Path,
+        metavar="FILE.zip",
+        help="back up the active stack's MLflow tracker (runs, models, registry)",
+    )
+    parser.add_argument(
+        "--restore",
+        type=Path,
+        metavar="FILE.zip",
+        help="restore a backup into the active stack's MLflow tracker",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --restore: print what would be created, skipped or renamed",
+    )
+    parser.add_argument(
+        "--on-conflict",
+        choices=("skip", "rename"),
+        help="with --restore: an experiment or registered model whose name exists "
+        "is skipped (default) or restored as <name>-restored-<n>",
+    )
     return parser
 
 
@@ -101,12 +152,73 @@ def _pipeline_params(name: str, args: argparse.Namespace):
         overrides.append(f"source={json.dumps(source)}")
     if name == "training" and args.resume:
         overrides.append("resume=true")
+    if name == "deployment" and args.serve:
+        overrides.append("serve=true")
+    if name == "batch" and args.source:
+        source = args.source
+        if not source.startswith("dataset:"):
+            source = str(Path(source).expanduser().resolve())
+        overrides.append(f"source={json.dumps(source)}")
     params = load_parameters(name, overlays=args.config, overrides=overrides)
     if name == "ingestion":
         _check_source(params.source)
     if name == "training":
         _check_training(params, dataset_from_this_run="ingestion" in args.plan)
+    if name == "deployment" and "training" not in args.plan:
+        _check_deployment(params)
+    if name == "batch":
+        _check_batch(params)
     return params
+
+
+def _check_deployment(params) -> None:
+    """Fails before any work when there is no champion to deploy."""
+    from visionops.training.tracking import TrackingError, champion, configure_tracking
+
+    try:
+        configure_tracking()
+    except TrackingError as err:
+        raise ConfigError(str(err)) from None
+    if champion(params.model.name) is None:
+        raise ConfigError(
+            f"model.name: {params.model.name} has no champion to deploy; run "
+            "`python run.py --pipeline training` first (or name another model)."
+        )
+
+
+def _check_batch(params) -> None:
+    """Fails before any work without a champion, its ONNX export, or the images."""
+    from visionops.batch import (
+        NoChampionError,
+        dataset_split,
+        find_champion,
+        list_inputs,
+    )
+    from visionops.env import project_root
+    from visionops.training.tracking import TrackingError, configure_tracking
+
+    try:
+        configure_tracking()
+        find_champion(params.model.name)
+    except (TrackingError, NoChampionError) as err:
+        raise ConfigError(f"model.name: {err}") from None
+    if dataset_split(params.source):
+        from visionops.lookup import find_dataset
+
+        try:
+            find_dataset(params.dataset)
+        except LookupError as err:
+            raise ConfigError(f"dataset: {err}") from None
+        return
+    folder = Path(params.source)
+    folder = folder if folder.is_absolute() else project_root() / folder
+    if not folder.is_dir():
+        raise ConfigError(
+            f"source: {folder} is not a folder; give a folder of images or "
+            "dataset:train|val|test"
+        )
+    if not list_inputs(folder).files:
+        raise ConfigError(f"source: no image files (.jpg, .png, ...) under {folder}")
 
 
 def _check_training(params, dataset_from_this_run: bool) -> None:
@@ -147,12 +259,24 @@ def _check_source(source: str) -> None:
         raise ConfigError(f"source: {err}") from None
 
 
+def _stack_settings() -> dict:
+    """Docker settings when the active stack runs steps in containers, else none."""
+    from zenml.client import Client
+
+    from visionops.docker import pipeline_settings
+
+    return pipeline_settings(Client().active_stack_model.name)
+
+
 def run_pipeline(name: str, params, enable_cache: bool) -> None:
     """Runs one pipeline with validated parameters."""
+    settings = _stack_settings()
     if name == "ingestion":
         from pipelines.ingestion import ingestion
 
-        ingestion.with_options(enable_cache=enable_cache)(params=params)
+        ingestion.with_options(enable_cache=enable_cache, settings=settings)(
+            params=params
+        )
     elif name == "training":
         from zenml import Model
 
@@ -163,7 +287,71 @@ def run_pipeline(name: str, params, enable_cache: bool) -> None:
             description=params.model.description or None,
             tags=params.model.tags or None,
         )
-        training.with_options(enable_cache=enable_cache, model=model)(params=params)
+        training.with_options(
+            enable_cache=enable_cache, model=model, settings=settings
+        )(params=params)
+    elif name == "deployment":
+        from zenml import Model
+        from zenml.enums import ModelStages
+
+        from pipelines.deployment import deployment
+
+        model = Model(name=params.model.name, version=ModelStages.PRODUCTION)
+        run = deployment.with_options(
+            enable_cache=enable_cache, model=model, settings=settings
+        )(params=params)
+        _report_deployment(run, params)
+    elif name == "batch":
+        from pipelines.batch import batch
+
+        run = batch.with_options(enable_cache=enable_cache, settings=settings)(
+            params=params
+        )
+        _report_batch(run, params)
+
+
+def _report_deployment(run, params) -> None:
+    """Prints the Bento tag and how to serve it."""
+    from zenml.client import Client
+
+    from visionops.names import BENTO, SERVICE_URL
+
+    run = Client().get_pipeline_run(
+        run.id if run else Client().get_pipeline("deployment").last_run.id
+    )
+    bento = run.steps["build_bento"].outputs[BENTO][0].load()
+    print(f"Bento: {bento.tag}")
+    url = run.steps["serve_bento"].outputs[SERVICE_URL][0].load()
+    if url:
+        print(f"Serving at {url} (web page: {url}/ui/); stop it with: make serve-stop")
+    else:
+        print(f"Serve it with: make serve   (or: bentoml serve {bento.tag})")
+
+
+def _report_batch(run, params) -> None:
+    """Prints the batch summary and where its files are (copied to output_dir)."""
+    from zenml.client import Client
+
+    from visionops.batch import export_predictions, format_summary
+    from visionops.env import project_root
+    from visionops.names import PREDICTIONS
+
+    if run is None:
+        run = Client().get_pipeline("batch").last_run
+    run = Client().get_pipeline_run(run.id)  # fresh, with its finished steps
+    predictions = run.steps["predict_folder"].outputs[PREDICTIONS][0].load()
+    print(format_summary(predictions.summary))
+    where = predictions.root
+    if params.output_dir:
+        base = Path(params.output_dir)
+        base = base if base.is_absolute() else project_root() / base
+        stamp = (run.start_time or datetime.now()).strftime("%Y%m%d-%H%M%S")
+        where, n = base / stamp, 1
+        while where.exists():  # two runs in one second
+            n += 1
+            where = base / f"{stamp}-{n}"
+        export_predictions(predictions, where)
+    print(f"Predictions: {where}")
 
 
 def _status_model_name(args: argparse.Namespace) -> str:
@@ -208,18 +396,77 @@ def _mlflow_ui() -> int:
         return 0
 
 
+def _backup_or_restore(args: argparse.Namespace) -> int:
+    """Backs up the active stack's MLflow tracker, or restores a backup into it."""
+    from visionops.backup import (
+        BackupError,
+        backup,
+        format_backup,
+        restore,
+        stack_artifact_location,
+    )
+    from visionops.training.tracking import TrackingError, configure_tracking
+
+    try:
+        uri = configure_tracking()
+        if args.backup:
+            print(format_backup(backup(args.backup, uri)))
+        else:
+            report = restore(
+                args.restore,
+                uri,
+                on_conflict=args.on_conflict or "skip",
+                dry_run=args.dry_run,
+                artifact_location=stack_artifact_location(),
+            )
+            print(report.text())
+    except (TrackingError, BackupError) as err:
+        print(f"Backup error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _dashboard(action: str) -> int:
+    """Starts the dashboards in the background and prints their URLs, or stops them."""
+    from visionops import dashboards
+
+    if action == "stop":
+        stopped = dashboards.stop()
+        print(
+            ", ".join(stopped) + " stopped." if stopped else "No dashboard was running."
+        )
+        return 0
+    try:
+        urls = dashboards.start()
+    except dashboards.DashboardError as err:
+        print(f"Dashboard error: {err}", file=sys.stderr)
+        return 2
+    print(f"ZenML dashboard: {urls.zenml_url}")
+    print(f"MLflow UI:       {urls.mlflow_url}")
+    print("Stop both with: python run.py --dashboard stop")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parses arguments, validates every config first, then runs."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not (args.pipeline or args.status or args.stack or args.mlflow_ui):
+    what = (args.pipeline, args.status, args.stack, args.mlflow_ui, args.dashboard)
+    if not any((*what, args.backup, args.restore)):
         parser.print_help()
         return 2
     if args.json and not args.status:
         parser.error("--json goes with --status")
-    if args.source and args.pipeline not in ("ingestion", "all"):
+    if (args.dry_run or args.on_conflict) and not args.restore:
+        parser.error("--dry-run and --on-conflict go with --restore")
+    if (args.backup or args.restore) and (
+        (args.backup and args.restore) or args.pipeline or args.mlflow_ui or args.status
+    ):
+        parser.error("--backup and --restore run alone (after --stack, if given)")
+    if args.source and args.pipeline not in ("ingestion", "batch", "all"):
         parser.error(
-            "--source is an ingestion setting: use it with --pipeline ingestion or all"
+            "--source goes with --pipeline ingestion, batch or all (the ingestion "
+            "source)"
         )
 
     if args.stack:
@@ -232,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"Active stack: {name}")
 
+    if args.backup or args.restore:
+        return _backup_or_restore(args)
+
     args.plan = ()
     if args.pipeline:
         if args.pipeline in PLANNED:
@@ -241,7 +491,14 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        names = PIPELINES if args.pipeline == "all" else (args.pipeline,)
+        from visionops.stacks import StackError, check_active_stack
+
+        try:  # the servers the stack needs answer, before any work
+            check_active_stack()
+        except StackError as err:
+            print(f"Stack error: {err}", file=sys.stderr)
+            return 2
+        names = ALL if args.pipeline == "all" else (args.pipeline,)
         args.plan = names
         try:  # every config is checked before any pipeline starts
             planned = [(name, _pipeline_params(name, args)) for name in names]
@@ -250,6 +507,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         for name, params in planned:
             run_pipeline(name, params, enable_cache=not args.no_cache)
+
+    if args.dashboard:
+        code = _dashboard(args.dashboard)
+        if code:
+            return code
 
     if args.mlflow_ui:
         return _mlflow_ui()

@@ -29,6 +29,9 @@ def decode_image(data: bytes) -> np.ndarray:
     Raises:
         InputError: empty, not an image, truncated, or too many pixels.
     """
+    # A process-wide setting that other libraries reset (Ultralytics sets it to
+    # None): re-assert it for every decode.
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     if not data:
         raise InputError("The upload is empty: send an image file (JPEG, PNG, ...).")
     if len(data) > MAX_UPLOAD_BYTES:

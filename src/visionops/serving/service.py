@@ -24,7 +24,12 @@ from starlette.routing import Route
 import visionops  # noqa: F401  (offline, telemetry-free environment first)
 from visionops.inference import Detections, OnnxDetector
 from visionops.serving.bento import LINEAGE_FILE, ONNX_FILE, draw_detections
-from visionops.serving.limits import MAX_UPLOAD_BYTES, InputError, decode_image
+from visionops.serving.limits import (
+    MAX_PIXELS,
+    MAX_UPLOAD_BYTES,
+    InputError,
+    decode_image,
+)
 
 # Uploads stay in memory up to the upload limit (Starlette spools bigger parts to a
 # temporary file): images sent to the service are never written to disk.
@@ -53,7 +58,9 @@ def _harden_bentoml_inputs() -> None:
     from _bentoml_impl.serde import MultipartSerde
     from _bentoml_sdk.validators import PILImageEncoder
 
-    decode = PILImageEncoder.decode
+    # The original, also when this module is imported again (a Bento build pops
+    # it): a wrapper around the previous wrapper would turn its 413 into a 415.
+    decode = getattr(PILImageEncoder.decode, "__wrapped__", PILImageEncoder.decode)
 
     def decode_or_reject(self: PILImageEncoder, obj: object) -> object:
         size = getattr(obj, "size", None)
@@ -61,6 +68,7 @@ def _harden_bentoml_inputs() -> None:
             raise bentoml.exceptions.InvalidArgument(
                 "The upload is empty: send an image file (JPEG, PNG, ...)."
             )
+        PILImage.MAX_IMAGE_PIXELS = MAX_PIXELS  # see limits.decode_image
         try:
             return decode(self, obj)
         except PILImage.DecompressionBombError as err:  # far over MAX_PIXELS
@@ -79,6 +87,7 @@ def _harden_bentoml_inputs() -> None:
             )
         return obj
 
+    decode_or_reject.__wrapped__ = decode  # type: ignore[attr-defined]
     PILImageEncoder.decode = decode_or_reject  # type: ignore[method-assign]
     MultipartSerde.ensure_file = staticmethod(files_only)  # type: ignore[method-assign,assignment]
 

@@ -1,0 +1,210 @@
+"""The deployment pipeline on the local stack: Bento, lineage, and one real server."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+MODEL = "deploy-detector"
+TINY = [
+    "train.epochs=1",
+    "train.imgsz=64",
+    "train.batch=8",
+    "train.workers=0",
+    "train.device=cpu",
+    "grid={lr0: [0.01]}",
+    "evaluation.latency_runs=3",
+    f"model.name={MODEL}",
+]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stop_server(port: int, timeout: float = 30.0) -> None:
+    """Stops the `bentoml serve` started on `port` (its whole process group)."""
+    from visionops.env import state_dir
+
+    pid_file = state_dir() / "bentoml" / f"serve-{port}.pid"
+    if not pid_file.is_file():
+        return
+    pid = int(pid_file.read_text())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and port_open(port):
+            time.sleep(0.2)
+        if not port_open(port):
+            break
+    with contextlib.suppress(ChildProcessError, ProcessLookupError):
+        os.waitpid(pid, 0)  # started by this process: reap it
+    pid_file.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def deployed(sample_dir: Path):
+    """Local stack, sample ingested, one tiny model trained, deployed and served."""
+    from zenml.client import Client
+
+    import run
+    from tests.conftest import OUTBOUND
+    from visionops.names import BENTO
+
+    assert run.main(["--stack", "local"]) == 0
+    ingest = ["--source", str(sample_dir), "--set", "anonymize.enabled=false"]
+    assert run.main(["--pipeline", "ingestion", *ingest]) == 0
+    train = ["--pipeline", "training"]
+    for override in TINY:
+        train += ["--set", override]
+    assert run.main(train) == 0
+    OUTBOUND.clear()
+    port = free_port()
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            code = run.main(
+                [
+                    "--pipeline",
+                    "deployment",
+                    "--serve",
+                    "--set",
+                    f"model.name={MODEL}",
+                    "--set",
+                    f"port={port}",
+                ]
+            )
+        assert code == 0, printed.getvalue()
+        pipeline_run = Client().get_pipeline("deployment").last_run
+        bento = pipeline_run.steps["build_bento"].outputs[BENTO][0].load()
+        yield {
+            "bento_tag": str(bento.tag),
+            "port": port,
+            "url": f"http://127.0.0.1:{port}",
+            "printed": printed.getvalue(),
+            "outbound": list(OUTBOUND),
+        }
+    finally:
+        stop_server(port)
+
+
+def test_bento_in_store_with_its_lineage(deployed: dict) -> None:
+    import bentoml
+    import mlflow
+
+    from visionops.inference import OnnxDetector
+    from visionops.lookup import find_dataset
+
+    bento = bentoml.get(deployed["bento_tag"])
+    assert bento.tag.name == MODEL
+    assert f"Bento: {bento.tag}" in deployed["printed"]
+    assert [m.tag.name for m in bento.info.all_models] == [MODEL]
+    model = bentoml.models.get(bento.info.all_models[0].tag)
+    assert bento.info.args == {"model_tag": str(model.tag)}  # pinned, not `latest`
+
+    champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL, "champion")
+    dataset_hash = find_dataset("latest").run_metadata["dataset_hash"]
+    meta = model.info.metadata
+    assert meta["mlflow_version"] == str(champion.version) == "1"
+    assert meta["dataset_hash"] == champion.tags["dataset_hash"] == dataset_hash
+    assert meta["zenml_model_version"] == "1"
+    assert meta["mlflow_run_id"] == champion.run_id
+    assert 0 <= meta["test_metrics"]["map50_95"] <= 1
+    assert model.info.labels["dataset_hash"] == dataset_hash
+
+    files = {p.name for p in Path(model.path).iterdir()}
+    assert {"model.onnx", "model.pt", "lineage.json"} <= files
+    detector = OnnxDetector(Path(model.path) / "model.onnx")
+    assert detector.names == {0: "board"} and detector.imgsz == (64, 64)
+    assert deployed["outbound"] == []
+
+
+def test_bento_tag_recorded_in_zenml_and_mlflow(deployed: dict) -> None:
+    import mlflow
+    from zenml.client import Client
+
+    production = Client().get_model_version(MODEL, "production")
+    assert production.run_metadata["bento_tag"] == deployed["bento_tag"]
+    assert production.run_metadata["mlflow_version"] == "1"
+    champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL, "champion")
+    assert champion.tags["bento_tag"] == deployed["bento_tag"]
+
+
+def test_no_champion_fails_before_any_work(capsys: pytest.CaptureFixture) -> None:
+    import bentoml
+
+    import run
+
+    start = time.monotonic()
+    code = run.main(["--pipeline", "deployment", "--set", "model.name=nobody"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "nobody has no champion" in err and "--pipeline training" in err
+    assert time.monotonic() - start < 30
+    with pytest.raises(bentoml.exceptions.NotFound):
+        bentoml.bentos.list("nobody")
+
+
+def test_served_detect_through_the_bentoml_client(deployed: dict, tiny_dataset) -> None:
+    import bentoml
+
+    url = deployed["url"]
+    assert f"Serving at {url}" in deployed["printed"]
+    image = sorted((tiny_dataset.root / "images" / "test").iterdir())[0]
+    with bentoml.SyncHTTPClient(url) as client:
+        assert client.is_ready()
+        body = client.detect(image=image, conf=0.0001)
+        info = client.info()
+    assert body["detections"], "a 1-epoch model still yields boxes at conf 0.0001"
+    assert set(body["counts"]) == {"board"}
+    assert sum(body["counts"].values()) == len(body["detections"])
+    assert body["model"]["name"] == MODEL and body["model"]["mlflow_version"] == "1"
+    assert info["bento_model"] == body["model"]["bento_model"]
+    assert info["dataset_hash"] and info["zenml_model_version"] == "1"
+
+
+def test_served_bad_input_and_metrics(deployed: dict) -> None:
+    import httpx
+
+    url = deployed["url"]
+    bad = httpx.post(
+        f"{url}/detect",
+        files={"image": ("notes.txt", b"not an image", "text/plain")},
+        timeout=30,
+    )
+    assert bad.status_code == 415
+    assert "not a readable image" in bad.text and "Traceback" not in bad.text
+    metrics = httpx.get(f"{url}/metrics", timeout=30)
+    assert metrics.status_code == 200
+    assert "text/plain" in metrics.headers["content-type"]
+    assert "bentoml_service_request_total" in metrics.text
+    assert 'endpoint="/detect"' in metrics.text
+    page = httpx.get(f"{url}/ui/", timeout=30)
+    assert page.status_code == 200 and 'id="file"' in page.text
+
+
+def test_stopping_the_server_closes_the_port(deployed: dict) -> None:
+    from visionops.env import state_dir
+
+    port = deployed["port"]
+    assert (state_dir() / "bentoml" / f"serve-{port}.pid").is_file()
+    assert port_open(port)
+    stop_server(port)
+    assert not port_open(port)

@@ -1,0 +1,372 @@
+"""The BentoML service over HTTP through `Detector.to_asgi()`, no server process."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+MODEL = "test-serving-detector"
+IMGSZ = 128  # the size `tiny_weights` was trained at
+LOW_CONF = 0.001  # the 2-epoch model scores low; this keeps some boxes
+LINEAGE = {
+    "model_name": MODEL,
+    "mlflow_version": "7",
+    "mlflow_run_id": "0123456789abcdef",
+    "zenml_model_version": "3",
+    "dataset_hash": "feedc0ffee",
+    "serving_imgsz": IMGSZ,
+    "test_metrics": {"map50": 0.5, "map50_95": 0.25},
+}
+MB = 1024 * 1024
+
+
+def _png(image: np.ndarray) -> bytes:
+    """Lossless bytes of a BGR image: the service and cv2 decode the same pixels."""
+    ok, data = cv2.imencode(".png", image)
+    assert ok
+    return data.tobytes()
+
+
+def _pil_bytes(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def _error(response) -> str:
+    """The JSON error message of a 4xx answer.
+
+    BentoML 1.4.39 wraps its own exceptions' body in a one-element list
+    (`({"error": ...},)` in `api_endpoint_wrapper`); validation errors are a dict.
+    """
+    body = response.json()
+    if isinstance(body, list):
+        assert len(body) == 1
+        body = body[0]
+    assert isinstance(body["error"], str) and body["error"]
+    return body["error"]
+
+
+@pytest.fixture(scope="module")
+def onnx_path(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from visionops.inference import export_onnx
+
+    return export_onnx(tiny_weights, IMGSZ, tmp_path_factory.mktemp("serving-onnx"))
+
+
+@pytest.fixture(scope="module")
+def service(onnx_path: Path, tiny_weights: Path):
+    """The service module, imported to serve the test model from the store."""
+    from bentoml._internal.utils.args import set_arguments
+
+    from visionops.serving.bento import save_model
+
+    tag = save_model(MODEL, onnx_path, tiny_weights, LINEAGE)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("VISIONOPS_BENTO_MODEL", MODEL)  # read when the module is imported
+    set_arguments({})  # a Bento built earlier in this process leaves its arguments
+    # Imported twice, as when a Bento is built in this process: its input
+    # hardening must not stack (the error codes below would change).
+    for _ in range(2):
+        sys.modules.pop("visionops.serving.service", None)
+        module = importlib.import_module("visionops.serving.service")
+    served_tag = module.MODEL_TAG
+    assert served_tag == f"{MODEL}:latest"
+    yield module, tag
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    from starlette.testclient import TestClient
+
+    module, _ = service
+    with TestClient(module.Detector.to_asgi(), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def reference(onnx_path: Path):
+    from visionops.inference import OnnxDetector
+
+    return OnnxDetector(onnx_path, threads=1)
+
+
+@pytest.fixture(scope="module")
+def frames(tiny_dataset) -> list[np.ndarray]:
+    paths = sorted((tiny_dataset.root / "images" / "test").iterdir())[:3]
+    assert len(paths) == 3
+    return [cv2.imread(str(p)) for p in paths]
+
+
+def _detect(client, data: bytes, **params) -> dict:
+    response = client.post(
+        "/detect",
+        files={"image": ("upload.png", data, "image/png")},
+        data={k: str(v).lower() for k, v in params.items()},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_detect_equals_onnx_detector(client, service, reference, frames) -> None:
+    _, tag = service
+    boxes_seen = 0
+    for frame in frames:
+        body = _detect(client, _png(frame), conf=LOW_CONF)
+        expected = reference.predict(frame, conf=LOW_CONF)
+        assert len(body["detections"]) == len(expected)
+        got = np.array(
+            [
+                [d["box"][k] for k in ("x1", "y1", "x2", "y2")]
+                for d in body["detections"]
+            ]
+        )
+        if len(expected):
+            np.testing.assert_allclose(got, expected.boxes, atol=1e-3)
+            np.testing.assert_allclose(
+                [d["confidence"] for d in body["detections"]],
+                expected.scores,
+                atol=1e-5,
+            )
+        assert [d["class_name"] for d in body["detections"]] == [
+            reference.names[int(c)] for c in expected.class_ids
+        ]
+        assert body["counts"] == expected.counts(reference.names)
+        assert body["image"] == {"width": frame.shape[1], "height": frame.shape[0]}
+        assert body["model"] == {
+            "name": MODEL,
+            "bento_model": tag,
+            "mlflow_version": LINEAGE["mlflow_version"],
+        }
+        assert body["faces_blurred"] == 0
+        assert body["timing_ms"]["total"] >= body["timing_ms"]["inference"] > 0
+        boxes_seen += len(expected)
+    assert boxes_seen > 0, "the comparison needs at least one box"
+    assert set(body["counts"]) <= {"board"}
+
+
+def test_render_returns_the_image_with_boxes(client, frames) -> None:
+    data = _png(frames[0])
+    response = client.post(
+        "/render",
+        files={"image": ("upload.png", data, "image/png")},
+        data={"conf": str(LOW_CONF)},
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("image/")
+    rendered = Image.open(io.BytesIO(response.content))
+    rendered.load()
+    assert rendered.size == (frames[0].shape[1], frames[0].shape[0])
+    original = frames[0][:, :, ::-1]  # BGR -> RGB
+    assert np.any(np.asarray(rendered.convert("RGB")) != original), "no box drawn"
+
+
+def test_info_returns_the_lineage(client, service) -> None:
+    _, tag = service
+    response = client.post("/info", json={})
+    assert response.status_code == 200
+    info = response.json()
+    assert info["bento_model"] == tag and info["name"] == MODEL
+    for key in ("mlflow_version", "dataset_hash", "zenml_model_version"):
+        assert info[key] == LINEAGE[key]
+    assert info["test_metrics"] == LINEAGE["test_metrics"]
+    assert info["classes"] == {"0": "board"}
+
+
+def test_detect_batch_equals_single_detects(
+    client, frames, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from visionops.inference import OnnxDetector
+
+    # `detect_batch` takes no confidence (a batchable API has one argument): lower
+    # the default it runs with, so that there are boxes to compare.
+    predict_batch = OnnxDetector.predict_batch
+
+    def low_conf_batch(self, images, conf=LOW_CONF, **options):
+        return predict_batch(self, images, conf=conf, **options)
+
+    monkeypatch.setattr(OnnxDetector, "predict_batch", low_conf_batch)
+    # Three sizes, so a mix-up of the order would show in the image sizes.
+    images = [
+        frames[0],
+        cv2.resize(frames[1], (200, 150)),
+        cv2.resize(frames[2], (96, 160)),
+    ]
+    response = client.post(
+        "/detect_batch",
+        files=[
+            ("images", (f"{i}.png", _png(im), "image/png"))
+            for i, im in enumerate(images)
+        ],
+    )
+    assert response.status_code == 200, response.text
+    batch = response.json()
+    assert len(batch) == 3
+    assert sum(len(answer["detections"]) for answer in batch) > 0
+    for image, answer in zip(images, batch, strict=True):
+        single = _detect(client, _png(image), conf=LOW_CONF)
+        assert answer["image"] == {"width": image.shape[1], "height": image.shape[0]}
+        assert answer["counts"] == single["counts"]
+        assert len(answer["detections"]) == len(single["detections"])
+        for a, b in zip(answer["detections"], single["detections"], strict=True):
+            assert a["class_id"] == b["class_id"]
+            assert a["confidence"] == pytest.approx(b["confidence"], abs=1e-5)
+            for k in ("x1", "y1", "x2", "y2"):
+                assert a["box"][k] == pytest.approx(b["box"][k], abs=1e-3)
+
+
+def _just_over_20mb_png() -> bytes:
+    """A valid uncompressed PNG a few KB over the upload limit."""
+    data = _pil_bytes(Image.new("RGB", (2650, 2640)), "PNG", compress_level=0)
+    assert 20 * MB < len(data) < 20 * MB + 64 * 1024
+    return data
+
+
+def _file(name: str, data: bytes, content_type: str) -> dict:
+    return {"image": (name, data, content_type)}
+
+
+def _bad_inputs() -> list:
+    rng = np.random.default_rng(0)
+    jpeg = _pil_bytes(
+        Image.fromarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)), "JPEG"
+    )
+    ok = _file("ok.jpg", jpeg, "image/jpeg")
+    return [
+        pytest.param(_file("empty.jpg", b"", "image/jpeg"), {}, 400, id="empty"),
+        pytest.param(
+            _file("notes.txt", b"just some text\n", "text/plain"),
+            {},
+            415,
+            id="not-an-image",
+        ),
+        pytest.param(
+            _file("fake.jpg", b"<html>404</html>", "image/jpeg"),
+            {},
+            415,
+            id="html-as-jpeg",
+        ),
+        pytest.param(
+            _file("cut.jpg", jpeg[: len(jpeg) // 2], "image/jpeg"),
+            {},
+            400,
+            id="truncated",
+        ),
+        pytest.param(
+            _file("a.gif", _pil_bytes(Image.new("RGB", (32, 32)), "GIF"), "image/gif"),
+            {},
+            415,
+            id="gif",
+        ),
+        pytest.param(
+            _file("big.jpg", b"\xff" * (21 * MB), "image/jpeg"),
+            {},
+            413,
+            id="body-over-20MB",  # refused from Content-Length, before reading
+        ),
+        pytest.param(
+            _file("big.png", _just_over_20mb_png(), "image/png"),
+            {},
+            413,
+            id="image-over-20MB",  # within the header slack: refused after reading
+        ),
+        pytest.param(
+            # 45 Mpx, a few KB: over the pixel limit, under PIL's bomb error
+            _file(
+                "wide.png", _pil_bytes(Image.new("1", (9000, 5000)), "PNG"), "image/png"
+            ),
+            {},
+            413,
+            id="too-many-pixels",
+        ),
+        pytest.param(
+            # 100 Mpx: PIL itself refuses to open it (a decompression bomb)
+            _file(
+                "bomb.png",
+                _pil_bytes(Image.new("1", (10000, 10000)), "PNG"),
+                "image/png",
+            ),
+            {},
+            413,
+            id="decompression-bomb",
+        ),
+        pytest.param(None, {"image": "http://127.0.0.1:9/x.jpg"}, 400, id="url-string"),
+        pytest.param(ok, {"conf": "1.5"}, 400, id="conf-above-1"),
+        pytest.param(ok, {"conf": "-0.1"}, 400, id="conf-negative"),
+        pytest.param(ok, {"conf": "abc"}, 400, id="conf-not-a-number"),
+        pytest.param(ok, {"iou": "0"}, 400, id="iou-0"),
+        pytest.param(ok, {"max_det": "0"}, 400, id="max-det-0"),
+    ]
+
+
+@pytest.mark.parametrize(("files", "data", "status"), _bad_inputs())
+def test_bad_input_answers_4xx_json(client, files, data, status, outbound) -> None:
+    response = client.post("/detect", files=files, data=data)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    message = _error(response)
+    assert "Traceback" not in response.text and 'File "' not in response.text
+    assert len(message) < 500
+    assert outbound == []  # a URL is never fetched
+
+
+def test_blur_faces_on_a_real_face(client) -> None:
+    from skimage import data
+
+    astronaut = _png(data.astronaut()[:, :, ::-1].copy())
+    assert _detect(client, astronaut, blur_faces=True)["faces_blurred"] >= 1
+    assert _detect(client, astronaut)["faces_blurred"] == 0
+
+
+def test_web_page_and_openapi(client) -> None:
+    page = client.get("/ui/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert 'id="file"' in page.text and "dataset.boxes" in page.text
+    docs = client.get("/docs.json")
+    assert docs.status_code == 200
+    paths = set(docs.json()["paths"])
+    assert {"/detect", "/detect_batch", "/render", "/info"} <= paths
+    assert {"/healthz", "/readyz", "/metrics"} <= paths
+    assert client.get("/readyz").status_code == 200
+
+
+def test_uploads_are_never_written_to_disk(
+    client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from starlette.formparsers import MultiPartParser
+
+    assert MultiPartParser.spool_max_size >= 20 * MB
+    rng = np.random.default_rng(1)
+    big = _png(rng.integers(0, 255, (1400, 1300, 3), dtype=np.uint8))
+    assert len(big) > 5 * MB  # far over Starlette's 1 MB default spool
+
+    rollovers: list[int] = []
+    rollover = tempfile.SpooledTemporaryFile.rollover
+
+    def recording_rollover(self) -> None:
+        rollovers.append(1)
+        rollover(self)
+
+    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "rollover", recording_rollover)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+
+    body = _detect(client, big)
+    assert body["image"] == {"width": 1300, "height": 1400}
+    assert rollovers == [] and list(temp.iterdir()) == []
+
+    # The check can fail: with Starlette's default spool the same upload hits disk.
+    monkeypatch.setattr(MultiPartParser, "spool_max_size", MB)
+    _detect(client, big)
+    assert rollovers

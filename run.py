@@ -377,21 +377,12 @@ def _mlflow_ui() -> int:
     except TrackingError as err:
         print(f"Stack error: {err}", file=sys.stderr)
         return 2
+    from visionops.dashboards import mlflow_ui_command
+
     print(f"MLflow UI for {uri} at http://127.0.0.1:5000 (Ctrl-C stops it)")
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "5000",
-    ]
+    command, env = mlflow_ui_command(uri, 5000)
     try:
-        return subprocess.call(command)
+        return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 0
 

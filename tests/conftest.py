@@ -28,6 +28,16 @@ BOARDS = SHARED_DATASETS / "roboflow-boards"
 
 OUTBOUND: list[str] = []
 
+# The real training config shrunk for tests: 1 epoch at 64 px on the CPU.
+TINY_TRAINING = [
+    "train.epochs=1",
+    "train.imgsz=64",
+    "train.batch=8",
+    "train.workers=0",
+    "train.device=cpu",
+    "evaluation.latency_runs=3",
+]
+
 
 def _is_loopback(host: object) -> bool:
     if host in ("localhost", "", None):

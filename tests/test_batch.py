@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import TINY_TRAINING
 from visionops.batch import (
     BAD_FILES_CSV,
     PREDICTIONS_CSV,
@@ -25,15 +26,7 @@ from visionops.inference import OnnxDetector, export_onnx
 IMGSZ = 128  # the size `tiny_weights` was trained at
 SETTINGS = BatchSettings(conf=0.01, max_det=20, batch=3, threads=1, grid_size=4)
 MODEL = "batch-detector"
-TINY_TRAINING = [
-    "train.epochs=1",
-    "train.imgsz=64",
-    "train.batch=8",
-    "train.workers=0",
-    "train.device=cpu",
-    "evaluation.latency_runs=1",
-    f"model.name={MODEL}",
-]
+TINY = [*TINY_TRAINING, f"model.name={MODEL}"]
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +173,7 @@ def champion(sample_dir: Path) -> str:
     ingest = ["--pipeline", "ingestion", "--source", str(sample_dir)]
     assert run.main([*ingest, "--set", "anonymize.enabled=false"]) == 0
     train = ["--pipeline", "training"]
-    for override in TINY_TRAINING:
+    for override in TINY:
         train += ["--set", override]
     assert run.main(train) == 0
     return MODEL

@@ -12,17 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TINY_TRAINING
+
 MODEL = "deploy-detector"
-TINY = [
-    "train.epochs=1",
-    "train.imgsz=64",
-    "train.batch=8",
-    "train.workers=0",
-    "train.device=cpu",
-    "grid={lr0: [0.01]}",
-    "evaluation.latency_runs=3",
-    f"model.name={MODEL}",
-]
+TINY = [*TINY_TRAINING, "grid={lr0: [0.01]}", f"model.name={MODEL}"]
 
 
 def free_port() -> int:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.conftest import TINY_TRAINING
+
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
     from tests.servers import MlflowServer, Postgres, S3Server
 
@@ -23,15 +25,7 @@ pytest_plugins = ["tests.servers"]
 
 MODEL = "server-detector"
 ZENML_BUCKET = "zenml"
-TINY = [
-    "train.epochs=1",
-    "train.imgsz=64",
-    "train.batch=8",
-    "train.workers=0",
-    "train.device=cpu",
-    "evaluation.latency_runs=3",
-    f"model.name={MODEL}",
-]
+TINY = [*TINY_TRAINING, f"model.name={MODEL}"]
 
 
 @pytest.fixture(scope="module")

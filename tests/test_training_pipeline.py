@@ -8,18 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TINY_TRAINING
+
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "test-detector"
-TINY = [
-    "train.epochs=1",
-    "train.imgsz=64",
-    "train.batch=8",
-    "train.workers=0",
-    "train.device=cpu",
-    "grid={lr0: [0.01, 0.02]}",
-    "evaluation.latency_runs=3",
-    f"model.name={MODEL}",
-]
+TINY = [*TINY_TRAINING, "grid={lr0: [0.01, 0.02]}", f"model.name={MODEL}"]
 
 
 def _run(*extra: str) -> int:

@@ -69,6 +69,29 @@ def answers(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def mlflow_ui_command(tracking_uri: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """The `mlflow ui` command line and environment for a tracking URI."""
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        tracking_uri,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        # One person looking: one worker starts in seconds, four take half a minute
+        # on two cores.
+        "--workers",
+        "1",
+    ]
+    # The job runner and its consumers serve GenAI features this project has none of.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return command, env
+
+
 def port_open(port: int, host: str = HOST) -> bool:
     """Whether something accepts TCP connections on host:port."""
     with contextlib.suppress(OSError), socket.create_connection((host, port), 1.0):
@@ -181,24 +204,7 @@ def start_mlflow_ui(tracking_uri: str, port: int) -> tuple[str, Any]:
     import psutil
 
     log = (_folder() / "mlflow-ui.log").open("ab")
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        tracking_uri,
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        # One person looking: one worker starts in seconds, four take half a minute
-        # on two cores.
-        "--workers",
-        "1",
-    ]
-    # The job runner and its consumers serve GenAI features this project has none of.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    command, env = mlflow_ui_command(tracking_uri, port)
     # Its own session, so that stopping it also stops the workers it forks.
     process = subprocess.Popen(
         command,

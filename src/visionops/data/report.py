@@ -27,30 +27,41 @@ PALETTE = [
 ]
 
 
+def draw_box(
+    image: np.ndarray, xyxy: tuple[int, int, int, int], cls: int, label: str
+) -> None:
+    """Draws one labelled box, in pixels, on a BGR image (in place)."""
+    thickness = max(1, round(max(image.shape[:2]) / 300))
+    x1, y1, x2, y2 = xyxy
+    color = PALETTE[cls % len(PALETTE)]
+    cv2.rectangle(image, (x1, y1), (x2, y2), color, thickness)
+    cv2.putText(
+        image,
+        label,
+        (x1, max(12, y1 - 4)),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.4 * thickness,
+        color,
+        thickness,
+    )
+
+
 def draw_boxes(image: np.ndarray, label_text: str, names: list[str]) -> np.ndarray:
     """Draws YOLO-normalised boxes with class names on a BGR image (in place)."""
     h, w = image.shape[:2]
-    thickness = max(1, round(max(h, w) / 300))
     for line in label_text.splitlines():
         parts = line.split()
         if len(parts) < 5:
             continue
         cls = int(float(parts[0]))
         cx, cy, bw, bh = (float(v) for v in parts[1:5])
-        x1, y1 = int((cx - bw / 2) * w), int((cy - bh / 2) * h)
-        x2, y2 = int((cx + bw / 2) * w), int((cy + bh / 2) * h)
-        color = PALETTE[cls % len(PALETTE)]
-        cv2.rectangle(image, (x1, y1), (x2, y2), color, thickness)
-        name = names[cls] if 0 <= cls < len(names) else str(cls)
-        cv2.putText(
-            image,
-            name,
-            (x1, max(12, y1 - 4)),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.4 * thickness,
-            color,
-            thickness,
+        xyxy = (
+            int((cx - bw / 2) * w),
+            int((cy - bh / 2) * h),
+            int((cx + bw / 2) * w),
+            int((cy + bh / 2) * h),
         )
+        draw_box(image, xyxy, cls, names[cls] if 0 <= cls < len(names) else str(cls))
     return image
 
 

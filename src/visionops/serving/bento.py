@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from visionops.env import project_root
@@ -18,13 +17,6 @@ ONNX_FILE = "model.onnx"
 WEIGHTS_FILE = "model.pt"
 LINEAGE_FILE = "lineage.json"
 SERVICE = "visionops.serving.service:Detector"
-PALETTE = [
-    (56, 56, 255),
-    (151, 157, 255),
-    (31, 112, 255),
-    (29, 178, 255),
-    (49, 210, 207),
-]
 
 
 def save_model(name: str, onnx: Path, weights: Path, lineage: dict[str, Any]) -> str:
@@ -86,24 +78,14 @@ def draw_detections(
     frame: np.ndarray, detections: Any, names: dict[int, str]
 ) -> np.ndarray:
     """Returns a copy of a BGR frame with pixel boxes and `name conf` labels drawn."""
+    from visionops.data.report import draw_box
+
     out = frame.copy()
-    thickness = max(1, round(max(out.shape[:2]) / 400))
     for box, score, cls in zip(
         detections.boxes, detections.scores, detections.class_ids, strict=True
     ):
-        x1, y1, x2, y2 = (int(v) for v in box)
-        color = PALETTE[int(cls) % len(PALETTE)]
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
         label = f"{names.get(int(cls), str(cls))} {score:.2f}"
-        cv2.putText(
-            out,
-            label,
-            (x1, max(12, y1 - 4)),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.45 * thickness,
-            color,
-            thickness,
-        )
+        draw_box(out, tuple(int(v) for v in box), int(cls), label)
     return out
 
 

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install init demo test lint format bench status mlflow-ui serve dashboard clean
+.PHONY: help install init demo test lint format bench status mlflow-ui serve serve-stop dashboard clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,7 +32,7 @@ demo: init ## Run every pipeline on the bundled sample data, offline
 test: install ## Run the test suite
 	$(PY) -m pytest -q
 
-lint: install ## Lint and type-check
+lint: install ## Lint and check formatting (ruff)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
@@ -40,8 +40,10 @@ format: install ## Format the code
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: install ## Run the benchmarks in bench/
+bench: install ## Run the benchmarks in bench/ (a few minutes each)
 	$(PY) bench/ingestion.py
+	$(PY) bench/training_overhead.py
+	$(PY) bench/serving.py
 
 status: install ## Show the active stack, latest dataset and champion
 	$(PY) run.py --status
@@ -50,6 +52,9 @@ BENTO ?= board-detector:latest
 serve: install ## Serve the latest Bento offline on http://127.0.0.1:3000 (web page at /ui/)
 	BENTOML_HOME=$(CURDIR)/.visionops/bentoml BENTOML_DO_NOT_TRACK=true YOLO_OFFLINE=1 \
 		$(VENV)/bin/bentoml serve $(BENTO) --host 127.0.0.1 --port 3000
+
+serve-stop: ## Stop a server started by `run.py --pipeline deployment --serve`
+	@for pid in .visionops/bentoml/serve-*.pid; do [ -f "$$pid" ] && kill -- -"$$(cat $$pid)" 2>/dev/null; rm -f "$$pid"; done; true
 
 mlflow-ui: install ## Serve the MLflow UI of the active stack on http://127.0.0.1:5000
 	$(PY) run.py --mlflow-ui

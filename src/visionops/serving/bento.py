@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -137,5 +138,5 @@ def start_server(bento_tag: str, port: int = 3000, timeout: float = 120.0) -> st
         except OSError:
             pass
         time.sleep(0.5)
-    process.terminate()
+    os.killpg(process.pid, signal.SIGTERM)  # its own session: workers included
     raise RuntimeError(f"bentoml serve was not ready after {timeout:.0f} s; see {log}")

@@ -702,6 +702,29 @@ class _Restorer:
                 found[origin] = model
         return found
 
+    def _name_taken(
+        self, kind: str, name: str, reserved: set[str], details: str
+    ) -> Action:
+        """Skip or rename (per --on-conflict) an entity whose name the target has."""
+        if self.on_conflict == "skip":
+            article = "an" if kind[0] in "aeiou" else "a"
+            return Action(
+                kind,
+                name,
+                "skip",
+                reason=f"{article} {kind} of that name exists in the target "
+                "(--on-conflict rename restores it under a new name)",
+                details=details,
+            )
+        return Action(
+            kind,
+            name,
+            "rename",
+            _free_name(reserved, name),
+            reason="the name is taken in the target",
+            details=details,
+        )
+
     def plan(self, dry_run: bool) -> RestoreReport:
         self.dry_run = dry_run
         report = RestoreReport(self.source, public_uri(self.uri), dry_run)
@@ -755,26 +778,10 @@ class _Restorer:
                     "skip",
                     reason="exists in the target, and is empty in the backup",
                 )
-            elif self.on_conflict == "skip":
-                action = Action(
-                    "experiment",
-                    exp["name"],
-                    "skip",
-                    reason="an experiment of that name exists in the target "
-                    "(--on-conflict rename restores it under a new name)",
-                    details=details,
-                )
             else:
-                new = _free_name(reserved, exp["name"])
-                action = Action(
-                    "experiment",
-                    exp["name"],
-                    "rename",
-                    new,
-                    reason="the name is taken in the target",
-                    details=details,
-                )
-                self.experiment_plan.append((exp, action, None))
+                action = self._name_taken("experiment", exp["name"], reserved, details)
+                if action.action == "rename":
+                    self.experiment_plan.append((exp, action, None))
             report.actions.append(action)
         self.restorable_runs = set(report.run_ids)
         self.restorable_models = set(self.model_ids)
@@ -834,26 +841,12 @@ class _Restorer:
                     details=details,
                 )
                 self.registry_plan.append((rm, action, versions))
-            elif self.on_conflict == "skip":
-                action = Action(
-                    "registered model",
-                    rm["name"],
-                    "skip",
-                    reason="a registered model of that name exists in the target "
-                    "(--on-conflict rename restores it under a new name)",
-                    details=details,
-                )
             else:
-                new = _free_name(reserved, rm["name"])
-                action = Action(
-                    "registered model",
-                    rm["name"],
-                    "rename",
-                    new,
-                    reason="the name is taken in the target",
-                    details=details,
+                action = self._name_taken(
+                    "registered model", rm["name"], reserved, details
                 )
-                self.registry_plan.append((rm, action, versions))
+                if action.action == "rename":
+                    self.registry_plan.append((rm, action, versions))
             if lost and action.action in ("create", "rename", "complete"):
                 report.warnings.append(
                     f"registered model {rm['name']!r}: version(s) {', '.join(lost)} "

@@ -11,24 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.servers import free_port
+from visionops.dashboards import port_open
 
 
 def _status(url: str) -> int:
     with urllib.request.urlopen(url, timeout=10) as response:
         return response.status
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def _zenml_config() -> dict:
@@ -45,7 +34,7 @@ def test_dashboard_starts_both_uis_and_stops_them(
     import run
     from visionops import dashboards
 
-    zenml_port, mlflow_port = _free_port(), _free_port()
+    zenml_port, mlflow_port = free_port(), free_port()
     monkeypatch.setenv(dashboards.ZENML_PORT_ENV, str(zenml_port))
     monkeypatch.setenv(dashboards.MLFLOW_PORT_ENV, str(mlflow_port))
     assert run.main(["--stack", "local"]) == 0
@@ -79,8 +68,8 @@ def test_dashboard_starts_both_uis_and_stops_them(
 
     out = capsys.readouterr().out
     assert "MLflow UI" in out and "ZenML dashboard" in out
-    assert not _accepts(zenml_port)
-    assert not _accepts(mlflow_port)
+    assert not port_open(zenml_port)
+    assert not port_open(mlflow_port)
     # Later processes (and tests) use the local store and the same active stack.
     config = _zenml_config()
     assert config["store"]["type"] == "sql"

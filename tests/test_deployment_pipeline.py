@@ -6,29 +6,17 @@ import contextlib
 import io
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TINY_TRAINING
+from tests.servers import free_port
+from visionops.dashboards import port_open
 
 MODEL = "deploy-detector"
 TINY = [*TINY_TRAINING, "grid={lr0: [0.01]}", f"model.name={MODEL}"]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def stop_server(port: int, timeout: float = 30.0) -> None:

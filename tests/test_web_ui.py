@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_deployment_pipeline import free_port, port_open, stop_server
+from tests.servers import free_port
+from tests.test_deployment_pipeline import stop_server
+from visionops.dashboards import port_open
 
 MODEL = "web-ui-detector"
 IMGSZ = 128  # the size `tiny_weights` was trained at

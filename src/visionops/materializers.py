@@ -131,6 +131,7 @@ class DatasetVersionMaterializer(_DirectoryMaterializer):
         card = data.card
         return {
             "dataset_hash": card["hash"],
+            "task": data.task,
             "path": str(data.root),
             "source": card["source"],
             "classes": card["class_names"],

@@ -16,6 +16,7 @@ def _latest_dataset(client: Any) -> dict[str, Any] | None:
     return {
         "version": str(artifact.version),
         "hash": meta.get("dataset_hash"),
+        "task": meta.get("task", "detect"),
         "path": meta.get("path"),
         "source": meta.get("source"),
         "classes": meta.get("classes"),

@@ -28,6 +28,8 @@ class Item(BaseModel):
         source_split: The split the source put it in (train/val/test), if any.
         group: Items sharing a group (augmented copies of one photo) are
             always put in the same split.
+        class_id: The image-level class of a classification item (its label
+            file is then None); None for the other tasks.
     """
 
     id: str
@@ -36,6 +38,7 @@ class Item(BaseModel):
     source: str
     source_split: str | None = None
     group: str
+    class_id: int | None = None
 
 
 class Manifest(BaseModel):
@@ -44,6 +47,7 @@ class Manifest(BaseModel):
     source: str
     source_format: str
     class_names: list[str]
+    task: str = "detect"
     items: list[Item] = Field(default_factory=list)
 
     def write(self, root: Path) -> Path:

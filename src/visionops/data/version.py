@@ -40,6 +40,11 @@ class DatasetVersion:
         return load_card(self.root)
 
     @property
+    def task(self) -> str:
+        """The task the dataset is labelled for: detect, classify or segment."""
+        return str(self.card.get("task", "detect"))
+
+    @property
     def hash(self) -> str:
         """The content hash of images, labels and data.yaml."""
         return str(self.card["hash"])
@@ -136,6 +141,7 @@ def build_dataset_version(
 
     card = {
         "hash": content_hash(dest),
+        "task": manifest.task,
         "source": manifest.source,
         "source_format": manifest.source_format,
         "class_names": manifest.class_names,

@@ -32,7 +32,8 @@ def _latest_dataset(client: Any) -> dict[str, Any] | None:
 
 def _champion(client: Any, name: str) -> dict[str, Any] | None:
     """The MLflow `champion` of model `name`, if the stack tracks one."""
-    from visionops.training.tracking import TrackingError, champion, configure_tracking
+    from visionops.champion import Champion
+    from visionops.training.tracking import TrackingError, configure_tracking
 
     if client.active_stack_model.components.get("experiment_tracker") is None:
         return None
@@ -40,44 +41,41 @@ def _champion(client: Any, name: str) -> dict[str, Any] | None:
         configure_tracking()
     except TrackingError:
         return None
-    version = champion(name)
-    if version is None:
+    champion = Champion.lookup(name)
+    if champion is None:
         return None
-    import mlflow
-
-    run = mlflow.get_run(version.run_id)
-    onnx = [
-        f.path for f in mlflow.MlflowClient().list_artifacts(version.run_id, "onnx")
-    ]
-    tags = version.tags
     return {
         "name": name,
-        "version": str(version.version),
-        "mlflow_model_uri": f"models:/{name}@champion",
-        "test_metrics": {
-            k.removeprefix("test_"): float(v)
-            for k, v in tags.items()
-            if k.startswith("test_")
-        },
-        "onnx_latency_ms": float(tags["onnx_latency_ms"])
-        if tags.get("onnx_latency_ms")
-        else None,
-        "dataset_hash": tags.get("dataset_hash"),
-        "zenml_model_version": tags.get("zenml.model_version"),
-        "onnx": f"{run.info.artifact_uri}/{onnx[0]}" if onnx else None,
-        "mlflow_run_id": version.run_id,
+        "version": champion.version,
+        "task": champion.task,
+        "class_names": champion.class_names,
+        "mlflow_model_uri": champion.model_uri,
+        "test_metrics": champion.test_metrics,
+        "onnx_latency_ms": champion.onnx_latency_ms,
+        "dataset_hash": champion.dataset_hash,
+        "zenml_model_version": champion.zenml_model_version,
+        "onnx": champion.onnx_uri,
+        "mlflow_run_id": champion.run_id,
     }
 
 
-def collect_status(model_name: str) -> dict[str, Any]:
+def collect_status(model_name: str | None = None) -> dict[str, Any]:
     """Returns the project's status as a JSON-ready dict with stable keys.
 
     Args:
-        model_name: The registered model whose champion is reported.
+        model_name: The registered model whose champion is reported; None: the
+            default name of the latest dataset's task.
     """
     from zenml.client import Client
 
+    from visionops.tasks import DEFAULT_TASK, get_task
+
     client = Client()
+    dataset = _latest_dataset(client)
+    model_name = (
+        model_name
+        or get_task((dataset or {}).get("task") or DEFAULT_TASK).default_model_name
+    )
     stack = client.active_stack_model
     tracker = client.active_stack.experiment_tracker
     return {
@@ -89,7 +87,7 @@ def collect_status(model_name: str) -> dict[str, Any]:
             },
             "tracking_uri": tracker.get_tracking_uri() if tracker else None,  # type: ignore[attr-defined]
         },
-        "dataset": _latest_dataset(client),
+        "dataset": dataset,
         "champion": _champion(client, model_name),
     }
 
@@ -107,7 +105,8 @@ def format_status(status: dict[str, Any]) -> str:
     else:
         images = dataset["images"] or {}
         lines += [
-            f"Dataset: version {dataset['version']}, hash {str(dataset['hash'])[:12]}",
+            f"Dataset: version {dataset['version']}, hash {str(dataset['hash'])[:12]}"
+            f" ({dataset['task']})",
             f"  path: {dataset['path']}",
             f"  source: {dataset['source']}",
             "  images: " + ", ".join(f"{k} {v}" for k, v in images.items()),
@@ -123,7 +122,7 @@ def format_status(status: dict[str, Any]) -> str:
             f"{k} {v:.4f}" for k, v in sorted(champ["test_metrics"].items())
         )
         lines += [
-            f"Champion: {champ['name']} v{champ['version']}"
+            f"Champion: {champ['name']} v{champ['version']} ({champ['task']})"
             f" ({champ['mlflow_model_uri']})",
             f"  test: {metrics}",
             f"  ONNX: {champ['onnx']} ({champ['onnx_latency_ms']} ms on CPU)",

@@ -54,6 +54,18 @@ class DatasetVersion:
         """The `data.yaml` to hand to Ultralytics."""
         return self.root / DATA_YAML
 
+    @property
+    def ultralytics_data(self) -> Path:
+        """What to pass as Ultralytics `data=`: data.yaml, or the root of a folder
+        per class and split (classification)."""
+        return self.data_yaml if self.data_yaml.is_file() else self.root
+
+    def split_images(self, split: str) -> list[Path]:
+        """The image files of one split, sorted (none for a missing split)."""
+        detect = self.root / "images" / split
+        folder = detect if detect.is_dir() else self.root / split
+        return sorted(p for p in folder.rglob("*") if p.is_file())
+
 
 def content_hash(root: Path) -> str:
     """Hashes every file under images/, labels/ and data.yaml, paths included.

@@ -154,3 +154,127 @@ def test_resume_continues_from_the_last_checkpoint(
         "recall",
         "f1",
     }
+
+
+# --- tasks: the seam every task plugs into ---------------------------------------
+
+
+def test_tasks_registry_names_models_after_the_task() -> None:
+    from visionops.tasks import TaskError, get_task
+
+    detect, classify = get_task("detect"), get_task("classify")
+    assert get_task(None) is detect and detect.default_model_name == "board-detector"
+    assert classify.default_model_name == "image-classifier"
+    assert detect.model_name("yolo11n") == "yolo11n"
+    assert classify.model_name("yolo11n") == "yolo11n-cls"
+    assert classify.model_name("yolo26s-cls") == "yolo26s-cls"
+    assert classify.model_name("runs/best.pt") == "runs/best.pt"
+    with pytest.raises(TaskError, match="use yolo11n-cls"):
+        classify.model_name("yolo11n-seg")
+    with pytest.raises(TaskError, match="not a detect model"):
+        detect.model_name("yolo11m-cls")
+    with pytest.raises(TaskError, match="unknown task"):
+        get_task("pose")
+    assert classify.val_metrics(
+        {"metrics/accuracy_top1": 0.75, "metrics/accuracy_top5": 1.0}
+    ) == {"top1": 0.75, "top5": 1.0}
+    assert classify.test_metric_names(["a", "b"])[-4:] == [
+        "roc_auc",
+        "pr_auc",
+        "sensitivity",
+        "specificity",
+    ]
+    five = classify.test_metric_names(list("abcde"))
+    assert "top5" in five and "recall_e" in five and "roc_auc" not in five
+
+
+def test_classify_grid_trains_classify_models() -> None:
+    params = TrainingParameters(
+        task="classify", models=["yolo11n", "yolo26n-cls"], grid={"lr0": [0.01]}
+    )
+    specs = expand_candidates(params)
+    assert [(s.model, s.task) for s in specs] == [
+        ("yolo11n-cls", "classify"),
+        ("yolo26n-cls", "classify"),
+    ]
+    assert specs[0].name == "c0-yolo11n-cls-lr0=0.01"
+    # Detection keeps its names, hence its run keys and resumable checkpoints.
+    assert expand_candidates(TrainingParameters())[0].name == "c0-yolo11n"
+
+
+def _classify_report(**metrics: float) -> EvalReport:
+    return EvalReport(
+        task="classify",
+        split="test",
+        dataset_hash="h" * 64,
+        weights_sha256="w",
+        imgsz=64,
+        images=10,
+        metrics=metrics,
+        per_class=[],
+        class_names=["NORMAL", "PNEUMONIA"],
+        confusion_matrix=[[1.0, 0.0], [0.0, 1.0]],
+        latency_ms=5.0,
+    )
+
+
+def test_promotion_on_any_metric_with_floors() -> None:
+    good = _classify_report(top1=0.9, recall_PNEUMONIA=0.95, specificity=0.85)
+    weak = _classify_report(top1=0.8, recall_PNEUMONIA=0.7, specificity=0.9)
+    unsafe = _classify_report(top1=0.95, recall_PNEUMONIA=0.99, specificity=0.6)
+    default = decide(good, weak, PromotionSettings(), "1")
+    assert default.metric == "top1" and default.promote is True
+    rule = PromotionSettings(metric="recall_PNEUMONIA", floors={"specificity": 0.8})
+    assert decide(good, weak, rule, "1").promote is True
+    refused = decide(unsafe, weak, rule, "1")
+    assert refused.promote is False
+    assert refused.reason == "specificity 0.6000 is below its floor 0.8000"
+    first = decide(unsafe, None, rule)
+    assert first.promote is False and "below its floor" in first.reason
+    with pytest.raises(ValueError, match="not a test metric"):
+        decide(good, None, PromotionSettings(metric="map50_95"))
+    text = decision_markdown(refused, unsafe, weak, "image-classifier")
+    assert "| recall_PNEUMONIA **(rule)** | 0.9900 | 0.7000 |" in text
+    assert "| specificity (floor 0.8) | 0.6000 | 0.9000 |" in text
+    assert "specificity >= 0.8" in text
+
+
+def test_prepare_training_follows_the_dataset_task() -> None:
+    from visionops.config import ConfigError
+    from visionops.preflight import prepare_training
+
+    meta = {"task": "classify", "classes": ["NORMAL", "PNEUMONIA"], "dataset_hash": "ab"}
+    params = prepare_training(TrainingParameters(), meta, check_registry=False)
+    assert params.task == "classify" and params.model.name == "image-classifier"
+    assert "classifier" in params.model.description
+    detect = prepare_training(TrainingParameters(), {}, check_registry=False)
+    assert detect.task == "detect" and detect.model.name == "board-detector"
+    named = TrainingParameters.model_validate({"model": {"name": "xray"}})
+    assert prepare_training(named, meta, check_registry=False).model.name == "xray"
+
+    def fails(match: str, **values) -> None:
+        with pytest.raises(ConfigError, match=match):
+            prepare_training(
+                TrainingParameters.model_validate(values), meta, check_registry=False
+            )
+
+    fails("task: detect, but the dataset ab is labelled for classify", task="detect")
+    fails("selection_metric: 'map50_95'", selection_metric="map50_95")
+    fails("promotion.metric: 'map50_95'.*top1", promotion={"metric": "map50_95"})
+    fails("promotion.floors.iou", promotion={"floors": {"iou": 0.5}})
+    fails("positive_class: 'CAT'.*PNEUMONIA", evaluation={"positive_class": "CAT"})
+    fails("models: .*use yolo11n-cls", models=["yolo11n-seg"])
+    ok = prepare_training(
+        TrainingParameters.model_validate(
+            {
+                "promotion": {
+                    "metric": "recall_PNEUMONIA",
+                    "floors": {"specificity": 0.8},
+                },
+                "evaluation": {"positive_class": "PNEUMONIA"},
+            }
+        ),
+        meta,
+        check_registry=False,
+    )
+    assert ok.promotion.floors == {"specificity": 0.8}

@@ -101,7 +101,10 @@ def prepare_training(
             f"evaluation.positive_class: {positive!r} is not a class of the dataset; "
             f"classes: {classes}"
         )
-    known = task.test_metric_names(classes, positive)
+    try:
+        known = task.test_metric_names(classes, positive)
+    except TaskError as err:
+        raise ConfigError(f"evaluation.positive_class: {err}") from None
     rule = params.promotion
     for key, metric in [("promotion.metric", rule.metric)] + [
         (f"promotion.floors.{m}", m) for m in rule.floors

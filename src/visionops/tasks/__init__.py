@@ -11,7 +11,7 @@ import importlib
 import importlib.util
 from functools import cache
 
-from visionops.tasks.base import Task, TaskError, metric_key
+from visionops.tasks.base import Task, TaskError
 
 # Task name -> the package whose `TASK` implements it. A new task adds one line.
 REGISTRY: dict[str, str] = {
@@ -61,5 +61,4 @@ __all__ = [
     "TaskError",
     "available_tasks",
     "get_task",
-    "metric_key",
 ]

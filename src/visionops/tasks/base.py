@@ -190,7 +190,3 @@ class Task(ABC):
                 f"version (it does: {', '.join(sorted(self.pipelines))})"
             )
 
-
-def metric_key(class_name: str) -> str:
-    """A class name as it appears in metric names (`recall_<class>`) and MLflow keys."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(class_name))

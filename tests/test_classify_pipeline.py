@@ -1,0 +1,216 @@
+"""Classification through the shared training pipeline: train, evaluate, promote."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHARED_DATASETS, TINY_TRAINING
+
+XRAY = SHARED_DATASETS / "chest-xray-small"
+CLASSES = ("NORMAL", "PNEUMONIA")
+PER_SPLIT = {"train": 8, "val": 3, "test": 3}  # images per class
+
+
+def build_classify_dataset(source: Path, dest: Path) -> Path:
+    """A tiny versioned dataset in the classify layout `<split>/<class>/<image>`.
+
+    Until ingestion writes this layout, the test writes it with its card: the
+    first images of each class by name, in split order.
+    """
+    hashed = hashlib.sha256()
+    splits: dict[str, dict] = {}
+    for name in CLASSES:
+        files = sorted((source / name).iterdir())
+        start = 0
+        for split, count in PER_SPLIT.items():
+            for path in files[start : start + count]:
+                target = dest / split / name / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+                hashed.update(f"{split}/{name}/{path.name}".encode())
+                hashed.update(path.read_bytes())
+            start += count
+            entry = splits.setdefault(
+                split, {"images": 0, "groups": 0, "boxes_per_class": {}}
+            )
+            entry["images"] += count
+            entry["groups"] += count
+            entry["boxes_per_class"][name] = count
+    card = {
+        "hash": hashed.hexdigest(),
+        "task": "classify",
+        "source": str(source),
+        "source_format": "class-folders",
+        "class_names": list(CLASSES),
+        "items_in": sum(PER_SPLIT.values()) * len(CLASSES),
+        "accepted": sum(PER_SPLIT.values()) * len(CLASSES),
+        "quarantined": 0,
+        "splits": splits,
+        "quarantine": [],
+        "quarantine_counts": {},
+        "fixes": [],
+        "fix_counts": {},
+        "faces": {"faces": 0},
+        "split": {"fractions": {}, "seed": 0},
+        "settings": {},
+    }
+    (dest / "dataset_card.json").write_text(json.dumps(card, indent=1))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def classified(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Local stack, the X-ray dataset as the latest `dataset`, one tiny training."""
+    if not XRAY.is_dir():
+        pytest.skip(f"{XRAY} is not present beside the checkout")
+    from zenml import save_artifact
+    from zenml.client import Client
+
+    import run
+    import visionops.materializers  # noqa: F401  (the dataset's materializer)
+    from tests.conftest import OUTBOUND
+    from visionops.data.version import DatasetVersion
+    from visionops.names import DATASET
+
+    assert run.main(["--stack", "local"]) == 0
+    root = build_classify_dataset(XRAY, tmp_path_factory.mktemp("xray") / "dataset")
+    save_artifact(DatasetVersion(root), name=DATASET)
+    OUTBOUND.clear()
+    args = ["--pipeline", "training"]
+    for override in [*TINY_TRAINING, "train.imgsz=32", "grid={lr0: [0.01, 0.02]}"]:
+        args += ["--set", override]
+    assert run.main(args) == 0
+    return {
+        "run": Client().get_pipeline("training").last_run,
+        "outbound": list(OUTBOUND),
+    }
+
+
+def test_classifier_trained_evaluated_and_promoted(classified: dict) -> None:
+    import mlflow
+
+    from visionops.champion import Champion
+    from visionops.training.tracking import configure_tracking
+
+    run = classified["run"]
+    results = [
+        run.steps[f"train_candidate_{i}"].outputs["candidate_result"][0].load()
+        for i in (0, 1)
+    ]
+    assert [r.model for r in results] == ["yolo11n-cls", "yolo11n-cls"]
+    assert all(r.task == "classify" and "top1" in r.val for r in results)
+    evaluation = run.steps["evaluate_model"].outputs["test_evaluation"][0].load()
+    assert evaluation.task == "classify" and evaluation.images == 6
+    assert evaluation.class_names == list(CLASSES)
+    assert 0 <= evaluation.metrics["top1"] <= 1
+    assert "top5" not in evaluation.metrics  # fewer than 5 classes
+    for key in ("roc_auc", "pr_auc", "sensitivity", "specificity", "macro_f1"):
+        assert key in evaluation.metrics
+    assert evaluation.metrics["sensitivity"] == evaluation.metrics["recall_PNEUMONIA"]
+    assert evaluation.latency_ms and evaluation.latency_ms > 0
+
+    configure_tracking()
+    champion = Champion.get("image-classifier")  # the classify default name
+    assert champion.task == "classify" and champion.version == "1"
+    assert champion.class_names == list(CLASSES)
+    assert {"top1", "roc_auc", "recall_PNEUMONIA"} <= set(champion.test_metrics)
+    assert champion.onnx_artifact and champion.onnx_artifact.endswith(".onnx")
+    files = {
+        f.path
+        for f in mlflow.MlflowClient().list_artifacts(champion.run_id, "test")
+    }
+    assert "test/confusion_matrix.png" in files
+    assert "test/confusion_matrix_normalized.png" in files
+    decision = run.steps["promote_model"].outputs["promotion_decision"][0].load()
+    assert decision.promote is True and decision.metric == "top1"
+    assert classified["outbound"] == []
+
+
+def test_champion_onnx_is_the_evaluated_classifier(
+    classified: dict, tmp_path: Path
+) -> None:
+    import cv2
+    import numpy as np
+
+    from visionops.champion import Champion
+
+    champion = Champion.get("image-classifier")
+    onnx = champion.fetch_onnx(tmp_path)
+    predictor = champion.get_task().predictor(onnx)
+    assert [predictor.names[i] for i in sorted(predictor.names)] == list(CLASSES)
+    image = cv2.imread(str(sorted((XRAY / "NORMAL").iterdir())[0]))
+    probabilities = predictor.predict(image).probabilities
+    assert probabilities.shape == (2,)
+    assert float(np.sum(probabilities)) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_status_shows_the_classifier(classified: dict, capsys) -> None:
+    import run
+
+    assert run.main(["--status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["dataset"]["task"] == "classify"
+    champion = status["champion"]
+    assert champion["name"] == "image-classifier" and champion["task"] == "classify"
+    assert "top1" in champion["test_metrics"] and "roc_auc" in champion["test_metrics"]
+
+
+def test_wrong_task_or_metric_fails_before_any_work(classified: dict, capsys) -> None:
+    from mlflow.tracking import MlflowClient
+    from zenml.client import Client
+
+    import run
+
+    client = MlflowClient()
+    client.create_registered_model("some-detector")
+    source = client.get_model_version("image-classifier", "1").source
+    client.create_model_version("some-detector", source, tags={"task": "detect"})
+    runs_before = len(Client().list_pipeline_runs(size=1000).items)
+    train = ["--pipeline", "training", "--set"]
+    assert run.main([*train, "model.name=some-detector"]) == 2
+    err = capsys.readouterr().err
+    assert "some-detector" in err and "detect" in err and "classify" in err
+    assert run.main([*train, "promotion.metric=map50_95"]) == 2
+    assert "promotion.metric" in capsys.readouterr().err
+    assert run.main([*train, "models=[yolo11n-seg]"]) == 2
+    assert "yolo11n-cls" in capsys.readouterr().err
+    assert run.main([*train, "evaluation.positive_class=CAT"]) == 2
+    assert "PNEUMONIA" in capsys.readouterr().err
+    assert len(Client().list_pipeline_runs(size=1000).items) == runs_before
+
+
+def test_champion_rescored_on_the_same_split(classified: dict) -> None:
+    from zenml.client import Client
+
+    import run
+
+    args = ["--pipeline", "training"]
+    for override in [*TINY_TRAINING, "train.imgsz=32", "promotion.margin=1.0"]:
+        args += ["--set", override]
+    assert run.main(args) == 0
+    second = Client().get_pipeline("training").last_run
+    score = second.steps["evaluate_champion"].outputs["champion_evaluation"][0].load()
+    assert score.champion.version == "1" and score.champion.task == "classify"
+    challenger = second.steps["evaluate_model"].outputs["test_evaluation"][0].load()
+    assert score.report.task == "classify"
+    assert score.report.dataset_hash == challenger.dataset_hash
+    assert score.report.images == challenger.images == 6
+    decision = second.steps["promote_model"].outputs["promotion_decision"][0].load()
+    assert decision.promote is False and "does not beat champion v1" in decision.reason
+
+
+def test_deployment_and_batch_refuse_a_classifier_for_now(
+    classified: dict, capsys
+) -> None:
+    import run
+
+    assert run.main(["--pipeline", "deployment"]) == 2
+    err = capsys.readouterr().err
+    assert "deployment pipeline does not handle classify models" in err
+    assert run.main(["--pipeline", "batch", "--source", str(XRAY / "NORMAL")]) == 2
+    assert "batch pipeline does not handle classify models" in capsys.readouterr().err

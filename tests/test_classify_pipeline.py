@@ -121,8 +121,7 @@ def test_classifier_trained_evaluated_and_promoted(classified: dict) -> None:
     assert {"top1", "roc_auc", "recall_PNEUMONIA"} <= set(champion.test_metrics)
     assert champion.onnx_artifact and champion.onnx_artifact.endswith(".onnx")
     files = {
-        f.path
-        for f in mlflow.MlflowClient().list_artifacts(champion.run_id, "test")
+        f.path for f in mlflow.MlflowClient().list_artifacts(champion.run_id, "test")
     }
     assert "test/confusion_matrix.png" in files
     assert "test/confusion_matrix_normalized.png" in files

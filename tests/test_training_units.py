@@ -243,7 +243,8 @@ def test_prepare_training_follows_the_dataset_task() -> None:
     from visionops.config import ConfigError
     from visionops.preflight import prepare_training
 
-    meta = {"task": "classify", "classes": ["NORMAL", "PNEUMONIA"], "dataset_hash": "ab"}
+    classes = ["NORMAL", "PNEUMONIA"]
+    meta = {"task": "classify", "classes": classes, "dataset_hash": "ab"}
     params = prepare_training(TrainingParameters(), meta, check_registry=False)
     assert params.task == "classify" and params.model.name == "image-classifier"
     assert "classifier" in params.model.description

@@ -189,4 +189,3 @@ class Task(ABC):
                 f"the {pipeline} pipeline does not handle {self.name} models in this "
                 f"version (it does: {', '.join(sorted(self.pipelines))})"
             )
-

@@ -81,9 +81,7 @@ def evaluate_weights(
             f"({names}); train on this dataset version first."
         )
     labels = np.array([index[p.parent.name] for p in images], dtype=np.int64)
-    result = classification_metrics(
-        labels, probs, names, positive_class=positive_class
-    )
+    result = classification_metrics(labels, probs, names, positive_class=positive_class)
     save_confusion_matrices(result, out_dir)
     return EvalReport(
         task="classify",

@@ -279,3 +279,92 @@ def test_prepare_training_follows_the_dataset_task() -> None:
         check_registry=False,
     )
     assert ok.promotion.floors == {"specificity": 0.8}
+
+
+# --- the champion and the stages, on a throwaway MLflow store ---------------------
+
+
+@pytest.fixture
+def local_mlflow(tmp_path: Path):
+    """MLflow on a SQLite file of its own; the previous tracking URI comes back."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    yield mlflow
+    mlflow.set_tracking_uri(previous)
+
+
+def test_champion_reads_what_registration_wrote(local_mlflow, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from visionops.champion import (
+        Champion,
+        NoChampionError,
+        TaskMismatchError,
+        check_model_task,
+        version_tags,
+    )
+    from visionops.training.tracking import set_alias
+
+    onnx = tmp_path / "best.onnx"
+    onnx.write_bytes(b"onnx bytes")
+    with local_mlflow.start_run() as run:
+        local_mlflow.log_params({"imgsz": 64, "device": "cpu"})
+        local_mlflow.log_artifact(str(onnx), "onnx")
+        local_mlflow.log_text("weights", "weights/best.pt")
+    assert Champion.lookup("xray") is None
+    with pytest.raises(NoChampionError, match="xray has no champion"):
+        Champion.get("xray")
+    tags = version_tags(
+        task="classify",
+        class_names=["NORMAL", "PNEUMONIA"],
+        test_metrics={"top1": 0.75, "roc_auc": 0.8},
+        onnx_artifact="onnx/best.onnx",
+        onnx_latency_ms=2.5,
+        serving_imgsz=96,
+    )
+    client = MlflowClient()
+    client.create_registered_model("xray")
+    version = client.create_model_version(
+        "xray",
+        f"{run.info.artifact_uri}/onnx",
+        run_id=run.info.run_id,
+        tags={**tags, "dataset_hash": "abc"},
+    ).version
+    set_alias("xray", "champion", str(version))
+    champion = Champion.get("xray")
+    assert (champion.task, champion.version, champion.imgsz) == ("classify", "1", 64)
+    assert champion.serving_imgsz == 96 and champion.onnx_latency_ms == 2.5
+    assert champion.class_names == ["NORMAL", "PNEUMONIA"]
+    assert champion.test_metrics == {"top1": 0.75, "roc_auc": 0.8}
+    assert champion.model_uri == "models:/xray@champion"
+    assert champion.onnx_uri.endswith("/onnx/best.onnx")
+    assert champion.fetch_onnx(tmp_path / "got").read_bytes() == b"onnx bytes"
+    assert champion.fetch_weights(tmp_path / "w").read_text() == "weights"
+    lineage = champion.lineage()
+    assert lineage["task"] == "classify" and lineage["dataset_hash"] == "abc"
+    assert lineage["mlflow_model_uri"] == "models:/xray/1"
+
+    check_model_task("xray", "classify")
+    check_model_task("never-registered", "detect")
+    with pytest.raises(TaskMismatchError, match="'xray' holds classify models"):
+        check_model_task("xray", "detect")
+    # Versions registered before tasks were recorded are detectors.
+    client.delete_model_version_tag("xray", "1", "task")
+    assert Champion.get("xray").task == "detect"
+
+
+def test_selection_uses_the_task_default_metric() -> None:
+    from visionops.training.stages import select_candidate
+
+    def result(name: str, top1: float) -> CandidateResult:
+        return _result(name, 0.0).model_copy(
+            update={"task": "classify", "val": {"top1": top1, "top5": 1.0}}
+        )
+
+    selection = select_candidate([result("a", 0.6), result("b", 0.9)], None)
+    assert (selection.index, selection.metric) == (1, "top1")
+    assert [row["selected"] for row in selection.rows] == [False, True]
+    with pytest.raises(ValueError, match="choose one of \\['top1', 'top5'\\]"):
+        select_candidate([result("a", 0.6)], "map50_95")

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from visionops.config import TrainingParameters, TrainSettings
-from visionops.tasks import get_task
+from visionops.tasks import DEFAULT_TASK, get_task
 
 
 @dataclass
@@ -24,7 +24,7 @@ class ModelFile:
 class CandidateSpec(BaseModel):
     """One grid point: a model and its training settings."""
 
-    task: str = "detect"
+    task: str = DEFAULT_TASK
     index: int
     name: str
     model: str
@@ -34,7 +34,7 @@ class CandidateSpec(BaseModel):
 class CandidateResult(BaseModel):
     """What training one candidate produced, measured on the validation split."""
 
-    task: str = "detect"
+    task: str = DEFAULT_TASK
     name: str
     model: str
     train: dict[str, Any]

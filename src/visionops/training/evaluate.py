@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 from pydantic import BaseModel
 
-from visionops.tasks import get_task
+from visionops.tasks import DEFAULT_TASK, get_task
 
 
 class EvalReport(BaseModel):
@@ -19,7 +19,7 @@ class EvalReport(BaseModel):
     rules, MLflow metrics and registry tags use these names.
     """
 
-    task: str = "detect"
+    task: str = DEFAULT_TASK
     split: str
     dataset_hash: str
     weights_sha256: str
@@ -34,7 +34,7 @@ class EvalReport(BaseModel):
 
 
 def onnx_latency_ms(
-    onnx_path: Path, images: list[Path], runs: int = 20, task: str = "detect"
+    onnx_path: Path, images: list[Path], runs: int = 20, task: str = DEFAULT_TASK
 ) -> float:
     """Median single-image CPU latency of the ONNX model (one thread, as served).
 

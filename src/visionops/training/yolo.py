@@ -14,7 +14,7 @@ from typing import Any
 
 from visionops.config import TrainSettings
 from visionops.env import project_root, state_dir
-from visionops.tasks import get_task
+from visionops.tasks import DEFAULT_TASK, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def train(
     run_dir: Path,
     *,
     source: str,
-    task: str = "detect",
+    task: str = DEFAULT_TASK,
     resume: bool = False,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainOutcome:

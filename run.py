@@ -316,9 +316,10 @@ def run_pipeline(name: str, params, enable_cache: bool) -> None:
         from zenml.enums import ModelStages
 
         from pipelines.deployment import deployment
-        from visionops.preflight import with_model_name
+        from visionops.preflight import check_champion_for, with_model_name
 
         params = with_model_name(params)  # `all`: the task of this run's dataset
+        check_champion_for("deployment", params.model.name)
         model = Model(name=params.model.name, version=ModelStages.PRODUCTION)
         run = deployment.with_options(
             enable_cache=enable_cache, model=model, settings=settings
@@ -521,7 +522,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Configuration error: {err}", file=sys.stderr)
             return 2
         for name, params in planned:
-            run_pipeline(name, params, enable_cache=not args.no_cache)
+            try:  # `all`: what depends on the previous pipeline is checked here
+                run_pipeline(name, params, enable_cache=not args.no_cache)
+            except ConfigError as err:
+                print(f"Configuration error: {err}", file=sys.stderr)
+                return 2
 
     if args.dashboard:
         code = _dashboard(args.dashboard)

@@ -237,3 +237,16 @@ def test_a_detector_export_is_refused(tmp_path: Path) -> None:
     onnx.save(model, path)
     with pytest.raises(ValueError, match="not a classifier"):
         OnnxClassifier(path)
+
+
+def test_a_fixed_shape_export_gives_the_same_answers(
+    cls_weights: Path,
+    classifier: OnnxClassifier,
+    frames: list[np.ndarray],
+    tmp_path: Path,
+) -> None:
+    fixed = OnnxClassifier(export_onnx(cls_weights, IMGSZ, tmp_path, dynamic=False))
+    assert not fixed.dynamic_batch and fixed.imgsz == (IMGSZ, IMGSZ)
+    ours = [c.probabilities for c in fixed.predict_batch(frames[:3])]
+    expected = [c.probabilities for c in classifier.predict_batch(frames[:3])]
+    np.testing.assert_allclose(ours, expected, atol=1e-5, rtol=0)

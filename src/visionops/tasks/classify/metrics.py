@@ -263,8 +263,13 @@ def classification_metrics(
             "support": int(support[class_id]),
         }
         per_class.append(row)
-        for field in ("precision", "recall", "f1", "support"):
-            metrics[metric_key(field, name)] = float(row[field])
+        for field, values in (
+            ("precision", precision),
+            ("recall", recall),
+            ("f1", f1),
+            ("support", support),
+        ):
+            metrics[metric_key(field, name)] = float(values[class_id])
 
     if positive_class is not None:
         positive_id = names.index(positive_class)
@@ -334,8 +339,12 @@ def _plot_matrix(
     peak = 1.0 if normalized else max(int(matrix.max()), 1)
     image = axes.imshow(matrix, cmap="Blues", vmin=0, vmax=peak)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
-    tilt = {"rotation": 45, "ha": "right", "rotation_mode": "anchor"} if n > 3 else {}
-    axes.set_xticks(range(n), labels=list(names), **tilt)
+    axes.set_xticks(range(n), labels=list(names))
+    if n > 3:
+        axes.tick_params(axis="x", labelrotation=45)
+        for label in axes.get_xticklabels():
+            label.set_horizontalalignment("right")
+            label.set_rotation_mode("anchor")
     axes.set_yticks(range(n), labels=list(names))
     axes.set_xlabel("Predicted")
     axes.set_ylabel("True")

@@ -368,3 +368,20 @@ def test_selection_uses_the_task_default_metric() -> None:
     assert [row["selected"] for row in selection.rows] == [False, True]
     with pytest.raises(ValueError, match="choose one of \\['top1', 'top5'\\]"):
         select_candidate([result("a", 0.6)], "map50_95")
+
+
+def test_classify_task_predicts_and_renders_with_clscore_parts() -> None:
+    import numpy as np
+
+    from visionops.tasks import get_task
+    from visionops.tasks.classify.onnx import Classification
+
+    task = get_task("classify")
+    prediction = Classification(np.array([0.2, 0.8], dtype=np.float32))
+    names = {0: "NORMAL", 1: "PNEUMONIA"}
+    records = task.records(prediction, names)
+    assert records[0]["class_name"] == "PNEUMONIA"
+    assert records[0]["probability"] == pytest.approx(0.8)
+    frame = np.zeros((64, 64, 3), np.uint8)
+    drawn = task.render(frame, prediction, names)
+    assert drawn.shape == frame.shape and drawn.any() and not frame.any()

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from visionops.tasks.base import Task, TaskError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from visionops.data.version import DatasetVersion
     from visionops.training.evaluate import EvalReport
 
@@ -92,3 +94,11 @@ class ClassifyTask(Task):
     def records(self, prediction: Any, names: Mapping[int, str]) -> list[dict]:
         """The most probable classes: class id, name and probability, highest first."""
         return prediction.to_records(names)
+
+    def render(
+        self, frame: np.ndarray, prediction: Any, names: Mapping[int, str]
+    ) -> np.ndarray:
+        """The most probable class and its probability written on a copy."""
+        from visionops.tasks.classify.render import draw_classification
+
+        return draw_classification(frame, prediction, names)

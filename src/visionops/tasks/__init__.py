@@ -8,7 +8,6 @@ imported on first use, so a task under construction costs the others nothing.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from functools import cache
 
 from visionops.tasks.base import Task, TaskError
@@ -33,24 +32,32 @@ def get_task(name: str | None = None) -> Task:
     name = name or DEFAULT_TASK
     if name not in REGISTRY:
         raise TaskError(f"unknown task {name!r}; choose one of {list(REGISTRY)}")
+    task = _load(name)
+    if task is None:
+        raise TaskError(
+            f"the {name} task is not available in this version; available: "
+            f"{available_tasks()}"
+        )
+    return task
+
+
+def _load(name: str) -> Task | None:
+    """The `TASK` of a registered task's package, None while it has none."""
     try:
         module = importlib.import_module(REGISTRY[name])
     except ModuleNotFoundError as err:
         if err.name != REGISTRY[name]:
             raise
-        raise TaskError(
-            f"the {name} task is not available in this version; available: "
-            f"{available_tasks()}"
-        ) from None
-    task = module.TASK
-    if not isinstance(task, Task) or task.name != name:
+        return None
+    task = getattr(module, "TASK", None)  # a folder of parts is not a task yet
+    if task is not None and (not isinstance(task, Task) or task.name != name):
         raise TypeError(f"{REGISTRY[name]}.TASK is not the {name} task")
     return task
 
 
 def available_tasks() -> list[str]:
-    """The registered tasks whose package is installed."""
-    return [n for n in REGISTRY if importlib.util.find_spec(REGISTRY[n]) is not None]
+    """The registered tasks whose package defines its `TASK`."""
+    return [n for n in REGISTRY if _load(n) is not None]
 
 
 __all__ = [

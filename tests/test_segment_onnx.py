@@ -83,16 +83,14 @@ def segmenter(
     )
 
 
-@pytest.fixture(scope="module")
-def lively_seg_weights(
-    shoes_subset: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """A random YOLO11n-seg whose boxes and masks depend on the image.
+def _lively(arch: str, images: list[Path], weights: Path) -> Path:
+    """Saves a random segmentation model whose boxes and masks depend on the image.
 
     A model trained for one epoch at 64 px puts its few boxes on the whole
-    image, whatever the image, which would let a broken box mapping pass.
-    BatchNorm statistics set from real images keep activations alive through
-    the random network (as `lively_weights` in test_inference.py does).
+    image, whatever the image, and a random one has empty masks; either would
+    let a broken box or mask mapping pass. BatchNorm statistics set from real
+    images keep activations alive through the random network (as
+    `lively_weights` in test_inference.py does).
     """
     import torch
     from ultralytics import YOLO
@@ -100,10 +98,9 @@ def lively_seg_weights(
     from visionops.inference import letterbox
 
     torch.manual_seed(0)
-    model = YOLO("yolo11n-seg.yaml")
+    model = YOLO(arch)
     net = model.model
-    paths = sorted((shoes_subset / "images" / "val").iterdir())
-    batch = np.stack([letterbox(cv2.imread(str(p)), LIVELY_IMGSZ)[0] for p in paths])
+    batch = np.stack([letterbox(cv2.imread(str(p)), LIVELY_IMGSZ)[0] for p in images])
     x = torch.from_numpy(batch[..., ::-1].transpose(0, 3, 1, 2).copy()) / 255
     for module in net.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -112,14 +109,24 @@ def lively_seg_weights(
     with torch.no_grad():
         net(x)
     net.eval()
-    for branch in net.model[-1].cv3:
+    head = net.model[-1]
+    for branch in [*head.cv3, *getattr(head, "one2one_cv3", [])]:
         # Damped class logits: scores spread around conf=0.25 instead of ties at
         # 1.0, whose order NMS may break either way.
         branch[-1].weight.data *= 0.02
         branch[-1].bias.data.fill_(-1.0)
-    weights = tmp_path_factory.mktemp("lively-seg") / "lively-seg.pt"
     model.save(weights)
     return weights
+
+
+@pytest.fixture(scope="module")
+def lively_seg_weights(
+    shoes_subset: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A random YOLO11n-seg whose boxes and masks depend on the image."""
+    images = sorted((shoes_subset / "images" / "val").iterdir())
+    out = tmp_path_factory.mktemp("lively-seg") / "lively-seg.pt"
+    return _lively("yolo11n-seg.yaml", images, out)
 
 
 def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -239,3 +246,28 @@ def test_detection_model_is_refused(tmp_path: Path) -> None:
     onnx_file = export_onnx(Path("yolo11n.yaml"), 64, tmp_path)
     with pytest.raises(ValueError, match="prototype"):
         OnnxSegmenter(onnx_file)
+
+
+def test_yolo26_end2end_export_matches_ultralytics(
+    shoes_subset: Path, tmp_path: Path
+) -> None:
+    from ultralytics import YOLO
+
+    images = sorted((shoes_subset / "images" / "val").iterdir())
+    weights = _lively("yolo26n-seg.yaml", images, tmp_path / "lively26.pt")
+    onnx_file = export_onnx(
+        weights, LIVELY_IMGSZ, tmp_path, dynamic=False, end2end=True
+    )
+    segmenter = OnnxSegmenter(onnx_file)
+    assert segmenter.end2end and not segmenter.rect
+    # Ultralytics running the very same NMS-free graph is the reference.
+    model = YOLO(onnx_file, task="segment")
+    image = cv2.imread(str(images[0]))
+    matched = 0
+    for crop in (image, image[50:301], image[:, 100:487]):
+        ref = model.predict(
+            crop, imgsz=LIVELY_IMGSZ, conf=0.25, retina_masks=True, verbose=False
+        )
+        ours = segmenter.predict(crop, conf=0.25)
+        matched += _assert_matches(ref[0], ours, f"yolo26 {crop.shape}")
+    assert matched > 20

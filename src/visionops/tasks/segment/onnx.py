@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,7 +291,7 @@ def _native_masks(
     # upsample by the smallest factor (1, 2 or 4) that crops it on whole pixels.
     gain = min(4 * mh / h, 4 * mw / w)
     pad = (4 * mh - max(round(h * gain), 1)) | (4 * mw - max(round(w * gain), 1))
-    factor = 4 // np.gcd(4, pad | pad // 2)
+    factor = 4 // math.gcd(4, pad | pad // 2)
     sh, sw = mh * factor, mw * factor
     # `scale_masks`: the content window of the (upsampled) prototypes.
     gain = min(sh / h, sw / w)

@@ -30,8 +30,9 @@ class Item(BaseModel):
             always put in the same split.
         class_id: The image-level class of a classification item (its label
             file is then None); None for the other tasks.
-        problem: Why staging could not copy the item's files (e.g. a link
-            pointing outside the export); validation quarantines it for that.
+        problem: `<reason>: <detail>` when staging did not read the item's
+            files (a link out of the export, a dangling link); validation
+            quarantines the item for that reason.
     """
 
     id: str

@@ -302,7 +302,7 @@ def _check_item(task: _Task) -> _Outcome:
     try:
         if item.problem:
             reason, _, detail = item.problem.partition(": ")
-            raise _Reject(reason if reason in REASONS else "outside_export", detail)
+            raise _Reject(reason if reason in REASONS else "image_missing", detail)
         image_bytes, image_rel, image_fixes, digest = _check_image(src, item)
         outcome.sha256 = digest
         if task.task == "classify":

@@ -165,12 +165,16 @@ def _write_one(task: tuple[Path, Path, Path | str | None, Path | None]) -> bool:
     return placeholder
 
 
-def _outside(entry: Entry, root: Path) -> str | None:
-    """Names the file of `entry` that lies outside `root`, if one does."""
-    for path in (entry.image, entry.label):
-        exists = isinstance(path, Path) and os.path.lexists(path)
+def _problem(entry: Entry, root: Path) -> str | None:
+    """Why the files of `entry` must not be read: outside `root`, or a dead link."""
+    image = entry.image
+    if image.is_symlink() and not image.exists():
+        return f"image_missing: dangling link to {os.readlink(image)}"
+    for path in (image, entry.label):
+        exists = isinstance(path, Path) and path.exists()
         if exists and not is_inside(path, root):
-            return f"{relative_to(path, root)} -> {os.path.realpath(path)}"
+            where = f"{relative_to(path, root)} -> {os.path.realpath(path)}"
+            return f"outside_export: links outside the export: {where}"
     return None
 
 
@@ -224,20 +228,20 @@ def write_staged(
         label = None if entry.label is None else f"{LABELS_DIR}/{item_id}.txt"
         if isinstance(entry.label, Path) and not entry.label.is_file():
             label = None
-        escaped = _outside(entry, root)
+        problem = _problem(entry, root)
         items.append(
             Item(
                 id=item_id,
                 image=image,
-                label=None if escaped else label,
+                label=None if problem else label,
                 source=entry.source,
                 source_split=entry.split,
                 group=group_key(entry.image.name),
                 class_id=entry.class_id,
-                problem=escaped and f"links outside the export: {escaped}",
+                problem=problem,
             )
         )
-        if escaped:
+        if problem:
             tasks.append((dest / "nonexistent", dest / image, None, None))
             continue
         label_dst = dest / label if label else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,11 @@ def stage_source(
     """
     if task is not None and task not in TASKS:
         raise SourceError(f"task {task!r} is not one of {', '.join(TASKS)}.")
+    if task is not None and not _has_layout(task):
+        raise SourceError(
+            f"task={task}: this version has no dataset layout for it yet "
+            "(visionops/tasks/<task>/layout.py); use detect or classify."
+        )
     manifest = open_source(uri, **kwargs).stage(dest)
     if task is None or task == manifest.task:
         return manifest
@@ -164,6 +170,13 @@ def stage_source(
         f"{uri} holds {what}, which is a {manifest.task} dataset, but task={task} "
         f"was asked for. Drop the task setting or pass a {task} export."
     )
+
+
+def _has_layout(task: str) -> bool:
+    try:
+        return importlib.util.find_spec(f"visionops.tasks.{task}.layout") is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def _open_dir(root: Path, *, uri: str, depth: int = 0) -> Source:

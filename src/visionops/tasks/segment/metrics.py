@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+# One confusion-matrix drawing and one metric-key rule for every task.
+from visionops.tasks.classify.metrics import _plot_matrix, metric_key
 from visionops.tasks.segment.masks import BACKGROUND, IGNORE, fill_polygons
 
 
@@ -141,7 +143,8 @@ def semantic_metrics(confusion: np.ndarray, names: Sequence[str]) -> dict[str, f
     included), IoU = TP / (TP + FP + FN); ignored pixels count nowhere.
 
     Keys:
-        `iou_<name>` per class: NaN when the class is in neither the ground truth
+        `iou_<name>` per class (`metric_key`: characters MLflow refuses in a
+            name become `_`): NaN when the class is in neither the ground truth
             nor the prediction (0/0); 0.0 when it is only predicted.
         `miou`: the mean of `iou_<name>` over the classes with at least one
             ground-truth pixel (NaN if none has); background is not a class
@@ -167,7 +170,9 @@ def semantic_metrics(confusion: np.ndarray, names: Sequence[str]) -> dict[str, f
     predicted = matrix.sum(axis=0)[:nc]
     union = truth + predicted - tp
     iou = np.divide(tp, union, out=np.full(nc, np.nan), where=union > 0)
-    metrics = {f"iou_{name}": float(v) for name, v in zip(names, iou, strict=True)}
+    metrics = {
+        metric_key("iou", name): float(v) for name, v in zip(names, iou, strict=True)
+    }
     present = truth > 0
     metrics["miou"] = float(iou[present].mean()) if present.any() else math.nan
     total = matrix.sum()
@@ -182,50 +187,49 @@ def plot_class_iou(
 ) -> Path:
     """Writes a bar chart of per-class IoU, with mIoU as a line, to a PNG.
 
+    Rendered with matplotlib's Agg canvas (no display, no pyplot state).
+
     Args:
         metrics: The output of `semantic_metrics`.
         names: Class names by id.
-        path: The PNG to write.
+        path: The PNG to write (its folder is created when missing).
 
     Returns:
         The PNG's path.
     """
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    values = [metrics.get(f"iou_{name}", math.nan) for name in names]
-    figure, axes = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 2), 3.5))
-    try:
-        positions = np.arange(len(names))
-        heights = [0.0 if math.isnan(v) else v for v in values]
-        bars = axes.bar(positions, heights, color="#3b75af")
-        for bar, value in zip(bars, values, strict=True):
-            label = "n/a" if math.isnan(value) else f"{value:.2f}"
-            axes.annotate(
-                label,
-                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                ha="center",
-                va="bottom",
-                fontsize=8,
-            )
-        miou = metrics.get("miou", math.nan)
-        if not math.isnan(miou):
-            axes.axhline(
-                miou, color="#d62728", linestyle="--", label=f"mIoU {miou:.3f}"
-            )
-            axes.legend(loc="upper right", fontsize=8)
-        axes.set_xticks(positions, names, rotation=45 if len(names) > 6 else 0)
-        axes.set_ylim(0, 1.1)
-        axes.set_ylabel("IoU")
-        axes.set_title("IoU per class")
-        figure.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100)
-    finally:
-        plt.close(figure)
+    values = [metrics.get(metric_key("iou", name), math.nan) for name in names]
+    figure = Figure(figsize=(min(max(4.0, 0.6 * len(names) + 2), 20.0), 3.5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    positions = np.arange(len(names))
+    heights = [0.0 if math.isnan(v) else v for v in values]
+    bars = axes.bar(positions, heights, color="#3b75af")
+    for bar, value in zip(bars, values, strict=True):
+        label = "n/a" if math.isnan(value) else f"{value:.2f}"
+        axes.annotate(
+            label,
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    miou = metrics.get("miou", math.nan)
+    if not math.isnan(miou):
+        axes.axhline(miou, color="#d62728", linestyle="--", label=f"mIoU {miou:.3f}")
+        axes.legend(loc="upper right", fontsize=8)
+    axes.set_xticks(positions, labels=list(names))
+    if len(names) > 6:
+        axes.tick_params(axis="x", labelrotation=45)
+    axes.set_ylim(0, 1.1)
+    axes.set_ylabel("IoU")
+    axes.set_title("IoU per class")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
     return path
 
 
@@ -238,53 +242,28 @@ def plot_confusion(
 ) -> Path:
     """Writes the pixel confusion matrix, background last, to a PNG.
 
+    Drawn as the classification task draws its own (rows true, columns
+    predicted).
+
     Args:
         confusion: The (nc + 1, nc + 1) matrix of `confusion_matrix`.
         names: Class names by id.
-        path: The PNG to write.
-        normalize: Show each true row as fractions of its pixels.
+        path: The PNG to write (its folder is created when missing).
+        normalize: Show each true row as fractions of its pixels (pixel counts
+            are too long to print in cells).
 
     Returns:
         The PNG's path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    labels = [*names, "background"]
-    matrix = confusion.astype(np.float64)
+    matrix = confusion
+    title = "Pixel confusion (counts)"
     if normalize:
-        rows = matrix.sum(axis=1, keepdims=True)
-        matrix = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
-    side = max(4.0, 0.5 * len(labels) + 2.5)
-    figure, axes = plt.subplots(figsize=(side, side * 0.85))
-    try:
-        image = axes.imshow(matrix, cmap="Blues", vmin=0)
-        figure.colorbar(image, ax=axes, fraction=0.046)
-        ticks = np.arange(len(labels))
-        axes.set_xticks(ticks, labels, rotation=45, ha="right")
-        axes.set_yticks(ticks, labels)
-        axes.set_xlabel("predicted")
-        axes.set_ylabel("true")
-        axes.set_title("Pixel confusion" + (" (row-normalised)" if normalize else ""))
-        if len(labels) <= 20:
-            threshold = matrix.max() / 2 if matrix.size else 0
-            for (r, c), value in np.ndenumerate(matrix):
-                text = f"{value:.2f}" if normalize else str(int(value))
-                axes.text(
-                    c,
-                    r,
-                    text,
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if value > threshold else "black",
-                )
-        figure.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100)
-    finally:
-        plt.close(figure)
+        rows = confusion.sum(axis=1, keepdims=True).astype(np.float64)
+        matrix = np.divide(
+            confusion, rows, out=np.zeros(confusion.shape, np.float64), where=rows > 0
+        )
+        title = "Pixel confusion (normalised per true class)"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _plot_matrix(matrix, [*names, "background"], title, path)
     return path

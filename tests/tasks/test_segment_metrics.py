@@ -147,3 +147,10 @@ def test_charts_are_written(tmp_path: Path) -> None:
         image = cv2.imread(str(path))
         assert image is not None and image.shape[0] > 100 and image.shape[1] > 100
         assert image.std() > 10  # not a blank canvas
+
+
+def test_metric_keys_are_safe_for_mlflow() -> None:
+    names = ["traffic light", "car/truck"]
+    truth = np.array([[0, 1]], np.int32)
+    metrics = semantic_metrics(confusion_matrix(truth, truth, 2), names)
+    assert metrics["iou_traffic_light"] == metrics["iou_car_truck"] == 1.0

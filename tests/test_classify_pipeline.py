@@ -2,91 +2,41 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_DATASETS, TINY_TRAINING
+from tests.conftest import TINY_TRAINING
 
-XRAY = SHARED_DATASETS / "chest-xray-small"
+REPO = Path(__file__).resolve().parents[1]
+
+XRAY = REPO / "data" / "sample" / "chest-xray"  # bundled, folder per class
 CLASSES = ("NORMAL", "PNEUMONIA")
-PER_SPLIT = {"train": 8, "val": 3, "test": 3}  # images per class
-
-
-def build_classify_dataset(source: Path, dest: Path) -> Path:
-    """A tiny versioned dataset in the classify layout `<split>/<class>/<image>`.
-
-    Until ingestion writes this layout, the test writes it with its card: the
-    first images of each class by name, in split order.
-    """
-    hashed = hashlib.sha256()
-    splits: dict[str, dict] = {}
-    for name in CLASSES:
-        files = sorted((source / name).iterdir())
-        start = 0
-        for split, count in PER_SPLIT.items():
-            for path in files[start : start + count]:
-                target = dest / split / name / path.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, target)
-                hashed.update(f"{split}/{name}/{path.name}".encode())
-                hashed.update(path.read_bytes())
-            start += count
-            entry = splits.setdefault(
-                split, {"images": 0, "groups": 0, "boxes_per_class": {}}
-            )
-            entry["images"] += count
-            entry["groups"] += count
-            entry["boxes_per_class"][name] = count
-    card = {
-        "hash": hashed.hexdigest(),
-        "task": "classify",
-        "source": str(source),
-        "source_format": "class-folders",
-        "class_names": list(CLASSES),
-        "items_in": sum(PER_SPLIT.values()) * len(CLASSES),
-        "accepted": sum(PER_SPLIT.values()) * len(CLASSES),
-        "quarantined": 0,
-        "splits": splits,
-        "quarantine": [],
-        "quarantine_counts": {},
-        "fixes": [],
-        "fix_counts": {},
-        "faces": {"faces": 0},
-        "split": {"fractions": {}, "seed": 0},
-        "settings": {},
-    }
-    (dest / "dataset_card.json").write_text(json.dumps(card, indent=1))
-    return dest
 
 
 @pytest.fixture(scope="module")
-def classified(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Local stack, the X-ray dataset as the latest `dataset`, one tiny training."""
-    if not XRAY.is_dir():
-        pytest.skip(f"{XRAY} is not present beside the checkout")
-    from zenml import save_artifact
+def classified() -> dict:
+    """Local stack, the X-ray sample ingested (task inferred), one tiny training."""
     from zenml.client import Client
 
     import run
-    import visionops.materializers  # noqa: F401  (the dataset's materializer)
     from tests.conftest import OUTBOUND
-    from visionops.data.version import DatasetVersion
-    from visionops.names import DATASET
 
     assert run.main(["--stack", "local"]) == 0
-    root = build_classify_dataset(XRAY, tmp_path_factory.mktemp("xray") / "dataset")
-    save_artifact(DatasetVersion(root), name=DATASET)
+    ingest = ["--pipeline", "ingestion", "--source", str(XRAY)]
+    for override in ("anonymize.enabled=false", r"split.group_by=person\d+"):
+        ingest += ["--set", override]
+    assert run.main(ingest) == 0
     OUTBOUND.clear()
     args = ["--pipeline", "training"]
     for override in [*TINY_TRAINING, "train.imgsz=32", "grid={lr0: [0.01, 0.02]}"]:
         args += ["--set", override]
     assert run.main(args) == 0
+    dataset = Client().get_artifact_version("dataset").load()
     return {
         "run": Client().get_pipeline("training").last_run,
+        "test_images": len(dataset.split_images("test")),
         "outbound": list(OUTBOUND),
     }
 
@@ -105,7 +55,8 @@ def test_classifier_trained_evaluated_and_promoted(classified: dict) -> None:
     assert [r.model for r in results] == ["yolo11n-cls", "yolo11n-cls"]
     assert all(r.task == "classify" and "top1" in r.val for r in results)
     evaluation = run.steps["evaluate_model"].outputs["test_evaluation"][0].load()
-    assert evaluation.task == "classify" and evaluation.images == 6
+    assert evaluation.task == "classify"
+    assert evaluation.images == classified["test_images"] > 0
     assert evaluation.class_names == list(CLASSES)
     assert 0 <= evaluation.metrics["top1"] <= 1
     assert "top5" not in evaluation.metrics  # fewer than 5 classes
@@ -198,7 +149,7 @@ def test_champion_rescored_on_the_same_split(classified: dict) -> None:
     challenger = second.steps["evaluate_model"].outputs["test_evaluation"][0].load()
     assert score.report.task == "classify"
     assert score.report.dataset_hash == challenger.dataset_hash
-    assert score.report.images == challenger.images == 6
+    assert score.report.images == challenger.images == classified["test_images"]
     decision = second.steps["promote_model"].outputs["promotion_decision"][0].load()
     assert decision.promote is False and "does not beat champion v1" in decision.reason
 

@@ -309,7 +309,9 @@ def test_champion_reads_what_registration_wrote(local_mlflow, tmp_path: Path) ->
 
     onnx = tmp_path / "best.onnx"
     onnx.write_bytes(b"onnx bytes")
-    with local_mlflow.start_run() as run:
+    client = MlflowClient()
+    experiment = client.create_experiment("units")  # not the session's active one
+    with local_mlflow.start_run(experiment_id=experiment) as run:
         local_mlflow.log_params({"imgsz": 64, "device": "cpu"})
         local_mlflow.log_artifact(str(onnx), "onnx")
         local_mlflow.log_text("weights", "weights/best.pt")
@@ -324,7 +326,6 @@ def test_champion_reads_what_registration_wrote(local_mlflow, tmp_path: Path) ->
         onnx_latency_ms=2.5,
         serving_imgsz=96,
     )
-    client = MlflowClient()
     client.create_registered_model("xray")
     version = client.create_model_version(
         "xray",

@@ -52,9 +52,9 @@ def evaluate_weights(
 ) -> EvalReport:
     """Scores `weights` on one split of a classification dataset.
 
-    The true class of an image is its folder (`<split>/<class>/<image>`). The
-    confusion matrices (counts and normalised per true class) are written to
-    `out_dir` as PNGs.
+    The true class of an image comes from the dataset's layout (its class folder,
+    `<split>/<class>/<image>`). The confusion matrices (counts and normalised
+    per true class) are written to `out_dir` as PNGs.
 
     Raises:
         ValueError: The split is empty, or holds a class the model does not know.
@@ -74,13 +74,14 @@ def evaluate_weights(
         weights, images, imgsz=imgsz, batch=batch, device=device
     )
     index = {name: i for i, name in enumerate(names)}
-    unknown = sorted({p.parent.name for p in images} - set(index))
+    truth = [str(dataset.layout.image_class(dataset.root, p)) for p in images]
+    unknown = sorted(set(truth) - set(index))
     if unknown:
         raise ValueError(
             f"The {split} split holds classes {unknown} the model does not know "
             f"({names}); train on this dataset version first."
         )
-    labels = np.array([index[p.parent.name] for p in images], dtype=np.int64)
+    labels = np.array([index[name] for name in truth], dtype=np.int64)
     result = classification_metrics(labels, probs, names, positive_class=positive_class)
     save_confusion_matrices(result, out_dir)
     return EvalReport(

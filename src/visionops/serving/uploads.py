@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import anyio.to_thread
 import bentoml
 import numpy as np
-from pydantic import ValidationError, create_model
+from pydantic import ConfigDict, ValidationError, create_model
 from pydantic_core import core_schema
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -104,6 +104,7 @@ def _image_fields(annotation: Any) -> tuple[bool, bool]:
 class UploadRequest(bentoml.IODescriptor):
     """The input spec of an upload endpoint; subclasses are made by `upload_api`."""
 
+    model_config = ConfigDict(extra="forbid")
     files: ClassVar[dict[str, bool]] = {}  # image field -> takes a list
     endpoint: ClassVar[str] = ""
 

@@ -348,12 +348,23 @@ def main() -> None:  # noqa: C901, PLR0915
             threading.Thread(target=bad_client, args=(i, jobs[i::bad_threads]))
             for i in range(bad_threads)
         ]
+        samples: list[float] = []  # the server's total RSS, every second
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(1.0):
+                samples.append(sum(_rss(server_pid).values()) / MB)
+
+        sampler = threading.Thread(target=sample)
         began = time.perf_counter()
+        sampler.start()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(timeout=max(1.0, deadline - time.monotonic()))
         wall = time.perf_counter() - began
+        done.set()
+        sampler.join()
         rss_after = _rss(server_pid)
     finally:
         _stop(port)
@@ -386,6 +397,14 @@ def main() -> None:  # noqa: C901, PLR0915
         f"RSS of the server's {len(rss_before)} processes: {before:.0f} MB -> "
         f"{after:.0f} MB ({after - before:+.0f} MB)"
     )
+    if samples:
+        quarters = [
+            samples[min(len(samples) - 1, len(samples) * q // 4)] for q in (1, 2, 3)
+        ]
+        print(
+            "  total at 1/4, 1/2, 3/4 of the run: "
+            + ", ".join(f"{value:.0f} MB" for value in quarters)
+        )
     for pid, rss in sorted(rss_before.items()):
         print(f"  pid {pid}: {rss / MB:.0f} -> {rss_after.get(pid, 0) / MB:.0f} MB")
     print("statuses by kind:")

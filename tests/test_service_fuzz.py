@@ -405,8 +405,21 @@ def _raw_post(url: str, path: str, head: bytes, chunks, limit: float = 60) -> tu
     return status, body, sent
 
 
-def test_served_chunked_uploads(served: dict) -> None:
+def test_served_chunked_uploads_and_the_bentoml_client(
+    served: dict, sample_dir
+) -> None:
+    import bentoml
+
     url = served["url"]
+    images = sorted(sample_dir.rglob("*.jpg"))[:2]
+    # BentoML's own client reads the endpoints' schema: files go as multipart.
+    with bentoml.SyncHTTPClient(url) as bento_client:
+        single = bento_client.detect(image=images[0], conf=0.5)
+        batch = bento_client.detect_batch(images=images)
+        info = bento_client.info()
+    assert single["image"] == batch[0]["image"] and len(batch) == 2
+    assert info["name"] == served["model_tag"].split(":")[0]
+
     head = f"Content-Type: {MULTIPART}\r\n".encode()
     good = _form(_file("image", GOOD))
     status, body, _ = _raw_post(url, "/detect", head, [good[:100], good[100:]])

@@ -69,8 +69,8 @@ def service(onnx_path: Path, tiny_weights: Path):
     patch = pytest.MonkeyPatch()
     patch.setenv("VISIONOPS_BENTO_MODEL", MODEL)  # read when the module is imported
     set_arguments({})  # a Bento built earlier in this process leaves its arguments
-    # Imported twice, as when a Bento is built in this process: its input
-    # hardening must not stack (the error codes below would change).
+    # Imported twice, as when a Bento is built in this process: what it sets up
+    # at import (its log filter) must not stack.
     for _ in range(2):
         sys.modules.pop("visionops.serving.service", None)
         module = importlib.import_module("visionops.serving.service")

@@ -171,8 +171,8 @@ class UploadRequest(bentoml.IODescriptor):
     def usage(cls) -> str:
         """One line saying how to call the endpoint."""
         fields = [
-            f"`{k}` ({'one or more files' if self_many else 'a file'})"
-            for k, self_many in cls.files.items()
+            f"`{k}` ({'one or more files' if many else 'a file'})"
+            for k, many in cls.files.items()
         ]
         fields += [f"`{k}`" for k in cls.model_fields if k not in cls.files]
         return "send the fields " + ", ".join(fields) + "."

@@ -15,15 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests import test_serving, test_web_ui
+from tests import test_web_ui
 from tests.test_serving import _error, _pil_bytes
 
-# The same served test model as tests/test_serving.py (through `to_asgi()`) and
-# tests/test_web_ui.py (a real `bentoml serve` of a built Bento).
-onnx_path = test_serving.onnx_path
-service = test_serving.service
-client = test_serving.client
-served = test_web_ui.served
+pytest_plugins = ["tests.serving_app"]  # the app of tests/test_serving.py
+served = test_web_ui.served  # a real `bentoml serve` of a built Bento
 
 MB = 1024 * 1024
 BOUNDARY = "fuzzboundary0123"

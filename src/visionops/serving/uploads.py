@@ -145,27 +145,25 @@ class UploadRequest(bentoml.IODescriptor):
                         f"{cls.endpoint} takes a JSON object or no body.", 415
                     )
                 params = _json_object(body)
-        values: dict[str, Any] = dict(params)
         for name, many in cls.files.items():
-            parts = uploads.get(name, [])
-            if not parts:
+            count = len(uploads.get(name, []))
+            if not count:
                 raise RequestError(f"No image: {cls.usage()}")
-            if not many and len(parts) > 1:
-                raise RequestError(
-                    f"`{name}` takes one file; {len(parts)} were sent "
-                    f"(several images go to /detect_batch)."
-                )
-            decoded = await anyio.to_thread.run_sync(_decode_all, parts)
-            if not many:
-                if isinstance(decoded[0], ImageError):
-                    raise RequestError(decoded[0].message, decoded[0].status)
-                values[name] = decoded[0]
-            else:
-                values[name] = decoded
+            if not many and count > 1:
+                raise RequestError(f"`{name}` takes one file; {count} were sent.")
+        # The parameters are checked before any image is decoded.
+        pending = ImageError("not decoded yet", 500)
+        values = {n: [pending] if many else pending for n, many in cls.files.items()}
         try:
-            return cls.model_validate(values)
+            request_model = cls.model_validate({**params, **values})
         except ValidationError as err:
             raise RequestError(_validation_message(err)) from None
+        for name, many in cls.files.items():
+            decoded = await anyio.to_thread.run_sync(_decode_all, uploads[name])
+            if not many and isinstance(decoded[0], ImageError):
+                raise RequestError(decoded[0].message, decoded[0].status)
+            values[name] = decoded if many else decoded[0]
+        return request_model.model_copy(update=values)
 
     @classmethod
     def usage(cls) -> str:

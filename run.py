@@ -30,11 +30,13 @@ EXAMPLES = """examples:
   python run.py --pipeline training --set "grid={lr0: [0.01, 0.002]}"
   python run.py --pipeline training --config configs/training.gpu.yaml
   python run.py --pipeline training --resume               # continue killed runs
+  python run.py --pipeline training --set dataset=4        # or v4, or a hash prefix
   python run.py --pipeline batch --source photos/          # champion over a folder
   python run.py --pipeline batch --source dataset:test     # a split of the dataset
   python run.py --pipeline batch --source photos/ --set conf=0.5 --set output_dir=out
   python run.py --pipeline all                             # ingestion, then training
   python run.py --stack local                              # apply stacks/local.yaml
+  python run.py --status --set dataset=4                   # what training would use
   python run.py --status --json
   python run.py --mlflow-ui                                # MLflow UI of the stack
   python run.py --stack docker-cuda                        # steps in CUDA containers

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -15,6 +17,7 @@ from visionops.lookup import (
     DatasetFacts,
     check_split,
     check_training_dataset,
+    resolve_dataset,
 )
 
 COUNTS = {"train": 40, "val": 9, "test": 9}
@@ -54,6 +57,73 @@ def test_bad_dataset_selector_names_key_value_and_allowed(typed: str) -> None:
     assert line.startswith("dataset: use latest, a dataset version number (4 or v4)")
     assert "hash prefix" in line
     assert line.endswith(f"(got {yaml.safe_load(typed)!r})")
+
+
+# --- resolution over a store's versions ------------------------------------------
+
+
+def _version(number: int, digest: str, classes=("board",)) -> SimpleNamespace:
+    """An artifact version as ZenML lists it: number, creation time, metadata."""
+    return SimpleNamespace(
+        version=str(number),
+        created=datetime(2026, 1, number, tzinfo=UTC),
+        run_metadata={
+            "dataset_hash": digest,
+            "task": "detect",
+            "classes": list(classes),
+            "images": dict(COUNTS),
+        },
+    )
+
+
+TWIN = "1234ab" + "0" * 58
+VERSIONS = [  # newest first, as listed
+    _version(4, "9f00bb" + "1" * 58),
+    _version(3, "9f00aa" + "1" * 58),
+    _version(2, TWIN),
+    _version(1, TWIN),
+]
+
+
+def test_resolve_latest_a_version_and_a_hash_prefix() -> None:
+    assert resolve_dataset("latest", VERSIONS).facts.version == "4"
+    assert resolve_dataset(1, VERSIONS).facts.version == "1"
+    assert resolve_dataset("v3", VERSIONS).facts.hash.startswith("9f00aa")
+    choice = resolve_dataset("9F00A", VERSIONS)
+    assert choice.facts.version == "3" and choice.note == ""
+
+
+def test_same_content_resolves_to_its_latest_version() -> None:
+    choice = resolve_dataset("1234a", VERSIONS)
+    assert choice.facts.version == "2"
+    assert choice.note == (
+        "versions 1, 2 hold this same content; using the latest, version 2"
+    )
+    assert choice.describe().startswith(
+        "dataset version 2 (hash 1234ab000000, detect, train 40 / val 9 / test 9) "
+        "for dataset=1234a; versions 1, 2 hold"
+    )
+
+
+def test_a_number_that_is_no_version() -> None:
+    choice = resolve_dataset("1234", VERSIONS)  # 4+ digits: also a hash prefix
+    assert choice.facts.version == "2"
+    assert choice.note.startswith("no version 1234: read as a hash prefix; versions 1")
+    with pytest.raises(DatasetError) as err:  # too short to be a hash prefix
+        resolve_dataset("9", VERSIONS)
+    assert str(err.value) == (
+        "dataset: no dataset version '9' in this ZenML store; versions (hash): "
+        "4 (9f00bb111111), 3 (9f00aa111111), 2 (1234ab000000), 1 (1234ab000000)."
+    )
+
+
+def test_a_prefix_of_two_contents_is_refused() -> None:
+    with pytest.raises(DatasetError, match="matches 2 different datasets"):
+        resolve_dataset("9f00", VERSIONS)
+    with pytest.raises(DatasetError, match="no dataset hash prefix 'abcd'"):
+        resolve_dataset("abcd", VERSIONS)
+    with pytest.raises(DatasetError, match="has no dataset yet"):
+        resolve_dataset("latest", [])
 
 
 # --- checks on what is known before training starts ------------------------------
@@ -253,7 +323,7 @@ def test_same_content_is_one_dataset(store: dict, planned: list, capsys) -> None
 def test_unknown_version_lists_the_versions(store: dict, capsys) -> None:
     assert _train("dataset=9999") == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("Configuration error: dataset: no dataset version or hash")
+    assert err.startswith("Configuration error: dataset: no dataset version '9999'")
     assert f"{store['no_test']} ({store['no_test_hash'][:12]})" in err
     assert "\n" not in err
 

@@ -8,14 +8,11 @@ registered model's champion before a training run starts.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from visionops.config import ConfigError
+from visionops.config import HASH_PREFIX, ConfigError
 from visionops.names import DATASET
-
-logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 # What each split is needed for, said when it is missing.
@@ -166,22 +163,25 @@ def resolve_dataset(
             "dataset: this ZenML store has no dataset yet; run "
             "`python run.py --pipeline ingestion` first."
         )
+    note = ""
+    exact = [v for v in versions if str(v.version) == selector]
     if selector == "latest":
-        artifact, note = max(versions, key=lambda v: v.created), ""
+        artifact = max(versions, key=lambda v: v.created)
+    elif exact:
+        artifact = exact[0]
     else:
-        exact = [v for v in versions if str(v.version) == selector]
-        found = (exact[0], "") if exact else _by_hash(selector, versions)
+        found = _by_hash(selector, versions) if HASH_PREFIX.match(selector) else None
         if found is None:
-            what = "version or hash prefix" if selector.isdigit() else "hash prefix"
+            what = "version" if selector.isdigit() else "hash prefix"
             raise DatasetError(
                 f"dataset: no dataset {what} {selector!r} in this ZenML store; "
                 f"versions (hash): {_known(versions)}."
             )
         artifact, note = found
-    choice = DatasetChoice(selector, artifact, DatasetFacts.of(artifact), note)
-    if note:
-        logger.info("dataset=%s: %s", selector, note)
-    return choice
+        if selector.isdigit():  # say that a number was read as a hash prefix
+            read = f"no version {selector}: read as a hash prefix"
+            note = f"{read}; {note}" if note else read
+    return DatasetChoice(selector, artifact, DatasetFacts.of(artifact), note)
 
 
 def find_dataset(selector: str = "latest") -> Any:

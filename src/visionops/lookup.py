@@ -1,10 +1,4 @@
-"""Finding dataset versions and the champion model across ZenML and MLflow.
-
-A dataset is named by a selector (`latest`, a version number, a hash prefix;
-`visionops.config.dataset_selector` normalises it). Everything knowable about the
-chosen version without loading it (splits, task, classes) is checked against the
-registered model's champion before a training run starts.
-"""
+"""Finding a dataset version by selector, and checking it against the champion."""
 
 from __future__ import annotations
 
@@ -12,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from visionops.config import HASH_PREFIX, ConfigError
+from visionops.data.split import SPLITS
 from visionops.names import DATASET
 
-SPLITS = ("train", "val", "test")
 # What each split is needed for, said when it is missing.
 SPLIT_USE = {
     "train": "training needs it",

@@ -78,7 +78,7 @@ def served(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory):
     port = free_port()
     try:
         url = start_server(str(bento.tag), port=port)
-        yield {"url": url, "model_tag": model_tag}
+        yield {"url": url, "model_tag": model_tag, "bento_tag": str(bento.tag)}
     finally:
         stop_server(port)
         assert not port_open(port)
@@ -217,6 +217,10 @@ def test_upload_draws_boxes_counts_and_status(
     assert MODEL in header and "version 2" in header and "MLflow v5" in header
     assert "mAP50-95 0.100" in header and served["model_tag"] in header
     assert page.evaluate("document.body.dataset.task") == "detect"
+    info = page.request.post(f"{served['url']}/info", data={}).json()
+    if "bento_tag" in info:  # a service that names its Bento: the tag MLflow logs
+        assert info["bento_tag"] == served["bento_tag"]
+        assert f"Bento {served['bento_tag']}" in header
 
     _set_conf(page, SLIDER_CONF)
     assert page.inner_text("#confv") == SLIDER_CONF

@@ -257,6 +257,7 @@ def test_empty_state_docs_link_and_favicon(served: dict, page) -> None:
     assert page.is_visible("#empty") and page.is_hidden("#canvas")
     empty = page.inner_text("#empty")
     assert "Drop an image" in empty and "webcam" in empty
+    assert "the model's boxes are drawn on it" in " ".join(empty.split())
     assert page.is_disabled("#download")
 
     docs = page.get_attribute("#docs", "href")

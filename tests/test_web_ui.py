@@ -212,6 +212,8 @@ def test_upload_draws_boxes_counts_and_status(
 ) -> None:
     image = _sample_image(sample_dir)
     width, height = Image.open(image).size
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
     _open(page, served["url"])
     header = page.inner_text("header")
     assert MODEL in header and "version 2" in header and "MLflow v5" in header
@@ -250,6 +252,9 @@ def test_upload_draws_boxes_counts_and_status(
         pixels = np.asarray(png.convert("RGB"), dtype=np.float32)
     assert pixels.shape[0] >= 400 and pixels.shape[1] >= 800
     assert pixels.std() > 20, "the screenshot is blank"
+    # Works offline: everything the page loads comes from the service itself.
+    outside = [u for u in urls if not u.startswith((served["url"], "data:", "blob:"))]
+    assert not outside and len(urls) >= 3, urls
 
 
 def test_empty_state_docs_link_and_favicon(served: dict, page) -> None:

@@ -371,10 +371,10 @@ def test_a_bad_file_shows_the_error_and_clears_the_result(
     page.set_input_files("#file", str(bad))
     page.wait_for_selector("#status .err", timeout=30_000)
     message = page.inner_text("#status").strip()
-    # The service's one sentence; older services wrapped it in a list.
+    # The service's one error shape, an object with one sentence, shown as it is.
     answer = expected.json()
-    sentence = (answer if isinstance(answer, dict) else answer[0])["error"]
-    assert message == sentence.strip()
+    assert isinstance(answer, dict) and list(answer) == ["error"], answer
+    assert message == answer["error"].strip()
     assert "not a readable image" in message and message.endswith(".")
     assert page.get_attribute("#status .err", "data-status") == "415"
     # Nothing of the previous image is left on screen.

@@ -261,6 +261,14 @@ def test_mask_images_become_polygons_and_stay_masks(tmp_path: Path) -> None:
     assert sum(counts[s]["instances_per_class"]["car"] for s in FRACTIONS) == 12
 
 
+def test_masks_without_a_class_list_say_what_to_add(tmp_path: Path) -> None:
+    root = tmp_path / "export"
+    _jpeg(root / "images" / "a.jpg")
+    _png(root / "masks" / "a.png", np.zeros((48, 64), np.uint8))
+    with pytest.raises(SourceError, match="classes.json"):
+        stage_source(root, tmp_path / "staged")
+
+
 def test_mask_problems_are_quarantined(tmp_path: Path) -> None:
     root = tmp_path / "export"
     root.mkdir()

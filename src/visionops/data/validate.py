@@ -719,10 +719,13 @@ def _check_polygons(
         points = np.clip(np.asarray(values[1:], np.float64).reshape(-1, 2), 0.0, 1.0)
         problem = polygon_problem(points)
         if problem is not None:
-            reason = {
-                "fewer than 3 points": "polygon_too_few_points",
-                "self-intersecting": "polygon_self_intersecting",
-            }.get(problem, "polygon_zero_area")
+            reason = (
+                "polygon_too_few_points"
+                if "points" in problem
+                else "polygon_self_intersecting"
+                if "intersect" in problem
+                else "polygon_zero_area"
+            )
             raise _Reject(reason, f"line {number}: {problem}")
         width, height = np.ptp(points, axis=0)
         if min(width, height) <= task.settings.min_box_size:

@@ -122,6 +122,7 @@ def open_source(
             client=picsellia_client,
             cache_dir=cache,
             annotation_format=picsellia_format,
+            task=task,
         )
     if "://" in text:
         raise SourceError(

@@ -30,11 +30,13 @@ EXAMPLES = """examples:
   python run.py --pipeline training --set "grid={lr0: [0.01, 0.002]}"
   python run.py --pipeline training --config configs/training.gpu.yaml
   python run.py --pipeline training --resume               # continue killed runs
+  python run.py --pipeline training --set dataset=4        # or v4, or a hash prefix
   python run.py --pipeline batch --source photos/          # champion over a folder
   python run.py --pipeline batch --source dataset:test     # a split of the dataset
   python run.py --pipeline batch --source photos/ --set conf=0.5 --set output_dir=out
   python run.py --pipeline all                             # ingestion, then training
   python run.py --stack local                              # apply stacks/local.yaml
+  python run.py --status --set dataset=4                   # what training would use
   python run.py --status --json
   python run.py --mlflow-ui                                # MLflow UI of the stack
   python run.py --stack docker-cuda                        # steps in CUDA containers
@@ -205,13 +207,13 @@ def _check_batch(params):
             "no ONNX export: run python run.py --pipeline training first to train "
             "and promote a model that has one."
         )
-    if dataset_split(params.source):
-        from visionops.lookup import find_dataset
+    split = dataset_split(params.source)
+    if split:
+        from visionops.lookup import check_split, resolve_dataset
 
-        try:
-            find_dataset(params.dataset)
-        except LookupError as err:
-            raise ConfigError(f"dataset: {err}") from None
+        choice = resolve_dataset(params.dataset)  # DatasetError is a ConfigError
+        check_split(choice.facts, split)
+        print(f"Batch on the {split} split of {choice.describe()}")
         return params
     folder = Path(params.source)
     folder = folder if folder.is_absolute() else project_root() / folder
@@ -226,7 +228,7 @@ def _check_batch(params):
 
 
 def _check_training(params, dataset_from_this_run: bool):
-    """Fails before any work without a tracker, a dataset, or required weights, or
+    """Fails before any work without a tracker, a fitting dataset, or weights, or
     when the config does not fit the dataset's task or the registered model's."""
     from visionops.preflight import prepare_training
     from visionops.training.tracking import TrackingError, configure_tracking
@@ -236,14 +238,12 @@ def _check_training(params, dataset_from_this_run: bool):
         configure_tracking()
     except TrackingError as err:
         raise ConfigError(str(err)) from None
-    if not dataset_from_this_run:
-        from visionops.lookup import find_dataset
+    if not dataset_from_this_run:  # else the pipeline checks it once ingested
+        from visionops.lookup import select_training_dataset
 
-        try:
-            dataset = find_dataset(params.dataset)
-        except LookupError as err:
-            raise ConfigError(f"dataset: {err}") from None
-        params = prepare_training(params, dataset.run_metadata)
+        choice = select_training_dataset(params.dataset, params.model.name)
+        print(f"Training on {choice.describe()}")
+        params = prepare_training(params, choice.artifact.run_metadata)
     models = {v for p in params.grid_points() for k, v in p.items() if k == "model"}
     for model in models or set(params.models):
         try:
@@ -381,17 +381,19 @@ def _report_batch(run, params) -> None:
     print(f"Predictions: {where}")
 
 
-def _status_model_name(args: argparse.Namespace) -> str | None:
-    """The training config's model name, with the user's overlays and model.* sets
-    (None: the default of the latest dataset's task)."""
-    model_sets = [
-        o for o in args.overrides if o.removeprefix("parameters.").startswith("model.")
+def _status_training(args: argparse.Namespace):
+    """The training config with the user's overlays and model.* / dataset sets
+    (`model.name` None: the default of the training dataset's task)."""
+    sets = [
+        o
+        for o in args.overrides
+        if o.removeprefix("parameters.").startswith(("model.", "dataset="))
     ]
     try:
-        params = load_parameters("training", overlays=args.config, overrides=model_sets)
-    except ConfigError:
-        params = load_parameters("training")
-    return params.model.name
+        return load_parameters("training", overlays=args.config, overrides=sets)
+    except ConfigError as err:  # say so: the status then shows the defaults
+        print(f"Status uses configs/training.yaml as is: {err}", file=sys.stderr)
+        return load_parameters("training")
 
 
 def _mlflow_ui() -> int:
@@ -542,7 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.status:
         from visionops.status import collect_status, format_status
 
-        status = collect_status(_status_model_name(args))
+        training = _status_training(args)
+        status = collect_status(training.model.name, training.dataset)
         print(
             json.dumps(status, indent=2, sort_keys=True)
             if args.json

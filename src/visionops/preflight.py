@@ -121,8 +121,10 @@ def prepare_training(
         except TaskMismatchError as err:
             raise ConfigError(f"model.name: {err}") from None
     description = params.model.description or task.description
-    model = params.model.model_copy(update={"name": name, "description": description})
-    return params.model_copy(update={"task": task.name, "model": model})
+    identity = params.model.model_copy(
+        update={"name": name, "description": description}
+    )
+    return params.model_copy(update={"task": task.name, "model": identity})
 
 
 def _grid_models(params: TrainingParameters) -> set[str]:

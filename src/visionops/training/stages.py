@@ -109,6 +109,10 @@ def train_candidate(
         }
     )
     mlflow.log_dict(dataset.card, f"dataset/{CARD_FILE}")
+
+    def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        mlflow.log_metrics(metrics, step=epoch)
+
     outcome = train(
         spec.model,
         spec.train,
@@ -117,7 +121,7 @@ def train_candidate(
         source=choice.source,
         task=task.name,
         resume=resume,
-        on_epoch_end=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
+        on_epoch_end=log_epoch,
     )
     mlflow.log_metrics({f"val_{k}": v for k, v in outcome.val_metrics.items()})
     mlflow.log_artifact(str(outcome.best), "weights")

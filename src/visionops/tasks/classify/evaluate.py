@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,8 +35,13 @@ def predict_probabilities(
         for result in model.predict(
             chunk, imgsz=imgsz, device=resolve_device(device), verbose=False
         ):
-            rows.append(result.probs.data.float().cpu().numpy())
+            rows.append(_probabilities(result))
     return names, np.stack(rows) if rows else np.zeros((0, len(names)))
+
+
+def _probabilities(result: Any) -> np.ndarray:
+    """The class probabilities of one Ultralytics classify `Results`."""
+    return result.probs.data.float().cpu().numpy()
 
 
 def evaluate_weights(

@@ -282,7 +282,10 @@ def _thumbnail(image: np.ndarray, label_text: str, names: list[str], caption: st
         (max(1, round(w * scale)), max(1, round(h * scale))),
         interpolation=cv2.INTER_AREA,
     )
-    draw_boxes(small, label_text, names)
+    # Predicted lines end with a confidence: `cls cx cy w h conf` is a box, while
+    # draw_boxes reads more than 5 values as a polygon.
+    boxes = "\n".join(" ".join(line.split()[:5]) for line in label_text.splitlines())
+    draw_boxes(small, boxes, names)
     cell = np.full((_CELL + _CAPTION, _CELL, 3), 255, np.uint8)
     top, left = (_CELL - small.shape[0]) // 2, (_CELL - small.shape[1]) // 2
     cell[top : top + small.shape[0], left : left + small.shape[1]] = small

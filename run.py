@@ -30,11 +30,13 @@ EXAMPLES = """examples:
   python run.py --pipeline training --set "grid={lr0: [0.01, 0.002]}"
   python run.py --pipeline training --config configs/training.gpu.yaml
   python run.py --pipeline training --resume               # continue killed runs
+  python run.py --pipeline training --set dataset=4        # or v4, or a hash prefix
   python run.py --pipeline batch --source photos/          # champion over a folder
   python run.py --pipeline batch --source dataset:test     # a split of the dataset
   python run.py --pipeline batch --source photos/ --set conf=0.5 --set output_dir=out
   python run.py --pipeline all                             # ingestion, then training
   python run.py --stack local                              # apply stacks/local.yaml
+  python run.py --status --set dataset=4                   # what training would use
   python run.py --status --json
   python run.py --mlflow-ui                                # MLflow UI of the stack
   python run.py --stack docker-cuda                        # steps in CUDA containers
@@ -161,7 +163,7 @@ def _pipeline_params(name: str, args: argparse.Namespace):
         overrides.append(f"source={json.dumps(source)}")
     params = load_parameters(name, overlays=args.config, overrides=overrides)
     if name == "ingestion":
-        _check_source(params.source)
+        _check_source(params.source, params.archive)
     if name == "training":
         _check_training(params, dataset_from_this_run="ingestion" in args.plan)
     if name == "deployment" and "training" not in args.plan:
@@ -202,13 +204,13 @@ def _check_batch(params) -> None:
         find_champion(params.model.name)
     except (TrackingError, NoChampionError) as err:
         raise ConfigError(f"model.name: {err}") from None
-    if dataset_split(params.source):
-        from visionops.lookup import find_dataset
+    split = dataset_split(params.source)
+    if split:
+        from visionops.lookup import check_split, resolve_dataset
 
-        try:
-            find_dataset(params.dataset)
-        except LookupError as err:
-            raise ConfigError(f"dataset: {err}") from None
+        choice = resolve_dataset(params.dataset)  # DatasetError is a ConfigError
+        check_split(choice.facts, split)
+        print(f"Batch on the {split} split of {choice.describe()}")
         return
     folder = Path(params.source)
     folder = folder if folder.is_absolute() else project_root() / folder
@@ -222,7 +224,7 @@ def _check_batch(params) -> None:
 
 
 def _check_training(params, dataset_from_this_run: bool) -> None:
-    """Fails before any work without a tracker, a dataset, or required weights."""
+    """Fails before any work without a tracker, a fitting dataset, or weights."""
     from visionops.training.tracking import TrackingError, configure_tracking
     from visionops.training.yolo import PretrainedWeightsError, resolve_weights
 
@@ -230,13 +232,11 @@ def _check_training(params, dataset_from_this_run: bool) -> None:
         configure_tracking()
     except TrackingError as err:
         raise ConfigError(str(err)) from None
-    if not dataset_from_this_run:
-        from visionops.lookup import find_dataset
+    if not dataset_from_this_run:  # else the pipeline checks it once ingested
+        from visionops.lookup import select_training_dataset
 
-        try:
-            find_dataset(params.dataset)
-        except LookupError as err:
-            raise ConfigError(f"dataset: {err}") from None
+        choice = select_training_dataset(params.dataset, params.model.name)
+        print(f"Training on {choice.describe()}")
     models = {v for p in params.grid_points() for k, v in p.items() if k == "model"}
     for model in models or set(params.models):
         try:
@@ -245,8 +245,11 @@ def _check_training(params, dataset_from_this_run: bool) -> None:
             raise ConfigError(f"models: {err}") from None
 
 
-def _check_source(source: str) -> None:
-    """Fails before any work when a local source is missing or of no known layout."""
+def _check_source(source: str, archive_limits=None) -> None:
+    """Fails before any work when a local source is missing or of no known layout.
+
+    A zip is not extracted here: its directory is checked against the limits.
+    """
     if source.startswith("picsellia://"):
         return  # checked against the platform by the first step
     from visionops.data.sources import SourceError, open_source
@@ -254,7 +257,7 @@ def _check_source(source: str) -> None:
 
     path = Path(source) if Path(source).is_absolute() else project_root() / source
     try:
-        open_source(path)
+        open_source(path, archive_limits=archive_limits)
     except SourceError as err:
         raise ConfigError(f"source: {err}") from None
 
@@ -354,16 +357,18 @@ def _report_batch(run, params) -> None:
     print(f"Predictions: {where}")
 
 
-def _status_model_name(args: argparse.Namespace) -> str:
-    """The training config's model name, with the user's overlays and model.* sets."""
-    model_sets = [
-        o for o in args.overrides if o.removeprefix("parameters.").startswith("model.")
+def _status_training(args: argparse.Namespace):
+    """The training config with the user's overlays and model.* / dataset sets."""
+    sets = [
+        o
+        for o in args.overrides
+        if o.removeprefix("parameters.").startswith(("model.", "dataset="))
     ]
     try:
-        params = load_parameters("training", overlays=args.config, overrides=model_sets)
-    except ConfigError:
-        params = load_parameters("training")
-    return params.model.name
+        return load_parameters("training", overlays=args.config, overrides=sets)
+    except ConfigError as err:  # say so: the status then shows the defaults
+        print(f"Status uses configs/training.yaml as is: {err}", file=sys.stderr)
+        return load_parameters("training")
 
 
 def _mlflow_ui() -> int:
@@ -510,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.status:
         from visionops.status import collect_status, format_status
 
-        status = collect_status(_status_model_name(args))
+        training = _status_training(args)
+        status = collect_status(training.model.name, training.dataset)
         print(
             json.dumps(status, indent=2, sort_keys=True)
             if args.json

@@ -6,11 +6,12 @@ import copy
 import itertools
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -20,10 +21,41 @@ from pydantic import (
 
 from visionops.batch import BatchSettings, dataset_split
 from visionops.data.anonymize import AnonymizeSettings
+from visionops.data.sources.archive import ArchiveLimits
 from visionops.data.validate import ValidationSettings
 from visionops.env import project_root
 
 Workers = int | Literal["auto"]
+
+HASH_PREFIX = re.compile(r"^[0-9a-f]{4,64}$")
+VERSION = re.compile(r"^v?([1-9][0-9]*)$")
+
+
+def dataset_selector(value: Any) -> str:
+    """Normalises a dataset selector: `latest`, a version number, or a hash prefix.
+
+    A version is accepted as typed: `4` (YAML or `--set` gives an int), `"4"` or
+    `v4`; it becomes `"4"`. A hash prefix (4 to 64 hex digits) is lower-cased.
+
+    Raises:
+        ValueError: naming what is allowed.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return str(value)
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text == "latest":
+        return text
+    if text is not None and (match := VERSION.match(text)):
+        return match.group(1)
+    if text is not None and HASH_PREFIX.match(text):
+        return text
+    raise ValueError(
+        "use latest, a dataset version number (4 or v4) or a dataset hash prefix "
+        "(4+ hex digits); `python run.py --status` shows the dataset in use"
+    )
+
+
+DatasetSelector = Annotated[str, BeforeValidator(dataset_selector)]
 
 
 class StrictModel(BaseModel):
@@ -33,12 +65,30 @@ class StrictModel(BaseModel):
 
 
 class SplitSettings(StrictModel):
-    """Train/val/test fractions and the seed of the group-aware split."""
+    """Train/val/test fractions, the seed and the groups of the split.
+
+    Attributes:
+        group_by: A regular expression searched in each file name; images whose
+            match is the same (`person\\d+`: one patient) share a split. None
+            groups the augmented copies of one Roboflow photo.
+    """
 
     train: float = Field(0.7, gt=0, lt=1)
     val: float = Field(0.15, gt=0, lt=1)
     test: float = Field(0.15, ge=0, lt=1)
     seed: int = 42
+    group_by: str | None = None
+
+    @field_validator("group_by")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise ValueError(f"not a regular expression ({err})") from None
+        return value or None
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> SplitSettings:
@@ -52,10 +102,18 @@ class SplitSettings(StrictModel):
 
 
 class IngestionParameters(StrictModel):
-    """Everything the ingestion pipeline takes."""
+    """Everything the ingestion pipeline takes.
+
+    Attributes:
+        task: detect, classify or segment; None infers it from the source
+            (class folders or image-level labels: classify; boxes: detect).
+        archive: Caps on what a zipped source may expand to.
+    """
 
     source: str = "data/sample/boards"
+    task: Literal["detect", "classify", "segment"] | None = None
     workers: Workers = "auto"
+    archive: ArchiveLimits = Field(default_factory=ArchiveLimits)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     anonymize: AnonymizeSettings = Field(default_factory=AnonymizeSettings)
     split: SplitSettings = Field(default_factory=SplitSettings)
@@ -128,7 +186,7 @@ class ModelSettings(StrictModel):
 class TrainingParameters(StrictModel):
     """Everything the training pipeline takes."""
 
-    dataset: str = "latest"
+    dataset: DatasetSelector = "latest"
     models: list[str] = Field(default_factory=lambda: ["yolo11n"], min_length=1)
     train: TrainSettings = Field(default_factory=TrainSettings)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
@@ -181,7 +239,7 @@ class BatchParameters(StrictModel, BatchSettings):
     """Everything the batch inference pipeline takes: its `BatchSettings` and more."""
 
     source: str = "dataset:test"
-    dataset: str = "latest"
+    dataset: DatasetSelector = "latest"
     output_dir: str | None = "outputs/batch"
     model: ModelSettings = Field(default_factory=ModelSettings)
 

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from visionops.names import DATASET
+
+# `--status` answers within seconds: one MLflow request, no retries (MLflow's own
+# defaults retry with backoff for minutes before giving up).
+MLFLOW_TIMEOUT_S = 10
+
+
+class StatusError(RuntimeError):
+    """A service the status needs does not answer; the message names it."""
 
 
 def _latest_dataset(client: Any) -> dict[str, Any] | None:
@@ -32,18 +41,32 @@ def _latest_dataset(client: Any) -> dict[str, Any] | None:
 
 def _champion(client: Any, name: str) -> dict[str, Any] | None:
     """The MLflow `champion` of model `name`, if the stack tracks one."""
-    from visionops.training.tracking import TrackingError, champion, configure_tracking
+    from visionops.stacks import redact
+    from visionops.training.tracking import (
+        CHAMPION,
+        TrackingError,
+        configure_tracking,
+    )
 
     if client.active_stack_model.components.get("experiment_tracker") is None:
         return None
     try:
-        configure_tracking()
+        uri = configure_tracking()
     except TrackingError:
         return None
-    version = champion(name)
-    if version is None:
-        return None
     import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None  # no such model or alias: no champion yet
+        raise StatusError(
+            f"The MLflow tracker at {redact(uri)} does not answer "
+            f"({redact(str(err).splitlines()[0])}): start it, or switch stacks "
+            "with `python run.py --stack local`."
+        ) from None
 
     run = mlflow.get_run(version.run_id)
     onnx = [
@@ -77,6 +100,17 @@ def collect_status(model_name: str) -> dict[str, Any]:
     """
     from zenml.client import Client
 
+    from visionops.stacks import StackError, check_active_stack, redact
+
+    try:  # a service that is down is named at once, not reported as "none yet"
+        check_active_stack()
+    except StackError as err:
+        raise StatusError(str(err)) from None
+    for key, value in (
+        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"),
+        ("MLFLOW_HTTP_REQUEST_TIMEOUT", str(MLFLOW_TIMEOUT_S)),
+    ):
+        os.environ.setdefault(key, value)
     client = Client()
     stack = client.active_stack_model
     tracker = client.active_stack.experiment_tracker
@@ -87,7 +121,7 @@ def collect_status(model_name: str) -> dict[str, Any]:
                 str(kind): [c.name for c in comps]
                 for kind, comps in stack.components.items()
             },
-            "tracking_uri": tracker.get_tracking_uri() if tracker else None,  # type: ignore[attr-defined]
+            "tracking_uri": redact(tracker.get_tracking_uri()) if tracker else None,  # type: ignore[attr-defined]
         },
         "dataset": _latest_dataset(client),
         "champion": _champion(client, model_name),

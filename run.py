@@ -168,7 +168,7 @@ def _pipeline_params(name: str, args: argparse.Namespace):
         overrides.append(f"source={json.dumps(source)}")
     params = load_parameters(name, overlays=args.config, overrides=overrides)
     if name == "ingestion":
-        _check_source(params.source)
+        _check_source(params.source, params.archive)
     if name == "training":
         _check_training(params, dataset_from_this_run="ingestion" in args.plan)
     if name == "deployment" and "training" not in args.plan:
@@ -252,8 +252,11 @@ def _check_training(params, dataset_from_this_run: bool) -> None:
             raise ConfigError(f"models: {err}") from None
 
 
-def _check_source(source: str) -> None:
-    """Fails before any work when a local source is missing or of no known layout."""
+def _check_source(source: str, archive_limits=None) -> None:
+    """Fails before any work when a local source is missing or of no known layout.
+
+    A zip is not extracted here: its directory is checked against the limits.
+    """
     if source.startswith("picsellia://"):
         return  # checked against the platform by the first step
     from visionops.data.sources import SourceError, open_source
@@ -261,7 +264,7 @@ def _check_source(source: str) -> None:
 
     path = Path(source) if Path(source).is_absolute() else project_root() / source
     try:
-        open_source(path)
+        open_source(path, archive_limits=archive_limits)
     except SourceError as err:
         raise ConfigError(f"source: {err}") from None
 

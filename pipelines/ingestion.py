@@ -14,8 +14,8 @@ from visionops.config import IngestionParameters
 
 @pipeline(name="ingestion")
 def ingestion(params: IngestionParameters) -> None:
-    """Turns a labelled export into a clean, anonymised, versioned YOLO dataset."""
-    staged = load_source(params.source)
+    """Turns a labelled export into a clean, anonymised, versioned dataset."""
+    staged = load_source(params.source, params.task, params.archive)
     validated, report = validate_items(staged, params.validation, params.workers)
     anonymized, faces = anonymize_faces(validated, params.anonymize, params.workers)
     plan = split_dataset(anonymized, params.split)

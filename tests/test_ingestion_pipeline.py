@@ -111,3 +111,41 @@ def test_bad_config_fails_before_any_work() -> None:
     result = _run_py("--pipeline", "ingestion", "--source", "/nonexistent/export")
     assert result.returncode != 0
     assert "/nonexistent/export" in result.stderr
+
+
+def test_classification_sample_through_the_pipeline() -> None:
+    """The chest X-ray sample: task inferred, patients kept whole, classify layout."""
+    from zenml.client import Client
+
+    from pipelines.ingestion import ingestion
+    from visionops.data.manifest import Manifest
+
+    params = load_parameters(
+        "ingestion",
+        overrides=[
+            f"source={REPO / 'data' / 'sample' / 'chest-xray'}",
+            "workers=1",
+            "anonymize.enabled=false",
+            r"split.group_by=person\d+",
+        ],
+    )
+    ingestion.with_options(enable_cache=False)(params=params)
+    artifact = Client().get_artifact_version(DATASET)
+    version = artifact.load()
+    card = version.card
+    assert artifact.run_metadata["task"] == "classify" == card["task"]
+    assert card["items_in"] == card["accepted"] + card["quarantined"] == 83
+    assert version.ultralytics_data == version.root
+    source_of = {i.id: Path(i.source).name for i in Manifest.read(version.root).items}
+    patients: dict[str, set[str]] = {}
+    for split in ("train", "val", "test"):
+        images = version.split_images(split)
+        assert len(images) == card["splits"][split]["images"] > 0
+        achieved, target = card["split"]["achieved"], card["split"]["fractions"]
+        assert abs(achieved[split] - target[split]) <= 0.03
+        assert set(card["splits"][split]["images_per_class"]) == {"NORMAL", "PNEUMONIA"}
+        for image in images:
+            name = source_of[image.stem]
+            if name.startswith("person"):
+                patients.setdefault(name.split("_")[0], set()).add(split)
+    assert patients and all(len(s) == 1 for s in patients.values())

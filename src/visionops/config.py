@@ -20,6 +20,7 @@ from pydantic import (
 
 from visionops.batch import BatchSettings, dataset_split
 from visionops.data.anonymize import AnonymizeSettings
+from visionops.data.sources.archive import ArchiveLimits
 from visionops.data.validate import ValidationSettings
 from visionops.env import project_root
 
@@ -33,12 +34,30 @@ class StrictModel(BaseModel):
 
 
 class SplitSettings(StrictModel):
-    """Train/val/test fractions and the seed of the group-aware split."""
+    """Train/val/test fractions, the seed and the groups of the split.
+
+    Attributes:
+        group_by: A regular expression searched in each file name; images whose
+            match is the same (`person\\d+`: one patient) share a split. None
+            groups the augmented copies of one Roboflow photo.
+    """
 
     train: float = Field(0.7, gt=0, lt=1)
     val: float = Field(0.15, gt=0, lt=1)
     test: float = Field(0.15, ge=0, lt=1)
     seed: int = 42
+    group_by: str | None = None
+
+    @field_validator("group_by")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise ValueError(f"not a regular expression ({err})") from None
+        return value or None
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> SplitSettings:
@@ -52,10 +71,18 @@ class SplitSettings(StrictModel):
 
 
 class IngestionParameters(StrictModel):
-    """Everything the ingestion pipeline takes."""
+    """Everything the ingestion pipeline takes.
+
+    Attributes:
+        task: detect, classify or segment; None infers it from the source
+            (class folders or image-level labels: classify; boxes: detect).
+        archive: Caps on what a zipped source may expand to.
+    """
 
     source: str = "data/sample/boards"
+    task: Literal["detect", "classify", "segment"] | None = None
     workers: Workers = "auto"
+    archive: ArchiveLimits = Field(default_factory=ArchiveLimits)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     anonymize: AnonymizeSettings = Field(default_factory=AnonymizeSettings)
     split: SplitSettings = Field(default_factory=SplitSettings)

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from zenml import log_metadata, step
 
-from visionops.data.sources import stage_source
+from visionops.data.sources import ArchiveLimits, stage_source
 from visionops.data.version import StagedDataset
 from visionops.env import project_root, state_dir
 from visionops.materializers import work_dir
@@ -14,12 +14,18 @@ from visionops.names import STAGED_DATASET
 
 # Not cached: the source folder or platform can change behind the same string.
 @step(enable_cache=False)
-def load_source(source: str) -> Annotated[StagedDataset, STAGED_DATASET]:
-    """Stages a YOLO/Roboflow/COCO folder or zip, or a Picsellia dataset version.
+def load_source(
+    source: str,
+    task: str | None = None,
+    archive: ArchiveLimits | None = None,
+) -> Annotated[StagedDataset, STAGED_DATASET]:
+    """Stages a YOLO/Roboflow/COCO/class-folder export or zip, or a Picsellia version.
 
     Args:
         source: A path (relative paths are resolved from the project root) or
             `picsellia://<dataset version id>`.
+        task: detect, classify or segment; None infers it from the labels.
+        archive: Caps on what a zipped source may expand to.
 
     Returns:
         The staged dataset: images, labels and manifest, untouched.
@@ -27,10 +33,17 @@ def load_source(source: str) -> Annotated[StagedDataset, STAGED_DATASET]:
     if "://" not in source and not Path(source).is_absolute():
         source = str(project_root() / source)
     dest = work_dir("staged")
-    manifest = stage_source(source, dest, cache_dir=state_dir() / "source-cache")
+    manifest = stage_source(
+        source,
+        dest,
+        task=task,
+        cache_dir=state_dir() / "source-cache",
+        archive_limits=archive,
+    )
     log_metadata(
         {
             "source": source,
+            "task": manifest.task,
             "format": manifest.source_format,
             "items": len(manifest.items),
             "classes": manifest.class_names,

@@ -19,12 +19,15 @@ def split_dataset(
         dataset.root,
         {"train": settings.train, "val": settings.val, "test": settings.test},
         settings.seed,
+        group_by=settings.group_by,
     )
     log_metadata(
         {
             "images": plan.images,
+            "achieved": plan.achieved,
             "groups": plan.groups,
             "boxes_per_class": plan.boxes_per_class,
+            "images_per_class": plan.images_per_class,
         }
     )
     return plan

@@ -1,4 +1,4 @@
-"""Step: write the versioned YOLO dataset with its data.yaml, hash and card."""
+"""Step: write the versioned dataset in its task's layout, with its hash and card."""
 
 from typing import Annotated, Any
 

@@ -132,7 +132,12 @@ def test_every_item_lands_where_expected(validated):
     assert reasons == expected
     assert report.items_in == len(CASES)
     assert report.items_in == report.accepted + len(report.quarantined)
-    assert set(report.counts_by_reason()) == set(REASONS)
+    # Links out of the export and classes in conflict need a source or a
+    # classification manifest: tests/data/test_classify.py and the fuzz suite.
+    assert set(report.counts_by_reason()) == set(REASONS) - {
+        "outside_export",
+        "label_conflict",
+    }
 
     manifest = Manifest.read(dest)
     assert [i.id for i in manifest.items] == [i for i in CASES if i in ACCEPTED]

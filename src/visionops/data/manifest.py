@@ -30,6 +30,9 @@ class Item(BaseModel):
             always put in the same split.
         class_id: The image-level class of a classification item (its label
             file is then None); None for the other tasks.
+        problem: `<reason>: <detail>` when staging did not read the item's
+            files (a link out of the export, a dangling link); validation
+            quarantines the item for that reason.
     """
 
     id: str
@@ -39,6 +42,7 @@ class Item(BaseModel):
     source_split: str | None = None
     group: str
     class_id: int | None = None
+    problem: str | None = None
 
 
 class Manifest(BaseModel):
@@ -67,18 +71,32 @@ class Manifest(BaseModel):
         return cls.model_validate_json(path.read_text())
 
 
-def group_key(filename: str) -> str:
+def group_key(filename: str, group_by: str | None = None) -> str:
     """Returns the split group of an image file name.
 
-    Roboflow augmented copies (`photo_jpg.rf.<hash>.jpg`) share the group
-    `photo_jpg`; any other file is its own group.
+    With `group_by`, a regular expression searched in the file name, its match
+    names the group (`person\\d+` puts every X-ray of one patient together);
+    a name it does not match is its own group. Without it, Roboflow augmented
+    copies (`photo_jpg.rf.<hash>.jpg`) share the group `photo_jpg` and any
+    other file is its own group.
     """
-    stem = Path(filename).stem
+    name = Path(filename).name
+    if group_by:
+        match = re.search(group_by, name)
+        if match and match.group(0):
+            return match.group(0)
+        return Path(name).stem
+    stem = Path(name).stem
     match = _ROBOFLOW_NAME.match(stem)
     return match.group("group") if match else stem
 
 
 def safe_id(relative: str) -> str:
-    """Turns a source-relative path into a filesystem-safe, readable item id."""
-    stem = str(Path(relative).with_suffix(""))
-    return _UNSAFE.sub("_", stem.replace("/", "__")).strip("_") or "item"
+    """Turns a source-relative path into a filesystem-safe, readable item id.
+
+    The id never starts with a dot: Ultralytics skips hidden files, so an item
+    named `.x` would be accepted here and never trained on.
+    """
+    parts = [part for part in Path(relative).with_suffix("").parts if part != ".."]
+    stem = "__".join(part for part in parts if part not in ("/", "."))
+    return _UNSAFE.sub("_", stem).strip("_.") or "item"

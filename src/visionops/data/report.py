@@ -10,6 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from visionops.data.manifest import MANIFEST_FILE, Manifest
 from visionops.data.split import SPLITS
 from visionops.data.version import DatasetVersion
 
@@ -66,58 +67,93 @@ def draw_boxes(image: np.ndarray, label_text: str, names: list[str]) -> np.ndarr
 
 
 def _thumbnail(
-    image_path: Path, label_path: Path, names: list[str], size: int = 200
+    image_path: Path,
+    label_path: Path | None,
+    names: list[str],
+    size: int = 200,
+    class_name: str | None = None,
 ) -> str:
     image = cv2.imread(str(image_path))
     if image is None:
         return ""
-    label = label_path.read_text() if label_path.is_file() else ""
+    label = label_path.read_text() if label_path and label_path.is_file() else ""
     draw_boxes(image, label, names)
     scale = size / max(image.shape[:2])
     image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    if class_name is not None:
+        cls = names.index(class_name) if class_name in names else 0
+        cv2.rectangle(image, (0, 0), (image.shape[1], 22), (0, 0, 0), -1)
+        cv2.putText(
+            image,
+            class_name,
+            (4, 16),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.55,
+            PALETTE[cls % len(PALETTE)],
+            1,
+        )
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
     return base64.b64encode(buf.tobytes()).decode() if ok else ""
 
 
+def _counts_key(card: dict[str, Any]) -> str:
+    """Which per-class count the card's histogram shows: boxes, or images."""
+    return "images_per_class" if card.get("task") == "classify" else "boxes_per_class"
+
+
 def _histogram(card: dict[str, Any]) -> str:
     names = card["class_names"]
-    peak = max(
-        [1]
-        + [
-            card["splits"][s]["boxes_per_class"].get(n, 0)
-            for s in SPLITS
-            for n in names
-        ]
-    )
+    key = _counts_key(card)
+    counts = {s: card["splits"][s].get(key, {}) for s in SPLITS}
+    peak = max([1] + [counts[s].get(n, 0) for s in SPLITS for n in names])
     rows = []
     for name in names:
         bars = "".join(
-            f'<div class="bar {s}" style="width:{300 * card["splits"][s]["boxes_per_class"].get(name, 0) / peak:.0f}px">'
-            f"{card['splits'][s]['boxes_per_class'].get(name, 0)}</div>"
+            f'<div class="bar {s}" style="width:{300 * counts[s].get(name, 0) / peak:.0f}px">'
+            f"{counts[s].get(name, 0)}</div>"
             for s in SPLITS
         )
         rows.append(f"<tr><th>{html.escape(name)}</th><td>{bars}</td></tr>")
     return "<table class='hist'>" + "".join(rows) + "</table>"
 
 
+def _original_names(root: Path) -> dict[str, str]:
+    """Maps each item id (the stem of its file) to its file name in the source."""
+    if not (root / MANIFEST_FILE).is_file():
+        return {}
+    return {item.id: Path(item.source).name for item in Manifest.read(root).items}
+
+
 def dataset_html(version: DatasetVersion, samples_per_split: int = 6) -> str:
     """Renders the card of a dataset version as one self-contained HTML page."""
     card = version.card
     names = card["class_names"]
+    layout = version.layout
+    key = _counts_key(card)
+    achieved = card.get("split", {}).get("achieved", {})
     split_rows = "".join(
         f"<tr><td>{s}</td><td>{card['splits'][s]['images']}</td><td>{card['splits'][s]['groups']}</td>"
-        f"<td>{sum(card['splits'][s]['boxes_per_class'].values())}</td></tr>"
+        f"<td>{sum(card['splits'][s].get(key, {}).values())}</td>"
+        f"<td>{100 * achieved.get(s, 0):.1f}%</td></tr>"
         for s in SPLITS
     )
+    original = _original_names(version.root)
     grids = []
     for split in SPLITS:
-        images = sorted((version.root / "images" / split).glob("*"))[:samples_per_split]
+        images = version.split_images(split)
+        # Spread the sample over the classes (split_images sorts by class).
+        step = max(1, len(images) // samples_per_split)
+        images = images[::step][:samples_per_split]
         cells = "".join(
-            f'<figure><img src="data:image/jpeg;base64,{b64}"><figcaption>{html.escape(p.name[:40])}</figcaption></figure>'
+            f'<figure><img src="data:image/jpeg;base64,{b64}"><figcaption>'
+            f"{html.escape(original.get(p.stem, p.name)[-48:])}</figcaption></figure>"
             for p in images
             if (
                 b64 := _thumbnail(
-                    p, version.root / "labels" / split / f"{p.stem}.txt", names
+                    p,
+                    layout.label_file(version.root, p),
+                    names,
+                    class_name=layout.image_class(version.root, p),
                 )
             )
         )
@@ -143,8 +179,8 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}} .hist td{{border:
 <p>Source: <code>{html.escape(card["source"])}</code> ({card["source_format"]}).
 {card["items_in"]} items in = {card["accepted"]} accepted + {card["quarantined"]} quarantined.
 Fixes: {html.escape(fixes)}. Faces blurred: {faces["faces"]} in {faces["images_with_faces"]} images.</p>
-<table><tr><th>split</th><th>images</th><th>groups</th><th>boxes</th></tr>{split_rows}</table>
-<h3>Boxes per class (<span class="bar train" style="display:inline">train</span>
+<table><tr><th>split</th><th>images</th><th>groups</th><th>{"images" if key == "images_per_class" else "boxes"}</th><th>share</th></tr>{split_rows}</table>
+<h3>{"Images" if key == "images_per_class" else "Boxes"} per class (<span class="bar train" style="display:inline">train</span>
 <span class="bar val" style="display:inline">val</span> <span class="bar test" style="display:inline">test</span>)</h3>
 {_histogram(card)}
 {"".join(grids)}

@@ -6,22 +6,38 @@ import random
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from visionops.data.manifest import Manifest
+from visionops.data.manifest import Manifest, group_key
 
 SPLITS = ("train", "val", "test")
 
 
 class SplitPlan(BaseModel):
-    """Which split every item goes to, and what each split ends up holding."""
+    """Which split every item goes to, and what each split ends up holding.
+
+    Attributes:
+        assignment: Split of every item id.
+        images: Images per split.
+        groups: Groups per split.
+        boxes_per_class: Boxes per class name and split (detection labels;
+            zero for a classification dataset).
+        images_per_class: Images holding each class, per split.
+        fractions: The requested share of images per split.
+        achieved: The share of images each split got.
+        seed: Seed of the tie-breaking shuffle.
+        group_by: The group expression used (None: the Roboflow stem).
+    """
 
     assignment: dict[str, str]
     images: dict[str, int]
     groups: dict[str, int]
     boxes_per_class: dict[str, dict[str, int]]
+    images_per_class: dict[str, dict[str, int]] = Field(default_factory=dict)
     fractions: dict[str, float]
+    achieved: dict[str, float] = Field(default_factory=dict)
     seed: int
+    group_by: str | None = None
 
 
 def label_classes(label_path: Path) -> Counter[int]:
@@ -33,21 +49,37 @@ def label_classes(label_path: Path) -> Counter[int]:
     return counts
 
 
-def plan_split(root: Path, fractions: dict[str, float], seed: int) -> SplitPlan:
+def plan_split(
+    root: Path,
+    fractions: dict[str, float],
+    seed: int,
+    group_by: str | None = None,
+) -> SplitPlan:
     """Assigns every item of a validated staged dataset to train, val or test.
 
-    Items of one group (augmented copies of one photo) always share a split, so
-    the test score never sees a near-copy of a training image. Groups are placed
-    greedily, rarest class first, into the split furthest below its target share
-    of that class, then of images; a seeded shuffle breaks ties deterministically.
+    Items of one group (augmented copies of one photo, X-rays of one patient)
+    always share a split, so the test score never sees a near-copy of a
+    training image. Two passes place the groups:
+
+    1. Coverage: rarest class first, each split lacking a class gets the
+       smallest unplaced group holding it that still fits the split's image
+       target, while the class has a group left for every split.
+    2. Size: the other groups, largest first, each go to a split they still
+       fit in (the one needing their classes most), else to the split furthest
+       below its target. Large groups first, single images last, is what
+       brings every split to its target share.
+
+    A seeded shuffle breaks ties deterministically.
 
     Args:
         root: A staged dataset directory (after validation).
         fractions: Target share of images per split, e.g. {"train": 0.7, ...}.
         seed: Seed of the tie-breaking shuffle.
+        group_by: A regular expression over the file name whose match names
+            the group; None keeps the staged group (the Roboflow stem).
 
     Returns:
-        The plan, with per-split image, group and box counts.
+        The plan, with per-split image, group, class counts and the shares met.
     """
     manifest = Manifest.read(root)
     names = manifest.class_names
@@ -57,64 +89,100 @@ def plan_split(root: Path, fractions: dict[str, float], seed: int) -> SplitPlan:
     group_boxes: dict[str, Counter[int]] = defaultdict(Counter)
     group_images: dict[str, Counter[int]] = defaultdict(Counter)  # images per class
     for item in manifest.items:
-        group_items[item.group].append(item.id)
-        if item.label:
+        group = group_key(Path(item.source).name, group_by) if group_by else item.group
+        group_items[group].append(item.id)
+        if item.class_id is not None:
+            group_images[group][item.class_id] += 1
+        elif item.label:
             boxes = label_classes(root / item.label)
-            group_boxes[item.group].update(boxes)
-            group_images[item.group].update(dict.fromkeys(boxes, 1))
+            group_boxes[group].update(boxes)
+            group_images[group].update(dict.fromkeys(boxes, 1))
 
-    total_images = len(manifest.items)
+    total = len(manifest.items)
+    target = {s: fractions[s] * total for s in splits}
     class_totals: Counter[int] = Counter()  # images holding each class
+    class_groups: Counter[int] = Counter()  # groups holding each class
     for counts in group_images.values():
         class_totals.update(counts)
+        class_groups.update(counts.keys())
 
-    groups = sorted(group_items)
-    random.Random(seed).shuffle(groups)
-    # Rarest class first, bigger groups first: the hard-to-place groups choose
-    # while every split still has room.
-    groups.sort(
-        key=lambda g: (
-            min((class_totals[c] for c in group_images[g]), default=total_images + 1),
-            -len(group_items[g]),
-        )
-    )
-
-    placed_images: Counter[str] = Counter()
+    order = sorted(group_items)
+    random.Random(seed).shuffle(order)
+    rank = {group: index for index, group in enumerate(order)}
+    placed: Counter[str] = Counter()
     placed_classes: dict[str, Counter[int]] = {s: Counter() for s in splits}
-    assignment: dict[str, str] = {}
-    for group in groups:
-        size = len(group_items[group])
-        classes = group_images[group]
+    split_of: dict[str, str] = {}
 
-        def need(split: str, classes: Counter[int] = classes) -> tuple:
-            # Class need first (iterative stratification), image need breaks ties;
-            # both counted in images, since groups differ in size.
-            class_gap = sum(
-                (fractions[split] * class_totals[c] - placed_classes[split][c])
-                / class_totals[c]
-                for c in classes
+    def place(group: str, split: str) -> None:
+        split_of[group] = split
+        placed[split] += len(group_items[group])
+        placed_classes[split].update(group_images[group])
+
+    def fits(group: str, split: str) -> bool:
+        return len(group_items[group]) <= target[split] - placed[split] + 0.5
+
+    for cls in sorted(class_groups, key=lambda c: (class_groups[c], c)):
+        if class_groups[cls] < len(splits):
+            continue  # Too few groups for every split: pass 2 places them.
+        holders = sorted(
+            (g for g in order if cls in group_images[g]),
+            key=lambda g: (len(group_items[g]), rank[g]),
+        )
+        for split in sorted(splits, key=lambda s: target[s]):
+            if placed_classes[split][cls]:
+                continue
+            free = [g for g in holders if g not in split_of and fits(g, split)]
+            if free:
+                place(free[0], split)
+
+    def need(group: str, split: str) -> float:
+        # Share of each of the group's classes the split still lacks.
+        return sum(
+            (fractions[split] * class_totals[c] - placed_classes[split][c])
+            / class_totals[c]
+            for c in group_images[group]
+        )
+
+    rest = sorted(
+        (g for g in order if g not in split_of),
+        key=lambda g: (-len(group_items[g]), rank[g]),
+    )
+    for group in rest:
+        room = [s for s in splits if fits(group, s)]
+        if room:
+            best = max(
+                room, key=lambda s: (round(need(group, s), 9), target[s] - placed[s])
             )
-            image_gap = fractions[split] * total_images - placed_images[split]
-            return round(class_gap, 9), image_gap, fractions[split]
+        else:
+            best = max(splits, key=lambda s: target[s] - placed[s])
+        place(group, best)
 
-        best = max(splits, key=need)
-        placed_images[best] += size
-        placed_classes[best].update(classes)
-        for item_id in group_items[group]:
-            assignment[item_id] = best
-
+    assignment = {
+        item_id: split_of[group]
+        for group, ids in group_items.items()
+        for item_id in ids
+    }
     boxes: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
+    per_class: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
     group_count: Counter[str] = Counter()
-    for group, ids in group_items.items():
-        split = assignment[ids[0]]
+    for group in group_items:
+        split = split_of[group]
         group_count[split] += 1
         for cls, n in group_boxes[group].items():
             boxes[split][names[cls]] += n
+        for cls, n in group_images[group].items():
+            per_class[split][names[cls]] += n
+    images = {s: sum(1 for v in assignment.values() if v == s) for s in SPLITS}
     return SplitPlan(
         assignment={i.id: assignment[i.id] for i in manifest.items},
-        images={s: sum(1 for v in assignment.values() if v == s) for s in SPLITS},
+        images=images,
         groups={s: group_count[s] for s in SPLITS},
         boxes_per_class={s: {name: boxes[s][name] for name in names} for s in SPLITS},
+        images_per_class={
+            s: {name: per_class[s][name] for name in names} for s in SPLITS
+        },
         fractions={s: fractions.get(s, 0.0) for s in SPLITS},
+        achieved={s: round(images[s] / total, 4) if total else 0.0 for s in SPLITS},
         seed=seed,
+        group_by=group_by,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -26,6 +27,9 @@ QUARANTINE_CSV = "quarantine.csv"
 
 # In check order: an item is quarantined for the first reason that applies.
 REASONS: dict[str, str] = {
+    "outside_export": "The file is a link (or a path in the export's own files) "
+    "that leads outside the export, which is never read; copy the file into the "
+    "export.",
     "image_missing": "The manifest names an image file that does not exist; "
     "re-export the source or drop the item.",
     "zero_byte": "The image file is empty: a failed download, or the placeholder "
@@ -51,6 +55,8 @@ REASONS: dict[str, str] = {
     "check the class list matches the labels.",
     "zero_area_box": "A box has (near) zero width or height after clipping; "
     "delete it in the annotation tool.",
+    "label_conflict": "The same image bytes are labelled with different classes "
+    "(named in detail); every copy is left out until the labels agree.",
     "duplicate_image": "The image bytes are identical to an earlier accepted "
     "item (named in detail), which is kept; duplicates leak across splits.",
 }
@@ -62,6 +68,7 @@ FIXES: dict[str, str] = {
     "box_clipped": "Box corners slightly outside the image clipped to [0, 1].",
     "polygon_to_box": "Polygon label line replaced by its bounding box.",
     "duplicate_label_line": "Repeated label lines removed.",
+    "label_bom_removed": "UTF-8 byte order mark removed from the label file.",
 }
 
 # PIL format -> (extension used when renaming, extensions that already match).
@@ -163,6 +170,7 @@ class _Task:
     dest: Path
     settings: ValidationSettings
     num_classes: int
+    task: str = "detect"
 
 
 def validate_dataset(
@@ -191,7 +199,7 @@ def validate_dataset(
     manifest = Manifest.read(src)
     ensure_empty_dir(dest)
     tasks = [
-        _Task(item, src, dest, settings, len(manifest.class_names))
+        _Task(item, src, dest, settings, len(manifest.class_names), manifest.task)
         for item in manifest.items
     ]
 
@@ -199,15 +207,32 @@ def validate_dataset(
     quarantined: list[QuarantinedItem] = []
     fixes: list[Fix] = []
     first_seen: dict[str, str] = {}
-    for outcome in pmap(_check_item, tasks, workers=workers):
+    outcomes = list(pmap(_check_item, tasks, workers=workers))
+    # Only the parent sees every hash: it finds the images labelled twice.
+    labels_of: dict[str, dict[int | None, str]] = {}
+    for outcome in outcomes:
+        if outcome.reason is None and outcome.sha256 is not None:
+            labels_of.setdefault(outcome.sha256, {}).setdefault(
+                outcome.item.class_id, outcome.item.id
+            )
+    for outcome in outcomes:
         item = outcome.item
-        if outcome.reason is None and outcome.sha256 in first_seen:
-            # Only the parent sees every hash, so it undoes what the worker
-            # wrote for a duplicate.
-            for relative in outcome.written:
-                (dest / relative).unlink()
+        if outcome.reason is None and len(labels_of.get(outcome.sha256 or "", {})) > 1:
+            others = labels_of[outcome.sha256 or ""]
+            names = manifest.class_names
+            outcome.reason = "label_conflict"
+            outcome.detail = "same bytes as " + ", ".join(
+                f"{other} ({names[c] if c is not None else '?'})"
+                for c, other in others.items()
+                if other != item.id
+            )
+        elif outcome.reason is None and outcome.sha256 in first_seen:
             kept = first_seen[outcome.sha256]
             outcome.reason, outcome.detail = "duplicate_image", f"same bytes as {kept}"
+        if outcome.reason is not None and outcome.written:
+            # Undo what the worker wrote for an item only the parent rejects.
+            for relative in outcome.written:
+                (dest / relative).unlink()
             _quarantine_files(item, src, dest / QUARANTINE_DIR / outcome.reason)
         if outcome.reason is not None:
             quarantined.append(
@@ -255,11 +280,19 @@ def _write_quarantine_csv(folder: Path, rows: list[QuarantinedItem]) -> None:
 
 
 def _quarantine_files(item: Item, src: Path, folder: Path) -> None:
-    """Copies the item's original image and label (those that exist) to `folder`."""
+    """Copies the item's original image and label (those that exist) to `folder`.
+
+    Images keep the staged name (`<id><image suffix>`), labels `<id>.txt`; an
+    image whose name would be its label's is kept as `<id>.image<suffix>`.
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    label_name = Path(item.label).name if item.label else None
     for relative in (item.image, item.label):
         if relative and (src / relative).is_file():
-            shutil.copyfile(src / relative, folder / Path(relative).name)
+            name = Path(relative).name
+            if relative == item.image and name == label_name:
+                name = f"{Path(name).stem}.image{Path(name).suffix}"
+            shutil.copyfile(src / relative, folder / name)
 
 
 def _check_item(task: _Task) -> _Outcome:
@@ -267,9 +300,15 @@ def _check_item(task: _Task) -> _Outcome:
     item, src, dest = task.item, task.src, task.dest
     outcome = _Outcome(item=item)
     try:
+        if item.problem:
+            reason, _, detail = item.problem.partition(": ")
+            raise _Reject(reason if reason in REASONS else "image_missing", detail)
         image_bytes, image_rel, image_fixes, digest = _check_image(src, item)
         outcome.sha256 = digest
-        label_bytes, label_fixes = _check_label(src, item, task)
+        if task.task == "classify":
+            label_bytes, label_fixes = b"", _check_class(item, task)
+        else:
+            label_bytes, label_fixes = _check_label(src, item, task)
     except _Reject as reject:
         outcome.reason, outcome.detail = reject.reason, reject.detail
         _quarantine_files(item, src, dest / QUARANTINE_DIR / reject.reason)
@@ -409,10 +448,29 @@ def _jpeg_end(data: bytes) -> int | None:
     return None
 
 
+def _check_class(item: Item, task: _Task) -> list[tuple[str, str]]:
+    """Checks the image-level class of a classification item.
+
+    Raises:
+        _Reject: When the item has no class or one outside the class list.
+    """
+    if item.class_id is None:
+        raise _Reject("label_missing", "no class (or several) in the source")
+    if not 0 <= item.class_id < task.num_classes:
+        raise _Reject(
+            "unknown_class",
+            f"class {item.class_id} not in 0..{task.num_classes - 1}",
+        )
+    return []
+
+
 def _check_label(
     src: Path, item: Item, task: _Task
 ) -> tuple[bytes, list[tuple[str, str]]]:
     """Returns the label bytes to write and the fixes made to them.
+
+    The bytes returned are what later stages read, so anything decoding
+    forgave (a byte order mark) is removed from them.
 
     Raises:
         _Reject: With the first label reason that applies.
@@ -420,8 +478,12 @@ def _check_label(
     if item.label is None or not (src / item.label).is_file():
         raise _Reject("label_missing", item.label or "no label in the source")
     raw = (src / item.label).read_bytes()
+    bom: list[tuple[str, str]] = []
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+        bom = [("label_bom_removed", "3 bytes")]
     try:
-        text = raw.decode("utf-8-sig")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise _Reject("label_malformed", "label file is not UTF-8 text") from None
     lines = [
@@ -431,7 +493,7 @@ def _check_label(
     ]
     if not lines:
         if task.settings.keep_background:
-            return raw, []
+            return raw, bom
         raise _Reject("label_empty", "no boxes (background image)")
 
     original = dict(lines)
@@ -482,7 +544,7 @@ def _check_label(
         else:
             out_lines.append(" ".join(original[number]))
 
-    fixes = [
+    fixes = bom + [
         (name, f"{count} line(s)")
         for name, count in (
             ("polygon_to_box", polygons),
@@ -491,8 +553,8 @@ def _check_label(
         )
         if count
     ]
-    if not fixes:
-        return raw, []
+    if len(fixes) == len(bom):
+        return raw, fixes
     return ("\n".join(out_lines) + "\n").encode(), fixes
 
 

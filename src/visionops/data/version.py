@@ -1,24 +1,45 @@
-"""The versioned dataset: YOLO layout, data.yaml, content hash and dataset card."""
+"""The versioned dataset: the task's layout, content hash and dataset card."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
-
-import yaml
 
 from visionops.data.anonymize import FaceReport
 from visionops.data.manifest import Manifest
 from visionops.data.split import SPLITS, SplitPlan
 from visionops.data.validate import ValidationReport
-from visionops.fsutil import copy_tree, link_or_copy, sha256_file
+from visionops.fsutil import copy_tree, sha256_file
 
 CARD_FILE = "dataset_card.json"
 DATA_YAML = "data.yaml"
 HASHED = ("images", "labels", DATA_YAML)
+
+
+def layout_for(task: str) -> ModuleType:
+    """Returns the dataset layout module of a task (`visionops.tasks.<task>.layout`).
+
+    Every layout module has the same functions: `place_item`, `write_config`,
+    `ultralytics_data`, `split_images`, `label_file`, `image_class`, and the
+    `HASHED` paths.
+
+    Raises:
+        ValueError: When the task has no dataset layout.
+    """
+    name = f"visionops.tasks.{task}.layout"
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name and name.startswith(err.name):
+            raise ValueError(
+                f"Task {task!r} has no dataset layout ({name}); use detect or classify."
+            ) from None
+        raise
 
 
 @dataclass
@@ -51,17 +72,37 @@ class DatasetVersion:
 
     @property
     def data_yaml(self) -> Path:
-        """The `data.yaml` to hand to Ultralytics."""
+        """The `data.yaml` of a detection dataset."""
         return self.root / DATA_YAML
 
+    @property
+    def layout(self) -> ModuleType:
+        """The task's layout module (see `layout_for`)."""
+        return layout_for(self.task)
 
-def content_hash(root: Path) -> str:
-    """Hashes every file under images/, labels/ and data.yaml, paths included.
+    @property
+    def ultralytics_data(self) -> Path:
+        """What to pass to Ultralytics as `data=`: data.yaml, or the folder."""
+        return Path(self.layout.ultralytics_data(self.root))
+
+    def split_images(self, split: str) -> list[Path]:
+        """The images of one split (train, val or test), sorted."""
+        return list(self.layout.split_images(self.root, split))
+
+
+def content_hash(root: Path, hashed: tuple[str, ...] | None = None) -> str:
+    """Hashes every file under the `hashed` paths of `root`, paths included.
 
     The same inputs and settings give the same files, hence the same hash.
+    Without `hashed`, the paths of the task on the card (detect when there is
+    no card yet) are hashed.
     """
+    if hashed is None:
+        card = root / CARD_FILE
+        task = json.loads(card.read_text()).get("task") if card.is_file() else None
+        hashed = tuple(layout_for(task or "detect").HASHED)
     digest = hashlib.sha256()
-    for top in HASHED:
+    for top in hashed:
         base = root / top
         files = (
             [base]
@@ -108,39 +149,28 @@ def build_dataset_version(
 
     Returns:
         The dataset version; its card adds up: items in = accepted + quarantined.
+        The files follow the layout of the manifest's task (`layout_for`); the
+        final manifest is kept as `manifest.json` (original file names).
     """
     if dest.exists() and any(dest.iterdir()):
         raise ValueError(f"{dest} is not empty; pass a new directory.")
     manifest = Manifest.read(staged)
+    layout = layout_for(manifest.task)
     missing = [i.id for i in manifest.items if i.id not in plan.assignment]
     if missing:
         raise ValueError(
             f"The split plan has no split for {len(missing)} item(s): {missing[:5]}"
         )
+    names = manifest.class_names
+    layout.write_config(dest, names, [s for s in SPLITS if plan.images[s] > 0])
     for item in manifest.items:
-        split = plan.assignment[item.id]
-        image = staged / item.image
-        link_or_copy(image, dest / "images" / split / image.name)
-        label_dst = dest / "labels" / split / f"{Path(image.name).stem}.txt"
-        if item.label:
-            link_or_copy(staged / item.label, label_dst)
-        else:  # a kept background image: Ultralytics reads an empty file as "no boxes"
-            label_dst.parent.mkdir(parents=True, exist_ok=True)
-            label_dst.write_text("")
-    data_yaml = {
-        "names": dict(enumerate(manifest.class_names)),
-        "nc": len(manifest.class_names),
-        # No `path:` key: Ultralytics then resolves these next to data.yaml, so the
-        # folder can move between machines and artifact stores.
-        **{s: f"images/{s}" for s in SPLITS if plan.images[s] > 0},
-    }
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / DATA_YAML).write_text(yaml.safe_dump(data_yaml, sort_keys=False))
+        layout.place_item(staged, item, plan.assignment[item.id], dest, names)
+    manifest.write(dest)
     if quarantine is not None and quarantine.is_dir():
         copy_tree(quarantine, dest / "quarantine")
 
     card = {
-        "hash": content_hash(dest),
+        "hash": content_hash(dest, tuple(layout.HASHED)),
         "task": manifest.task,
         "source": manifest.source,
         "source_format": manifest.source_format,
@@ -153,6 +183,7 @@ def build_dataset_version(
                 "images": plan.images[s],
                 "groups": plan.groups[s],
                 "boxes_per_class": plan.boxes_per_class[s],
+                "images_per_class": plan.images_per_class.get(s, {}),
             }
             for s in SPLITS
         },
@@ -161,7 +192,12 @@ def build_dataset_version(
         "fixes": [f.model_dump() for f in validation.fixes],
         "fix_counts": validation.counts_by_fix(),
         "faces": faces.model_dump(),
-        "split": {"fractions": plan.fractions, "seed": plan.seed},
+        "split": {
+            "fractions": plan.fractions,
+            "achieved": plan.achieved,
+            "seed": plan.seed,
+            "group_by": plan.group_by,
+        },
         "settings": settings or {},
     }
     (dest / CARD_FILE).write_text(json.dumps(card, indent=1, sort_keys=True))

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
 
 from visionops.data.manifest import Manifest
-from visionops.data.sources.archive import extract_zip
+from visionops.data.sources.archive import ArchiveLimits, check_zip, extract_zip
 from visionops.data.sources.base import Source, SourceError, is_image
 from visionops.data.sources.coco import CocoSource, find_coco_files, looks_like_coco
+from visionops.data.sources.folders import ClassFolderSource, find_class_layout
 from visionops.data.sources.picsellia import (
     SCHEME,
     AnnotationFormat,
@@ -26,10 +28,38 @@ SUPPORTED_LAYOUTS = (
     "  - YOLO: images/ + labels/ (optionally images/train, ...) with a classes.txt\n"
     "  - COCO detection: *.json with images, annotations and categories (e.g. "
     "annotations/instances_train.json, train/_annotations.coco.json)\n"
+    "  - classification: a folder per class (NORMAL/, PNEUMONIA/), optionally "
+    "inside train/, val/ (or valid/) and test/ folders\n"
     "  - a .zip of any of these, or picsellia://<version id> / "
     "picsellia://<dataset>/<version>"
 )
 _SPLIT_FOLDERS = ("train", "valid", "val", "test")
+TASKS = ("detect", "classify", "segment")
+
+
+class ArchiveSource:
+    """A zipped export: checked on opening, extracted (once, cached) on staging.
+
+    Attributes:
+        format: "zip" until staged, then the format of the export inside.
+        archive: The zip file.
+    """
+
+    format = "zip"
+
+    def __init__(self, archive: Path, cache_dir: Path, limits: ArchiveLimits) -> None:
+        """Reads the zip's directory only: readable, within limits, no zip-slip."""
+        self.archive = archive
+        self.cache_dir = cache_dir
+        self.limits = limits
+        check_zip(archive, limits)
+
+    def stage(self, dest: Path) -> Manifest:
+        """Extracts the archive and stages the export it holds into `dest`."""
+        root = extract_zip(self.archive, self.cache_dir, self.limits)
+        inner = _open_dir(root, uri=str(self.archive))
+        self.format = inner.format
+        return inner.stage(dest)
 
 
 def default_cache_dir() -> Path:
@@ -43,8 +73,13 @@ def open_source(
     picsellia_client: PicselliaClient | None = None,
     cache_dir: Path | None = None,
     picsellia_format: AnnotationFormat = "coco",
+    archive_limits: ArchiveLimits | None = None,
 ) -> Source:
     """Detects what `uri` is and returns the source that reads it.
+
+    Nothing is extracted or downloaded here: a zip's directory is checked
+    (readable, within `archive_limits`, no member escaping), which makes this
+    the cheap pre-run check.
 
     Args:
         uri: A dataset directory, a `.zip` of one, a dataset yaml or COCO json,
@@ -54,6 +89,7 @@ def open_source(
         cache_dir: Where zips are extracted and Picsellia downloads are kept;
             defaults to `.visionops/cache/sources` in the project.
         picsellia_format: Picsellia export format, "coco" or "yolo".
+        archive_limits: Caps on what a zip may expand to; defaults when None.
 
     Returns:
         A source whose `stage(dest)` writes the staged dataset.
@@ -85,7 +121,9 @@ def open_source(
         return _open_dir(path, uri=str(path))
     suffix = path.suffix.lower()
     if suffix == ".zip":
-        return _open_dir(extract_zip(path, cache / "archives"), uri=str(path))
+        return ArchiveSource(
+            path, cache / "archives", archive_limits or ArchiveLimits()
+        )
     if suffix in (".yaml", ".yml"):
         return YoloSource(path.parent, yaml_path=path, uri=str(path))
     if suffix == ".json" and looks_like_coco(path):
@@ -93,9 +131,52 @@ def open_source(
     raise SourceError(f"{path} is not a dataset export.\n{SUPPORTED_LAYOUTS}")
 
 
-def stage_source(uri: str | Path, dest: Path, **kwargs: Any) -> Manifest:
-    """Opens `uri` (see `open_source`) and stages it into the empty folder `dest`."""
-    return open_source(uri, **kwargs).stage(dest)
+def stage_source(
+    uri: str | Path, dest: Path, *, task: str | None = None, **kwargs: Any
+) -> Manifest:
+    """Opens `uri` (see `open_source`) and stages it into the empty folder `dest`.
+
+    Args:
+        uri: What to stage.
+        dest: A new or empty folder.
+        task: detect, classify or segment; None takes the task the source's
+            labels imply (class folders or image-level labels: classify; boxes
+            or polygons: detect).
+        **kwargs: Passed to `open_source`.
+
+    Returns:
+        The manifest, with its `task`.
+
+    Raises:
+        SourceError: When the source cannot be read or its labels do not fit
+            `task`.
+    """
+    if task is not None and task not in TASKS:
+        raise SourceError(f"task {task!r} is not one of {', '.join(TASKS)}.")
+    if task is not None and not _has_layout(task):
+        raise SourceError(
+            f"task={task}: this version has no dataset layout for it yet "
+            "(visionops/tasks/<task>/layout.py); use detect or classify."
+        )
+    manifest = open_source(uri, **kwargs).stage(dest)
+    if task is None or task == manifest.task:
+        return manifest
+    if task == "segment" and manifest.task == "detect":
+        manifest = manifest.model_copy(update={"task": task})
+        manifest.write(dest)
+        return manifest
+    what = "image-level classes" if manifest.task == "classify" else "boxes or polygons"
+    raise SourceError(
+        f"{uri} holds {what}, which is a {manifest.task} dataset, but task={task} "
+        f"was asked for. Drop the task setting or pass a {task} export."
+    )
+
+
+def _has_layout(task: str) -> bool:
+    try:
+        return importlib.util.find_spec(f"visionops.tasks.{task}.layout") is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def _open_dir(root: Path, *, uri: str, depth: int = 0) -> Source:
@@ -105,13 +186,18 @@ def _open_dir(root: Path, *, uri: str, depth: int = 0) -> Source:
     coco_files = find_coco_files(root)
     if coco_files:
         return CocoSource(root, coco_files, uri=uri)
+    class_layout = find_class_layout(root)
+    if class_layout is not None:
+        return ClassFolderSource(root, class_layout, uri=uri)
     image_dirs = [root / "images"] + [root / name / "images" for name in _SPLIT_FOLDERS]
     if (root / CLASSES_FILE).is_file() and any(d.is_dir() for d in image_dirs):
         return YoloSource(root, uri=uri)
     folders = sorted(
         d.name
         for d in root.iterdir()
-        if d.is_dir() and not d.name.startswith((".", "__MACOSX"))
+        if d.is_dir()
+        and not d.is_symlink()
+        and not d.name.startswith((".", "__MACOSX"))
     )
     # Zips and downloads often wrap the dataset in one top-level folder.
     if len(folders) == 1 and depth < 2:
@@ -120,7 +206,7 @@ def _open_dir(root: Path, *, uri: str, depth: int = 0) -> Source:
 
 
 def _describe(root: Path, folders: list[str]) -> str:
-    files = [p for p in root.rglob("*") if p.is_file()]
+    files = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
     images = sum(is_image(p) for p in files)
     texts = sum(p.suffix == ".txt" for p in files)
     found = (
@@ -140,6 +226,10 @@ def _describe(root: Path, folders: list[str]) -> str:
 
 
 __all__ = [
+    "TASKS",
+    "ArchiveLimits",
+    "ArchiveSource",
+    "ClassFolderSource",
     "CocoSource",
     "PicselliaClient",
     "PicselliaSource",

@@ -67,12 +67,14 @@ class Entry:
         split: The source's split (train/val/test) or None.
         label: A YOLO txt file to copy, the label text to write, or None when
             the source has no label for this image.
+        class_id: The image-level class (classification sources), else None.
     """
 
     image: Path
     source: str
     split: str | None
     label: Path | str | None
+    class_id: int | None = None
 
 
 def normalise_split(name: str | None) -> str | None:
@@ -98,8 +100,20 @@ def is_image(path: Path) -> bool:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Returns every image below `folder`, sorted, the way Ultralytics globs them."""
-    return sorted(p for p in folder.rglob("*") if is_image(p) and p.is_file())
+    """Returns every image below `folder`, sorted, the way Ultralytics globs them.
+
+    A dangling link with an image name is listed too, so that it is staged,
+    quarantined and counted instead of silently missing.
+    """
+    return sorted(
+        p for p in folder.rglob("*") if is_image(p) and (p.is_file() or p.is_symlink())
+    )
+
+
+def is_inside(path: Path, root: Path) -> bool:
+    """Tells whether `path`, links followed, lies inside `root` (links followed)."""
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
 
 
 def relative_to(path: Path, root: Path) -> str:
@@ -136,6 +150,8 @@ def _write_one(task: tuple[Path, Path, Path | str | None, Path | None]) -> bool:
     image_src, image_dst, label_src, label_dst = task
     placeholder = not image_src.is_file()
     if placeholder:
+        # Written for a missing image and for one outside the export (whose
+        # bytes are never read): validation quarantines either.
         image_dst.touch()
     else:
         # A copy, not a link: the stored artifact must not change if the
@@ -149,6 +165,19 @@ def _write_one(task: tuple[Path, Path, Path | str | None, Path | None]) -> bool:
     return placeholder
 
 
+def _problem(entry: Entry, root: Path) -> str | None:
+    """Why the files of `entry` must not be read: outside `root`, or a dead link."""
+    image = entry.image
+    if image.is_symlink() and not image.exists():
+        return f"image_missing: dangling link to {os.readlink(image)}"
+    for path in (image, entry.label):
+        exists = isinstance(path, Path) and path.exists()
+        if exists and not is_inside(path, root):
+            where = f"{relative_to(path, root)} -> {os.path.realpath(path)}"
+            return f"outside_export: links outside the export: {where}"
+    return None
+
+
 def write_staged(
     dest: Path,
     entries: Iterable[Entry],
@@ -156,11 +185,16 @@ def write_staged(
     class_names: list[str],
     source: str,
     source_format: str,
+    root: Path,
+    task: str = "detect",
 ) -> Manifest:
     """Stages `entries` into `dest` and writes `manifest.json`.
 
     Files are copied byte for byte; nothing is decoded or
     checked here, so broken content reaches validation as the source had it.
+    A file that lies outside `root` (a link, or a path the export names) is
+    never read: its item is staged empty with a `problem` that validation
+    quarantines.
 
     Args:
         dest: A new or empty directory.
@@ -168,6 +202,8 @@ def write_staged(
         class_names: Names the label class ids index into.
         source: Where the dataset came from, for the manifest.
         source_format: The source's format name, for the manifest.
+        root: The export's own folder; nothing outside it is read.
+        task: What the labels are for: detect, classify or segment.
 
     Returns:
         The manifest that was written.
@@ -185,21 +221,29 @@ def write_staged(
     items: list[Item] = []
     tasks: list[tuple[Path, Path, Path | str | None, Path | None]] = []
     for entry, item_id in zip(ordered, _unique_ids(ordered), strict=True):
-        suffix = entry.image.suffix or ".jpg"
+        # Only image suffixes: an image named `x.txt` would share its name
+        # with its own label wherever the two are put side by side.
+        suffix = entry.image.suffix if is_image(entry.image) else ".jpg"
         image = f"{IMAGES_DIR}/{item_id}{suffix}"
         label = None if entry.label is None else f"{LABELS_DIR}/{item_id}.txt"
         if isinstance(entry.label, Path) and not entry.label.is_file():
             label = None
+        problem = _problem(entry, root)
         items.append(
             Item(
                 id=item_id,
                 image=image,
-                label=label,
+                label=None if problem else label,
                 source=entry.source,
                 source_split=entry.split,
                 group=group_key(entry.image.name),
+                class_id=entry.class_id,
+                problem=problem,
             )
         )
+        if problem:
+            tasks.append((dest / "nonexistent", dest / image, None, None))
+            continue
         label_dst = dest / label if label else None
         tasks.append((entry.image, dest / image, entry.label, label_dst))
     with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) + 4)) as pool:
@@ -215,6 +259,7 @@ def write_staged(
         source=source,
         source_format=source_format,
         class_names=list(class_names),
+        task=task,
         items=items,
     )
     manifest.write(dest)

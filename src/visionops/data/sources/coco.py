@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -17,6 +18,7 @@ from visionops.data.manifest import Manifest
 from visionops.data.sources.base import (
     Entry,
     SourceError,
+    is_inside,
     list_images,
     relative_to,
     split_from_path,
@@ -187,6 +189,45 @@ def _dummy_categories(categories: list[dict[str, Any]], used: set[Any]) -> set[A
     }
 
 
+def _has_geometry(annotation: dict[str, Any]) -> bool:
+    """Tells whether an annotation has a box or a polygon (not image-level)."""
+    bbox = annotation.get("bbox")
+    return bool(bbox) or bool(annotation.get("segmentation"))
+
+
+def _check_shape(path: Path, doc: dict[str, Any]) -> None:
+    """Refuses the shapes a COCO reader cannot use, naming the first one.
+
+    Raises:
+        SourceError: When an entry is not an object or an id is not a number
+            or a string.
+    """
+    annotations = doc.get("annotations")
+    if annotations is not None and not isinstance(annotations, list):
+        raise SourceError(
+            f"{path}: `annotations` is a {type(annotations).__name__}, not a list. "
+            "Re-export the dataset as COCO detection JSON."
+        )
+    for key, fields in (
+        ("images", ("id",)),
+        ("categories", ("id",)),
+        ("annotations", ("image_id", "category_id")),
+    ):
+        for index, entry in enumerate(doc.get(key) or []):
+            if not isinstance(entry, dict):
+                raise SourceError(
+                    f"{path}: {key}[{index}] is a {type(entry).__name__}, not an "
+                    "object. Re-export the dataset as COCO detection JSON."
+                )
+            for field in fields:
+                value = entry.get(field)
+                if value is not None and not isinstance(value, int | float | str):
+                    raise SourceError(
+                        f"{path}: {key}[{index}].{field} is {value!r}; ids must be "
+                        "numbers or strings. Re-export the dataset."
+                    )
+
+
 class _ImageFinder:
     """Finds a COCO `file_name` on disk, wherever the export put the images."""
 
@@ -195,16 +236,21 @@ class _ImageFinder:
         self._by_name: dict[str, list[Path]] | None = None
 
     def find(self, file_name: str, json_dir: Path, split: str | None) -> Path | None:
+        # Absolute or climbing names are only ever looked up inside the export.
         text = file_name.replace("\\", "/")
         relative = Path(text.lstrip("/"))
         parts = [part for part in relative.parts if part not in ("..", ".")]
-        candidates = [Path(text)] if Path(text).is_absolute() else []
+        if not parts:
+            return None
+        candidates = []
         for base in (json_dir, self.root, self.root / "images", json_dir / "images"):
             candidates += [base.joinpath(*parts[i:]) for i in range(len(parts))]
-        found = next((c for c in candidates if c.is_file()), None)
+        found = next(
+            (c for c in candidates if c.is_file() and is_inside(c, self.root)), None
+        )
         if found is not None:
             return found
-        matches = self._index().get(relative.name, [])
+        matches = self._index().get(parts[-1], [])
         if len(matches) > 1:
             # Same file name in several folders: prefer the json's own folder,
             # then the folder named after the json's split.
@@ -247,6 +293,7 @@ class CocoSource:
         self.root = Path(os.path.abspath(root))
         self.json_files = [Path(os.path.abspath(path)) for path in json_files]
         self.uri = uri or str(self.root)
+        self.task = "detect"
 
     def stage(self, dest: Path) -> Manifest:
         """Converts the annotations and stages them into `dest`."""
@@ -257,6 +304,8 @@ class CocoSource:
             class_names=class_names,
             source=self.uri,
             source_format=self.format,
+            root=self.root,
+            task=self.task,
         )
 
     def collect(self) -> tuple[list[str], list[Entry]]:
@@ -265,13 +314,22 @@ class CocoSource:
         Categories are matched across files by name, never by id; images
         without annotations get an empty label (COCO lists negatives that
         way), and a file without an `annotations` key leaves its images
-        unlabelled.
+        unlabelled. When no annotation has a box or a polygon, the labels are
+        image-level (a classification export): each entry then gets a
+        `class_id`, and the class names are sorted as Ultralytics sorts its
+        class folders.
         """
         class_names: list[str] = []
+        docs = [(path, self._load(path)) for path in self.json_files]
+        annotations_all = [a for _, doc in docs for a in doc.get("annotations") or []]
+        self.task = (
+            "classify"
+            if annotations_all and not any(map(_has_geometry, annotations_all))
+            else "detect"
+        )
         entries: list[Entry] = []
         finder = _ImageFinder(self.root)
-        for path in self.json_files:
-            doc = self._load(path)
+        for path, doc in docs:
             split = split_from_path(relative_to(path, self.root))
             annotations = doc.get("annotations")
             class_of = self._class_map(doc, class_names)
@@ -284,14 +342,21 @@ class CocoSource:
                 logger.warning(
                     "%s: %d annotation(s) name no listed image.", path, orphans
                 )
-            for image in doc["images"]:
-                file_name = str(image.get("file_name", ""))
+            for index, image in enumerate(doc["images"]):
+                file_name = image.get("file_name")
+                file_name = file_name if isinstance(file_name, str) else ""
                 found = finder.find(file_name, path.parent, split)
                 # A listed image that is not on disk is still staged (as an
                 # empty file) so validation reports it instead of it vanishing.
-                where = found or self._expected(file_name, path.parent)
+                where = found or self._expected(file_name, path.parent, index)
+                own = by_image.get(image.get("id"), [])
                 label: str | None = None
-                if annotations is not None:
+                class_id: int | None = None
+                if self.task == "classify":
+                    ids = {class_of.get(a.get("category_id")) for a in own}
+                    # None (no label, or several) is quarantined by validation.
+                    class_id = ids.pop() if len(ids) == 1 else None
+                elif annotations is not None:
                     width, height = _image_size(image, found)
                     lines = [
                         yolo_line(
@@ -300,7 +365,7 @@ class CocoSource:
                             width,
                             height,
                         )
-                        for a in by_image.get(image.get("id"), [])
+                        for a in own
                     ]
                     label = "".join(f"{line}\n" for line in lines)
                 entries.append(
@@ -309,14 +374,30 @@ class CocoSource:
                         source=relative_to(where, self.root),
                         split=split,
                         label=label,
+                        class_id=class_id,
                     )
                 )
+        if self.task == "classify":
+            order = sorted(class_names)
+            remap: dict[int | None, int] = {
+                i: order.index(name) for i, name in enumerate(class_names)
+            }
+            entries = [
+                dataclasses.replace(e, class_id=remap.get(e.class_id)) for e in entries
+            ]
+            class_names = order
         return class_names, entries
 
-    def _expected(self, file_name: str, json_dir: Path) -> Path:
-        name = file_name.replace("\\", "/").lstrip("/")
+    def _expected(self, file_name: str, json_dir: Path, index: int) -> Path:
+        parts = [
+            p
+            for p in Path(file_name.replace("\\", "/")).parts
+            if p not in ("/", "..", ".")
+        ]
+        if not parts:
+            return json_dir / f"images[{index}] has no file_name.jpg"
         base = json_dir if self.root in (json_dir, *json_dir.parents) else self.root
-        return base / name
+        return base.joinpath(*parts)
 
     @staticmethod
     def _load(path: Path) -> dict[str, Any]:
@@ -335,6 +416,7 @@ class CocoSource:
                 f"{path} is not a COCO detection file: it needs `images` and "
                 "`categories` lists. Export the dataset as COCO detection JSON."
             )
+        _check_shape(path, doc)
         return doc
 
     @staticmethod

@@ -214,8 +214,9 @@ class PicselliaSource:
             annotations = extract_zip(exported, work / "unzipped")
         else:
             annotations = exported.parent
+        task = "detect"
         if self.annotation_format == "coco":
-            class_names, entries = self._coco(exported, annotations, images)
+            class_names, entries, task = self._coco(exported, annotations, images)
         else:
             class_names, entries = self._yolo(annotations, images)
         # A dataset version has no train/val/test of its own.
@@ -226,6 +227,8 @@ class PicselliaSource:
             class_names=class_names,
             source=self.uri,
             source_format=self.format,
+            root=work,
+            task=task,
         )
 
     def _dataset_version(self) -> PicselliaDatasetVersion:
@@ -251,7 +254,8 @@ class PicselliaSource:
 
     def _coco(
         self, exported: Path, annotations: Path, images: Path
-    ) -> tuple[list[str], list[Entry]]:
+    ) -> tuple[list[str], list[Entry], str]:
+        """Reads the COCO export; image-level labels make it a classify dataset."""
         if exported.suffix.lower() == ".json" and looks_like_coco(exported):
             files = [exported]
         else:
@@ -261,7 +265,9 @@ class PicselliaSource:
                 f"The Picsellia COCO export {exported} holds no COCO json. Export "
                 "with annotation_format='yolo' or check the dataset version."
             )
-        return CocoSource(images, files, uri=self.uri).collect()
+        source = CocoSource(images, files, uri=self.uri)
+        class_names, entries = source.collect()
+        return class_names, entries, source.task
 
     def _yolo(self, annotations: Path, images: Path) -> tuple[list[str], list[Entry]]:
         # The YOLO zip is flat: <image stem>.txt per annotated asset + data.yaml.

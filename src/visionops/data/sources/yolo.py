@@ -14,6 +14,7 @@ from visionops.data.sources.base import (
     Entry,
     SourceError,
     is_image,
+    is_inside,
     list_images,
     normalise_split,
     relative_to,
@@ -34,9 +35,9 @@ def load_yaml(path: Path) -> dict[str, Any]:
         SourceError: When the file is not valid YAML or not a mapping.
     """
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise SourceError(f"Cannot read {path}: {exc}. Fix the YAML syntax.") from exc
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise SourceError(f"Cannot read {path}: {exc}. Fix the YAML syntax.") from None
     if not isinstance(data, dict):
         raise SourceError(
             f"{path} is not a dataset YAML (expected keys such as names and train)."
@@ -52,8 +53,8 @@ def find_dataset_yaml(root: Path) -> Path | None:
         if not path.is_file() or path.suffix not in (".yaml", ".yml"):
             continue
         try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError):
+            data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        except (OSError, ValueError, yaml.YAMLError):
             if path.stem == "data":
                 return path  # Report its syntax error rather than skip it.
             continue
@@ -91,7 +92,11 @@ def read_names(data: dict[str, Any], where: Path) -> list[str]:
             "names: [cat, dog]."
         )
     nc = data.get("nc")
-    if nc is not None and int(nc) != len(result):
+    try:
+        nc = None if nc is None else int(nc)
+    except (TypeError, ValueError):
+        raise SourceError(f"{where}: nc is {nc!r}, not a number.") from None
+    if nc is not None and nc != len(result):
         raise SourceError(
             f"{where}: nc is {nc} but names lists {len(result)} classes. Make them "
             "agree (or drop nc)."
@@ -101,7 +106,11 @@ def read_names(data: dict[str, Any], where: Path) -> list[str]:
 
 def read_classes_txt(path: Path) -> list[str]:
     """Returns the class names of a `classes.txt`, one per non-empty line."""
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"Cannot read {path}: {exc}. Save it as UTF-8.") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
         raise SourceError(f"{path} is empty. Put one class name per line.")
     return names
@@ -119,11 +128,14 @@ def _abs(path: Path) -> Path:
     return Path(os.path.abspath(path))
 
 
-def _locate(raw: str, bases: list[Path], last: Sequence[Path] = ()) -> Path | None:
+def _locate(
+    raw: str, bases: list[Path], root: Path, last: Sequence[Path] = ()
+) -> Path | None:
     """Finds a path written on another machine, relative to `bases`.
 
     Tries it as given, then Ultralytics' `../` strip, then ever shorter tails
-    (`Recog0801-1/train/images` -> `train/images`), then `last`.
+    (`Recog0801-1/train/images` -> `train/images`), then `last`. Only paths
+    inside `root` (links followed) count: an export never reads the host.
     """
     text = raw.strip().replace("\\", "/")
     path = Path(text)
@@ -141,7 +153,13 @@ def _locate(raw: str, bases: list[Path], last: Sequence[Path] = ()) -> Path | No
         if len(tail) >= 2 or normalise_split(Path(tail[0]).stem):
             candidates += [base.joinpath(*tail) for base in bases]
     candidates += list(last)
-    return next((c for c in candidates if c.exists()), None)
+    return next((c for c in candidates if c.exists() and is_inside(c, root)), None)
+
+
+def _inner(raw: str) -> Path:
+    """A path from an export's text, made relative and without `..` parts."""
+    parts = Path(raw.strip().replace("\\", "/")).parts
+    return Path(*[p for p in parts if p not in ("/", "..", ".")] or ["missing"])
 
 
 class YoloSource:
@@ -192,6 +210,7 @@ class YoloSource:
             class_names=self.class_names,
             source=self.uri,
             source_format=self.format,
+            root=self.root,
         )
 
     def entries(self) -> list[Entry]:
@@ -227,7 +246,7 @@ class YoloSource:
         if isinstance(self._data.get("path"), str) and self._data["path"]:
             given = Path(self._data["path"].replace("\\", "/"))
             base = given if given.is_absolute() else self.root / given
-            if base.is_dir():
+            if base.is_dir() and is_inside(base, self.root):
                 bases.append(_abs(base))
         return [*bases, self.root]
 
@@ -246,12 +265,13 @@ class YoloSource:
                         self.root / "images" / name,
                     )
                 ]
-                where = _locate(str(raw), self._bases(), fallback)
+                where = _locate(str(raw), self._bases(), self.root, fallback)
                 if where is None:
                     raise SourceError(
-                        f"{self._where}: {key}: {raw} does not exist, neither as "
-                        f"given nor as {SPLIT_DIRS[split][0]}/images beside the yaml. "
-                        "Fix the path (relative to the yaml) or remove the key."
+                        f"{self._where}: {key}: {raw} does not exist inside the "
+                        f"export {self.root}, neither as given nor as "
+                        f"{SPLIT_DIRS[split][0]}/images beside the yaml. Fix the path "
+                        "(relative to the yaml) or remove the key."
                     )
                 found += [(image, split) for image in self._read_split(where)]
         return found
@@ -263,11 +283,17 @@ class YoloSource:
             return [_abs(where)]
         # A .txt list of image paths, relative to the list's folder.
         images = []
-        for line in where.read_text().splitlines():
+        try:
+            text = where.read_text(encoding="utf-8-sig")
+        except (OSError, ValueError) as exc:
+            raise SourceError(
+                f"Cannot read the image list {where}: {exc}. Save it as UTF-8 text."
+            ) from None
+        for line in text.splitlines():
             if not line.strip():
                 continue
-            found = _locate(line, [_abs(where.parent), *self._bases()])
-            images.append(_abs(found or where.parent / line.strip()))
+            found = _locate(line, [_abs(where.parent), *self._bases()], self.root)
+            images.append(_abs(found or self.root / _inner(line)))
         return images
 
     def _from_split_dirs(self) -> list[tuple[Path, str | None]]:

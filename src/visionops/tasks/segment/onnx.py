@@ -1,0 +1,315 @@
+"""ONNX Runtime instance segmentation that reproduces Ultralytics' predict."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from visionops.inference import (
+    MAX_NMS,
+    Detections,
+    OnnxDetector,
+    _check_image,
+    _name,
+    _padded_shape,
+    _to_image,
+    letterbox,
+    nms,
+)
+from visionops.tasks.segment.masks import mask_polygons
+from visionops.tasks.segment.metrics import rasterise_instances
+
+
+@dataclass(eq=False)
+class Instances(Detections):
+    """Segmented instances of one image, in the original image's pixels.
+
+    Attributes:
+        boxes: (n, 4) float32 boxes as x1, y1, x2, y2.
+        scores: (n,) float32 confidences, highest first.
+        class_ids: (n,) int64 class indices.
+        masks: (n, H, W) boolean masks at the original image size.
+        polygons: Per instance, the outlines of its mask's connected parts,
+            largest first, as (k, 2) float32 x, y arrays in continuous pixel
+            coordinates (pixel centres at +0.5; see `masks.fill_polygons`).
+    """
+
+    masks: np.ndarray
+    polygons: list[list[np.ndarray]]
+
+    @classmethod
+    def empty(cls, shape: tuple[int, int] = (0, 0)) -> Instances:
+        """Returns no instance for an image of `shape` (height, width)."""
+        none = Detections.empty()
+        return cls(
+            none.boxes,
+            none.scores,
+            none.class_ids,
+            np.zeros((0, *shape), bool),
+            [],
+        )
+
+    def to_records(self, names: Mapping[int, str] | Sequence[str]) -> list[dict]:
+        """Returns one JSON-ready dict per instance.
+
+        Args:
+            names: Class names by index (a dict or a list).
+
+        Returns:
+            The detection records (`class_id`, `class_name`, `confidence`, `box`)
+            plus `polygon`: the largest outline as `[[x, y], ...]`.
+        """
+        records = super().to_records(names)
+        for record, outlines in zip(records, self.polygons, strict=True):
+            record["polygon"] = outlines[0].tolist() if outlines else []
+        return records
+
+    def class_map(self) -> np.ndarray:
+        """Returns the semantic class map (highest confidence wins a pixel)."""
+        shape = self.masks.shape[1:]
+        return rasterise_instances(
+            shape, self.class_ids, self.scores, masks=list(self.masks)
+        )
+
+    def class_pixels(self, names: Mapping[int, str] | Sequence[str]) -> dict[str, int]:
+        """Returns the pixels of each class in `class_map`, in class-index order."""
+        class_map = self.class_map()
+        ids, counts = np.unique(class_map[class_map >= 0], return_counts=True)
+        return {
+            _name(names, c): int(n)
+            for c, n in zip(ids.tolist(), counts.tolist(), strict=True)
+        }
+
+
+class OnnxSegmenter(OnnxDetector):
+    """Runs an Ultralytics-exported ONNX segmentation model with ONNX Runtime.
+
+    Boxes are decoded exactly as `OnnxDetector` does (same letterbox, NMS and
+    box scaling); each kept box's mask coefficients combine the prototypes into
+    mask logits that are upsampled to the original image and cropped to the box,
+    as `YOLO.predict(..., retina_masks=True)` does (`ops.process_mask_native`).
+    Instances whose mask is empty are dropped, as predict drops them.
+    """
+
+    def __init__(
+        self,
+        onnx_path: Path | str,
+        *,
+        threads: int = 1,
+        providers: list[str] | None = None,
+    ) -> None:
+        """Opens the ONNX model and reads Ultralytics' metadata from it.
+
+        Args:
+            onnx_path: An `.onnx` of a segmentation model written by
+                `visionops.inference.export_onnx` (or Ultralytics).
+            threads: ONNX Runtime intra-op threads.
+            providers: ONNX Runtime execution providers, CPU when omitted.
+
+        Raises:
+            ValueError: If the graph lacks Ultralytics' class names, or is not a
+                segmentation model (no prototype output).
+        """
+        super().__init__(onnx_path, threads=threads, providers=providers)
+        outputs = self.session.get_outputs()
+        if len(outputs) < 2 or len(outputs[1].shape) != 4:
+            raise ValueError(
+                f"{self.path} has no mask prototype output; export a segmentation "
+                "model (e.g. yolo11n-seg) with visionops.inference.export_onnx"
+            )
+        self._proto_name = outputs[1].name
+
+    def predict(
+        self,
+        image_bgr: np.ndarray,
+        conf: float = 0.25,
+        iou: float = 0.7,
+        max_det: int = 300,
+    ) -> Instances:
+        """Segments one BGR image.
+
+        Args:
+            image_bgr: A uint8 (H, W, 3) BGR image, as from `cv2.imread`.
+            conf: Keep instances scoring above this.
+            iou: NMS IoU threshold (unused by NMS-free graphs).
+            max_det: Keep at most this many instances.
+
+        Returns:
+            The instances in the image's pixel coordinates.
+
+        Raises:
+            ValueError: If the image is not a non-empty uint8 (H, W, 3) array.
+        """
+        return self.predict_batch([image_bgr], conf=conf, iou=iou, max_det=max_det)[0]
+
+    def predict_batch(  # type: ignore[override]
+        self,
+        images: Sequence[np.ndarray],
+        conf: float = 0.25,
+        iou: float = 0.7,
+        max_det: int = 300,
+    ) -> list[Instances]:
+        """Segments several BGR images, batching what the graph allows.
+
+        Args:
+            images: uint8 (H, W, 3) BGR images of any sizes.
+            conf: Keep instances scoring above this.
+            iou: NMS IoU threshold (unused by NMS-free graphs).
+            max_det: Keep at most this many instances per image.
+
+        Returns:
+            One `Instances` per image, in order.
+
+        Raises:
+            ValueError: If an image is invalid (the message names its index).
+        """
+        if images is None or isinstance(images, np.ndarray):
+            raise ValueError("predict_batch takes a list of images")
+        checked = [_check_image(image, i) for i, image in enumerate(images)]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(checked):
+            shape = _padded_shape(image.shape[:2], self.imgsz, self.rect, self.stride)
+            groups.setdefault(shape, []).append(i)
+
+        results: list[Instances | None] = [None] * len(checked)
+        decode = self._decode_end2end_seg if self.end2end else self._decode_raw_seg
+        for input_shape, indices in groups.items():
+            raw, protos = self._run_both([checked[i] for i in indices])
+            for row, i in enumerate(indices):
+                boxes, scores, class_ids, coeffs = decode(raw[row], conf, iou, max_det)
+                shape = checked[i].shape[:2]
+                dets = _to_image(boxes, scores, class_ids, shape, input_shape)
+                results[i] = _instances(dets, coeffs, protos[row], shape)
+        return results  # type: ignore[return-value]
+
+    def _run_both(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Runs images that letterbox to one shape; returns detections and protos."""
+        padded = np.stack(
+            [
+                letterbox(image, self.imgsz, auto=self.rect, stride=self.stride)[0]
+                for image in images
+            ]
+        )
+        blob = np.ascontiguousarray(padded[..., ::-1].transpose(0, 3, 1, 2))
+        blob = blob.astype(np.float32)
+        blob /= 255.0
+        step = self._batch or len(blob)
+        preds, protos = [], []
+        for start in range(0, len(blob), step):
+            chunk = blob[start : start + step]
+            real = len(chunk)
+            if real < step:  # a fixed batch larger than what is left: pad with blanks
+                blank = np.zeros((step - real, *chunk.shape[1:]), np.float32)
+                chunk = np.concatenate([chunk, blank])
+            pred, proto = self.session.run(
+                [self._output_name, self._proto_name], {self.input_name: chunk}
+            )
+            preds.append(pred[:real])
+            protos.append(proto[:real])
+        return np.concatenate(preds), np.concatenate(protos)
+
+    def _decode_raw_seg(
+        self, pred: np.ndarray, conf: float, iou: float, max_det: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Decodes a `(4 + nc + nm, anchors)` head: cx, cy, w, h, scores, coeffs."""
+        nc = len(self.names)
+        if pred.ndim != 2 or pred.shape[0] <= 4 + nc:
+            raise ValueError(
+                f"unexpected output {pred.shape} for {nc} classes; expected "
+                "(4 + nc + mask coefficients, anchors)"
+            )
+        class_scores = pred[4 : 4 + nc]
+        best = class_scores.max(axis=0)
+        candidates = np.flatnonzero(best > conf)
+        if candidates.size > MAX_NMS:
+            top = np.argsort(-best[candidates], kind="stable")[:MAX_NMS]
+            candidates = candidates[top]
+        scores = best[candidates]
+        class_ids = class_scores[:, candidates].argmax(axis=0).astype(np.int64)
+        cx, cy, w, h = pred[:4, candidates]
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        keep = nms(boxes, scores, iou, class_ids)[:max_det]
+        coeffs = pred[4 + nc :, candidates].T
+        return boxes[keep], scores[keep], class_ids[keep], coeffs[keep]
+
+    @staticmethod
+    def _decode_end2end_seg(
+        pred: np.ndarray, conf: float, iou: float, max_det: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Decodes a `(k, 6 + nm)` NMS-free head: x1, y1, x2, y2, score, cls, coeffs."""
+        if pred.ndim != 2 or pred.shape[1] <= 6:
+            raise ValueError(
+                f"unexpected end2end output {pred.shape}; expected (k, 6 + coeffs)"
+            )
+        pred = pred[pred[:, 4] > conf][:max_det]
+        return pred[:, :4], pred[:, 4], pred[:, 5].astype(np.int64), pred[:, 6:]
+
+
+def _instances(
+    dets: Detections, coeffs: np.ndarray, protos: np.ndarray, shape: tuple[int, int]
+) -> Instances:
+    """Builds masks and outlines for detections already in image pixels."""
+    masks = _native_masks(protos, coeffs, dets.boxes, shape)
+    keep = masks.any(axis=(1, 2))
+    masks = masks[keep]
+    return Instances(
+        dets.boxes[keep],
+        dets.scores[keep],
+        dets.class_ids[keep],
+        masks,
+        [mask_polygons(m) for m in masks],
+    )
+
+
+def _native_masks(
+    protos: np.ndarray, coeffs: np.ndarray, boxes: np.ndarray, shape: tuple[int, int]
+) -> np.ndarray:
+    """Mirrors `ops.process_mask_native`: logits upsampled, thresholded, cropped.
+
+    Args:
+        protos: (nm, mh, mw) prototypes of one image.
+        coeffs: (n, nm) mask coefficients.
+        boxes: (n, 4) boxes in the original image's pixels.
+        shape: The original image's (height, width).
+
+    Returns:
+        (n, H, W) boolean masks.
+    """
+    nm, mh, mw = protos.shape
+    h, w = shape
+    out = np.zeros((len(coeffs), h, w), bool)
+    if not len(coeffs):
+        return out
+    logits = (coeffs.astype(np.float32) @ protos.reshape(nm, -1)).reshape(-1, mh, mw)
+    # The prototypes cover the letterboxed input at a quarter of its size; an
+    # odd input padding falls between prototype pixels, so, as Ultralytics does,
+    # upsample by the smallest factor (1, 2 or 4) that crops it on whole pixels.
+    gain = min(4 * mh / h, 4 * mw / w)
+    pad = (4 * mh - max(round(h * gain), 1)) | (4 * mw - max(round(w * gain), 1))
+    factor = 4 // math.gcd(4, pad | pad // 2)
+    sh, sw = mh * factor, mw * factor
+    # `scale_masks`: the content window of the (upsampled) prototypes.
+    gain = min(sh / h, sw / w)
+    pad_w = (sw - max(round(w * gain), 1)) / 2
+    pad_h = (sh - max(round(h * gain), 1)) / 2
+    top, left = round(pad_h - 0.1), round(pad_w - 0.1)
+    bottom = top + max(round(h * gain), 1)
+    right = left + max(round(w * gain), 1)
+    # cv2's INTER_LINEAR on float32 is torch's bilinear, align_corners=False.
+    cols = np.arange(w, dtype=np.float32)[None, :]
+    rows = np.arange(h, dtype=np.float32)[:, None]
+    for i, logit in enumerate(logits):
+        if factor > 1:
+            logit = cv2.resize(logit, (sw, sh), interpolation=cv2.INTER_LINEAR)
+        logit = np.ascontiguousarray(logit[top:bottom, left:right])
+        if logit.shape != (h, w):
+            logit = cv2.resize(logit, (w, h), interpolation=cv2.INTER_LINEAR)
+        x1, y1, x2, y2 = boxes[i]
+        inside = ((cols >= x1) & (cols < x2)) & ((rows >= y1) & (rows < y2))
+        out[i] = (logit > 0) & inside
+    return out

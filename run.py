@@ -505,21 +505,22 @@ def _quiet_console_tracebacks() -> None:
             handler.setFormatter(_NoTraceback(handler.formatter))
 
 
-def _failed_steps(pipelines: tuple[str, ...]) -> list[tuple[str, str, str]]:
+def _failed_steps(pipeline: str | None) -> list[tuple[str, str, str]]:
     """(pipeline/step, last traceback line, traceback) of each failed step."""
+    if not pipeline:
+        return []
     try:
         from zenml.client import Client
         from zenml.enums import ExecutionStatus
 
         failed = []
-        for name in pipelines:
-            run = Client().get_pipeline(name).last_run
-            for step, info in run.steps.items():
-                if info.status != ExecutionStatus.FAILED:
-                    continue
-                trace = info.exception_info.traceback if info.exception_info else ""
-                lines = [x for x in trace.strip().splitlines() if x.strip()]
-                failed.append((f"{name}/{step}", lines[-1] if lines else "", trace))
+        run = Client().get_pipeline(pipeline).last_run
+        for step, info in run.steps.items():
+            if info.status != ExecutionStatus.FAILED:
+                continue
+            trace = info.exception_info.traceback if info.exception_info else ""
+            lines = [x for x in trace.strip().splitlines() if x.strip()]
+            failed.append((f"{pipeline}/{step}", lines[-1] if lines else "", trace))
         return failed
     except Exception:  # noqa: BLE001 - only an extra hint in an error message
         return []
@@ -532,7 +533,7 @@ def _report_failure(err: Exception, args: argparse.Namespace) -> int:
     from visionops.env import state_dir
     from visionops.stacks import redact
 
-    steps = _failed_steps(args.plan)
+    steps = _failed_steps(args.running)
     text = "".join(traceback.format_exception(err))
     text = redact("".join(f"Step {s}:\n{trace}\n" for s, _, trace in steps) + text)
     logs = state_dir() / "logs"
@@ -541,7 +542,7 @@ def _report_failure(err: Exception, args: argparse.Namespace) -> int:
     log.write_text(f"run.py {' '.join(args.argv)}\n\n{text}")
     if args.verbose:
         print(text, file=sys.stderr, end="")
-    what = f"The {args.pipeline} pipeline" if args.pipeline else "run.py"
+    what = f"The {args.running} pipeline" if args.running else "run.py"
     if steps:
         where = f" at step {', '.join(s for s, _, _ in steps)}"
         reason = "; ".join(line for _, line, _ in steps if line)
@@ -563,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    args.plan = ()
+    args.plan, args.running = (), None
     what = (args.pipeline, args.status, args.stack, args.mlflow_ui, args.dashboard)
     problem = _usage_problem(args)
     if problem:
@@ -621,7 +622,9 @@ def _run(args: argparse.Namespace) -> int:
             print(f"Configuration error: {redact(str(err))}", file=sys.stderr)
             return 2
         for name, params in planned:
+            args.running = name  # the pipeline a failure is reported for
             run_pipeline(name, params, enable_cache=not args.no_cache)
+        args.running = None
 
     if args.dashboard:
         code = _dashboard(args.dashboard)

@@ -32,11 +32,13 @@ EXAMPLES = """examples:
   python run.py --pipeline training --set "grid={lr0: [0.01, 0.002]}"
   python run.py --pipeline training --config configs/training.gpu.yaml
   python run.py --pipeline training --resume               # continue killed runs
+  python run.py --pipeline training --set dataset=4        # or v4, or a hash prefix
   python run.py --pipeline batch --source photos/          # champion over a folder
   python run.py --pipeline batch --source dataset:test     # a split of the dataset
   python run.py --pipeline batch --source photos/ --set conf=0.5 --set output_dir=out
   python run.py --pipeline all                             # ingestion, then training
   python run.py --stack local                              # apply stacks/local.yaml
+  python run.py --status --set dataset=4                   # what training would use
   python run.py --status --json
   python run.py --mlflow-ui                                # MLflow UI of the stack
   python run.py --stack docker-cuda                        # steps in CUDA containers
@@ -209,13 +211,13 @@ def _check_batch(params) -> None:
         find_champion(params.model.name)
     except (TrackingError, NoChampionError) as err:
         raise ConfigError(f"model.name: {err}") from None
-    if dataset_split(params.source):
-        from visionops.lookup import find_dataset
+    split = dataset_split(params.source)
+    if split:
+        from visionops.lookup import check_split, resolve_dataset
 
-        try:
-            find_dataset(params.dataset)
-        except LookupError as err:
-            raise ConfigError(f"dataset: {err}") from None
+        choice = resolve_dataset(params.dataset)  # DatasetError is a ConfigError
+        check_split(choice.facts, split)
+        print(f"Batch on the {split} split of {choice.describe()}")
         return
     folder = Path(params.source)
     folder = folder if folder.is_absolute() else project_root() / folder
@@ -229,7 +231,7 @@ def _check_batch(params) -> None:
 
 
 def _check_training(params, dataset_from_this_run: bool) -> None:
-    """Fails before any work without a tracker, a dataset, or required weights."""
+    """Fails before any work without a tracker, a fitting dataset, or weights."""
     from visionops.training.tracking import TrackingError, configure_tracking
     from visionops.training.yolo import PretrainedWeightsError, resolve_weights
 
@@ -237,13 +239,11 @@ def _check_training(params, dataset_from_this_run: bool) -> None:
         configure_tracking()
     except TrackingError as err:
         raise ConfigError(str(err)) from None
-    if not dataset_from_this_run:
-        from visionops.lookup import find_dataset
+    if not dataset_from_this_run:  # else the pipeline checks it once ingested
+        from visionops.lookup import select_training_dataset
 
-        try:
-            find_dataset(params.dataset)
-        except LookupError as err:
-            raise ConfigError(f"dataset: {err}") from None
+        choice = select_training_dataset(params.dataset, params.model.name)
+        print(f"Training on {choice.describe()}")
     models = {v for p in params.grid_points() for k, v in p.items() if k == "model"}
     for model in models or set(params.models):
         try:
@@ -364,16 +364,18 @@ def _report_batch(run, params) -> None:
     print(f"Predictions: {where}")
 
 
-def _status_model_name(args: argparse.Namespace) -> str:
-    """The training config's model name, with the user's overlays and model.* sets."""
-    model_sets = [
-        o for o in args.overrides if o.removeprefix("parameters.").startswith("model.")
+def _status_training(args: argparse.Namespace):
+    """The training config with the user's overlays and model.* / dataset sets."""
+    sets = [
+        o
+        for o in args.overrides
+        if o.removeprefix("parameters.").startswith(("model.", "dataset="))
     ]
     try:
-        params = load_parameters("training", overlays=args.config, overrides=model_sets)
-    except ConfigError:
-        params = load_parameters("training")
-    return params.model.name
+        return load_parameters("training", overlays=args.config, overrides=sets)
+    except ConfigError as err:  # say so: the status then shows the defaults
+        print(f"Status uses configs/training.yaml as is: {err}", file=sys.stderr)
+        return load_parameters("training")
 
 
 def _mlflow_ui() -> int:
@@ -637,8 +639,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.status:
         from visionops.status import StatusError, collect_status, format_status
 
+        training = _status_training(args)
         try:
-            status = collect_status(_status_model_name(args))
+            status = collect_status(training.model.name, training.dataset)
         except StatusError as err:
             print(f"Status error: {redact(str(err))}", file=sys.stderr)
             return 1

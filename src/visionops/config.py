@@ -6,11 +6,12 @@ import copy
 import itertools
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -25,6 +26,36 @@ from visionops.data.validate import ValidationSettings
 from visionops.env import project_root
 
 Workers = int | Literal["auto"]
+
+HASH_PREFIX = re.compile(r"^[0-9a-f]{4,64}$")
+VERSION = re.compile(r"^v?([1-9][0-9]*)$")
+
+
+def dataset_selector(value: Any) -> str:
+    """Normalises a dataset selector: `latest`, a version number, or a hash prefix.
+
+    A version is accepted as typed: `4` (YAML or `--set` gives an int), `"4"` or
+    `v4`; it becomes `"4"`. A hash prefix (4 to 64 hex digits) is lower-cased.
+
+    Raises:
+        ValueError: naming what is allowed.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return str(value)
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text == "latest":
+        return text
+    if text is not None and (match := VERSION.match(text)):
+        return match.group(1)
+    if text is not None and HASH_PREFIX.match(text):
+        return text
+    raise ValueError(
+        "use latest, a dataset version number (4 or v4) or a dataset hash prefix "
+        "(4+ hex digits); `python run.py --status` shows the dataset in use"
+    )
+
+
+DatasetSelector = Annotated[str, BeforeValidator(dataset_selector)]
 
 
 class StrictModel(BaseModel):
@@ -75,7 +106,8 @@ class IngestionParameters(StrictModel):
 
     Attributes:
         task: detect, classify or segment; None infers it from the source
-            (class folders or image-level labels: classify; boxes: detect).
+            (class folders or image-level labels: classify; mask images:
+            segment; boxes or polygons: detect).
         archive: Caps on what a zipped source may expand to.
     """
 
@@ -155,7 +187,7 @@ class ModelSettings(StrictModel):
 class TrainingParameters(StrictModel):
     """Everything the training pipeline takes."""
 
-    dataset: str = "latest"
+    dataset: DatasetSelector = "latest"
     models: list[str] = Field(default_factory=lambda: ["yolo11n"], min_length=1)
     train: TrainSettings = Field(default_factory=TrainSettings)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
@@ -208,7 +240,7 @@ class BatchParameters(StrictModel, BatchSettings):
     """Everything the batch inference pipeline takes: its `BatchSettings` and more."""
 
     source: str = "dataset:test"
-    dataset: str = "latest"
+    dataset: DatasetSelector = "latest"
     output_dir: str | None = "outputs/batch"
     model: ModelSettings = Field(default_factory=ModelSettings)
 

@@ -1,11 +1,9 @@
-"""What `run.py --status` reports: active stack, latest dataset version, champion."""
+"""What `run.py --status` reports: active stack, training's dataset, champion."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
-
-from visionops.names import DATASET
 
 # `--status` answers within seconds: one MLflow request, no retries (MLflow's own
 # defaults retry with backoff for minutes before giving up).
@@ -16,13 +14,33 @@ class StatusError(RuntimeError):
     """A service the status needs does not answer; the message names it."""
 
 
-def _latest_dataset(client: Any) -> dict[str, Any] | None:
-    try:
-        artifact = client.get_artifact_version(DATASET)
-    except (KeyError, RuntimeError):
+def _training_dataset(selector: str, model_name: str) -> dict[str, Any] | None:
+    """The dataset `--pipeline training` would use now, and whether it would pass."""
+    from visionops.lookup import (
+        DatasetError,
+        check_training_dataset,
+        dataset_versions,
+        resolve_dataset,
+    )
+
+    versions = dataset_versions()
+    if not versions:
         return None
+    try:
+        choice = resolve_dataset(selector, versions)
+    except DatasetError as err:
+        return {"selector": selector, "version": None, "problem": str(err)}
+    problem = None
+    try:
+        check_training_dataset(choice.facts, _champion_facts(model_name, versions))
+    except DatasetError as err:
+        problem = str(err)
+    artifact = choice.artifact
     meta = artifact.run_metadata
     return {
+        "selector": selector,
+        "note": choice.note or None,
+        "problem": problem,
         "version": str(artifact.version),
         "hash": meta.get("dataset_hash"),
         "task": meta.get("task", "detect"),
@@ -39,20 +57,34 @@ def _latest_dataset(client: Any) -> dict[str, Any] | None:
     }
 
 
+def _tracking(client: Any) -> bool:
+    """Points MLflow at the active stack's tracker; False if it has none."""
+    from visionops.training.tracking import TrackingError, configure_tracking
+
+    if client.active_stack_model.components.get("experiment_tracker") is None:
+        return False
+    try:
+        configure_tracking()
+    except TrackingError:
+        return False
+    return True
+
+
+def _champion_facts(name: str, versions: list[Any]) -> Any:
+    """The champion's task and classes, if the stack tracks one."""
+    from zenml.client import Client
+
+    from visionops.lookup import champion_facts
+
+    return champion_facts(name, versions) if _tracking(Client()) else None
+
+
 def _champion(client: Any, name: str) -> dict[str, Any] | None:
     """The MLflow `champion` of model `name`, if the stack tracks one."""
     from visionops.stacks import redact
-    from visionops.training.tracking import (
-        CHAMPION,
-        TrackingError,
-        configure_tracking,
-    )
+    from visionops.training.tracking import CHAMPION, configure_tracking
 
-    if client.active_stack_model.components.get("experiment_tracker") is None:
-        return None
-    try:
-        uri = configure_tracking()
-    except TrackingError:
+    if not _tracking(client):
         return None
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -63,7 +95,7 @@ def _champion(client: Any, name: str) -> dict[str, Any] | None:
         if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None  # no such model or alias: no champion yet
         raise StatusError(
-            f"The MLflow tracker at {redact(uri)} does not answer "
+            f"The MLflow tracker at {redact(configure_tracking())} does not answer "
             f"({redact(str(err).splitlines()[0])}): start it, or switch stacks "
             "with `python run.py --stack local`."
         ) from None
@@ -92,11 +124,13 @@ def _champion(client: Any, name: str) -> dict[str, Any] | None:
     }
 
 
-def collect_status(model_name: str) -> dict[str, Any]:
+def collect_status(model_name: str, dataset: str = "latest") -> dict[str, Any]:
     """Returns the project's status as a JSON-ready dict with stable keys.
 
     Args:
         model_name: The registered model whose champion is reported.
+        dataset: The training config's dataset selector; the status names the
+            version it means now.
     """
     from zenml.client import Client
 
@@ -123,7 +157,7 @@ def collect_status(model_name: str) -> dict[str, Any]:
             },
             "tracking_uri": redact(tracker.get_tracking_uri()) if tracker else None,  # type: ignore[attr-defined]
         },
-        "dataset": _latest_dataset(client),
+        "dataset": _training_dataset(dataset, model_name),
         "champion": _champion(client, model_name),
     }
 
@@ -138,10 +172,20 @@ def format_status(status: dict[str, Any]) -> str:
     dataset = status["dataset"]
     if dataset is None:
         lines.append("Dataset: none yet (run: python run.py --pipeline ingestion)")
+    elif dataset["version"] is None:
+        lines.append(f"Dataset for training: none: {dataset['problem']}")
     else:
         images = dataset["images"] or {}
+        lines.append(
+            f"Dataset for training (dataset={dataset['selector']}): version "
+            f"{dataset['version']}, hash {str(dataset['hash'])[:12]}, "
+            f"{dataset['task']}, classes {dataset['classes']}"
+        )
+        if dataset["note"]:
+            lines.append(f"  {dataset['note']}")
+        if dataset["problem"]:
+            lines.append(f"  training would stop: {dataset['problem']}")
         lines += [
-            f"Dataset: version {dataset['version']}, hash {str(dataset['hash'])[:12]}",
             f"  path: {dataset['path']}",
             f"  source: {dataset['source']}",
             "  images: " + ", ".join(f"{k} {v}" for k, v in images.items()),

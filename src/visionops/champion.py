@@ -23,6 +23,8 @@ TASK_TAG = "task"
 CLASS_NAMES_TAG = "class_names"
 ONNX_TAG = "onnx_artifact"
 WEIGHTS_ARTIFACT = "weights/best.pt"
+# MLflow's error codes for a model or alias that does not exist.
+NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
 class NoChampionError(LookupError):
@@ -94,6 +96,9 @@ class Champion(BaseModel):
         """The champion of `model_name`, or None when there is none.
 
         MLflow must already point at the stack's tracker (`configure_tracking()`).
+
+        Raises:
+            MlflowException: The tracker failed (it does not answer, ...).
         """
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
@@ -101,8 +106,10 @@ class Champion(BaseModel):
         client = MlflowClient()
         try:
             version = client.get_model_version_by_alias(model_name, CHAMPION)
-        except MlflowException:
-            return None
+        except MlflowException as err:
+            if err.error_code in NOT_FOUND:
+                return None  # no such model or alias: no champion yet
+            raise  # the tracker failed: not the same as having no champion
         return cls.from_version(model_name, version)
 
     @classmethod

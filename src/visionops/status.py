@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# `--status` answers within seconds: one MLflow request, no retries (MLflow's own
+# defaults retry with backoff for minutes before giving up).
+MLFLOW_TIMEOUT_S = 10
+
+
+class StatusError(RuntimeError):
+    """A service the status needs does not answer; the message names it."""
 
 
 def _training_dataset(selector: str, model_name: str | None) -> dict[str, Any] | None:
@@ -65,20 +74,37 @@ def _tracking(client: Any) -> bool:
 
 def _champion_facts(name: str, versions: list[Any]) -> Any:
     """The champion's task and classes, if the stack tracks one."""
+    from mlflow.exceptions import MlflowException
     from zenml.client import Client
 
     from visionops.lookup import champion_facts
 
-    return champion_facts(name, versions) if _tracking(Client()) else None
+    if not _tracking(Client()):
+        return None
+    try:
+        return champion_facts(name, versions)
+    except MlflowException:  # reported once, by the champion's own line
+        return None
 
 
 def _champion(client: Any, name: str) -> dict[str, Any] | None:
     """The MLflow `champion` of model `name`, if the stack tracks one."""
+    from mlflow.exceptions import MlflowException
+
     from visionops.champion import Champion
+    from visionops.stacks import redact
+    from visionops.training.tracking import configure_tracking
 
     if not _tracking(client):
         return None
-    champion = Champion.lookup(name)
+    try:
+        champion = Champion.lookup(name)
+    except MlflowException as err:  # not "no champion": the tracker failed
+        raise StatusError(
+            f"The MLflow tracker at {redact(configure_tracking())} does not answer "
+            f"({redact(str(err).splitlines()[0])}): start it, or switch stacks "
+            "with `python run.py --stack local`."
+        ) from None
     if champion is None:
         return None
     return {
@@ -115,6 +141,17 @@ def collect_status(
     """
     from zenml.client import Client
 
+    from visionops.stacks import StackError, check_active_stack, redact
+
+    try:  # a service that is down is named at once, not reported as "none yet"
+        check_active_stack()
+    except StackError as err:
+        raise StatusError(str(err)) from None
+    for key, value in (
+        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"),
+        ("MLFLOW_HTTP_REQUEST_TIMEOUT", str(MLFLOW_TIMEOUT_S)),
+    ):
+        os.environ.setdefault(key, value)
     client = Client()
     stack = client.active_stack_model
     tracker = client.active_stack.experiment_tracker
@@ -127,7 +164,7 @@ def collect_status(
                 str(kind): [c.name for c in comps]
                 for kind, comps in stack.components.items()
             },
-            "tracking_uri": tracker.get_tracking_uri() if tracker else None,  # type: ignore[attr-defined]
+            "tracking_uri": redact(tracker.get_tracking_uri()) if tracker else None,  # type: ignore[attr-defined]
         },
         "dataset": training,
         "champion": _champion(client, model_name),

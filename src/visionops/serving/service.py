@@ -14,7 +14,7 @@ from PIL import Image as PILImage
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 import visionops  # noqa: F401  (offline, telemetry-free environment first)
@@ -106,6 +106,19 @@ def _ui(request: Request) -> Response:
 
 
 ui_app = Starlette(routes=[Route("/", _ui)])
+# `/docs` (the address people try, and the web page links) is BentoML's Swagger UI
+# at `/`.
+docs_app = Starlette(routes=[Route("/", lambda _: RedirectResponse("/", 307))])
+TASK = "detect"
+
+
+def bento_tag(model_tag: str) -> str:
+    """The served Bento's tag (what MLflow records as `bento_tag`), read from
+    BentoML's server context inside a served Bento; else the model store tag."""
+    context = bentoml.server_context
+    if context.bento_name and context.bento_version not in ("", "not available"):
+        return f"{context.bento_name}:{context.bento_version}"
+    return model_tag
 
 
 @bentoml.service(
@@ -120,6 +133,7 @@ ui_app = Starlette(routes=[Route("/", _ui)])
     ],
 )
 @bentoml.asgi_app(ui_app, path="/ui")
+@bentoml.asgi_app(docs_app, path="/docs")
 class Detector:
     """Detects objects with the promoted model exported to ONNX."""
 
@@ -233,8 +247,15 @@ class Detector:
 
     @upload_api
     def info(self) -> dict:
-        """Model version, lineage (MLflow, ZenML, dataset hash) and test metrics."""
-        return {**self.model_card, "classes": self.detector.names, **self.lineage}
+        """Model version, lineage (MLflow, ZenML, dataset hash), test metrics, the
+        task and the Bento tag."""
+        return {
+            **self.model_card,
+            "bento_tag": bento_tag(self.model_card["bento_model"]),
+            "task": TASK,
+            "classes": self.detector.names,
+            **self.lineage,
+        }
 
 
 Detector.add_asgi_middleware(ErrorShape)

@@ -36,9 +36,12 @@ MODEL_TAG = getattr(bentoml.use_arguments(), "model_tag", None) or (
 )
 MODEL_NAME = MODEL_TAG.split(":")[0]
 STATIC = Path(__file__).parent / "static"
-# One ONNX Runtime thread per worker and one worker per core: measured the most
-# stable latency on 2 cores; more threads per worker fight over the same cores.
-THREADS = 1
+# Workers x threads: one worker per core (`workers="cpu_count"`) with one ONNX
+# Runtime thread each, chosen by `bench/serving_overhead.py` (README, "Serving
+# benchmark"): on 2 cores, 2 x 1 served more images/s at 16 clients than 1 x 2,
+# and as low a p50 at one client. `VISIONOPS_SERVE_THREADS` overrides the threads
+# for such measurements (and BentoML's `BENTOML_CONFIG_OPTIONS` the workers).
+THREADS = int(os.environ.get("VISIONOPS_SERVE_THREADS", "1"))
 
 
 def _pinned(*packages: str) -> list[str]:
@@ -158,19 +161,23 @@ class Detector:
         blur_faces: bool,
     ) -> tuple[np.ndarray, Detections, int, dict[str, float]]:
         start = time.perf_counter()
+        timing = {
+            "read": image.read_ms,
+            "decode": image.decode_ms,
+            # Decoded until this thread took the request: BentoML's dispatch.
+            "wait": max(start - image.decoded_at, 0.0) * 1000,
+        }
         frame, faces = image.frame, 0
         if blur_faces:
             from visionops.data.anonymize import AnonymizeSettings
             from visionops.data.anonymize import blur_faces as blur
 
             frame, faces = blur(frame, AnonymizeSettings())
-        result = self.detector.predict(frame, conf=conf, iou=iou, max_det=max_det)
-        inference = (time.perf_counter() - start) * 1000
-        timing = {
-            "decode": image.decode_ms,
-            "inference": inference,
-            "total": image.decode_ms + inference,
-        }
+            timing["blur"] = (time.perf_counter() - start) * 1000
+        result = self.detector.predict(
+            frame, conf=conf, iou=iou, max_det=max_det, timing=timing
+        )
+        timing["total"] = sum(timing.values())
         return frame, result, faces, timing
 
     def _response(
@@ -216,18 +223,23 @@ class Detector:
         """
         start = time.perf_counter()
         good = [image for image in images if isinstance(image, DecodedImage)]
-        results = iter(self.detector.predict_batch([image.frame for image in good]))
-        per_image = (time.perf_counter() - start) * 1000 / max(len(good), 1)
+        stages: dict[str, float] = {}
+        results = iter(
+            self.detector.predict_batch([image.frame for image in good], timing=stages)
+        )
+        share = {k: v / max(len(good), 1) for k, v in stages.items()}
         answers: list[DetectResponse | ImageErrorResponse] = []
         for image in images:
             if isinstance(image, ImageError):
                 answers.append(ImageErrorResponse(error=image.message))
                 continue
             timing = {
+                "read": image.read_ms,
                 "decode": image.decode_ms,
-                "inference": per_image,
-                "total": image.decode_ms + per_image,
+                "wait": max(start - image.decoded_at, 0.0) * 1000,
+                **share,  # the batch's stages, per image
             }
+            timing["total"] = sum(timing.values())
             answers.append(self._response(image.frame, next(results), 0, timing))
         return answers
 

@@ -65,7 +65,7 @@ def _serve(bento: str, workers: int, threads: int) -> tuple[subprocess.Popen, st
     port = _free_port()
     env = {
         **os.environ,
-        "BENTOML_CONFIG_OPTIONS": f"services.{SERVICE_NAME}.workers={workers}",
+        "BENTOML_CONFIG_OPTIONS": f'services."{SERVICE_NAME}".workers={workers}',
         "VISIONOPS_SERVE_THREADS": str(threads),
     }
     log = (STATE / f"serve-{port}.log").open("wb")
@@ -80,7 +80,8 @@ def _serve(bento: str, workers: int, threads: int) -> tuple[subprocess.Popen, st
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited: see {log.name}")
+            tail = Path(log.name).read_text()[-3000:]
+            raise RuntimeError(f"bentoml serve exited:\n{tail}")
         try:
             with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
                 if response.status == 200:
@@ -190,6 +191,12 @@ def _overhead(url: str, onnx: Path, threads: int, uploads, rounds: int, runs: in
                 start = time.perf_counter()
                 local(upload)
                 mine.append(time.perf_counter() - start)
+            for _ in range(runs // 2):  # the floor: an endpoint with no image
+                start = time.perf_counter()
+                client.post(f"{url}/info", json={}).raise_for_status()
+                stages.setdefault("info round trip", []).append(
+                    (time.perf_counter() - start) * 1000
+                )
             served_p50.append(statistics.median(served) * 1000)
             local_p50.append(statistics.median(mine) * 1000)
             diffs.append(served_p50[-1] - local_p50[-1])

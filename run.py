@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -135,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="with --restore: print what would be created, skipped or renamed",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print the full traceback of a failure (it always goes to a log file)",
     )
     parser.add_argument(
         "--on-conflict",
@@ -443,27 +450,143 @@ def _dashboard(action: str) -> int:
     return 0
 
 
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the combination of options, or None."""
+    if args.json and not args.status:
+        return "--json goes with --status"
+    if (args.dry_run or args.on_conflict) and not args.restore:
+        return "--dry-run and --on-conflict go with --restore"
+    if (args.backup or args.restore) and (
+        (args.backup and args.restore) or args.pipeline or args.mlflow_ui or args.status
+    ):
+        return "--backup and --restore run alone (after --stack, if given)"
+    if not args.pipeline:
+        pipeline_only = {
+            "--set": args.overrides,
+            "--config": args.config,
+            "--source": args.source,
+            "--no-cache": args.no_cache,
+            "--serve": args.serve,
+            "--resume": args.resume,
+        }
+        given = [flag for flag, value in pipeline_only.items() if value]
+        if given and not (args.status and set(given) <= {"--set", "--config"}):
+            return f"{', '.join(given)} goes with --pipeline NAME"
+    if args.source and args.pipeline not in ("ingestion", "batch", "all"):
+        return (
+            "--source goes with --pipeline ingestion, batch or all (the ingestion "
+            "source)"
+        )
+    return None
+
+
+class _NoTraceback(logging.Formatter):
+    """Formats a record as `inner` does, without its traceback."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self._inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return self._inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _quiet_console_tracebacks() -> None:
+    """ZenML logs a failed step's traceback on the console; it goes to the log."""
+    from zenml.logger import ZenMLConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, ZenMLConsoleHandler) and not isinstance(
+            handler.formatter, _NoTraceback
+        ):
+            handler.setFormatter(_NoTraceback(handler.formatter))
+
+
+def _failed_steps(pipeline: str | None) -> list[tuple[str, str, str]]:
+    """(pipeline/step, last traceback line, traceback) of each failed step."""
+    if not pipeline:
+        return []
+    try:
+        from zenml.client import Client
+        from zenml.enums import ExecutionStatus
+
+        failed = []
+        run = Client().get_pipeline(pipeline).last_run
+        for step, info in run.steps.items():
+            if info.status != ExecutionStatus.FAILED:
+                continue
+            trace = info.exception_info.traceback if info.exception_info else ""
+            lines = [x for x in trace.strip().splitlines() if x.strip()]
+            failed.append((f"{pipeline}/{step}", lines[-1] if lines else "", trace))
+        return failed
+    except Exception:  # noqa: BLE001 - only an extra hint in an error message
+        return []
+
+
+def _report_failure(err: Exception, args: argparse.Namespace) -> int:
+    """One line on what failed and what to do; the traceback goes to a log file."""
+    import traceback
+
+    from visionops.env import state_dir
+    from visionops.stacks import redact
+
+    steps = _failed_steps(args.running)
+    text = "".join(traceback.format_exception(err))
+    text = redact("".join(f"Step {s}:\n{trace}\n" for s, _, trace in steps) + text)
+    logs = state_dir() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"run-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    log.write_text(f"run.py {' '.join(args.argv)}\n\n{text}")
+    if args.verbose:
+        print(text, file=sys.stderr, end="")
+    what = f"The {args.running} pipeline" if args.running else "run.py"
+    if steps:
+        where = f" at step {', '.join(s for s, _, _ in steps)}"
+        reason = "; ".join(line for _, line, _ in steps if line)
+    else:
+        where = ""
+        message = str(err).strip().splitlines()
+        reason = f"{type(err).__name__}: {message[0] if message else ''}"
+    print(
+        redact(f"{what} failed{where}: {reason}\n")
+        + f"Full traceback: {log}{'' if args.verbose else ' (or add --verbose)'}. "
+        "Fix the cause and run the same command again (finished steps are cached).",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parses arguments, validates every config first, then runs."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.plan, args.running = (), None
     what = (args.pipeline, args.status, args.stack, args.mlflow_ui, args.dashboard)
+    problem = _usage_problem(args)
+    if problem:
+        print(f"run.py: error: {problem}", file=sys.stderr)
+        parser.print_usage(sys.stderr)
+        return 2
     if not any((*what, args.backup, args.restore)):
         parser.print_help()
         return 2
-    if args.json and not args.status:
-        parser.error("--json goes with --status")
-    if (args.dry_run or args.on_conflict) and not args.restore:
-        parser.error("--dry-run and --on-conflict go with --restore")
-    if (args.backup or args.restore) and (
-        (args.backup and args.restore) or args.pipeline or args.mlflow_ui or args.status
-    ):
-        parser.error("--backup and --restore run alone (after --stack, if given)")
-    if args.source and args.pipeline not in ("ingestion", "batch", "all"):
-        parser.error(
-            "--source goes with --pipeline ingestion, batch or all (the ingestion "
-            "source)"
-        )
+    if not args.verbose:
+        _quiet_console_tracebacks()
+    try:
+        return _run(args)
+    except Exception as err:  # noqa: BLE001 - one line and a log, never a traceback
+        return _report_failure(err, args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Runs what the (valid) arguments ask for, in order."""
+    from visionops.stacks import redact
 
     if args.stack:
         from visionops.stacks import StackError, apply_stack, load_stack_spec
@@ -471,14 +594,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             name = apply_stack(load_stack_spec(args.stack))
         except StackError as err:
-            print(f"Stack error: {err}", file=sys.stderr)
+            print(f"Stack error: {redact(str(err))}", file=sys.stderr)
             return 2
         print(f"Active stack: {name}")
 
     if args.backup or args.restore:
         return _backup_or_restore(args)
 
-    args.plan = ()
     if args.pipeline:
         if args.pipeline in PLANNED:
             print(
@@ -492,17 +614,19 @@ def main(argv: list[str] | None = None) -> int:
         try:  # the servers the stack needs answer, before any work
             check_active_stack()
         except StackError as err:
-            print(f"Stack error: {err}", file=sys.stderr)
+            print(f"Stack error: {redact(str(err))}", file=sys.stderr)
             return 2
         names = ALL if args.pipeline == "all" else (args.pipeline,)
         args.plan = names
         try:  # every config is checked before any pipeline starts
             planned = [(name, _pipeline_params(name, args)) for name in names]
         except ConfigError as err:
-            print(f"Configuration error: {err}", file=sys.stderr)
+            print(f"Configuration error: {redact(str(err))}", file=sys.stderr)
             return 2
         for name, params in planned:
+            args.running = name  # the pipeline a failure is reported for
             run_pipeline(name, params, enable_cache=not args.no_cache)
+        args.running = None
 
     if args.dashboard:
         code = _dashboard(args.dashboard)
@@ -513,10 +637,14 @@ def main(argv: list[str] | None = None) -> int:
         return _mlflow_ui()
 
     if args.status:
-        from visionops.status import collect_status, format_status
+        from visionops.status import StatusError, collect_status, format_status
 
         training = _status_training(args)
-        status = collect_status(training.model.name, training.dataset)
+        try:
+            status = collect_status(training.model.name, training.dataset)
+        except StatusError as err:
+            print(f"Status error: {redact(str(err))}", file=sys.stderr)
+            return 1
         print(
             json.dumps(status, indent=2, sort_keys=True)
             if args.json

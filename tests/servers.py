@@ -164,7 +164,10 @@ def run_postgres() -> Iterator[Postgres]:
     """initdb into a temporary folder, pg_ctl start on a free port; removed after."""
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (`.ci/run` installs it with apt)")
+        pytest.skip(
+            "PostgreSQL is not installed; to run this test: sudo apt-get install -y "
+            "--no-install-recommends postgresql (`make test` does it as root)"
+        )
     user = _unprivileged_user()
     # Under /tmp itself, not pytest's root-only tmp folder, so `user` can reach it.
     root = Path(tempfile.mkdtemp(prefix="visionops-pg-"))

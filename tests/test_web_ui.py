@@ -60,7 +60,10 @@ def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found:
         return found
-    message = "Debian `chromium` is not installed (apt-get install chromium)"
+    message = (
+        "Debian `chromium` is not installed; to run this test: sudo apt-get install "
+        "-y --no-install-recommends chromium (`make test` does it as root)"
+    )
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)

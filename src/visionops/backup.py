@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import urllib.error
 import urllib.parse
@@ -531,6 +532,27 @@ class Backup:
         return dest
 
 
+def _check_member_names(path: Path, archive: zipfile.ZipFile) -> None:
+    """Refuses the whole archive, before anything is written, if a member escapes.
+
+    A member is extracted relative to its run's or model's folder: an absolute
+    name, a `..` part, a backslash or a drive letter could put it anywhere.
+    """
+    for info in archive.infolist():
+        name = info.filename
+        parts = PurePosixPath(name).parts
+        if (
+            name.startswith("/")
+            or "\\" in name
+            or ".." in parts
+            or (parts and ":" in parts[0])
+            or stat.S_ISLNK(info.external_attr >> 16)
+        ):
+            raise BackupError(
+                f"{path}: member {name!r} escapes its folder; nothing was restored."
+            )
+
+
 @contextlib.contextmanager
 def open_backup(path: Path) -> Iterator[Backup]:
     """Opens and checks a backup: a readable zip, our format and version, intact.
@@ -574,6 +596,7 @@ def open_backup(path: Path) -> Iterator[Backup]:
             data = json.loads(archive.read(DATA))
         except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, OSError) as err:
             raise BackupError(f"{path} is damaged ({err}).") from None
+        _check_member_names(path, archive)
         members: dict[str, list[str]] = {}
         for name in archive.namelist():
             parts = name.split("/", 2)

@@ -106,7 +106,8 @@ class IngestionParameters(StrictModel):
 
     Attributes:
         task: detect, classify or segment; None infers it from the source
-            (class folders or image-level labels: classify; boxes: detect).
+            (class folders or image-level labels: classify; mask images:
+            segment; boxes or polygons: detect).
         archive: Caps on what a zipped source may expand to.
     """
 

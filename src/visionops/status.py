@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# `--status` answers within seconds: one MLflow request, no retries (MLflow's own
+# defaults retry with backoff for minutes before giving up).
+MLFLOW_TIMEOUT_S = 10
+
+
+class StatusError(RuntimeError):
+    """A service the status needs does not answer; the message names it."""
 
 
 def _training_dataset(selector: str, model_name: str) -> dict[str, Any] | None:
@@ -72,14 +81,24 @@ def _champion_facts(name: str, versions: list[Any]) -> Any:
 
 def _champion(client: Any, name: str) -> dict[str, Any] | None:
     """The MLflow `champion` of model `name`, if the stack tracks one."""
-    from visionops.training.tracking import champion
+    from visionops.stacks import redact
+    from visionops.training.tracking import CHAMPION, configure_tracking
 
     if not _tracking(client):
         return None
-    version = champion(name)
-    if version is None:
-        return None
     import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None  # no such model or alias: no champion yet
+        raise StatusError(
+            f"The MLflow tracker at {redact(configure_tracking())} does not answer "
+            f"({redact(str(err).splitlines()[0])}): start it, or switch stacks "
+            "with `python run.py --stack local`."
+        ) from None
 
     run = mlflow.get_run(version.run_id)
     onnx = [
@@ -115,6 +134,17 @@ def collect_status(model_name: str, dataset: str = "latest") -> dict[str, Any]:
     """
     from zenml.client import Client
 
+    from visionops.stacks import StackError, check_active_stack, redact
+
+    try:  # a service that is down is named at once, not reported as "none yet"
+        check_active_stack()
+    except StackError as err:
+        raise StatusError(str(err)) from None
+    for key, value in (
+        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"),
+        ("MLFLOW_HTTP_REQUEST_TIMEOUT", str(MLFLOW_TIMEOUT_S)),
+    ):
+        os.environ.setdefault(key, value)
     client = Client()
     stack = client.active_stack_model
     tracker = client.active_stack.experiment_tracker
@@ -125,7 +155,7 @@ def collect_status(model_name: str, dataset: str = "latest") -> dict[str, Any]:
                 str(kind): [c.name for c in comps]
                 for kind, comps in stack.components.items()
             },
-            "tracking_uri": tracker.get_tracking_uri() if tracker else None,  # type: ignore[attr-defined]
+            "tracking_uri": redact(tracker.get_tracking_uri()) if tracker else None,  # type: ignore[attr-defined]
         },
         "dataset": _training_dataset(dataset, model_name),
         "champion": _champion(client, model_name),

@@ -207,7 +207,7 @@ def anonymize_dataset(
 ) -> FaceReport:
     """Writes a copy of a staged dataset with every detected face hidden.
 
-    Labels and the manifest are copied unchanged. Images without faces are
+    Labels, masks and the manifest are copied unchanged. Images without faces are
     copied byte for byte; images with faces are re-encoded in their own
     format (JPEG at quality 95), which drops their metadata.
 
@@ -262,9 +262,10 @@ def anonymize_dataset(
 def _anonymize_item(task: _Task) -> int:
     """Writes one item to the destination and returns the faces hidden."""
     item, src, dest = task.item, task.src, task.dest
-    if item.label is not None and (src / item.label).is_file():
-        (dest / item.label).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src / item.label, dest / item.label)
+    for relative in (item.label, item.mask):
+        if relative is not None and (src / relative).is_file():
+            (dest / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / relative, dest / relative)
     data = (src / item.image).read_bytes()
     out = dest / item.image
     out.parent.mkdir(parents=True, exist_ok=True)

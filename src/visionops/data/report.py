@@ -92,14 +92,43 @@ def draw_box(
     )
 
 
+def draw_polygon(image: np.ndarray, points: np.ndarray, cls: int, label: str) -> None:
+    """Draws one labelled, translucent polygon, in pixels, on a BGR image."""
+    thickness = max(1, round(max(image.shape[:2]) / 300))
+    color = PALETTE[cls % len(PALETTE)]
+    outline = np.round(points).astype(np.int32).reshape(-1, 1, 2)
+    fill = image.copy()
+    cv2.fillPoly(fill, [outline], color)
+    cv2.addWeighted(fill, 0.35, image, 0.65, 0, dst=image)
+    cv2.polylines(image, [outline], True, color, thickness)
+    x, y = outline[:, 0, 0].min(), outline[:, 0, 1].min()
+    cv2.putText(
+        image,
+        label,
+        (int(x), int(max(12, y - 4))),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.4 * thickness,
+        color,
+        thickness,
+    )
+
+
 def draw_boxes(image: np.ndarray, label_text: str, names: list[str]) -> np.ndarray:
-    """Draws YOLO-normalised boxes with class names on a BGR image (in place)."""
+    """Draws YOLO-normalised boxes and polygons with class names (in place).
+
+    A line of more than 5 values is a polygon (`cls x1 y1 x2 y2 ...`).
+    """
     h, w = image.shape[:2]
     for line in label_text.splitlines():
         parts = line.split()
         if len(parts) < 5:
             continue
         cls = int(float(parts[0]))
+        name = names[cls] if 0 <= cls < len(names) else str(cls)
+        if len(parts) > 5:
+            points = np.array([float(v) for v in parts[1:]]).reshape(-1, 2)
+            draw_polygon(image, points * (w, h), cls, name)
+            continue
         cx, cy, bw, bh = (float(v) for v in parts[1:5])
         xyxy = (
             int((cx - bw / 2) * w),
@@ -107,7 +136,7 @@ def draw_boxes(image: np.ndarray, label_text: str, names: list[str]) -> np.ndarr
             int((cx + bw / 2) * w),
             int((cy + bh / 2) * h),
         )
-        draw_box(image, xyxy, cls, names[cls] if 0 <= cls < len(names) else str(cls))
+        draw_box(image, xyxy, cls, name)
     return image
 
 
@@ -142,8 +171,12 @@ def _thumbnail(
 
 
 def _counts_key(card: dict[str, Any]) -> str:
-    """Which per-class count the card's histogram shows: boxes, or images."""
-    return "images_per_class" if card.get("task") == "classify" else "boxes_per_class"
+    """Which per-class count the card's histogram shows: boxes, instances or images."""
+    if card.get("task") == "classify":
+        return "images_per_class"
+    if "instances_per_class" in card["splits"].get("train", {}):
+        return "instances_per_class"
+    return "boxes_per_class"
 
 
 def _histogram(card: dict[str, Any]) -> str:
@@ -175,6 +208,7 @@ def dataset_html(version: DatasetVersion, samples_per_split: int = 6) -> str:
     names = card["class_names"]
     layout = version.layout
     key = _counts_key(card)
+    noun = key.removesuffix("_per_class")
     achieved = card.get("split", {}).get("achieved", {})
     split_rows = "".join(
         f"<tr><td>{s}</td><td>{card['splits'][s]['images']}</td><td>{card['splits'][s]['groups']}</td>"
@@ -224,8 +258,8 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}} .hist td{{border:
 <p>Source: <code>{html.escape(card["source"])}</code> ({card["source_format"]}).
 {card["items_in"]} items in = {card["accepted"]} accepted + {card["quarantined"]} quarantined.
 Fixes: {html.escape(fixes)}. Faces blurred: {faces["faces"]} in {faces["images_with_faces"]} images.</p>
-<table><tr><th>split</th><th>images</th><th>groups</th><th>{"images" if key == "images_per_class" else "boxes"}</th><th>share</th></tr>{split_rows}</table>
-<h3>{"Images" if key == "images_per_class" else "Boxes"} per class (<span class="bar train" style="display:inline">train</span>
+<table><tr><th>split</th><th>images</th><th>groups</th><th>{noun}</th><th>share</th></tr>{split_rows}</table>
+<h3>{noun.capitalize()} per class (<span class="bar train" style="display:inline">train</span>
 <span class="bar val" style="display:inline">val</span> <span class="bar test" style="display:inline">test</span>)</h3>
 {_histogram(card)}
 {"".join(grids)}

@@ -39,7 +39,7 @@ STATIC = Path(__file__).parent / "static"
 # Workers x threads: one worker per core (`workers="cpu_count"`) with one ONNX
 # Runtime thread each, chosen by `bench/serving_overhead.py` (README, "Serving
 # benchmark"): on 2 cores, 2 x 1 served more images/s at 16 clients than 1 x 2,
-# and as low a p50 at one client. `VISIONOPS_SERVE_THREADS` overrides the threads
+# and a lower p50 at one client. `VISIONOPS_SERVE_THREADS` overrides the threads
 # for such measurements (and BentoML's `BENTOML_CONFIG_OPTIONS` the workers).
 THREADS = int(os.environ.get("VISIONOPS_SERVE_THREADS", "1"))
 

@@ -174,6 +174,27 @@ def test_info_returns_the_lineage(client, service) -> None:
         assert info[key] == LINEAGE[key]
     assert info["test_metrics"] == LINEAGE["test_metrics"]
     assert info["classes"] == {"0": "board"}
+    # Outside a served Bento, the Bento tag falls back to the model store tag.
+    assert info["bento_tag"] == tag and info["task"] == "detect"
+
+
+def test_info_names_the_served_bento(client, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bentoml
+
+    # What BentoML's worker sets when it serves a built Bento.
+    monkeypatch.setattr(bentoml.server_context, "bento_name", "board-detector")
+    monkeypatch.setattr(bentoml.server_context, "bento_version", "abc123")
+    info = client.post("/info", json={}).json()
+    assert info["bento_tag"] == "board-detector:abc123"
+
+
+def test_docs_redirects_to_the_swagger_ui(client) -> None:
+    for path in ("/docs", "/docs/"):
+        moved = client.get(path, follow_redirects=False)
+        assert moved.status_code in (301, 302, 303, 307, 308), path
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.url.path == "/"
+    assert "swagger" in page.text.lower()
 
 
 def test_detect_batch_equals_single_detects(

@@ -26,24 +26,69 @@ PALETTE = [
     (52, 147, 26),
     (187, 212, 0),
 ]
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _luminance(color_bgr: tuple[int, int, int]) -> float:
+    """WCAG relative luminance of an 8-bit sRGB colour given as BGR."""
+    channels = [c / 255 for c in color_bgr[::-1]]
+    r, g, b = (
+        c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels
+    )
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast_ratio(a_bgr: tuple[int, int, int], b_bgr: tuple[int, int, int]) -> float:
+    """WCAG contrast ratio of two BGR colours, from 1 (same) to 21 (black/white)."""
+    light, dark = sorted((_luminance(a_bgr), _luminance(b_bgr)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def text_color(background_bgr: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black or white, whichever has the higher contrast ratio on the background.
+
+    Every colour has at least 4.58:1 with one of them (WCAG AA asks 4.5:1).
+    """
+    black, white = (0, 0, 0), (255, 255, 255)
+    on_black = contrast_ratio(background_bgr, black)
+    return black if on_black >= contrast_ratio(background_bgr, white) else white
 
 
 def draw_box(
     image: np.ndarray, xyxy: tuple[int, int, int, int], cls: int, label: str
 ) -> None:
-    """Draws one labelled box, in pixels, on a BGR image (in place)."""
-    thickness = max(1, round(max(image.shape[:2]) / 300))
+    """Draws one labelled box, in pixels, on a BGR image (in place).
+
+    Line width and text size scale with the image (Ultralytics' annotator
+    rule); the label sits on a box filled with the class colour, above the box
+    (inside it when there is no room above), with black or white text,
+    whichever contrasts more, so it reads on any image.
+    """
+    height, width = image.shape[:2]
+    line = max(round((height + width) / 2 * 0.003), 2)
+    scale, weight = line / 3, max(line - 1, 1)
     x1, y1, x2, y2 = xyxy
     color = PALETTE[cls % len(PALETTE)]
-    cv2.rectangle(image, (x1, y1), (x2, y2), color, thickness)
+    cv2.rectangle(image, (x1, y1), (x2, y2), color, line, cv2.LINE_AA)
+    if not label:
+        return
+    (text_w, text_h), baseline = cv2.getTextSize(label, FONT, scale, weight)
+    label_h = text_h + baseline + 2 * weight
+    outside = y1 - label_h >= 0  # room above the box
+    top = y1 - label_h if outside else max(y1, 0)
+    left = min(max(x1, 0), max(width - text_w - 2 * weight, 0))
+    cv2.rectangle(
+        image, (left, top), (left + text_w + 2 * weight, top + label_h), color, -1
+    )
     cv2.putText(
         image,
         label,
-        (x1, max(12, y1 - 4)),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        0.4 * thickness,
-        color,
-        thickness,
+        (left + weight, top + weight + text_h),
+        FONT,
+        scale,
+        text_color(color),
+        weight,
+        cv2.LINE_AA,
     )
 
 

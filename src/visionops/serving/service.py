@@ -14,7 +14,7 @@ from PIL import Image as PILImage
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 import visionops  # noqa: F401  (offline, telemetry-free environment first)
@@ -36,9 +36,12 @@ MODEL_TAG = getattr(bentoml.use_arguments(), "model_tag", None) or (
 )
 MODEL_NAME = MODEL_TAG.split(":")[0]
 STATIC = Path(__file__).parent / "static"
-# One ONNX Runtime thread per worker and one worker per core: measured the most
-# stable latency on 2 cores; more threads per worker fight over the same cores.
-THREADS = 1
+# Workers x threads: one worker per core (`workers="cpu_count"`) with one ONNX
+# Runtime thread each, chosen by `bench/serving_overhead.py` (README, "Serving
+# benchmark"): on 2 cores, 2 x 1 served more images/s at 16 clients than 1 x 2,
+# and a lower p50 at one client. `VISIONOPS_SERVE_THREADS` overrides the threads
+# for such measurements (and BentoML's `BENTOML_CONFIG_OPTIONS` the workers).
+THREADS = int(os.environ.get("VISIONOPS_SERVE_THREADS", "1"))
 
 
 def _pinned(*packages: str) -> list[str]:
@@ -106,6 +109,19 @@ def _ui(request: Request) -> Response:
 
 
 ui_app = Starlette(routes=[Route("/", _ui)])
+# `/docs` (the address people try, and the web page links) is BentoML's Swagger UI
+# at `/`.
+docs_app = Starlette(routes=[Route("/", lambda _: RedirectResponse("/", 307))])
+TASK = "detect"
+
+
+def bento_tag(model_tag: str) -> str:
+    """The served Bento's tag (what MLflow records as `bento_tag`), read from
+    BentoML's server context inside a served Bento; else the model store tag."""
+    context = bentoml.server_context
+    if context.bento_name and context.bento_version not in ("", "not available"):
+        return f"{context.bento_name}:{context.bento_version}"
+    return model_tag
 
 
 @bentoml.service(
@@ -120,6 +136,7 @@ ui_app = Starlette(routes=[Route("/", _ui)])
     ],
 )
 @bentoml.asgi_app(ui_app, path="/ui")
+@bentoml.asgi_app(docs_app, path="/docs")
 class Detector:
     """Detects objects with the promoted model exported to ONNX."""
 
@@ -144,19 +161,23 @@ class Detector:
         blur_faces: bool,
     ) -> tuple[np.ndarray, Detections, int, dict[str, float]]:
         start = time.perf_counter()
+        timing = {
+            "read": image.read_ms,
+            "decode": image.decode_ms,
+            # Decoded until this thread took the request: BentoML's dispatch.
+            "wait": max(start - image.decoded_at, 0.0) * 1000,
+        }
         frame, faces = image.frame, 0
         if blur_faces:
             from visionops.data.anonymize import AnonymizeSettings
             from visionops.data.anonymize import blur_faces as blur
 
             frame, faces = blur(frame, AnonymizeSettings())
-        result = self.detector.predict(frame, conf=conf, iou=iou, max_det=max_det)
-        inference = (time.perf_counter() - start) * 1000
-        timing = {
-            "decode": image.decode_ms,
-            "inference": inference,
-            "total": image.decode_ms + inference,
-        }
+            timing["blur"] = (time.perf_counter() - start) * 1000
+        result = self.detector.predict(
+            frame, conf=conf, iou=iou, max_det=max_det, timing=timing
+        )
+        timing["total"] = sum(timing.values())
         return frame, result, faces, timing
 
     def _response(
@@ -202,18 +223,23 @@ class Detector:
         """
         start = time.perf_counter()
         good = [image for image in images if isinstance(image, DecodedImage)]
-        results = iter(self.detector.predict_batch([image.frame for image in good]))
-        per_image = (time.perf_counter() - start) * 1000 / max(len(good), 1)
+        stages: dict[str, float] = {}
+        results = iter(
+            self.detector.predict_batch([image.frame for image in good], timing=stages)
+        )
+        share = {k: v / max(len(good), 1) for k, v in stages.items()}
         answers: list[DetectResponse | ImageErrorResponse] = []
         for image in images:
             if isinstance(image, ImageError):
                 answers.append(ImageErrorResponse(error=image.message))
                 continue
             timing = {
+                "read": image.read_ms,
                 "decode": image.decode_ms,
-                "inference": per_image,
-                "total": image.decode_ms + per_image,
+                "wait": max(start - image.decoded_at, 0.0) * 1000,
+                **share,  # the batch's stages, per image
             }
+            timing["total"] = sum(timing.values())
             answers.append(self._response(image.frame, next(results), 0, timing))
         return answers
 
@@ -233,8 +259,15 @@ class Detector:
 
     @upload_api
     def info(self) -> dict:
-        """Model version, lineage (MLflow, ZenML, dataset hash) and test metrics."""
-        return {**self.model_card, "classes": self.detector.names, **self.lineage}
+        """Model version, lineage (MLflow, ZenML, dataset hash), test metrics, the
+        task and the Bento tag."""
+        return {
+            **self.model_card,
+            "bento_tag": bento_tag(self.model_card["bento_model"]),
+            "task": TASK,
+            "classes": self.detector.names,
+            **self.lineage,
+        }
 
 
 Detector.add_asgi_middleware(ErrorShape)

@@ -59,11 +59,22 @@ class RequestError(bentoml.exceptions.BentoMLException):
 
 @dataclass(frozen=True, slots=True)
 class DecodedImage:
-    """An uploaded image, decoded once: BGR pixels, EXIF orientation applied."""
+    """An uploaded image, decoded once: BGR pixels, EXIF orientation applied.
+
+    Attributes:
+        frame: The pixels.
+        filename: The upload's file name.
+        decode_ms: Decoding this image took this long.
+        read_ms: Reading and parsing the request's body took this long.
+        decoded_at: `time.perf_counter()` when decoding ended, so the endpoint
+            can tell how long the request waited for a thread.
+    """
 
     frame: np.ndarray
     filename: str
     decode_ms: float
+    read_ms: float = 0.0
+    decoded_at: float = 0.0
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
@@ -121,6 +132,7 @@ class UploadRequest(bentoml.IODescriptor):
     @classmethod
     async def from_http_request(cls, request: Request, serde: Any) -> UploadRequest:
         """Reads, checks and decodes one request (BentoML's `serde` is not used)."""
+        start = time.perf_counter()
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_BODY_BYTES:
             raise RequestError(_too_large(int(length)), 413)
@@ -158,8 +170,11 @@ class UploadRequest(bentoml.IODescriptor):
             request_model = cls.model_validate({**params, **values})
         except ValidationError as err:
             raise RequestError(_validation_message(err)) from None
+        read_ms = (time.perf_counter() - start) * 1000
         for name, many in cls.files.items():
-            decoded = await anyio.to_thread.run_sync(_decode_all, uploads[name])
+            decoded = await anyio.to_thread.run_sync(
+                _decode_all, uploads[name], read_ms
+            )
             if not many and isinstance(decoded[0], ImageError):
                 raise RequestError(decoded[0].message, decoded[0].status)
             values[name] = decoded if many else decoded[0]
@@ -176,7 +191,9 @@ class UploadRequest(bentoml.IODescriptor):
         return "send the fields " + ", ".join(fields) + "."
 
 
-def _decode_all(parts: list[tuple[str, bytes]]) -> list[DecodedImage | ImageError]:
+def _decode_all(
+    parts: list[tuple[str, bytes]], read_ms: float = 0.0
+) -> list[DecodedImage | ImageError]:
     out: list[DecodedImage | ImageError] = []
     for filename, data in parts:
         start = time.perf_counter()
@@ -185,7 +202,8 @@ def _decode_all(parts: list[tuple[str, bytes]]) -> list[DecodedImage | ImageErro
         except InputError as err:
             out.append(ImageError(str(err), err.status, filename))
             continue
-        out.append(DecodedImage(frame, filename, (time.perf_counter() - start) * 1e3))
+        end = time.perf_counter()
+        out.append(DecodedImage(frame, filename, (end - start) * 1e3, read_ms, end))
     return out
 
 

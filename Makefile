@@ -47,6 +47,7 @@ format: install ## Format the code
 
 bench: install ## Run the benchmarks in bench/ (a few minutes each)
 	$(PY) bench/ingestion.py
+	$(PY) bench/anonymize_quality.py
 	$(PY) bench/training_overhead.py
 	$(PY) bench/serving.py
 

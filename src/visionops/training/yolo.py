@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -215,27 +216,15 @@ def train(
             on_epoch_end(trainer.epoch, clean)
 
     yolo.add_callback("on_fit_epoch_end", _epoch_end)
-    if resumed:
-        results = yolo.train(resume=True)
-    else:
-        results = yolo.train(
-            data=str(data_yaml),
-            epochs=settings.epochs,
-            imgsz=settings.imgsz,
-            batch=settings.batch,
-            patience=settings.patience,
-            optimizer=settings.optimizer,
-            lr0=settings.lr0,
-            seed=settings.seed,
-            deterministic=True,
-            device=resolve_device(settings.device),
-            workers=settings.workers,
-            project=str(run_dir.parent),
-            name=run_dir.name,
-            exist_ok=True,
-            plots=True,
-            verbose=False,
-        )
+    # A pipeline process holds ZenML's, MLflow's and SQLAlchemy's objects (about
+    # 450k); Ultralytics calls gc.collect() after training and, on accelerators
+    # over half full, twice per epoch, each walking all of them (about a second
+    # on 2 busy cores). Frozen, they are skipped; what training allocates is not.
+    gc.freeze()
+    try:
+        results = _ultralytics_train(yolo, settings, data_yaml, run_dir, resumed)
+    finally:
+        gc.unfreeze()
     trainer = yolo.trainer
     save_dir = Path(trainer.save_dir)
     best = save_dir / "weights" / "best.pt"
@@ -254,4 +243,30 @@ def train(
         epochs_run=int(trainer.epoch) + 1,
         resumed=resumed,
         history=history,
+    )
+
+
+def _ultralytics_train(
+    yolo: Any, settings: TrainSettings, data_yaml: Path, run_dir: Path, resumed: bool
+) -> Any:
+    """Starts or resumes Ultralytics' training with the project's fixed arguments."""
+    if resumed:
+        return yolo.train(resume=True)
+    return yolo.train(
+        data=str(data_yaml),
+        epochs=settings.epochs,
+        imgsz=settings.imgsz,
+        batch=settings.batch,
+        patience=settings.patience,
+        optimizer=settings.optimizer,
+        lr0=settings.lr0,
+        seed=settings.seed,
+        deterministic=True,
+        device=resolve_device(settings.device),
+        workers=settings.workers,
+        project=str(run_dir.parent),
+        name=run_dir.name,
+        exist_ok=True,
+        plots=True,
+        verbose=False,
     )

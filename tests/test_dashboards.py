@@ -86,7 +86,7 @@ def test_dashboard_starts_both_uis_and_stops_them(
         for url in links.values():
             assert _status(url) == 200, url
         with urllib.request.urlopen(links["ZenML pipeline runs"]) as response:
-            assert "<div id=\"root\">" in response.read().decode()
+            assert '<div id="root">' in response.read().decode()
         # The first-visit survey is answered: the dashboard opens on the link.
         user = Client().zen_store.get_user(Client().active_user.id)
         assert user.email_opted_in is False

@@ -65,7 +65,14 @@ def track(
 
 
 def epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
-    """One line per finished epoch: train losses and validation metrics."""
+    """One line per finished epoch: train losses and validation metrics.
+
+    Args:
+        epoch: The epoch just finished, from 1; past `epochs`, the final validation.
+        epochs: The epochs planned.
+        metrics: The epoch's metrics as the project logs them (`train/box_loss`,
+            `metrics/mAP50B`, `val/...`, `lr/...`).
+    """
     shown = {
         name.removeprefix("metrics/").removeprefix("train/"): value
         for name, value in metrics.items()
@@ -73,7 +80,10 @@ def epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
     }
     width = len(str(epochs))
     fields = "  ".join(f"{name} {value:.4g}" for name, value in shown.items())
-    return f"Epoch {epoch:>{width}}/{epochs}  {fields}"
+    label = f"Epoch {epoch:>{width}}/{epochs}"
+    if epoch > epochs:  # Ultralytics validates best.pt once more after the last epoch
+        label = "best.pt".ljust(len(label))
+    return f"{label}  {fields}"
 
 
 def print_epoch(epoch: int, epochs: int, metrics: dict[str, float]) -> None:

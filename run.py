@@ -177,45 +177,48 @@ def _pipeline_params(name: str, args: argparse.Namespace):
     if name == "ingestion":
         _check_source(params.source, params.archive)
     if name == "training":
-        _check_training(params, dataset_from_this_run="ingestion" in args.plan)
+        params = _check_training(params, dataset_from_this_run="ingestion" in args.plan)
     if name == "deployment" and "training" not in args.plan:
-        _check_deployment(params)
+        params = _check_deployment(params)
     if name == "batch":
-        _check_batch(params)
+        params = _check_batch(params)
     return params
 
 
-def _check_deployment(params) -> None:
-    """Fails before any work when there is no champion to deploy."""
-    from visionops.training.tracking import TrackingError, champion, configure_tracking
+def _check_deployment(params):
+    """Fails before any work when there is no champion to deploy (or of another
+    task than the model name's served models); fills in the default model name."""
+    from visionops.preflight import check_champion_for, with_model_name
+    from visionops.training.tracking import TrackingError, configure_tracking
 
     try:
         configure_tracking()
     except TrackingError as err:
         raise ConfigError(str(err)) from None
-    if champion(params.model.name) is None:
-        raise ConfigError(
-            f"model.name: {params.model.name} has no champion to deploy; run "
-            "`python run.py --pipeline training` first (or name another model)."
-        )
+    params = with_model_name(params)
+    check_champion_for("deployment", params.model.name)
+    return params
 
 
-def _check_batch(params) -> None:
+def _check_batch(params):
     """Fails before any work without a champion, its ONNX export, or the images."""
-    from visionops.batch import (
-        NoChampionError,
-        dataset_split,
-        find_champion,
-        list_inputs,
-    )
+    from visionops.batch import dataset_split, list_inputs
     from visionops.env import project_root
+    from visionops.preflight import check_champion_for, with_model_name
     from visionops.training.tracking import TrackingError, configure_tracking
 
     try:
         configure_tracking()
-        find_champion(params.model.name)
-    except (TrackingError, NoChampionError) as err:
+    except TrackingError as err:
         raise ConfigError(f"model.name: {err}") from None
+    params = with_model_name(params)
+    champion = check_champion_for("batch", params.model.name)
+    if not champion.onnx_artifact:
+        raise ConfigError(
+            f"model.name: Champion v{champion.version} of {params.model.name!r} has "
+            "no ONNX export: run python run.py --pipeline training first to train "
+            "and promote a model that has one."
+        )
     split = dataset_split(params.source)
     if split:
         from visionops.lookup import check_split, resolve_dataset
@@ -223,7 +226,7 @@ def _check_batch(params) -> None:
         choice = resolve_dataset(params.dataset)  # DatasetError is a ConfigError
         check_split(choice.facts, split)
         print(f"Batch on the {split} split of {choice.describe()}")
-        return
+        return params
     folder = Path(params.source)
     folder = folder if folder.is_absolute() else project_root() / folder
     if not folder.is_dir():
@@ -233,10 +236,13 @@ def _check_batch(params) -> None:
         )
     if not list_inputs(folder).files:
         raise ConfigError(f"source: no image files (.jpg, .png, ...) under {folder}")
+    return params
 
 
-def _check_training(params, dataset_from_this_run: bool) -> None:
-    """Fails before any work without a tracker, a fitting dataset, or weights."""
+def _check_training(params, dataset_from_this_run: bool):
+    """Fails before any work without a tracker, a fitting dataset, or weights, or
+    when the config does not fit the dataset's task or the registered model's."""
+    from visionops.preflight import prepare_training
     from visionops.training.tracking import TrackingError, configure_tracking
     from visionops.training.yolo import PretrainedWeightsError, resolve_weights
 
@@ -249,12 +255,21 @@ def _check_training(params, dataset_from_this_run: bool) -> None:
 
         choice = select_training_dataset(params.dataset, params.model.name)
         print(f"Training on {choice.describe()}")
+        params = prepare_training(params, choice.artifact.run_metadata)
     models = {v for p in params.grid_points() for k, v in p.items() if k == "model"}
     for model in models or set(params.models):
         try:
-            resolve_weights(model, params.pretrained)
+            resolve_weights(_task_model(params, model), params.pretrained)
         except (PretrainedWeightsError, FileNotFoundError) as err:
             raise ConfigError(f"models: {err}") from None
+    return params
+
+
+def _task_model(params, model: str) -> str:
+    """The model name the dataset's task trains (`yolo11n-cls` for classify)."""
+    from visionops.tasks import get_task
+
+    return get_task(params.task).model_name(model) if params.task else model
 
 
 def _check_source(source: str, archive_limits=None) -> None:
@@ -297,6 +312,12 @@ def run_pipeline(name: str, params, enable_cache: bool) -> None:
 
         from pipelines.training import training
 
+        if params.task is None:  # the dataset came from this run: now it exists
+            from visionops.lookup import find_dataset
+            from visionops.preflight import prepare_training
+
+            params = prepare_training(params, find_dataset(params.dataset).run_metadata)
+
         model = Model(
             name=params.model.name,
             description=params.model.description or None,
@@ -310,7 +331,10 @@ def run_pipeline(name: str, params, enable_cache: bool) -> None:
         from zenml.enums import ModelStages
 
         from pipelines.deployment import deployment
+        from visionops.preflight import check_champion_for, with_model_name
 
+        params = with_model_name(params)  # `all`: the task of this run's dataset
+        check_champion_for("deployment", params.model.name)
         model = Model(name=params.model.name, version=ModelStages.PRODUCTION)
         run = deployment.with_options(
             enable_cache=enable_cache, model=model, settings=settings
@@ -370,7 +394,8 @@ def _report_batch(run, params) -> None:
 
 
 def _status_training(args: argparse.Namespace):
-    """The training config with the user's overlays and model.* / dataset sets."""
+    """The training config with the user's overlays and model.* / dataset sets
+    (`model.name` None: the default of the training dataset's task)."""
     sets = [
         o
         for o in args.overrides
@@ -638,7 +663,11 @@ def _run(args: argparse.Namespace) -> int:
             return 2
         for name, params in planned:
             args.running = name  # the pipeline a failure is reported for
-            run_pipeline(name, params, enable_cache=not args.no_cache)
+            try:  # `all`: what depends on the previous pipeline is checked here
+                run_pipeline(name, params, enable_cache=not args.no_cache)
+            except ConfigError as err:
+                print(f"Configuration error: {redact(str(err))}", file=sys.stderr)
+                return 2
         args.running = None
 
     if args.dashboard:

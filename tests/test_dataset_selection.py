@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from visionops.champion import Champion
 from visionops.config import ConfigError, load_parameters
 from visionops.lookup import (
-    ChampionFacts,
     DatasetError,
     DatasetFacts,
     check_split,
@@ -141,22 +141,23 @@ def _facts(**changes) -> DatasetFacts:
     return DatasetFacts(**{**base, **changes})
 
 
-def _champion(**changes) -> ChampionFacts:
+def _champion(**changes) -> Champion:
     base = {
         "name": "board-detector",
         "version": "3",
+        "run_id": "r",
         "task": "detect",
         "dataset_hash": "b" * 64,
-        "classes": ["board"],
+        "class_names": ["board"],
     }
-    return ChampionFacts(**{**base, **changes})
+    return Champion(**{**base, **changes})
 
 
 def test_a_fitting_dataset_passes() -> None:
     check_training_dataset(_facts(), None)
     check_training_dataset(_facts(), _champion())
     # unknown champion classes cannot be compared: not a reason to stop
-    check_training_dataset(_facts(), _champion(classes=None))
+    check_training_dataset(_facts(), _champion(class_names=[]))
 
 
 @pytest.mark.parametrize("split", ["train", "val", "test"])

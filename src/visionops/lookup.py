@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from visionops.champion import Champion
 from visionops.config import HASH_PREFIX, ConfigError
 from visionops.data.split import SPLITS
 from visionops.names import DATASET
+from visionops.tasks import get_task
 
 # What each split is needed for, said when it is missing.
 SPLIT_USE = {
@@ -47,17 +49,6 @@ class DatasetFacts:
         """`version 5 (hash 1a2b3c4d5e6f, detect, train 40 / val 9 / test 9 images)`."""
         counts = " / ".join(f"{s} {self.images.get(s, 0)}" for s in SPLITS)
         return f"version {self.version} (hash {self.hash[:12]}, {self.task}, {counts})"
-
-
-@dataclass(frozen=True)
-class ChampionFacts:
-    """What the registry knows about the champion a new model is compared with."""
-
-    name: str
-    version: str
-    task: str
-    dataset_hash: str
-    classes: list[str] | None  # None: neither the store nor the run knows them
 
 
 @dataclass(frozen=True)
@@ -204,36 +195,26 @@ def _card_classes(run_id: str) -> list[str] | None:
 
 def champion_facts(
     model_name: str, versions: list[Any] | None = None
-) -> ChampionFacts | None:
-    """The champion of `model_name` with its task and classes, or None.
+) -> Champion | None:
+    """The `Champion` of `model_name` with its class names, or None.
 
-    MLflow must point at the stack's tracker (`configure_tracking()`). A version
-    without a `task` tag was trained before tasks existed: detect. Its classes come
-    from the dataset with its `dataset_hash` in this store, else from the dataset
-    card its run logged.
+    MLflow must point at the stack's tracker (`configure_tracking()`). Class names
+    come from the version's tags; for versions registered before they were
+    recorded, from the dataset with its `dataset_hash` in this store, else from
+    the dataset card its run logged (empty when neither knows them).
     """
-    from visionops.training.tracking import champion
-
-    version = champion(model_name)
-    if version is None:
-        return None
-    tags = version.tags
-    dataset_hash = str(tags.get("dataset_hash") or "")
+    champion = Champion.lookup(model_name)
+    if champion is None or champion.class_names:
+        return champion
     classes = None
-    if dataset_hash:
+    if champion.dataset_hash:
         for v in dataset_versions() if versions is None else versions:
-            if v.run_metadata.get("dataset_hash") == dataset_hash:
+            if v.run_metadata.get("dataset_hash") == champion.dataset_hash:
                 classes = DatasetFacts.of(v).classes or None
                 break
-    if classes is None and version.run_id:
-        classes = _card_classes(version.run_id)
-    return ChampionFacts(
-        name=model_name,
-        version=str(version.version),
-        task=str(tags.get("task") or "detect"),
-        dataset_hash=dataset_hash,
-        classes=classes,
-    )
+    if classes is None and champion.run_id:
+        classes = _card_classes(champion.run_id)
+    return champion.model_copy(update={"class_names": classes or []})
 
 
 def check_split(dataset: DatasetFacts, split: str) -> None:
@@ -252,9 +233,7 @@ def check_split(dataset: DatasetFacts, split: str) -> None:
     )
 
 
-def check_training_dataset(
-    dataset: DatasetFacts, champion: ChampionFacts | None
-) -> None:
+def check_training_dataset(dataset: DatasetFacts, champion: Champion | None) -> None:
     """Fails on anything that would stop a training run on `dataset` after it starts.
 
     Every split must hold images (train to learn, val to select, test to evaluate
@@ -277,19 +256,21 @@ def check_training_dataset(
             f"{champion.task}."
         )
     if (
-        champion.classes is not None
+        champion.class_names  # unknown classes cannot be compared
         and dataset.hash != champion.dataset_hash
-        and dataset.classes != champion.classes
+        and dataset.classes != champion.class_names
     ):
         raise DatasetError(
             f"dataset: {dataset.describe()} has classes {dataset.classes} but the "
-            f"{where} predicts {champion.classes} (dataset "
-            f"{champion.dataset_hash[:12]}); {other} with these classes."
+            f"{where} predicts {champion.class_names} (dataset "
+            f"{str(champion.dataset_hash or '')[:12]}); {other} with these classes."
         )
 
 
-def select_training_dataset(selector: str, model_name: str) -> DatasetChoice:
+def select_training_dataset(selector: str, model_name: str | None) -> DatasetChoice:
     """Resolves the dataset of a training run and checks it before any work.
+
+    `model_name` None means the default name of the dataset's task.
 
     Raises:
         DatasetError: The dataset is missing, ambiguous or does not fit.
@@ -300,6 +281,7 @@ def select_training_dataset(selector: str, model_name: str) -> DatasetChoice:
     configure_tracking()
     versions = dataset_versions()
     choice = resolve_dataset(selector, versions)
+    model_name = model_name or get_task(choice.facts.task).default_model_name
     champ = champion_facts(model_name, versions)
     check_training_dataset(choice.facts, champ)
     return choice

@@ -14,8 +14,9 @@ class StatusError(RuntimeError):
     """A service the status needs does not answer; the message names it."""
 
 
-def _training_dataset(selector: str, model_name: str) -> dict[str, Any] | None:
-    """The dataset `--pipeline training` would use now, and whether it would pass."""
+def _training_dataset(selector: str, model_name: str | None) -> dict[str, Any] | None:
+    """The dataset `--pipeline training` would use now, and whether it would pass
+    (`model_name` None: the default name of the dataset's task)."""
     from visionops.lookup import (
         DatasetError,
         check_training_dataset,
@@ -31,6 +32,7 @@ def _training_dataset(selector: str, model_name: str) -> dict[str, Any] | None:
     except DatasetError as err:
         return {"selector": selector, "version": None, "problem": str(err)}
     problem = None
+    model_name = model_name or _default_name(choice.facts.task)
     try:
         check_training_dataset(choice.facts, _champion_facts(model_name, versions))
     except DatasetError as err:
@@ -72,63 +74,68 @@ def _tracking(client: Any) -> bool:
 
 def _champion_facts(name: str, versions: list[Any]) -> Any:
     """The champion's task and classes, if the stack tracks one."""
+    from mlflow.exceptions import MlflowException
     from zenml.client import Client
 
     from visionops.lookup import champion_facts
 
-    return champion_facts(name, versions) if _tracking(Client()) else None
+    if not _tracking(Client()):
+        return None
+    try:
+        return champion_facts(name, versions)
+    except MlflowException:  # reported once, by the champion's own line
+        return None
 
 
 def _champion(client: Any, name: str) -> dict[str, Any] | None:
     """The MLflow `champion` of model `name`, if the stack tracks one."""
+    from mlflow.exceptions import MlflowException
+
+    from visionops.champion import Champion
     from visionops.stacks import redact
-    from visionops.training.tracking import CHAMPION, configure_tracking
+    from visionops.training.tracking import configure_tracking
 
     if not _tracking(client):
         return None
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     try:
-        version = mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION)
-    except MlflowException as err:
-        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None  # no such model or alias: no champion yet
+        champion = Champion.lookup(name)
+    except MlflowException as err:  # not "no champion": the tracker failed
         raise StatusError(
             f"The MLflow tracker at {redact(configure_tracking())} does not answer "
             f"({redact(str(err).splitlines()[0])}): start it, or switch stacks "
             "with `python run.py --stack local`."
         ) from None
-
-    run = mlflow.get_run(version.run_id)
-    onnx = [
-        f.path for f in mlflow.MlflowClient().list_artifacts(version.run_id, "onnx")
-    ]
-    tags = version.tags
+    if champion is None:
+        return None
     return {
         "name": name,
-        "version": str(version.version),
-        "mlflow_model_uri": f"models:/{name}@champion",
-        "test_metrics": {
-            k.removeprefix("test_"): float(v)
-            for k, v in tags.items()
-            if k.startswith("test_")
-        },
-        "onnx_latency_ms": float(tags["onnx_latency_ms"])
-        if tags.get("onnx_latency_ms")
-        else None,
-        "dataset_hash": tags.get("dataset_hash"),
-        "zenml_model_version": tags.get("zenml.model_version"),
-        "onnx": f"{run.info.artifact_uri}/{onnx[0]}" if onnx else None,
-        "mlflow_run_id": version.run_id,
+        "version": champion.version,
+        "task": champion.task,
+        "class_names": champion.class_names,
+        "mlflow_model_uri": champion.model_uri,
+        "test_metrics": champion.test_metrics,
+        "onnx_latency_ms": champion.onnx_latency_ms,
+        "dataset_hash": champion.dataset_hash,
+        "zenml_model_version": champion.zenml_model_version,
+        "onnx": champion.onnx_uri,
+        "mlflow_run_id": champion.run_id,
     }
 
 
-def collect_status(model_name: str, dataset: str = "latest") -> dict[str, Any]:
+def _default_name(task: str | None) -> str:
+    from visionops.tasks import get_task
+
+    return get_task(task).default_model_name
+
+
+def collect_status(
+    model_name: str | None = None, dataset: str = "latest"
+) -> dict[str, Any]:
     """Returns the project's status as a JSON-ready dict with stable keys.
 
     Args:
-        model_name: The registered model whose champion is reported.
+        model_name: The registered model whose champion is reported; None: the
+            default name of the training dataset's task.
         dataset: The training config's dataset selector; the status names the
             version it means now.
     """
@@ -148,6 +155,8 @@ def collect_status(model_name: str, dataset: str = "latest") -> dict[str, Any]:
     client = Client()
     stack = client.active_stack_model
     tracker = client.active_stack.experiment_tracker
+    training = _training_dataset(dataset, model_name)
+    model_name = model_name or _default_name((training or {}).get("task"))
     return {
         "stack": {
             "name": stack.name,
@@ -157,7 +166,7 @@ def collect_status(model_name: str, dataset: str = "latest") -> dict[str, Any]:
             },
             "tracking_uri": redact(tracker.get_tracking_uri()) if tracker else None,  # type: ignore[attr-defined]
         },
-        "dataset": _training_dataset(dataset, model_name),
+        "dataset": training,
         "champion": _champion(client, model_name),
     }
 
@@ -201,7 +210,7 @@ def format_status(status: dict[str, Any]) -> str:
             f"{k} {v:.4f}" for k, v in sorted(champ["test_metrics"].items())
         )
         lines += [
-            f"Champion: {champ['name']} v{champ['version']}"
+            f"Champion: {champ['name']} v{champ['version']} ({champ['task']})"
             f" ({champ['mlflow_model_uri']})",
             f"  test: {metrics}",
             f"  ONNX: {champ['onnx']} ({champ['onnx_latency_ms']} ms on CPU)",

@@ -16,6 +16,7 @@ from typing import Any
 from visionops.config import TrainSettings
 from visionops.console import print_epoch
 from visionops.env import project_root, state_dir
+from visionops.tasks import DEFAULT_TASK, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -150,27 +151,14 @@ class TrainOutcome:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def val_metrics(results_dict: dict[str, float]) -> dict[str, float]:
-    """Maps Ultralytics' `metrics/mAP50-95(B)`-style keys to the project's names."""
-    precision = float(results_dict.get("metrics/precision(B)", 0.0))
-    recall = float(results_dict.get("metrics/recall(B)", 0.0))
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {
-        "map50_95": float(results_dict.get("metrics/mAP50-95(B)", 0.0)),
-        "map50": float(results_dict.get("metrics/mAP50(B)", 0.0)),
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-    }
-
-
 def train(
     model: str,
     settings: TrainSettings,
-    data_yaml: Path,
+    data: Path,
     run_dir: Path,
     *,
     source: str,
+    task: str = DEFAULT_TASK,
     resume: bool = False,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainOutcome:
@@ -179,9 +167,11 @@ def train(
     Args:
         model: The candidate's model name (for messages).
         settings: Training arguments.
-        data_yaml: The dataset's data.yaml.
+        data: What Ultralytics takes as `data=` (`DatasetVersion.ultralytics_data`:
+            data.yaml for detection, the dataset folder for classification).
         run_dir: The candidate's folder (`run_key`): checkpoints, plots, results.csv.
         source: What `resolve_weights` chose to load.
+        task: The task, whose names the validation metrics get.
         resume: Continue an interrupted run from its last checkpoint if there is one.
         on_epoch_end: Called after each epoch's validation with (epoch, metrics).
 
@@ -224,7 +214,7 @@ def train(
     # on 2 busy cores). Frozen, they are skipped; what training allocates is not.
     gc.freeze()
     try:
-        results = _ultralytics_train(yolo, settings, data_yaml, run_dir, resumed)
+        results = _ultralytics_train(yolo, settings, data, run_dir, resumed)
     finally:
         gc.unfreeze()
     trainer = yolo.trainer
@@ -236,7 +226,7 @@ def train(
         save_dir=save_dir,
         best=best,
         last=save_dir / "weights" / "last.pt",
-        val_metrics=val_metrics(
+        val_metrics=get_task(task).val_metrics(
             getattr(results, "results_dict", None) or trainer.metrics
         ),
         speed_ms={
@@ -249,13 +239,13 @@ def train(
 
 
 def _ultralytics_train(
-    yolo: Any, settings: TrainSettings, data_yaml: Path, run_dir: Path, resumed: bool
+    yolo: Any, settings: TrainSettings, data: Path, run_dir: Path, resumed: bool
 ) -> Any:
     """Starts or resumes Ultralytics' training with the project's fixed arguments."""
     if resumed:
         return yolo.train(resume=True)
     return yolo.train(
-        data=str(data_yaml),
+        data=str(data),
         epochs=settings.epochs,
         imgsz=settings.imgsz,
         batch=settings.batch,

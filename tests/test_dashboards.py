@@ -58,7 +58,9 @@ def test_dashboard_starts_both_uis_and_stops_them(
     from visionops.training.tracking import configure_tracking
 
     configure_tracking()
-    model_name = load_parameters("training").model.name
+    # `model.name: null` means the task's default name: detect's, for the sample.
+    assert load_parameters("training").model.name is None
+    model_name = "board-detector"
     MlflowClient().create_registered_model(model_name)
 
     try:
@@ -91,6 +93,13 @@ def test_dashboard_starts_both_uis_and_stops_them(
         user = Client().zen_store.get_user(Client().active_user.id)
         assert user.email_opted_in is False
         assert user.user_metadata["finished_onboarding_survey"] is True
+        # A model not registered yet: the list of registered models instead.
+        urls = dashboards.Dashboards(zenml_url=zenml_url, mlflow_url=mlflow_url)
+        unregistered = dashboards.deep_links(urls, "nobody-yet")
+        assert "MLflow registered model" not in unregistered
+        models = unregistered["MLflow registered models"]
+        assert models == f"{mlflow_url}/#/models?workflowType=machine_learning"
+        assert _status(models) == 200
 
         assert _status(f"{zenml_url}/health") == 200
         assert _status(f"{zenml_url}/") == 200

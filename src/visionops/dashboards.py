@@ -332,12 +332,13 @@ def training_experiment_id() -> str:
     return experiment.experiment_id
 
 
-def deep_links(urls: Dashboards, model_name: str) -> dict[str, str]:
-    """The views worth opening: the project's runs, the training runs, the model.
+def deep_links(urls: Dashboards, model_name: str | None = None) -> dict[str, str]:
+    """The views worth opening: the project's runs, the training runs, the model(s).
 
     Args:
         urls: Where the dashboards answer (`start`).
-        model_name: The registered model (training config `model.name`).
+        model_name: The registered model (training config `model.name`); None:
+            each task's default name that is registered.
 
     Returns:
         A label and URL per view, in the order to show them.
@@ -346,28 +347,43 @@ def deep_links(urls: Dashboards, model_name: str) -> dict[str, str]:
     from mlflow.tracking import MlflowClient
     from zenml.client import Client
 
+    from visionops.tasks import available_tasks, get_task
+
     project = Client().active_project.name
     try:
         experiment = training_experiment_id()
     except MlflowException as err:
         raise DashboardError(f"MLflow: {err}") from None
-    try:
-        MlflowClient().get_registered_model(model_name)
-        model = f"#/models/{model_name}"
-    except MlflowException as err:
-        if "RESOURCE_DOES_NOT_EXIST" not in str(err.error_code):
-            raise DashboardError(f"MLflow: {err}") from None
-        model = "#/models"  # not registered yet: the list of models
+    names = (
+        [model_name]
+        if model_name
+        else [get_task(task).default_model_name for task in available_tasks()]
+    )
+    registered = []
+    for name in names:
+        try:
+            MlflowClient().get_registered_model(name)
+        except MlflowException as err:
+            if "RESOURCE_DOES_NOT_EXIST" not in str(err.error_code):
+                raise DashboardError(f"MLflow: {err}") from None
+        else:
+            registered.append(name)
     # The UI keeps a GenAI/ML switch; the parameter picks ML for an old experiment.
     ml = "?workflowType=machine_learning"
-    return {
+    links = {
         "ZenML pipeline runs": f"{urls.zenml_url}/projects/{project}/runs",
         "MLflow training runs": (
             f"{urls.mlflow_url}/#/experiments/{experiment}/runs{ml}"
             f"&viewStateShareKey={RUNS_VIEW_KEY}"
         ),
-        "MLflow registered model": f"{urls.mlflow_url}/{model}{ml}",
     }
+    for name in registered:
+        one = len(registered) == 1
+        label = "MLflow registered model" if one else f"MLflow model {name}"
+        links[label] = f"{urls.mlflow_url}/#/models/{name}{ml}"
+    if not registered:  # before the first training: the list of models
+        links["MLflow registered models"] = f"{urls.mlflow_url}/#/models{ml}"
+    return links
 
 
 def stop() -> list[str]:

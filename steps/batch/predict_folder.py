@@ -7,9 +7,10 @@ from zenml import log_metadata, step
 from zenml.types import HTMLString
 
 from visionops import batch
-from visionops.batch import BatchSettings, PredictionSet, dataset_split
+from visionops.batch import PredictionSet
 from visionops.batch_report import batch_html
 from visionops.champion import Champion
+from visionops.config import BatchSettings, dataset_split
 from visionops.data.version import DatasetVersion
 from visionops.env import project_root
 from visionops.materializers import work_dir

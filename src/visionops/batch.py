@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import shutil
@@ -19,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from visionops import images
 from visionops.config import BatchSettings
 from visionops.data.manifest import IMAGE_SUFFIXES
 from visionops.data.report import draw_boxes
@@ -40,7 +40,6 @@ CSV_COLUMNS = ("image", "class_id", "class_name", "confidence", "x1", "y1", "x2"
 
 _CELL = 240  # side of one sample-grid thumbnail, pixels
 _CAPTION = 18  # caption strip under each thumbnail, pixels
-_JPEG_EOI = b"\xff\xd9"
 
 
 @dataclass
@@ -106,51 +105,27 @@ def list_inputs(folder: Path) -> Inputs:
 
 
 def read_image(path: Path) -> tuple[np.ndarray | None, str, str]:
-    """Decodes an image as BGR uint8, the way Ultralytics reads it.
+    """Decodes an image as BGR uint8, the way Ultralytics reads it (`visionops.images`).
 
     Returns:
         The image (None when bad), and for a bad file its reason (`zero_byte`,
         `unreadable`, `truncated`, `unsupported_format`) and a detail.
     """
     try:
-        data = path.read_bytes()
-    except OSError as err:
-        return None, "unreadable", f"{type(err).__name__}: {err}"
-    if not data:
-        return None, "zero_byte", "the file is empty"
-    if data[:2] == b"\xff\xd8" and not data.endswith(_JPEG_EOI) and _truncated(data):
-        return None, "truncated", "the JPEG stops before its end; copy it again"
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is not None and image.size:
-        return image, "", ""
-    if path.suffix.lower() in UNSUPPORTED_SUFFIXES:
-        return None, "unsupported_format", f"{path.suffix} images: convert to JPEG/PNG"
-    return None, "unreadable", _sniff(data)
-
-
-def _truncated(data: bytes) -> bool:
-    """Whether a JPEG without a final end marker is cut short (not just padded)."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-    except OSError as err:
-        return "truncated" in str(err)
-    except Exception:  # not PIL's to judge: OpenCV decides below
-        return False
-    return False
-
-
-def _sniff(data: bytes) -> str:
-    head = data[:64]
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return "not a decodable image (OpenCV cannot read these bytes)"
-    if all(ch.isprintable() or ch in "\r\n\t" for ch in text):
-        return f"text, not image data: {text.strip()[:40]!r}"
-    return "not a decodable image (OpenCV cannot read these bytes)"
+        return images.read(path), "", ""
+    except images.ImageError as err:
+        if err.reason == images.UNREADABLE and path.suffix.lower() in (
+            UNSUPPORTED_SUFFIXES
+        ):
+            return (
+                None,
+                "unsupported_format",
+                f"{path.suffix} images: convert to JPEG/PNG",
+            )
+        detail = err.detail
+        if err.reason == images.TRUNCATED:
+            detail = "the JPEG stops before its end; copy it again"
+        return None, err.reason, detail
 
 
 def _decoded_batches(

@@ -70,7 +70,8 @@ def test_a_flag_of_another_pipeline_is_a_usage_error(args, line, capsys) -> None
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith(f"run.py: error: {line}")
     flag = line.split()[0]
-    expected = ", ".join(registry.taking(flag)[:-1]) + " or " + registry.taking(flag)[-1]
+    *first, last = registry.taking(flag)
+    expected = f"{', '.join(first)} or {last}"
     assert err[0] == f"run.py: error: {line}{expected}"
     assert err[1].startswith("usage: run.py")
 

@@ -79,10 +79,10 @@ def sniff_format(data: bytes) -> str | None:
     """
     Image.init()  # every plugin registered, once
     prefix = data[:16]
-    for name in FORMATS[:1] + FORMATS[2:]:  # MPO shares JPEG's signature
-        if Image.OPEN[name][1](prefix) is True:
-            return name
-    for name, (_, accept) in Image.OPEN.items():
+    known = [n for n in FORMATS if n != "MPO"]  # MPO shares JPEG's signature
+    others = [n for n in Image.OPEN if n not in FORMATS]
+    for name in known + others:
+        accept = Image.OPEN[name][1]
         if accept is not None and accept(prefix) is True:
             return name
     return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import shutil
@@ -14,12 +13,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
+from visionops import images
+from visionops.config import BatchSettings
 from visionops.data.manifest import IMAGE_SUFFIXES
 from visionops.data.report import draw_boxes
 from visionops.fsutil import ensure_empty_dir
@@ -29,8 +29,6 @@ from visionops.parallel import resolve_workers
 # Image formats OpenCV may not decode: tried anyway, reported as unsupported if not.
 UNSUPPORTED_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jp2", ".ico", ".svg")
 INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".jfif", ".jpe", *UNSUPPORTED_SUFFIXES)
-DATASET_PREFIX = "dataset:"
-DATASET_SPLITS = ("train", "val", "test")
 
 LABELS_DIR = "labels"
 PREDICTIONS_JSON = "predictions.json"
@@ -42,32 +40,6 @@ CSV_COLUMNS = ("image", "class_id", "class_name", "confidence", "x1", "y1", "x2"
 
 _CELL = 240  # side of one sample-grid thumbnail, pixels
 _CAPTION = 18  # caption strip under each thumbnail, pixels
-_JPEG_EOI = b"\xff\xd9"
-
-
-class BatchSettings(BaseModel):
-    """How the detector runs over a folder.
-
-    Attributes:
-        conf: Keep boxes scoring above this.
-        iou: NMS IoU threshold.
-        max_det: Keep at most this many boxes per image.
-        batch: Images decoded and sent to ONNX Runtime together.
-        threads: ONNX Runtime intra-op threads (`auto`: one per CPU core); as many
-            threads decode the next batch meanwhile.
-        device: `auto` uses ONNX Runtime's CUDA provider when it is installed.
-        grid_size: Images in the annotated sample grid (0: none).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    conf: float = Field(0.25, ge=0.0, le=1.0)
-    iou: float = Field(0.7, gt=0.0, le=1.0)
-    max_det: int = Field(300, ge=1)
-    batch: int = Field(8, ge=1, le=1024)
-    threads: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    grid_size: int = Field(16, ge=0, le=100)
 
 
 @dataclass
@@ -107,24 +79,6 @@ class _Read:
 # --- sources and inputs ----------------------------------------------------------
 
 
-def dataset_split(source: str) -> str | None:
-    """The split of a `dataset:<split>` source (`valid` means val), else None.
-
-    Raises:
-        ValueError: For `dataset:` with an unknown split.
-    """
-    if not source.startswith(DATASET_PREFIX):
-        return None
-    split = source.removeprefix(DATASET_PREFIX).strip().lower()
-    split = {"valid": "val", "validation": "val"}.get(split, split)
-    if split not in DATASET_SPLITS:
-        raise ValueError(
-            f"{source!r}: use dataset:train, dataset:val or dataset:test "
-            "(a split of the dataset version)"
-        )
-    return split
-
-
 def list_inputs(folder: Path) -> Inputs:
     """Lists the files to predict under `folder`, recursively, sorted.
 
@@ -151,51 +105,27 @@ def list_inputs(folder: Path) -> Inputs:
 
 
 def read_image(path: Path) -> tuple[np.ndarray | None, str, str]:
-    """Decodes an image as BGR uint8, the way Ultralytics reads it.
+    """Decodes an image as BGR uint8, the way Ultralytics reads it (`visionops.images`).
 
     Returns:
         The image (None when bad), and for a bad file its reason (`zero_byte`,
         `unreadable`, `truncated`, `unsupported_format`) and a detail.
     """
     try:
-        data = path.read_bytes()
-    except OSError as err:
-        return None, "unreadable", f"{type(err).__name__}: {err}"
-    if not data:
-        return None, "zero_byte", "the file is empty"
-    if data[:2] == b"\xff\xd8" and not data.endswith(_JPEG_EOI) and _truncated(data):
-        return None, "truncated", "the JPEG stops before its end; copy it again"
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is not None and image.size:
-        return image, "", ""
-    if path.suffix.lower() in UNSUPPORTED_SUFFIXES:
-        return None, "unsupported_format", f"{path.suffix} images: convert to JPEG/PNG"
-    return None, "unreadable", _sniff(data)
-
-
-def _truncated(data: bytes) -> bool:
-    """Whether a JPEG without a final end marker is cut short (not just padded)."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-    except OSError as err:
-        return "truncated" in str(err)
-    except Exception:  # not PIL's to judge: OpenCV decides below
-        return False
-    return False
-
-
-def _sniff(data: bytes) -> str:
-    head = data[:64]
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return "not a decodable image (OpenCV cannot read these bytes)"
-    if all(ch.isprintable() or ch in "\r\n\t" for ch in text):
-        return f"text, not image data: {text.strip()[:40]!r}"
-    return "not a decodable image (OpenCV cannot read these bytes)"
+        return images.read(path), "", ""
+    except images.ImageError as err:
+        if err.reason == images.UNREADABLE and path.suffix.lower() in (
+            UNSUPPORTED_SUFFIXES
+        ):
+            return (
+                None,
+                "unsupported_format",
+                f"{path.suffix} images: convert to JPEG/PNG",
+            )
+        detail = err.detail
+        if err.reason == images.TRUNCATED:
+            detail = "the JPEG stops before its end; copy it again"
+        return None, err.reason, detail
 
 
 def _decoded_batches(

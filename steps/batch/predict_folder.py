@@ -1,17 +1,17 @@
 """Step: run the champion over a folder (or a dataset split) and keep the outputs."""
 
-from pathlib import Path
 from typing import Annotated
 
 from zenml import log_metadata, step
 from zenml.types import HTMLString
 
 from visionops import batch
-from visionops.batch import BatchSettings, PredictionSet, dataset_split
+from visionops.batch import PredictionSet
 from visionops.batch_report import batch_html
 from visionops.champion import Champion
+from visionops.config import BatchSettings, dataset_split
 from visionops.data.version import DatasetVersion
-from visionops.env import project_root
+from visionops.env import project_path
 from visionops.materializers import work_dir
 from visionops.names import BATCH_REPORT, PREDICTIONS
 from visionops.training.candidates import ModelFile
@@ -45,7 +45,7 @@ def predict_folder(
             raise ValueError(f"{source}: pass the dataset version to read it from")
         folder = dataset.root / "images" / split
     else:
-        folder = Path(source) if Path(source).is_absolute() else project_root() / source
+        folder = project_path(source)
     predictions = batch.predict_folder(
         folder,
         model.path,

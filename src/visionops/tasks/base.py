@@ -135,8 +135,6 @@ class Task(ABC):
 
     def evaluation_html(self, report: EvalReport, plot_dir: Path) -> str:
         """The test evaluation as one HTML page for the ZenML dashboard."""
-        from visionops.training.evaluate import evaluation_html
-
         return evaluation_html(report, plot_dir)
 
     # --- inference (evaluation latency, batch, service) ------------------------------
@@ -189,3 +187,47 @@ class Task(ABC):
                 f"the {pipeline} pipeline does not handle {self.name} models in this "
                 f"version (it does: {', '.join(sorted(self.pipelines))})"
             )
+
+
+def evaluation_html(report: EvalReport, plot_dir: Path) -> str:
+    """Metrics, per-class rows and the normalised confusion matrix as one HTML page.
+
+    The default page of `Task.evaluation_html`; it reads only the report's fields,
+    so the tasks need not import the training package (which imports them).
+    """
+    import base64
+    import html
+
+    metrics = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{v:.4f}</td></tr>"
+        for k, v in report.metrics.items()
+    )
+    if report.latency_ms is not None:
+        metrics += (
+            f"<tr><th>ONNX CPU latency @ {report.latency_imgsz}px</th>"
+            f"<td>{report.latency_ms:.1f} ms</td></tr>"
+        )
+
+    def cell(value: float | str) -> str:
+        return html.escape(value if isinstance(value, str) else f"{value:.4f}")
+
+    columns = tuple(report.per_class[0]) if report.per_class else ("class",)
+    per_class = "".join(
+        "<tr>" + "".join(f"<td>{cell(row[k])}</td>" for k in columns) + "</tr>"
+        for row in report.per_class
+    )
+    matrix = plot_dir / "confusion_matrix_normalized.png"
+    image = (
+        f'<img style="max-width:640px" src="data:image/png;base64,'
+        f'{base64.b64encode(matrix.read_bytes()).decode()}">'
+        if matrix.is_file()
+        else ""
+    )
+    table = "<table border=1 cellpadding=4 style='border-collapse:collapse'>"
+    header = "".join(f"<th>{c}</th>" for c in columns)
+    return (
+        "<html><body style='font-family:sans-serif'><h3>Test split: "
+        f"{report.images} images, dataset {report.dataset_hash[:12]}</h3>"
+        f"{table}{metrics}</table><h3>Per class</h3>{table}<tr>{header}</tr>"
+        f"{per_class}</table><h3>Normalised confusion matrix</h3>{image}</body></html>"
+    )

@@ -201,11 +201,12 @@ class PredictionSetMaterializer(_DirectoryMaterializer):
     def extract_metadata(self, data: PredictionSet) -> dict[str, MetadataType]:
         """Puts the summary's headline figures on the artifact version."""
         s = data.summary
-        keys = ("source", "images_in", "predicted", "bad", "boxes", "images_per_s")
-        meta: dict[str, MetadataType] = {k: s[k] for k in keys if s[k] is not None}
-        meta["boxes_per_class"] = s["boxes_per_class"]
-        if s["mean_confidence"] is not None:
-            meta["mean_confidence"] = s["mean_confidence"]
+        keys = ("task", "source", "images_in", "predicted", "bad", "boxes")
+        keys += ("images_per_s", "mean_confidence", "mean_probability")
+        meta: dict[str, MetadataType] = {
+            k: s[k] for k in keys if s.get(k) is not None
+        }
+        meta["per_class"] = s["per_class"]
         if s.get("model"):
             meta["model_version"] = str(s["model"].get("version"))
         return meta

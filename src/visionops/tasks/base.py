@@ -168,6 +168,42 @@ class Task(ABC):
             metadata={"task": self.name, **metadata},
         )
 
+    def predict(
+        self,
+        predictor: Any,
+        frames: Sequence[np.ndarray],
+        *,
+        conf: float = 0.25,
+        iou: float = 0.7,
+        max_det: int = 300,
+        timing: dict[str, float] | None = None,
+    ) -> list[Any]:
+        """Predicts BGR frames with the thresholds of the service and batch.
+
+        This default passes them on (`OnnxDetector.predict_batch`); a task
+        without thresholds overrides it and ignores them.
+
+        Args:
+            predictor: What `predictor()` returned.
+            frames: uint8 (H, W, 3) BGR images.
+            conf: Keep items scoring above this.
+            iou: NMS IoU threshold.
+            max_det: Keep at most this many items per image.
+            timing: When given, receives the milliseconds of each stage.
+
+        Returns:
+            One prediction per frame, in order.
+        """
+        return predictor.predict_batch(
+            frames, conf=conf, iou=iou, max_det=max_det, timing=timing
+        )
+
+    def batch_output(
+        self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
+    ) -> BatchOutput:
+        """What a batch run writes per image for this task (`BatchOutput`)."""
+        raise TaskError(f"The {self.name} task has no batch outputs yet.")
+
     def records(self, prediction: Any, names: Mapping[int, str]) -> list[dict]:
         """One JSON-ready dict per predicted item (box, class, instance)."""
         raise TaskError(f"The {self.name} task has no response schema yet.")
@@ -189,3 +225,59 @@ class Task(ABC):
                 f"the {pipeline} pipeline does not handle {self.name} models in this "
                 f"version (it does: {', '.join(sorted(self.pipelines))})"
             )
+
+
+class BatchOutput(ABC):
+    """A task's share of a batch run: its CSV rows, JSON fields, files and figures.
+
+    `visionops.batch.predict_folder` does the shared part (inputs, decoding, bad
+    files, the sample grid, `predictions.json`, `summary.json`); one instance per
+    run, made by `Task.batch_output`, adds what differs per task.
+
+    Attributes:
+        columns: The header of `predictions.csv`.
+        counts_title: What `summary["per_class"]` counts, as a report heading.
+        thresholds: The `BatchSettings` the task's predictions depend on.
+    """
+
+    columns: tuple[str, ...]
+    counts_title: str
+    thresholds: ClassVar[tuple[str, ...]] = ("conf", "iou", "max_det")
+
+    def __init__(
+        self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
+    ) -> None:
+        """Keeps where outputs go, the class names and the run's input files."""
+        self.out_dir = out_dir
+        self.names = list(names)
+        self.folder = folder
+        self.files = list(files)
+
+    @abstractmethod
+    def add(
+        self, index: int, relative: str, image: np.ndarray, prediction: Any
+    ) -> tuple[dict[str, Any], list[tuple]]:
+        """One predicted image: its JSON record fields and its CSV rows.
+
+        Args:
+            index: The image's position in `files`.
+            relative: Its path relative to the input folder.
+            image: The decoded BGR image.
+            prediction: What the task's predictor answered for it.
+        """
+
+    @abstractmethod
+    def draw(
+        self, thumbnail: np.ndarray, prediction: Any, shape: tuple[int, ...]
+    ) -> np.ndarray:
+        """The prediction drawn on a sample-grid thumbnail of an image of `shape`."""
+
+    @abstractmethod
+    def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """The task's figures for `summary.json`.
+
+        Returns:
+            Task keys, plus `per_class` (counts by class name, headed
+            `counts_title`) and `figures` (label -> value, for the report and
+            the terminal).
+        """

@@ -173,30 +173,25 @@ class Task(ABC):
         predictor: Any,
         frames: Sequence[np.ndarray],
         *,
-        conf: float = 0.25,
-        iou: float = 0.7,
-        max_det: int = 300,
         timing: dict[str, float] | None = None,
+        **thresholds: Any,
     ) -> list[Any]:
         """Predicts BGR frames with the thresholds of the service and batch.
 
-        This default passes them on (`OnnxDetector.predict_batch`); a task
-        without thresholds overrides it and ignores them.
+        This default passes the thresholds (`conf`, `iou`, `max_det`; the
+        predictor's defaults where not given) to `predictor.predict_batch`; a
+        task without thresholds overrides it and ignores them.
 
         Args:
             predictor: What `predictor()` returned.
             frames: uint8 (H, W, 3) BGR images.
-            conf: Keep items scoring above this.
-            iou: NMS IoU threshold.
-            max_det: Keep at most this many items per image.
             timing: When given, receives the milliseconds of each stage.
+            **thresholds: `conf`, `iou`, `max_det`.
 
         Returns:
             One prediction per frame, in order.
         """
-        return predictor.predict_batch(
-            frames, conf=conf, iou=iou, max_det=max_det, timing=timing
-        )
+        return predictor.predict_batch(frames, timing=timing, **thresholds)
 
     def batch_output(
         self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]

@@ -97,10 +97,8 @@ class ClassifyTask(Task):
         predictor: Any,
         frames: Sequence[np.ndarray],
         *,
-        conf: float = 0.25,
-        iou: float = 0.7,
-        max_det: int = 300,
         timing: dict[str, float] | None = None,
+        **thresholds: Any,
     ) -> list[Any]:
         """Class probabilities per frame; a classifier has no thresholds."""
         import time

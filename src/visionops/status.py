@@ -129,14 +129,14 @@ def _reports() -> dict[str, str | None]:
     from zenml.materializers.structured_string_materializer import HTML_FILENAME
 
     from visionops.batch import REPORT_HTML
-    from visionops.materializers import DATASET_HTML
+    from visionops.materializers import DATA_DIR, DATASET_HTML
     from visionops.names import DATASET, EVALUATION_REPORT, PREDICTIONS
 
     found: dict[str, str | None] = {}
     for key, artifact, file in (
         ("dataset", DATASET, DATASET_HTML),
         ("evaluation", EVALUATION_REPORT, HTML_FILENAME),
-        ("batch", PREDICTIONS, REPORT_HTML),
+        ("batch", PREDICTIONS, f"{DATA_DIR}/{REPORT_HTML}"),  # the stored outputs
     ):
         try:
             uri = Client().get_artifact_version(artifact).uri

@@ -1,4 +1,4 @@
-"""The BentoML service over HTTP through `Detector.to_asgi()`, no server process."""
+"""The BentoML service over HTTP through `VisionService.to_asgi()`, no server."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from zenml.types import HTMLString
 
 from visionops import batch
 from visionops.batch import PredictionSet
-from visionops.batch_report import batch_html
+from visionops.batch_report import write_report
 from visionops.champion import Champion
 from visionops.config import BatchSettings, dataset_split
 from visionops.data.version import DatasetVersion
@@ -29,7 +29,8 @@ def predict_folder(
     Annotated[PredictionSet, PREDICTIONS],
     Annotated[HTMLString, BATCH_REPORT],
 ]:
-    """Predicts every image; bad files are listed with a reason, never fatal.
+    """Predicts every image as the champion's task does; bad files are listed
+    with a reason, never fatal.
 
     Args:
         model: The champion's ONNX export.
@@ -43,7 +44,7 @@ def predict_folder(
     if split is not None:
         if dataset is None:
             raise ValueError(f"{source}: pass the dataset version to read it from")
-        folder = dataset.root / "images" / split
+        folder = dataset.split_dir(split)
     else:
         folder = project_path(source)
     predictions = batch.predict_folder(
@@ -51,6 +52,7 @@ def predict_folder(
         model.path,
         work_dir("predictions"),
         settings,
+        task=champion.task,
         source=source,
         model={**champion.model_dump(), "model_uri": champion.model_uri},
     )
@@ -58,8 +60,9 @@ def predict_folder(
     log_metadata(
         {
             key: summary[key]
-            for key in ("images_in", "predicted", "bad", "boxes", "images_per_s")
+            for key in ("task", "images_in", "predicted", "bad", "images_per_s")
         }
-        | {"boxes_per_class": summary["boxes_per_class"], "source": source}
+        | {"per_class": summary["per_class"], "source": source}
     )
-    return predictions, HTMLString(batch_html(predictions))
+    # report.html beside the outputs: exported with them to outputs/batch/<time>/.
+    return predictions, HTMLString(write_report(predictions))

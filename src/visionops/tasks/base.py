@@ -166,6 +166,37 @@ class Task(ABC):
             metadata={"task": self.name, **metadata},
         )
 
+    def predict(
+        self,
+        predictor: Any,
+        frames: Sequence[np.ndarray],
+        *,
+        timing: dict[str, float] | None = None,
+        **thresholds: Any,
+    ) -> list[Any]:
+        """Predicts BGR frames with the thresholds of the service and batch.
+
+        This default passes the thresholds (`conf`, `iou`, `max_det`; the
+        predictor's defaults where not given) to `predictor.predict_batch`; a
+        task without thresholds overrides it and ignores them.
+
+        Args:
+            predictor: What `predictor()` returned.
+            frames: uint8 (H, W, 3) BGR images.
+            timing: When given, receives the milliseconds of each stage.
+            **thresholds: `conf`, `iou`, `max_det`.
+
+        Returns:
+            One prediction per frame, in order.
+        """
+        return predictor.predict_batch(frames, timing=timing, **thresholds)
+
+    def batch_output(
+        self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
+    ) -> BatchOutput:
+        """What a batch run writes per image for this task (`BatchOutput`)."""
+        raise TaskError(f"The {self.name} task has no batch outputs yet.")
+
     def records(self, prediction: Any, names: Mapping[int, str]) -> list[dict]:
         """One JSON-ready dict per predicted item (box, class, instance)."""
         raise TaskError(f"The {self.name} task has no response schema yet.")
@@ -231,3 +262,59 @@ def evaluation_html(report: EvalReport, plot_dir: Path) -> str:
         f"{table}{metrics}</table><h3>Per class</h3>{table}<tr>{header}</tr>"
         f"{per_class}</table><h3>Normalised confusion matrix</h3>{image}</body></html>"
     )
+
+
+class BatchOutput(ABC):
+    """A task's share of a batch run: its CSV rows, JSON fields, files and figures.
+
+    `visionops.batch.predict_folder` does the shared part (inputs, decoding, bad
+    files, the sample grid, `predictions.json`, `summary.json`); one instance per
+    run, made by `Task.batch_output`, adds what differs per task.
+
+    Attributes:
+        columns: The header of `predictions.csv`.
+        counts_title: What `summary["per_class"]` counts, as a report heading.
+        thresholds: The `BatchSettings` the task's predictions depend on.
+    """
+
+    columns: tuple[str, ...]
+    counts_title: str
+    thresholds: ClassVar[tuple[str, ...]] = ("conf", "iou", "max_det")
+
+    def __init__(
+        self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
+    ) -> None:
+        """Keeps where outputs go, the class names and the run's input files."""
+        self.out_dir = out_dir
+        self.names = list(names)
+        self.folder = folder
+        self.files = list(files)
+
+    @abstractmethod
+    def add(
+        self, index: int, relative: str, image: np.ndarray, prediction: Any
+    ) -> tuple[dict[str, Any], list[tuple]]:
+        """One predicted image: its JSON record fields and its CSV rows.
+
+        Args:
+            index: The image's position in `files`.
+            relative: Its path relative to the input folder.
+            image: The decoded BGR image.
+            prediction: What the task's predictor answered for it.
+        """
+
+    @abstractmethod
+    def draw(
+        self, thumbnail: np.ndarray, prediction: Any, shape: tuple[int, ...]
+    ) -> np.ndarray:
+        """The prediction drawn on a sample-grid thumbnail of an image of `shape`."""
+
+    @abstractmethod
+    def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """The task's figures for `summary.json`.
+
+        Returns:
+            Task keys, plus `per_class` (counts by class name, headed
+            `counts_title`) and `figures` (label -> value, for the report and
+            the terminal).
+        """

@@ -25,8 +25,8 @@ def layout_for(task: str) -> ModuleType:
     """Returns the dataset layout module of a task (`visionops.tasks.<task>.layout`).
 
     Every layout module has the same functions: `place_item`, `write_config`,
-    `ultralytics_data`, `split_dir`, `split_images`, `label_file`, `image_class`, and the
-    `HASHED` paths. A layout whose label lines are instances rather than boxes
+    `ultralytics_data`, `split_dir`, `split_images`, `label_file`, `image_class`,
+    and the `HASHED` paths. A layout whose label lines are instances rather than boxes
     names the card key they are counted under (`COUNTS_KEY`).
 
     Raises:

@@ -266,6 +266,7 @@ class Detector:
             "bento_tag": bento_tag(self.model_card["bento_model"]),
             "task": TASK,
             "classes": self.detector.names,
+            "precision": "fp32",  # Bentos built before the INT8 gate
             **self.lineage,
         }
 

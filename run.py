@@ -144,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the full traceback of a failure (it always goes to a log file)",
     )
     parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars or per-epoch lines; ZenML logs warnings only",
+    )
+    parser.add_argument(
         "--on-conflict",
         choices=("skip", "rename"),
         help="with --restore: an experiment or registered model whose name exists "
@@ -464,13 +469,17 @@ def _dashboard(action: str) -> int:
             ", ".join(stopped) + " stopped." if stopped else "No dashboard was running."
         )
         return 0
+    training = load_parameters("training")
     try:
         urls = dashboards.start()
+        links = dashboards.deep_links(urls, training.model.name)
     except dashboards.DashboardError as err:
         print(f"Dashboard error: {err}", file=sys.stderr)
         return 2
     print(f"ZenML dashboard: {urls.zenml_url}")
     print(f"MLflow UI:       {urls.mlflow_url}")
+    for what, url in links.items():
+        print(f"  {what + ':':<25} {url}")
     print("Stop both with: python run.py --dashboard stop")
     return 0
 
@@ -601,8 +610,12 @@ def main(argv: list[str] | None = None) -> int:
     if not any((*what, args.backup, args.restore)):
         parser.print_help()
         return 2
+    from visionops import console
+
+    console.set_quiet(args.quiet)
     if not args.verbose:
         _quiet_console_tracebacks()
+    console.replace_zenml_hints()
     try:
         return _run(args)
     except Exception as err:  # noqa: BLE001 - one line and a log, never a traceback

@@ -20,6 +20,16 @@ def _status(url: str) -> int:
         return response.status
 
 
+def _links(out: str) -> dict[str, str]:
+    """The deep links `--dashboard` prints, indented under the servers' roots."""
+    links = {}
+    for line in out.splitlines():
+        if line.startswith("  ") and ": " in line:
+            label, url = line.strip().split(":", 1)
+            links[label] = url.strip()
+    return links
+
+
 def _zenml_config() -> dict:
     """The ZenML client configuration as the next process will read it."""
     path = Path(os.environ["ZENML_CONFIG_PATH"]) / "config.yaml"
@@ -41,6 +51,17 @@ def test_dashboard_starts_both_uis_and_stops_them(
     stack_id = str(Client().active_stack_model.id)
     assert _zenml_config()["store"]["type"] == "sql"
     capsys.readouterr()
+    # A registered model, as training leaves one: its page is linked.
+    from mlflow.tracking import MlflowClient
+
+    from visionops.config import load_parameters
+    from visionops.training.tracking import configure_tracking
+
+    configure_tracking()
+    # `model.name: null` means the task's default name: detect's, for the sample.
+    assert load_parameters("training").model.name is None
+    model_name = "board-detector"
+    MlflowClient().create_registered_model(model_name)
 
     try:
         assert run.main(["--dashboard"]) == 0
@@ -49,6 +70,36 @@ def test_dashboard_starts_both_uis_and_stops_them(
         mlflow_url = f"http://127.0.0.1:{mlflow_port}"
         assert f"ZenML dashboard: {zenml_url}" in out
         assert f"MLflow UI:       {mlflow_url}" in out
+        links = _links(out)
+        experiment = MlflowClient().get_experiment_by_name("training")
+        ml = "?workflowType=machine_learning"
+        assert links == {
+            "ZenML pipeline runs": f"{zenml_url}/projects/default/runs",
+            "MLflow training runs": (
+                f"{mlflow_url}/#/experiments/{experiment.experiment_id}/runs{ml}"
+                "&viewStateShareKey=visionops"
+            ),
+            "MLflow registered model": f"{mlflow_url}/#/models/{model_name}{ml}",
+        }
+        # The experiment opens as a machine-learning one, not on a GenAI overview.
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        view = json.loads(experiment.tags["mlflow.sharedViewState.visionops"])
+        assert "metrics.`val_map50_95`" in view["selectedColumns"]
+        for url in links.values():
+            assert _status(url) == 200, url
+        with urllib.request.urlopen(links["ZenML pipeline runs"]) as response:
+            assert '<div id="root">' in response.read().decode()
+        # The first-visit survey is answered: the dashboard opens on the link.
+        user = Client().zen_store.get_user(Client().active_user.id)
+        assert user.email_opted_in is False
+        assert user.user_metadata["finished_onboarding_survey"] is True
+        # A model not registered yet: the list of registered models instead.
+        urls = dashboards.Dashboards(zenml_url=zenml_url, mlflow_url=mlflow_url)
+        unregistered = dashboards.deep_links(urls, "nobody-yet")
+        assert "MLflow registered model" not in unregistered
+        models = unregistered["MLflow registered models"]
+        assert models == f"{mlflow_url}/#/models?workflowType=machine_learning"
+        assert _status(models) == 200
 
         assert _status(f"{zenml_url}/health") == 200
         assert _status(f"{zenml_url}/") == 200

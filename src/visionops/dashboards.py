@@ -21,6 +21,36 @@ ZENML_PORT_ENV = "VISIONOPS_ZENML_PORT"
 MLFLOW_PORT_ENV = "VISIONOPS_MLFLOW_PORT"
 DEFAULT_ZENML_PORT = 8237
 DEFAULT_MLFLOW_PORT = 5000
+# ZenML's MLflow tracker names a pipeline's experiment after the pipeline.
+TRAINING_EXPERIMENT = "training"
+# MLflow 3 opens an experiment without this tag on its GenAI overview; with it
+# (the UI's "Machine learning" type), on the runs table with metric columns.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# The runs table shows no metric column until one is picked; a view shared through
+# an experiment tag (what the UI's "Share" writes) picks the project's metrics.
+RUNS_VIEW_KEY = "visionops"
+RUNS_VIEW_METRICS = (
+    "val_map50_95",
+    "val_map50",
+    "val_precision",
+    "val_recall",
+    "test_map50_95",
+    "test_onnx_latency_ms",
+)
+
+
+def _experiment_tags() -> dict[str, str]:
+    """The tags that make the training experiment open on its runs and metrics."""
+    view = {
+        "selectedColumns": [
+            *(f"attributes.`{name}`" for name in ("Source", "Models", "Dataset")),
+            *(f"metrics.`{name}`" for name in RUNS_VIEW_METRICS),
+        ]
+    }
+    return {
+        **EXPERIMENT_KIND,
+        f"mlflow.sharedViewState.{RUNS_VIEW_KEY}": json.dumps(view),
+    }
 
 
 class DashboardError(RuntimeError):
@@ -156,7 +186,28 @@ def start_zenml(port: int) -> str:
             f"`zenml login --local --port {port}` failed:\n"
             f"{result.stdout}{result.stderr}"
         )
+    skip_onboarding()
     return _local_server_url() or f"http://{HOST}:{port}"
+
+
+def skip_onboarding() -> None:
+    """Answers the local dashboard's first-visit survey for the default user.
+
+    The dashboard asks while the user's `email_opted_in` is unset and its
+    metadata lacks `finished_onboarding_survey`: no newsletter, survey done.
+    """
+    from zenml.client import Client
+
+    client = Client()
+    user = client.zen_store.get_user(client.active_user.id)  # not the cached one
+    metadata = dict(user.user_metadata or {})
+    if user.email_opted_in is not None and metadata.get("finished_onboarding_survey"):
+        return
+    client.update_user(
+        user.id,
+        updated_email_opt_in=bool(user.email_opted_in),
+        updated_metadata={**metadata, "finished_onboarding_survey": True},
+    )
 
 
 def _local_server_url() -> str | None:
@@ -261,6 +312,78 @@ def start(
             stop_mlflow_ui()
         raise
     return Dashboards(zenml_url=zenml_url, mlflow_url=mlflow_url)
+
+
+def training_experiment_id() -> str:
+    """The training experiment's id, created (or tagged) as a machine-learning one.
+
+    Creating it before the first training run lets its link work at once; ZenML's
+    tracker then logs into it. Needs the tracking URI set (`configure_tracking`).
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(TRAINING_EXPERIMENT)
+    if experiment is None:
+        return client.create_experiment(TRAINING_EXPERIMENT, tags=_experiment_tags())
+    for key, value in _experiment_tags().items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
+
+
+def deep_links(urls: Dashboards, model_name: str | None = None) -> dict[str, str]:
+    """The views worth opening: the project's runs, the training runs, the model(s).
+
+    Args:
+        urls: Where the dashboards answer (`start`).
+        model_name: The registered model (training config `model.name`); None:
+            each task's default name that is registered.
+
+    Returns:
+        A label and URL per view, in the order to show them.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+    from zenml.client import Client
+
+    from visionops.tasks import available_tasks, get_task
+
+    project = Client().active_project.name
+    try:
+        experiment = training_experiment_id()
+    except MlflowException as err:
+        raise DashboardError(f"MLflow: {err}") from None
+    names = (
+        [model_name]
+        if model_name
+        else [get_task(task).default_model_name for task in available_tasks()]
+    )
+    registered = []
+    for name in names:
+        try:
+            MlflowClient().get_registered_model(name)
+        except MlflowException as err:
+            if "RESOURCE_DOES_NOT_EXIST" not in str(err.error_code):
+                raise DashboardError(f"MLflow: {err}") from None
+        else:
+            registered.append(name)
+    # The UI keeps a GenAI/ML switch; the parameter picks ML for an old experiment.
+    ml = "?workflowType=machine_learning"
+    links = {
+        "ZenML pipeline runs": f"{urls.zenml_url}/projects/{project}/runs",
+        "MLflow training runs": (
+            f"{urls.mlflow_url}/#/experiments/{experiment}/runs{ml}"
+            f"&viewStateShareKey={RUNS_VIEW_KEY}"
+        ),
+    }
+    for name in registered:
+        one = len(registered) == 1
+        label = "MLflow registered model" if one else f"MLflow model {name}"
+        links[label] = f"{urls.mlflow_url}/#/models/{name}{ml}"
+    if not registered:  # before the first training: the list of models
+        links["MLflow registered models"] = f"{urls.mlflow_url}/#/models{ml}"
+    return links
 
 
 def stop() -> list[str]:

@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
+from visionops.console import track
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -33,18 +35,24 @@ def pmap(
     initializer: Callable[..., None] | None = None,
     initargs: tuple = (),
     chunksize: int = 4,
+    progress: str | None = None,
 ) -> Iterator[R]:
     """Maps `func` over `items` in order, across `workers` processes.
 
     `func` and `initializer` must be module-level (picklable). With one worker
     everything runs in this process, which keeps tracebacks and profiling simple.
+    With `progress` (its description), a progress bar counts the results on
+    stderr unless `visionops.console.quiet()`.
     """
+    total = len(items) if hasattr(items, "__len__") else None
     if workers <= 1:
         if initializer is not None:
             initializer(*initargs)
-        yield from map(func, items)
+        results = map(func, items)
+        yield from track(results, progress, total) if progress else results
         return
     with ProcessPoolExecutor(
         max_workers=workers, initializer=initializer, initargs=initargs
     ) as pool:
-        yield from pool.map(func, items, chunksize=chunksize)
+        results = pool.map(func, items, chunksize=chunksize)
+        yield from track(results, progress, total) if progress else results

@@ -254,6 +254,7 @@ def anonymize_dataset(
             workers=workers,
             initializer=initializer,
             initargs=(threads_per_worker,),
+            progress="Blurring faces",
         )
     )
     shutil.copyfile(src / MANIFEST_FILE, dest / MANIFEST_FILE)

@@ -246,7 +246,7 @@ def validate_dataset(
     quarantined: list[QuarantinedItem] = []
     fixes: list[Fix] = []
     first_seen: dict[str, str] = {}
-    outcomes = list(pmap(_check_item, tasks, workers=workers))
+    outcomes = list(pmap(_check_item, tasks, workers=workers, progress="Validating"))
     # Only the parent sees every hash: it finds the images labelled twice.
     labels_of: dict[str, dict[int | None, str]] = {}
     for outcome in outcomes:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from visionops.config import TrainSettings
+from visionops.console import print_epoch
 from visionops.env import project_root, state_dir
 from visionops.tasks import DEFAULT_TASK, get_task
 
@@ -202,6 +203,7 @@ def train(
             k.replace("(", "").replace(")", ""): float(v) for k, v in metrics.items()
         }
         history.append({"epoch": trainer.epoch, **clean})
+        print_epoch(trainer.epoch + 1, trainer.epochs, clean)  # YOLO_VERBOSE is off
         if on_epoch_end is not None:
             on_epoch_end(trainer.epoch, clean)
 

@@ -22,6 +22,7 @@ LINEAGE = {
     "zenml_model_version": "3",
     "dataset_hash": "feedc0ffee",
     "serving_imgsz": IMGSZ,
+    "precision": "int8",
     "test_metrics": {"map50": 0.5, "map50_95": 0.25},
 }
 

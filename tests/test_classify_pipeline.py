@@ -71,6 +71,11 @@ def test_classifier_trained_evaluated_and_promoted(classified: dict) -> None:
     assert champion.class_names == list(CLASSES)
     assert {"top1", "roc_auc", "recall_PNEUMONIA"} <= set(champion.test_metrics)
     assert champion.onnx_artifact and champion.onnx_artifact.endswith(".onnx")
+    # Quantized too: calibrated through the classifier's preprocessing, both scored.
+    quantization = evaluation.quantization
+    assert quantization is not None and quantization.metric == "top1"
+    assert quantization.int8_score is not None and quantization.int8_latency_ms > 0
+    assert champion.precision == quantization.precision
     files = {
         f.path for f in mlflow.MlflowClient().list_artifacts(champion.run_id, "test")
     }

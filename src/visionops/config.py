@@ -186,6 +186,11 @@ class EvaluationSettings(StrictModel):
     latency_runs: int = Field(20, ge=1)
     batch: int = Field(8, ge=1)
     positive_class: str | None = None
+    # Static INT8 copy of the ONNX export, served when its promotion metric on
+    # the test split is within `max_quantization_drop` (absolute) of the FP32 one.
+    quantize: bool = True
+    max_quantization_drop: float = Field(0.01, ge=0.0, le=1.0)
+    calibration_images: int = Field(100, ge=1)  # from the validation split
 
 
 class ModelSettings(StrictModel):

@@ -331,6 +331,7 @@ class VisionService:
             "task": self.task.name,
             "endpoint": f"/{self.task.name}",
             "classes": self.names,
+            "precision": "fp32",  # Bentos built before the INT8 gate
             **self.lineage,
         }
 

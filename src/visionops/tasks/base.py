@@ -127,7 +127,11 @@ class Task(ABC):
         split: str = "test",
         positive_class: str | None = None,
     ) -> EvalReport:
-        """Measures `.pt` weights on one split; plots land in `out_dir`.
+        """Measures `.pt` weights, or an ONNX export of them, on one split.
+
+        Ultralytics runs an `.onnx` through ONNX Runtime with the same
+        preprocessing, so FP32 and INT8 exports are measured alike. Plots land
+        in `out_dir`.
 
         Raises:
             ValueError: The dataset has no such split (or no images in it).
@@ -145,7 +149,9 @@ class Task(ABC):
     ) -> Any:
         """The ONNX Runtime predictor of this task's exports.
 
-        It has `names`, `imgsz`, `predict(image_bgr)` and `predict_batch(frames)`.
+        It has `names`, `imgsz`, `predict(image_bgr)`, `predict_batch(frames)`
+        and `preprocess(image_bgr)`, the (1, 3, h, w) input blob `predict` feeds
+        the graph (what INT8 calibration runs on).
         """
 
     def log_model(self, onnx_path: Path, metadata: dict[str, Any]) -> Any:

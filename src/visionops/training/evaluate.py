@@ -10,6 +10,7 @@ import cv2
 from pydantic import BaseModel
 
 from visionops.tasks import DEFAULT_TASK, get_task
+from visionops.training.quantization import QuantizationReport
 
 
 class EvalReport(BaseModel):
@@ -29,8 +30,10 @@ class EvalReport(BaseModel):
     per_class: list[dict[str, float | str]]
     class_names: list[str]
     confusion_matrix: list[list[float]]
+    # The served ONNX export's latency: the INT8 model's when it is served.
     latency_ms: float | None = None
     latency_imgsz: int | None = None
+    quantization: QuantizationReport | None = None
 
 
 def onnx_latency_ms(

@@ -33,6 +33,12 @@ demo: init ## Run every pipeline on the bundled sample data, offline
 	$(PY) run.py --pipeline all
 	$(PY) run.py --status
 
+demo-classify: init ## Classify the bundled chest X-rays: ingestion, training (3 epochs), deployment
+	$(PY) run.py --pipeline ingestion --source data/sample/chest-xray --set 'split.group_by=person\d+'
+	$(PY) run.py --pipeline training --set train.epochs=3
+	$(PY) run.py --pipeline deployment
+	$(PY) run.py --status
+
 test: install ## Run the test suite (installs the Debian packages it uses, as root)
 	@bash tests/system_packages.sh
 	$(PY) -m pytest -q

@@ -7,23 +7,19 @@ import json
 import logging
 import os
 import sys
+import textwrap
 from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
+from visionops import registry  # noqa: E402
 from visionops.config import ConfigError, load_parameters  # noqa: E402
-
-PIPELINES = ("ingestion", "training", "deployment", "batch")
-# `all` builds a dataset, a model and its Bento; batch inference runs on data the
-# user names.
-ALL = ("ingestion", "training", "deployment")
-PLANNED: tuple[str, ...] = ()
 
 EXAMPLES = """examples:
   python run.py --pipeline ingestion                       # bundled sample data
-  python run.py --pipeline ingestion --source ../shared/datasets/roboflow-boards
+  python run.py --pipeline ingestion --source data/sample/chest-xray
   python run.py --pipeline ingestion --source export.zip --set anonymize.enabled=false
   python run.py --pipeline ingestion --source picsellia://<dataset version id>
   python run.py --pipeline ingestion --config overlay.yaml --set split.seed=7 --no-cache
@@ -36,7 +32,7 @@ EXAMPLES = """examples:
   python run.py --pipeline batch --source photos/          # champion over a folder
   python run.py --pipeline batch --source dataset:test     # a split of the dataset
   python run.py --pipeline batch --source photos/ --set conf=0.5 --set output_dir=out
-  python run.py --pipeline all                             # ingestion, then training
+  python run.py --pipeline all                             # {all}
   python run.py --stack local                              # apply stacks/local.yaml
   python run.py --status --set dataset=4                   # what training would use
   python run.py --status --json
@@ -47,7 +43,27 @@ EXAMPLES = """examples:
   python run.py --backup mlflow-backup.zip                 # the stack's MLflow tracker
   python run.py --stack server --restore mlflow-backup.zip --dry-run
   python run.py --restore mlflow-backup.zip --on-conflict rename
+
+pipelines:
+{pipelines}
+
+paths:
+  {rule}.
 """
+
+
+def _epilog() -> str:
+    """The examples, the registered pipelines and the path rule, for `--help`."""
+    pipelines = "\n".join(
+        f"  {spec.name:<12} {spec.help}" for spec in registry.PIPELINES.values()
+    )
+    return (
+        EXAMPLES.replace("{all}", ", ".join(registry.all_names()))
+        .replace("{pipelines}", pipelines)
+        .replace(
+            "{rule}", textwrap.fill(registry.SOURCE_RULE, 72, subsequent_indent="  ")
+        )
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,11 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run.py",
         description="Run the VisionOps ZenML pipelines or show the project's status.",
-        epilog=EXAMPLES,
+        epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--pipeline", choices=(*PIPELINES, *PLANNED, "all"), help="pipeline to run"
+        "--pipeline",
+        choices=(*registry.PIPELINES, registry.ALL),
+        help=f"pipeline to run; {registry.ALL}: {', '.join(registry.all_names())}",
     )
     parser.add_argument(
         "--config",
@@ -81,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--source",
         metavar="PATH_OR_URI",
         help="ingestion: a folder, a .zip, or picsellia://<dataset version id>; "
-        "batch: a folder of images, or dataset:train|val|test",
+        "batch: a folder of images, or dataset:train|val|test; a relative path is "
+        "relative to the project root (the folder of run.py)",
     )
     parser.add_argument(
         "--no-cache", action="store_true", help="run every step, ignoring ZenML's cache"
@@ -157,136 +176,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _pipeline_params(name: str, args: argparse.Namespace):
-    overrides = list(args.overrides)
-    if name == "ingestion" and args.source:
-        source = args.source
-        if "://" not in source:
-            source = str(Path(source).expanduser().resolve())
-        overrides.append(f"source={json.dumps(source)}")
-    if name == "training" and args.resume:
-        overrides.append("resume=true")
-    if name == "deployment" and args.serve:
-        overrides.append("serve=true")
-    if name == "batch" and args.source:
-        source = args.source
-        if not source.startswith("dataset:"):
-            source = str(Path(source).expanduser().resolve())
-        overrides.append(f"source={json.dumps(source)}")
-    params = load_parameters(name, overlays=args.config, overrides=overrides)
-    if name == "ingestion":
-        _check_source(params.source, params.archive)
-    if name == "training":
-        params = _check_training(params, dataset_from_this_run="ingestion" in args.plan)
-    if name == "deployment" and "training" not in args.plan:
-        params = _check_deployment(params)
-    if name == "batch":
-        params = _check_batch(params)
-    return params
-
-
-def _check_deployment(params):
-    """Fails before any work when there is no champion to deploy (or of another
-    task than the model name's served models); fills in the default model name."""
-    from visionops.preflight import check_champion_for, with_model_name
-    from visionops.training.tracking import TrackingError, configure_tracking
-
-    try:
-        configure_tracking()
-    except TrackingError as err:
-        raise ConfigError(str(err)) from None
-    params = with_model_name(params)
-    check_champion_for("deployment", params.model.name)
-    return params
-
-
-def _check_batch(params):
-    """Fails before any work without a champion, its ONNX export, or the images."""
-    from visionops.batch import dataset_split, list_inputs
-    from visionops.env import project_root
-    from visionops.preflight import check_champion_for, with_model_name
-    from visionops.training.tracking import TrackingError, configure_tracking
-
-    try:
-        configure_tracking()
-    except TrackingError as err:
-        raise ConfigError(f"model.name: {err}") from None
-    params = with_model_name(params)
-    champion = check_champion_for("batch", params.model.name)
-    if not champion.onnx_artifact:
-        raise ConfigError(
-            f"model.name: Champion v{champion.version} of {params.model.name!r} has "
-            "no ONNX export: run python run.py --pipeline training first to train "
-            "and promote a model that has one."
+def _pipeline_params(spec: registry.PipelineSpec, args: argparse.Namespace):
+    """The spec's validated parameters, checked before any pipeline starts."""
+    options = {flag: getattr(args, _dest(flag)) for flag in spec.options}
+    params = spec.load(args.config, args.overrides, options)
+    if spec.check is not None:
+        upstream = (
+            spec.needs is not None
+            and spec.needs in args.plan[: args.plan.index(spec.name)]
         )
-    split = dataset_split(params.source)
-    if split:
-        from visionops.lookup import check_split, resolve_dataset
-
-        choice = resolve_dataset(params.dataset)  # DatasetError is a ConfigError
-        check_split(choice.facts, split)
-        print(f"Batch on the {split} split of {choice.describe()}")
-        return params
-    folder = Path(params.source)
-    folder = folder if folder.is_absolute() else project_root() / folder
-    if not folder.is_dir():
-        raise ConfigError(
-            f"source: {folder} is not a folder; give a folder of images or "
-            "dataset:train|val|test"
-        )
-    if not list_inputs(folder).files:
-        raise ConfigError(f"source: no image files (.jpg, .png, ...) under {folder}")
+        params = spec.check(params, upstream)
     return params
 
 
-def _check_training(params, dataset_from_this_run: bool):
-    """Fails before any work without a tracker, a fitting dataset, or weights, or
-    when the config does not fit the dataset's task or the registered model's."""
-    from visionops.preflight import prepare_training
-    from visionops.training.tracking import TrackingError, configure_tracking
-    from visionops.training.yolo import PretrainedWeightsError, resolve_weights
-
-    try:
-        configure_tracking()
-    except TrackingError as err:
-        raise ConfigError(str(err)) from None
-    if not dataset_from_this_run:  # else the pipeline checks it once ingested
-        from visionops.lookup import select_training_dataset
-
-        choice = select_training_dataset(params.dataset, params.model.name)
-        print(f"Training on {choice.describe()}")
-        params = prepare_training(params, choice.artifact.run_metadata)
-    models = {v for p in params.grid_points() for k, v in p.items() if k == "model"}
-    for model in models or set(params.models):
-        try:
-            resolve_weights(_task_model(params, model), params.pretrained)
-        except (PretrainedWeightsError, FileNotFoundError) as err:
-            raise ConfigError(f"models: {err}") from None
-    return params
-
-
-def _task_model(params, model: str) -> str:
-    """The model name the dataset's task trains (`yolo11n-cls` for classify)."""
-    from visionops.tasks import get_task
-
-    return get_task(params.task).model_name(model) if params.task else model
-
-
-def _check_source(source: str, archive_limits=None) -> None:
-    """Fails before any work when a local source is missing or of no known layout.
-
-    A zip is not extracted here: its directory is checked against the limits.
-    """
-    if source.startswith("picsellia://"):
-        return  # checked against the platform by the first step
-    from visionops.data.sources import SourceError, open_source
-    from visionops.env import project_root
-
-    path = Path(source) if Path(source).is_absolute() else project_root() / source
-    try:
-        open_source(path, archive_limits=archive_limits)
-    except SourceError as err:
-        raise ConfigError(f"source: {err}") from None
+def _dest(flag: str) -> str:
+    """The argparse attribute of a flag: `--no-cache` is `no_cache`."""
+    return flag.removeprefix("--").replace("-", "_")
 
 
 def _stack_settings() -> dict:
@@ -299,98 +204,17 @@ def _stack_settings() -> dict:
 
 
 def run_pipeline(name: str, params, enable_cache: bool) -> None:
-    """Runs one pipeline with validated parameters."""
+    """Runs one registered pipeline with validated parameters, then its report."""
+    spec = registry.PIPELINES[name]
     settings = _stack_settings()
-    if name == "ingestion":
-        from pipelines.ingestion import ingestion
-
-        ingestion.with_options(enable_cache=enable_cache, settings=settings)(
-            params=params
-        )
-    elif name == "training":
-        from zenml import Model
-
-        from pipelines.training import training
-
-        if params.task is None:  # the dataset came from this run: now it exists
-            from visionops.lookup import find_dataset
-            from visionops.preflight import prepare_training
-
-            params = prepare_training(params, find_dataset(params.dataset).run_metadata)
-
-        model = Model(
-            name=params.model.name,
-            description=params.model.description or None,
-            tags=params.model.tags or None,
-        )
-        training.with_options(
-            enable_cache=enable_cache, model=model, settings=settings
-        )(params=params)
-    elif name == "deployment":
-        from zenml import Model
-        from zenml.enums import ModelStages
-
-        from pipelines.deployment import deployment
-        from visionops.preflight import check_champion_for, with_model_name
-
-        params = with_model_name(params)  # `all`: the task of this run's dataset
-        check_champion_for("deployment", params.model.name)
-        model = Model(name=params.model.name, version=ModelStages.PRODUCTION)
-        run = deployment.with_options(
-            enable_cache=enable_cache, model=model, settings=settings
-        )(params=params)
-        _report_deployment(run, params)
-    elif name == "batch":
-        from pipelines.batch import batch
-
-        run = batch.with_options(enable_cache=enable_cache, settings=settings)(
-            params=params
-        )
-        _report_batch(run, params)
-
-
-def _report_deployment(run, params) -> None:
-    """Prints the Bento tag and how to serve it."""
-    from zenml.client import Client
-
-    from visionops.names import BENTO, SERVICE_URL
-
-    run = Client().get_pipeline_run(
-        run.id if run else Client().get_pipeline("deployment").last_run.id
-    )
-    bento = run.steps["build_bento"].outputs[BENTO][0].load()
-    print(f"Bento: {bento.tag}")
-    url = run.steps["serve_bento"].outputs[SERVICE_URL][0].load()
-    if url:
-        print(f"Serving at {url} (web page: {url}/ui/); stop it with: make serve-stop")
-    else:
-        print(f"Serve it with: make serve   (or: bentoml serve {bento.tag})")
-
-
-def _report_batch(run, params) -> None:
-    """Prints the batch summary and where its files are (copied to output_dir)."""
-    from zenml.client import Client
-
-    from visionops.batch import export_predictions, format_summary
-    from visionops.env import project_root
-    from visionops.names import PREDICTIONS
-
-    if run is None:
-        run = Client().get_pipeline("batch").last_run
-    run = Client().get_pipeline_run(run.id)  # fresh, with its finished steps
-    predictions = run.steps["predict_folder"].outputs[PREDICTIONS][0].load()
-    print(format_summary(predictions.summary))
-    where = predictions.root
-    if params.output_dir:
-        base = Path(params.output_dir)
-        base = base if base.is_absolute() else project_root() / base
-        stamp = (run.start_time or datetime.now()).strftime("%Y%m%d-%H%M%S")
-        where, n = base / stamp, 1
-        while where.exists():  # two runs in one second
-            n += 1
-            where = base / f"{stamp}-{n}"
-        export_predictions(predictions, where)
-    print(f"Predictions: {where}")
+    if spec.prepare is not None:  # `all`: what depends on the previous pipeline
+        params = spec.prepare(params)
+    options: dict = {"enable_cache": enable_cache, "settings": settings}
+    if spec.model is not None:
+        options["model"] = spec.model(params)
+    run = spec.function().with_options(**options)(params=params)
+    if spec.report is not None:
+        spec.report(run, params)
 
 
 def _status_training(args: argparse.Namespace):
@@ -494,23 +318,25 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
         (args.backup and args.restore) or args.pipeline or args.mlflow_ui or args.status
     ):
         return "--backup and --restore run alone (after --stack, if given)"
+    options = registry.option_flags()
     if not args.pipeline:
         pipeline_only = {
             "--set": args.overrides,
             "--config": args.config,
-            "--source": args.source,
             "--no-cache": args.no_cache,
-            "--serve": args.serve,
-            "--resume": args.resume,
+            **{flag: getattr(args, _dest(flag)) for flag in options},
         }
         given = [flag for flag, value in pipeline_only.items() if value]
         if given and not (args.status and set(given) <= {"--set", "--config"}):
             return f"{', '.join(given)} goes with --pipeline NAME"
-    if args.source and args.pipeline not in ("ingestion", "batch", "all"):
-        return (
-            "--source goes with --pipeline ingestion, batch or all (the ingestion "
-            "source)"
-        )
+        return None
+    for flag in options:
+        names = registry.taking(flag)
+        if getattr(args, _dest(flag)) and args.pipeline not in names:
+            choices = (
+                f"{', '.join(names[:-1])} or {names[-1]}" if names[1:] else names[0]
+            )
+            return f"{flag} goes with --pipeline {choices}"
     return None
 
 
@@ -640,13 +466,6 @@ def _run(args: argparse.Namespace) -> int:
         return _backup_or_restore(args)
 
     if args.pipeline:
-        if args.pipeline in PLANNED:
-            print(
-                f"The {args.pipeline} pipeline is not part of this version yet; "
-                f"available: {', '.join(PIPELINES)}.",
-                file=sys.stderr,
-            )
-            return 2
         from visionops.stacks import StackError, check_active_stack
 
         try:  # the servers the stack needs answer, before any work
@@ -654,10 +473,10 @@ def _run(args: argparse.Namespace) -> int:
         except StackError as err:
             print(f"Stack error: {redact(str(err))}", file=sys.stderr)
             return 2
-        names = ALL if args.pipeline == "all" else (args.pipeline,)
-        args.plan = names
+        specs = registry.plan(args.pipeline)
+        args.plan = tuple(spec.name for spec in specs)
         try:  # every config is checked before any pipeline starts
-            planned = [(name, _pipeline_params(name, args)) for name in names]
+            planned = [(spec.name, _pipeline_params(spec, args)) for spec in specs]
         except ConfigError as err:
             print(f"Configuration error: {redact(str(err))}", file=sys.stderr)
             return 2

@@ -50,7 +50,7 @@ import visionops  # noqa: E402, F401  (offline environment, state in STATE)
 
 SAMPLE = ROOT / "data" / "sample" / "boards"
 HOST = "127.0.0.1"
-SERVICE_NAME = "visionops-detector"
+SERVICE_NAME = "visionops"
 
 
 def _free_port() -> int:

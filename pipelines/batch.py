@@ -3,8 +3,7 @@
 from zenml import pipeline
 
 from steps.batch import load_champion, predict_folder
-from visionops.batch import dataset_split
-from visionops.config import BatchParameters
+from visionops.config import BatchParameters, dataset_split
 from visionops.lookup import find_dataset
 
 

@@ -31,6 +31,8 @@ def training(params: TrainingParameters) -> None:
         weights.append(candidate_weights)
         results.append(result)
     model, selected, _, _ = select_candidate(results, weights, params.selection_metric)
-    report, onnx, _ = evaluate_model(model, dataset, selected, params.evaluation)
+    report, onnx, _ = evaluate_model(
+        model, dataset, selected, params.evaluation, params.promotion.metric
+    )
     champion = evaluate_champion(dataset, params.model.name, params.evaluation)
     promote_model(selected, report, champion, onnx, params.promotion, params.model.name)

@@ -1,4 +1,4 @@
-"""The service's app under test, `Detector.to_asgi()` serving a tiny test model.
+"""The service's app under test, `VisionService.to_asgi()` serving a tiny test model.
 
 A pytest plugin (`pytest_plugins = ["tests.serving_app"]`): one app per session,
 shared by the modules that test it (BentoML registers its Prometheus metrics
@@ -22,6 +22,7 @@ LINEAGE = {
     "zenml_model_version": "3",
     "dataset_hash": "feedc0ffee",
     "serving_imgsz": IMGSZ,
+    "precision": "int8",
     "test_metrics": {"map50": 0.5, "map50_95": 0.25},
 }
 
@@ -55,10 +56,36 @@ def service(onnx_path: Path, tiny_weights: Path):
     return module, tag
 
 
+def fresh_metrics() -> None:
+    """Unregisters BentoML's Prometheus collectors, so that one more app in this
+    process (another model's service) can register its own on its first request."""
+    from prometheus_client import REGISTRY
+
+    owned = REGISTRY._collector_to_names  # prometheus_client has no public listing
+    for collector, names in list(owned.items()):
+        if any(name.startswith("bentoml_") for name in names):
+            REGISTRY.unregister(collector)
+
+
+def import_service(model: str):
+    """The service module, imported anew to serve the store's latest `model`."""
+    from bentoml._internal.utils.args import set_arguments
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("VISIONOPS_BENTO_MODEL", model)  # read when the module is imported
+    set_arguments({})  # a Bento built earlier in this process leaves its arguments
+    sys.modules.pop("visionops.serving.service", None)
+    module = importlib.import_module("visionops.serving.service")
+    patch.undo()
+    assert f"{model}:latest" == module.MODEL_TAG
+    return module
+
+
 @pytest.fixture(scope="session")
 def client(service):
     from starlette.testclient import TestClient
 
     module, _ = service
-    with TestClient(module.Detector.to_asgi(), raise_server_exceptions=False) as c:
+    fresh_metrics()
+    with TestClient(module.VisionService.to_asgi(), raise_server_exceptions=False) as c:
         yield c

@@ -71,6 +71,11 @@ def test_classifier_trained_evaluated_and_promoted(classified: dict) -> None:
     assert champion.class_names == list(CLASSES)
     assert {"top1", "roc_auc", "recall_PNEUMONIA"} <= set(champion.test_metrics)
     assert champion.onnx_artifact and champion.onnx_artifact.endswith(".onnx")
+    # Quantized too: calibrated through the classifier's preprocessing, both scored.
+    quantization = evaluation.quantization
+    assert quantization is not None and quantization.metric == "top1"
+    assert quantization.int8_score is not None and quantization.int8_latency_ms > 0
+    assert champion.precision == quantization.precision
     files = {
         f.path for f in mlflow.MlflowClient().list_artifacts(champion.run_id, "test")
     }
@@ -154,13 +159,81 @@ def test_champion_rescored_on_the_same_split(classified: dict) -> None:
     assert decision.promote is False and "does not beat champion v1" in decision.reason
 
 
-def test_deployment_and_batch_refuse_a_classifier_for_now(
-    classified: dict, capsys
-) -> None:
-    import run
+def test_no_patient_group_crosses_splits(classified: dict) -> None:
+    import re
 
-    assert run.main(["--pipeline", "deployment"]) == 2
-    err = capsys.readouterr().err
-    assert "deployment pipeline does not handle classify models" in err
-    assert run.main(["--pipeline", "batch", "--source", str(XRAY / "NORMAL")]) == 2
-    assert "batch pipeline does not handle classify models" in capsys.readouterr().err
+    from zenml.client import Client
+
+    dataset = Client().get_artifact_version("dataset").load()
+    groups = {}
+    for split in ("train", "val", "test"):
+        # PNEUMONIA files are `personN_...`; a NORMAL `IM-...` file is its own group.
+        names = [p.name for p in dataset.split_images(split)]
+        found = [re.search(r"person\d+", name) for name in names]
+        groups[split] = {m.group(0) for m in found if m}
+        assert groups[split], names[:3]
+    assert not groups["train"] & groups["val"]
+    assert not groups["train"] & groups["test"]
+    assert not groups["val"] & groups["test"]
+
+
+def test_deployed_classifier_serves_and_batches(
+    classified: dict, capsys, tmp_path: Path
+) -> None:
+    """The issue's "done when": deployment of the classify champion, `/classify`
+    summing to 1, batch rows with every class, and the reports in `--status`."""
+    import csv
+
+    import bentoml
+    import cv2
+    from starlette.testclient import TestClient
+
+    import run
+    from tests.serving_app import fresh_metrics, import_service
+
+    assert run.main(["--pipeline", "deployment"]) == 0
+    assert "Bento: image-classifier:" in capsys.readouterr().out
+    stored = bentoml.models.get("image-classifier:latest")
+    assert stored.info.metadata["task"] == "classify"
+
+    module = import_service("image-classifier")
+    fresh_metrics()
+    image = sorted((XRAY / "PNEUMONIA").iterdir())[0]
+    with TestClient(module.VisionService.to_asgi()) as client:
+        info = client.post("/info", json={}).json()
+        assert info["task"] == "classify" and info["mlflow_version"] == "1"
+        response = client.post(
+            "/classify", files={"image": (image.name, image.read_bytes(), "image/jpeg")}
+        )
+        assert response.status_code == 200, response.text
+        predictions = response.json()["predictions"]
+        assert {p["class_name"] for p in predictions} == set(CLASSES)
+        assert sum(p["probability"] for p in predictions) == pytest.approx(1, abs=1e-5)
+        wrong = client.post(
+            "/detect", files={"image": (image.name, image.read_bytes(), "image/jpeg")}
+        )
+        assert wrong.status_code == 404 and "/classify" in wrong.json()["error"]
+
+    out = tmp_path / "batch"
+    args = ["--pipeline", "batch", "--source", str(XRAY / "NORMAL")]
+    assert run.main([*args, "--set", f"output_dir={out}"]) == 0
+    (where,) = out.iterdir()
+    with (where / "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(list((XRAY / "NORMAL").iterdir()))
+    assert list(rows[0])[-2:] == ["p_NORMAL", "p_PNEUMONIA"]
+    first = cv2.imread(str(XRAY / "NORMAL" / rows[0]["image"]))
+    assert first is not None
+    assert float(rows[0]["p_NORMAL"]) + float(rows[0]["p_PNEUMONIA"]) == (
+        pytest.approx(1, abs=1e-5)
+    )
+    assert "Images per top class" in (where / "report.html").read_text()
+
+    capsys.readouterr()
+    assert run.main(["--status", "--json"]) == 0
+    reports = json.loads(capsys.readouterr().out)["reports"]
+    for key in ("dataset", "evaluation", "batch"):
+        assert Path(reports[key]).is_file(), (key, reports[key])
+    assert run.main(["--status"]) == 0
+    text = capsys.readouterr().out
+    assert f"batch: {reports['batch']}" in text

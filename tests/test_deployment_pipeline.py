@@ -145,6 +145,7 @@ def test_no_champion_fails_before_any_work(capsys: pytest.CaptureFixture) -> Non
 
 def test_served_detect_through_the_bentoml_client(deployed: dict, tiny_dataset) -> None:
     import bentoml
+    import mlflow
 
     url = deployed["url"]
     assert f"Serving at {url}" in deployed["printed"]
@@ -161,6 +162,10 @@ def test_served_detect_through_the_bentoml_client(deployed: dict, tiny_dataset) 
     assert info["dataset_hash"] and info["zenml_model_version"] == "1"
     # The served Bento's own tag: the string MLflow and ZenML record as `bento_tag`.
     assert info["bento_tag"] == deployed["bento_tag"] and info["task"] == "detect"
+    # The packed ONNX's precision, as the INT8 gate recorded it in the registry.
+    champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL, "champion")
+    assert info["precision"] == champion.tags["precision"]
+    assert info["precision"] in ("int8", "fp32")
 
 
 def test_served_bad_input_and_metrics(deployed: dict) -> None:

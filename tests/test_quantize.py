@@ -98,3 +98,19 @@ def test_undecodable_calibration_image_is_named(fp32: Path, tmp_path: Path) -> N
     broken.write_bytes(b"not a jpeg")
     with pytest.raises(QuantizationError, match="broken.jpg cannot be decoded"):
         quantize(fp32, [broken], tmp_path / "out.onnx")
+
+
+def test_calibration_sees_what_the_predictors_feed(fp32: Path, tiny_dataset) -> None:
+    from visionops.inference import letterbox
+
+    detector = OnnxDetector(fp32)
+    path = sorted((tiny_dataset.root / "images" / "val").iterdir())[0]
+    image = cv2.imread(str(path))
+    blob = detector.preprocess(image)
+    padded = letterbox(image, detector.imgsz, auto=True, stride=detector.stride)[0]
+    expected = padded[None, :, :, ::-1].transpose(0, 3, 1, 2) / np.float32(255)
+    assert blob.shape == expected.shape and blob.dtype == np.float32
+    np.testing.assert_allclose(blob, expected, atol=1e-6)
+    # Its own copy: the detector's kept buffer is reused by the next call.
+    detector.preprocess(np.zeros_like(image))
+    np.testing.assert_allclose(blob, expected, atol=1e-6)

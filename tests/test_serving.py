@@ -1,4 +1,4 @@
-"""The BentoML service over HTTP through `Detector.to_asgi()`, no server process."""
+"""The BentoML service over HTTP through `VisionService.to_asgi()`, no server."""
 
 from __future__ import annotations
 
@@ -176,6 +176,15 @@ def test_info_returns_the_lineage(client, service) -> None:
     assert info["classes"] == {"0": "board"}
     # Outside a served Bento, the Bento tag falls back to the model store tag.
     assert info["bento_tag"] == tag and info["task"] == "detect"
+    # What the gate chose for the packed ONNX (the web page shows it).
+    assert info["precision"] == LINEAGE["precision"] == "int8"
+
+
+def test_info_precision_defaults_to_fp32_for_older_models(client, service) -> None:
+    module, _ = service
+    detector = module.Detector()
+    detector.lineage = {k: v for k, v in detector.lineage.items() if k != "precision"}
+    assert detector.info()["precision"] == "fp32"
 
 
 def test_info_names_the_served_bento(client, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -51,7 +51,8 @@ def trained(sample_dir: Path) -> dict:
     assert _run() == 0
     first_run = Client().get_pipeline("training").last_run
     # The same candidates, but the rule demands an impossible margin: not promoted.
-    assert _run("promotion.margin=1.0") == 0
+    # Without quantization, so its version is FP32 and has no INT8 record.
+    assert _run("promotion.margin=1.0", "evaluation.quantize=false") == 0
     second_run = Client().get_pipeline("training").last_run
     experiment = mlflow.get_experiment_by_name("training")
     return {
@@ -112,6 +113,75 @@ def test_selected_on_val_evaluated_on_test(trained: dict) -> None:
     assert metrics["test_map50_95"] == pytest.approx(evaluation.metrics["map50_95"])
     table = run.steps["select_candidate"].outputs["candidate_comparison"][0].load()
     assert len(table) == 2 and table["selected"].sum() == 1
+
+
+def test_int8_scores_decision_and_served_precision_recorded(trained: dict) -> None:
+    import mlflow
+
+    run = trained["first"]
+    selected = run.steps["select_candidate"].outputs["selected_candidate"][0].load()
+    evaluation = run.steps["evaluate_model"].outputs["test_evaluation"][0].load()
+    quantization = evaluation.quantization
+    assert quantization is not None and quantization.metric == "map50_95"
+    assert 0 <= quantization.fp32_score <= 1 and 0 <= quantization.int8_score <= 1
+    assert quantization.fp32_latency_ms > 0 and quantization.int8_latency_ms > 0
+    assert quantization.calibration_images >= 1  # from the validation split
+    drop = quantization.fp32_score - quantization.int8_score
+    expected = "int8" if drop <= quantization.max_drop + 1e-9 else "fp32"
+    assert quantization.precision == expected
+    served = run.steps["evaluate_model"].outputs["onnx_model"][0].load().path
+    assert served.name.endswith(".int8.onnx") == (expected == "int8")
+
+    candidate = mlflow.get_run(selected.mlflow_run_id)
+    metrics = candidate.data.metrics
+    assert metrics["test_onnx_fp32_map50_95"] == pytest.approx(quantization.fp32_score)
+    assert metrics["test_onnx_int8_map50_95"] == pytest.approx(quantization.int8_score)
+    assert metrics["test_onnx_int8_latency_ms"] > 0
+    assert candidate.data.tags["precision"] == expected
+    exports = {
+        f.path
+        for f in mlflow.MlflowClient().list_artifacts(candidate.info.run_id, "onnx")
+    }
+    assert {f"onnx/{served.name}"} < exports  # both exports, the served one tagged
+
+    client = mlflow.MlflowClient()
+    v1 = client.get_model_version(MODEL, "1")
+    assert v1.tags["precision"] == expected
+    assert v1.tags["onnx_artifact"] == f"onnx/{served.name}"
+    assert float(v1.tags["quantization.int8_score"]) == pytest.approx(
+        quantization.int8_score, abs=1e-6
+    )
+    report = str(run.steps["promote_model"].outputs["decision_report"][0].load())
+    assert f"## Served precision: {expected.upper()}" in report
+    assert "| latency (ms, CPU, 1 thread) |" in report
+    # quantize: false serves the FP32 export.
+    v2 = client.get_model_version(MODEL, "2")
+    assert v2.tags.get("precision", "fp32") == "fp32"
+    assert v2.tags["onnx_artifact"].endswith(".onnx")
+    assert not v2.tags["onnx_artifact"].endswith(".int8.onnx")
+
+
+def test_dataset_is_an_input_of_every_training_run(trained: dict) -> None:
+    import mlflow
+
+    runs = mlflow.search_runs(
+        [trained["experiment"].experiment_id], output_format="list"
+    )
+    first_id = str(trained["first"].id)
+    mine = [r for r in runs if r.data.tags.get("zenml.pipeline_run_id") == first_id]
+    assert len(mine) == 2
+    for r in mine:
+        inputs = mlflow.get_run(r.info.run_id).inputs.dataset_inputs
+        assert len(inputs) == 1
+        dataset, tags = inputs[0].dataset, {t.key: t.value for t in inputs[0].tags}
+        full_hash = r.data.tags["dataset_hash"]
+        assert dataset.digest == full_hash[:36]
+        assert dataset.name.endswith(f"@{full_hash[:12]}")
+        assert tags["dataset_hash"] == full_hash
+        assert tags["mlflow.data.context"] == "training"
+        profile = json.loads(dataset.profile)
+        assert profile["task"] == "detect" and profile["images"]["test"] >= 1
+        assert int(tags["train_images"]) == profile["images"]["train"] >= 1
 
 
 def test_first_run_promoted_second_not(trained: dict) -> None:

@@ -310,7 +310,10 @@ def test_champion_reads_what_registration_wrote(local_mlflow, tmp_path: Path) ->
     onnx = tmp_path / "best.onnx"
     onnx.write_bytes(b"onnx bytes")
     client = MlflowClient()
-    experiment = client.create_experiment("units")  # not the session's active one
+    # Not the session's active experiment; artifacts in tmp, not ./mlruns.
+    experiment = client.create_experiment(
+        "units", artifact_location=(tmp_path / "artifacts").as_uri()
+    )
     with local_mlflow.start_run(experiment_id=experiment) as run:
         local_mlflow.log_params({"imgsz": 64, "device": "cpu"})
         local_mlflow.log_artifact(str(onnx), "onnx")
@@ -386,3 +389,58 @@ def test_classify_task_predicts_and_renders_with_clscore_parts() -> None:
     frame = np.zeros((64, 64, 3), np.uint8)
     drawn = task.render(frame, prediction, names)
     assert drawn.shape == frame.shape and drawn.any() and not frame.any()
+
+
+def test_int8_gate_serves_int8_within_the_drop_and_fp32_beyond() -> None:
+    from visionops.training.quantization import gate
+
+    within = gate("map50_95", 0.500, 0.492, 0.01)
+    assert within[0] == "int8" and "within 0.01" in within[1]
+    at_limit = gate("map50_95", 0.50, 0.49, 0.01)  # exactly the allowed drop
+    assert at_limit[0] == "int8"
+    better = gate("top1", 0.80, 0.81, 0.01)  # INT8 may score higher
+    assert better[0] == "int8"
+    beyond = gate("map50_95", 0.500, 0.485, 0.01)
+    assert beyond[0] == "fp32" and "drops 0.0150" in beyond[1]
+    strict = gate("map50_95", 0.5, 0.4999, 0.0)
+    assert strict[0] == "fp32"
+    assert gate("map50_95", 0.5, None, 0.01)[0] == "fp32"
+
+
+def test_decision_report_and_tags_carry_the_int8_decision() -> None:
+    from visionops.champion import Champion
+    from visionops.training.quantization import QuantizationReport, gate
+
+    precision, reason = gate("map50_95", 0.40, 0.395, 0.01)
+    quantization = QuantizationReport(
+        metric="map50_95",
+        max_drop=0.01,
+        fp32_score=0.40,
+        int8_score=0.395,
+        fp32_latency_ms=12.0,
+        int8_latency_ms=7.0,
+        calibration_images=50,
+        precision=precision,
+        reason=reason,
+    )
+    challenger = _report(0.4).model_copy(update={"quantization": quantization})
+    decision = decide(challenger, None, PromotionSettings())
+    text = decision_markdown(decision, challenger, None, "det")
+    assert "## Served precision: INT8" in text
+    assert "| map50_95 | 0.4000 | 0.3950 |" in text
+    assert "| latency (ms, CPU, 1 thread) | 12.0 | 7.0 |" in text
+    assert "50 validation images" in text
+    tags = quantization.tags()
+    assert tags["precision"] == "int8"
+    assert tags["quantization.fp32_score"] == "0.400000"
+    assert tags["quantization.int8_latency_ms"] == "7.000000"
+    assert quantization.mlflow_metrics() == {
+        "test_onnx_fp32_map50_95": 0.40,
+        "test_onnx_int8_map50_95": 0.395,
+        "test_onnx_fp32_latency_ms": 12.0,
+        "test_onnx_int8_latency_ms": 7.0,
+    }
+    # Without the gate (quantize: false, older versions) the champion is FP32.
+    fields = {"name": "m", "version": "1", "run_id": "r"}
+    assert Champion(**fields).lineage()["precision"] == "fp32"
+    assert Champion(**fields, precision="int8").lineage()["precision"] == "int8"

@@ -1,9 +1,13 @@
-"""Batch inference: the champion ONNX model over a folder, predictions as files."""
+"""Batch inference: the champion ONNX model over a folder, predictions as files.
+
+The shared part (inputs, decoding, bad files, grid, JSON, summary) lives here;
+what differs per task (CSV rows, label or mask files, figures) is the task's
+`BatchOutput` (`Task.batch_output`).
+"""
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import shutil
@@ -14,60 +18,31 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
+from visionops import images
+from visionops.config import BatchSettings
 from visionops.data.manifest import IMAGE_SUFFIXES
-from visionops.data.report import draw_boxes
 from visionops.fsutil import ensure_empty_dir
-from visionops.inference import Detections, OnnxDetector
 from visionops.parallel import resolve_workers
+from visionops.tasks import DEFAULT_TASK, get_task
 
 # Image formats OpenCV may not decode: tried anyway, reported as unsupported if not.
 UNSUPPORTED_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jp2", ".ico", ".svg")
 INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".jfif", ".jpe", *UNSUPPORTED_SUFFIXES)
-DATASET_PREFIX = "dataset:"
-DATASET_SPLITS = ("train", "val", "test")
 
-LABELS_DIR = "labels"
 PREDICTIONS_JSON = "predictions.json"
 PREDICTIONS_CSV = "predictions.csv"
 BAD_FILES_CSV = "bad_files.csv"
 SAMPLE_GRID = "sample_grid.jpg"
 SUMMARY_JSON = "summary.json"
-CSV_COLUMNS = ("image", "class_id", "class_name", "confidence", "x1", "y1", "x2", "y2")
+REPORT_HTML = "report.html"
 
 _CELL = 240  # side of one sample-grid thumbnail, pixels
 _CAPTION = 18  # caption strip under each thumbnail, pixels
-_JPEG_EOI = b"\xff\xd9"
-
-
-class BatchSettings(BaseModel):
-    """How the detector runs over a folder.
-
-    Attributes:
-        conf: Keep boxes scoring above this.
-        iou: NMS IoU threshold.
-        max_det: Keep at most this many boxes per image.
-        batch: Images decoded and sent to ONNX Runtime together.
-        threads: ONNX Runtime intra-op threads (`auto`: one per CPU core); as many
-            threads decode the next batch meanwhile.
-        device: `auto` uses ONNX Runtime's CUDA provider when it is installed.
-        grid_size: Images in the annotated sample grid (0: none).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    conf: float = Field(0.25, ge=0.0, le=1.0)
-    iou: float = Field(0.7, gt=0.0, le=1.0)
-    max_det: int = Field(300, ge=1)
-    batch: int = Field(8, ge=1, le=1024)
-    threads: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    grid_size: int = Field(16, ge=0, le=100)
 
 
 @dataclass
@@ -87,6 +62,11 @@ class PredictionSet:
         path = self.root / SAMPLE_GRID
         return path if path.is_file() else None
 
+    @property
+    def report(self) -> Path:
+        """`report.html` beside the outputs (written by `batch_report.write_report`)."""
+        return self.root / REPORT_HTML
+
 
 @dataclass
 class Inputs:
@@ -105,24 +85,6 @@ class _Read:
 
 
 # --- sources and inputs ----------------------------------------------------------
-
-
-def dataset_split(source: str) -> str | None:
-    """The split of a `dataset:<split>` source (`valid` means val), else None.
-
-    Raises:
-        ValueError: For `dataset:` with an unknown split.
-    """
-    if not source.startswith(DATASET_PREFIX):
-        return None
-    split = source.removeprefix(DATASET_PREFIX).strip().lower()
-    split = {"valid": "val", "validation": "val"}.get(split, split)
-    if split not in DATASET_SPLITS:
-        raise ValueError(
-            f"{source!r}: use dataset:train, dataset:val or dataset:test "
-            "(a split of the dataset version)"
-        )
-    return split
 
 
 def list_inputs(folder: Path) -> Inputs:
@@ -151,51 +113,27 @@ def list_inputs(folder: Path) -> Inputs:
 
 
 def read_image(path: Path) -> tuple[np.ndarray | None, str, str]:
-    """Decodes an image as BGR uint8, the way Ultralytics reads it.
+    """Decodes an image as BGR uint8, the way Ultralytics reads it (`visionops.images`).
 
     Returns:
         The image (None when bad), and for a bad file its reason (`zero_byte`,
         `unreadable`, `truncated`, `unsupported_format`) and a detail.
     """
     try:
-        data = path.read_bytes()
-    except OSError as err:
-        return None, "unreadable", f"{type(err).__name__}: {err}"
-    if not data:
-        return None, "zero_byte", "the file is empty"
-    if data[:2] == b"\xff\xd8" and not data.endswith(_JPEG_EOI) and _truncated(data):
-        return None, "truncated", "the JPEG stops before its end; copy it again"
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is not None and image.size:
-        return image, "", ""
-    if path.suffix.lower() in UNSUPPORTED_SUFFIXES:
-        return None, "unsupported_format", f"{path.suffix} images: convert to JPEG/PNG"
-    return None, "unreadable", _sniff(data)
-
-
-def _truncated(data: bytes) -> bool:
-    """Whether a JPEG without a final end marker is cut short (not just padded)."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-    except OSError as err:
-        return "truncated" in str(err)
-    except Exception:  # not PIL's to judge: OpenCV decides below
-        return False
-    return False
-
-
-def _sniff(data: bytes) -> str:
-    head = data[:64]
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return "not a decodable image (OpenCV cannot read these bytes)"
-    if all(ch.isprintable() or ch in "\r\n\t" for ch in text):
-        return f"text, not image data: {text.strip()[:40]!r}"
-    return "not a decodable image (OpenCV cannot read these bytes)"
+        return images.read(path), "", ""
+    except images.ImageError as err:
+        if err.reason == images.UNREADABLE and path.suffix.lower() in (
+            UNSUPPORTED_SUFFIXES
+        ):
+            return (
+                None,
+                "unsupported_format",
+                f"{path.suffix} images: convert to JPEG/PNG",
+            )
+        detail = err.detail
+        if err.reason == images.TRUNCATED:
+            detail = "the JPEG stops before its end; copy it again"
+        return None, err.reason, detail
 
 
 def _decoded_batches(
@@ -239,33 +177,6 @@ def providers(device: str) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def yolo_lines(detections: Detections, width: int, height: int) -> str:
-    """Detections as YOLO txt lines: `cls cx cy w h conf`, normalised to the image."""
-    lines = []
-    for (x1, y1, x2, y2), score, cls in zip(
-        detections.boxes.tolist(),
-        detections.scores.tolist(),
-        detections.class_ids.tolist(),
-        strict=True,
-    ):
-        cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
-        w, h = (x2 - x1) / width, (y2 - y1) / height
-        lines.append(f"{cls} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f} {score:.5f}")
-    return "".join(f"{line}\n" for line in lines)
-
-
-def _label_paths(files: list[Path], folder: Path) -> list[str]:
-    """`labels/<relative path>.txt` per image; `a.jpg` and `a.png` stay apart."""
-    stems = Counter(f.relative_to(folder).with_suffix("").as_posix() for f in files)
-    paths = []
-    for path in files:
-        relative = path.relative_to(folder)
-        stem = relative.with_suffix("").as_posix()
-        name = stem if stems[stem] == 1 else relative.as_posix()
-        paths.append(f"{LABELS_DIR}/{name}.txt")
-    return paths
-
-
 def _grid_indices(count: int, size: int) -> set[int]:
     """`size` image indices spread evenly over `count` images."""
     if count == 0 or size == 0:
@@ -273,19 +184,19 @@ def _grid_indices(count: int, size: int) -> set[int]:
     return {round(i) for i in np.linspace(0, count - 1, min(size, count))}
 
 
-def _thumbnail(image: np.ndarray, label_text: str, names: list[str], caption: str):
-    """One grid cell: the image fitted into the cell, boxes drawn, name below."""
+def _fit(image: np.ndarray) -> np.ndarray:
+    """The image shrunk (or grown) to fit one grid cell."""
     h, w = image.shape[:2]
     scale = _CELL / max(h, w)
-    small = cv2.resize(
+    return cv2.resize(
         image,
         (max(1, round(w * scale)), max(1, round(h * scale))),
         interpolation=cv2.INTER_AREA,
     )
-    # Predicted lines end with a confidence: `cls cx cy w h conf` is a box, while
-    # draw_boxes reads more than 5 values as a polygon.
-    boxes = "\n".join(" ".join(line.split()[:5]) for line in label_text.splitlines())
-    draw_boxes(small, boxes, names)
+
+
+def _cell(small: np.ndarray, caption: str) -> np.ndarray:
+    """One grid cell: the drawn thumbnail centred, its file name below."""
     cell = np.full((_CELL + _CAPTION, _CELL, 3), 255, np.uint8)
     top, left = (_CELL - small.shape[0]) // 2, (_CELL - small.shape[1]) // 2
     cell[top : top + small.shape[0], left : left + small.shape[1]] = small
@@ -321,23 +232,26 @@ def predict_folder(
     out_dir: Path,
     settings: BatchSettings | None = None,
     *,
+    task: str = DEFAULT_TASK,
     source: str | None = None,
     model: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> PredictionSet:
-    """Runs the detector over every image under `folder` and writes the outputs.
+    """Runs the task's predictor over every image under `folder`, writes the outputs.
 
-    `out_dir` receives `labels/<relative path>.txt` (YOLO `cls cx cy w h conf`
-    per box; an empty file for an image without any), `predictions.json`,
-    `predictions.csv` (one row per box, pixels), `bad_files.csv` (files that are
-    not decodable images, with a reason), `sample_grid.jpg` and `summary.json`.
-    A bad file never stops the run: images in = predicted + bad.
+    `out_dir` receives `predictions.json`, `predictions.csv` (its rows are the
+    task's: one per box for detection, with `labels/<relative path>.txt` files;
+    one per image with every class's probability for classification),
+    `bad_files.csv` (files that are not decodable images, with a reason),
+    `sample_grid.jpg` (predictions drawn) and `summary.json`. A bad file never
+    stops the run: images in = predicted + bad.
 
     Args:
         folder: The images, searched recursively.
         onnx_path: An `.onnx` exported by `visionops.inference.export_onnx`.
         out_dir: A new or empty folder.
         settings: Thresholds, batch size, threads, device, grid size.
+        task: The model's task (`Champion.task`).
         source: What the user asked for (a path or `dataset:<split>`), recorded.
         model: What the model is (e.g. `Champion.model_dump()`), recorded.
         progress: Show a tqdm progress bar.
@@ -352,11 +266,12 @@ def predict_folder(
     ensure_empty_dir(out_dir)
     inputs = list_inputs(folder)
     threads = resolve_workers(settings.threads)
-    detector = OnnxDetector(
+    kind = get_task(task)
+    predictor = kind.predictor(
         onnx_path, threads=threads, providers=providers(settings.device)
     )
-    names = [detector.names[i] for i in sorted(detector.names)]
-    label_paths = _label_paths(inputs.files, folder)
+    names = [predictor.names[i] for i in sorted(predictor.names)]
+    output = kind.batch_output(out_dir, names, folder, inputs.files)
     grid_picks = _grid_indices(len(inputs.files), settings.grid_size)
 
     records: list[dict[str, Any]] = []
@@ -376,9 +291,10 @@ def predict_folder(
         ) as bar,
     ):
         rows = csv.writer(table)
-        rows.writerow(CSV_COLUMNS)
+        rows.writerow(output.columns)
         for batch in _decoded_batches(inputs.files, settings.batch, pool):
-            found = detector.predict_batch(
+            found = kind.predict(
+                predictor,
                 [r.image for r in batch if r.image is not None],
                 conf=settings.conf,
                 iou=settings.iou,
@@ -392,36 +308,29 @@ def predict_folder(
                         {"file": relative, "reason": read.reason, "detail": read.detail}
                     )
                 else:
-                    detections = next(results)
+                    prediction = next(results)
                     height, width = read.image.shape[:2]
-                    text = yolo_lines(detections, width, height)
-                    label = out_dir / label_paths[index]
-                    label.parent.mkdir(parents=True, exist_ok=True)
-                    label.write_text(text)
-                    boxes = _rounded(detections.to_records(detector.names))
+                    fields, lines = output.add(index, relative, read.image, prediction)
                     records.append(
-                        {
-                            "image": relative,
-                            "width": width,
-                            "height": height,
-                            "label": label_paths[index],
-                            "detections": boxes,
-                        }
+                        {"image": relative, "width": width, "height": height, **fields}
                     )
-                    rows.writerows(
-                        (relative, b["class_id"], b["class_name"], b["confidence"])
-                        + tuple(b["box"].values())
-                        for b in boxes
-                    )
+                    rows.writerows(lines)
                     if index in grid_picks:
-                        cells.append(_thumbnail(read.image, text, names, relative))
+                        small = output.draw(
+                            _fit(read.image), prediction, read.image.shape
+                        )
+                        cells.append(_cell(small, relative))
                 index += 1
             bar.update(len(batch))
     seconds = time.perf_counter() - start
 
-    summary = _summary(
-        inputs, records, bad, names, seconds, folder, source, model, settings
-    )
+    summary = {
+        **_summary(inputs, records, bad, seconds, folder, source, model, settings),
+        "task": kind.name,
+        "thresholds": {k: getattr(settings, k) for k in output.thresholds},
+        "counts_title": output.counts_title,
+        **output.summary(records),
+    }
     with (out_dir / BAD_FILES_CSV).open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=("file", "reason", "detail"))
         writer.writeheader()
@@ -439,28 +348,16 @@ def predict_folder(
     return PredictionSet(out_dir)
 
 
-def _rounded(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pixels to 0.01 and confidences to 1e-5, the same in the JSON and the CSV."""
-    for record in records:
-        record["confidence"] = round(record["confidence"], 5)
-        record["box"] = {k: round(v, 2) for k, v in record["box"].items()}
-    return records
-
-
 def _summary(
     inputs: Inputs,
     records: list[dict[str, Any]],
     bad: list[dict[str, str]],
-    names: list[str],
     seconds: float,
     folder: Path,
     source: str | None,
     model: dict[str, Any] | None,
     settings: BatchSettings,
 ) -> dict[str, Any]:
-    boxes = [d for r in records for d in r["detections"]]
-    per_class = Counter(d["class_name"] for d in boxes)
-    confidences = [d["confidence"] for d in boxes]
     return {
         "source": source or str(folder),
         "folder": str(folder),
@@ -472,12 +369,6 @@ def _summary(
         "bad": len(bad),
         "bad_reasons": dict(Counter(b["reason"] for b in bad)),
         "ignored_files": inputs.ignored,
-        "images_with_boxes": sum(1 for r in records if r["detections"]),
-        "boxes": len(boxes),
-        "boxes_per_class": {name: per_class.get(name, 0) for name in names},
-        "mean_confidence": round(float(np.mean(confidences)), 4)
-        if confidences
-        else None,
         "seconds": round(seconds, 3),
         "images_per_s": round(len(records) / seconds, 2) if seconds > 0 else None,
     }
@@ -500,13 +391,14 @@ def export_predictions(predictions: PredictionSet, dest: Path) -> Path:
 def format_summary(summary: dict[str, Any]) -> str:
     """A batch run's summary in a few lines for the terminal."""
     model = summary.get("model") or {}
-    per_class = ", ".join(f"{k} {v}" for k, v in summary["boxes_per_class"].items())
-    mean = summary["mean_confidence"]
+    per_class = ", ".join(f"{k} {v}" for k, v in summary["per_class"].items())
+    figures = ", ".join(
+        f"{k} {'-' if v is None else v}" for k, v in summary["figures"].items()
+    )
     lines = [
         f"Batch: {summary['images_in']} images in = {summary['predicted']} predicted"
         f" + {summary['bad']} bad ({summary['images_per_s']} images/s)",
-        f"  boxes: {summary['boxes']} ({per_class or 'none'}),"
-        f" mean confidence {mean if mean is not None else '-'}",
+        f"  {summary['task']}: {figures}; per class: {per_class or 'none'}",
     ]
     if model:
         lines.append(f"  model: {model.get('name')} v{model.get('version')}")

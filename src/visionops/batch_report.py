@@ -35,11 +35,23 @@ def _bad_rows(predictions: PredictionSet) -> str:
     return cells
 
 
+def write_report(predictions: PredictionSet) -> str:
+    """Writes `report.html` beside a run's outputs; returns the HTML."""
+    page = batch_html(predictions)
+    predictions.report.write_text(page)
+    return page
+
+
+def _value(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
+
+
 def batch_html(predictions: PredictionSet) -> str:
-    """Renders a batch run's summary, boxes per class, bad files and sample grid."""
+    """Renders a batch run's summary, counts per class, bad files and sample grid."""
     s = predictions.summary
     model = s.get("model") or {}
-    settings = s["settings"]
     model_line = "an ONNX file"
     if model:
         name, version = html.escape(str(model["name"])), html.escape(model["version"])
@@ -50,7 +62,11 @@ def batch_html(predictions: PredictionSet) -> str:
         data = base64.b64encode(predictions.grid.read_bytes()).decode()
         grid = f"<h3>Sample</h3><img src='data:image/jpeg;base64,{data}'>"
     ignored = ", ".join(f"{k} {v}" for k, v in s["ignored_files"].items()) or "none"
-    mean = s["mean_confidence"]
+    figures = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{_value(v)}</td></tr>"
+        for k, v in s["figures"].items()
+    )
+    thresholds = "".join(f", {k} {v}" for k, v in s["thresholds"].items())
     return f"""<!doctype html><html><head><meta charset="utf-8"><style>
 body{{font-family:sans-serif;margin:16px}}
 table{{border-collapse:collapse;margin-bottom:12px}}
@@ -59,19 +75,17 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}
 img{{max-width:100%}}
 </style></head><body>
 <h2>Batch predictions</h2>
-<p>Source <code>{html.escape(s["source"])}</code>, model {model_line},
-conf {settings["conf"]}, iou {settings["iou"]}, max_det {settings["max_det"]}.</p>
+<p>Source <code>{html.escape(s["source"])}</code>, {html.escape(s["task"])} model
+{model_line}{thresholds}.</p>
 <table>
 <tr><th>images in</th><td>{s["images_in"]}</td></tr>
 <tr><th>predicted</th><td>{s["predicted"]}</td></tr>
 <tr><th>bad files</th><td>{s["bad"]}</td></tr>
-<tr><th>images with boxes</th><td>{s["images_with_boxes"]}</td></tr>
-<tr><th>boxes</th><td>{s["boxes"]}</td></tr>
-<tr><th>mean confidence</th><td>{"-" if mean is None else f"{mean:.4f}"}</td></tr>
+{figures}
 <tr><th>images/s</th><td>{s["images_per_s"]}</td></tr>
 <tr><th>other files (ignored)</th><td>{html.escape(ignored)}</td></tr>
 </table>
-<h3>Boxes per class</h3><table>{_bars(s["boxes_per_class"])}</table>
+<h3>{html.escape(s["counts_title"])}</h3><table>{_bars(s["per_class"])}</table>
 <h3>Bad files</h3><table><tr><th>file</th><th>reason</th><th>detail</th></tr>
 {_bad_rows(predictions)}</table>
 {grid}

@@ -22,6 +22,8 @@ TEST_PREFIX = "test_"
 TASK_TAG = "task"
 CLASS_NAMES_TAG = "class_names"
 ONNX_TAG = "onnx_artifact"
+PRECISION_TAG = "precision"  # written by `QuantizationReport.tags`
+FP32 = "fp32"  # versions without the tag, or registered with quantize off
 WEIGHTS_ARTIFACT = "weights/best.pt"
 # MLflow's error codes for a model or alias that does not exist.
 NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
@@ -51,7 +53,9 @@ class Champion(BaseModel):
         zenml_pipeline_run_id: The training pipeline run that registered it.
         imgsz: Its training image size.
         serving_imgsz: The size its ONNX export takes.
-        onnx_artifact: The ONNX export's path inside the run's artifacts.
+        onnx_artifact: The ONNX export's path inside the run's artifacts (the
+            INT8 model when the quantization gate chose it).
+        precision: What that export computes in: `int8` or `fp32`.
         artifact_uri: The run's artifact root.
     """
 
@@ -68,6 +72,7 @@ class Champion(BaseModel):
     imgsz: int = 640
     serving_imgsz: int = 640
     onnx_artifact: str | None = None
+    precision: str = FP32
     artifact_uri: str = ""
 
     @property
@@ -158,6 +163,7 @@ class Champion(BaseModel):
             imgsz=imgsz,
             serving_imgsz=int(tags.get("serving_imgsz") or imgsz),
             onnx_artifact=onnx,
+            precision=tags.get(PRECISION_TAG) or FP32,
             artifact_uri=str(run.info.artifact_uri),
         )
 
@@ -197,6 +203,7 @@ class Champion(BaseModel):
             "dataset_hash": self.dataset_hash or "",
             "imgsz": self.imgsz,
             "serving_imgsz": self.serving_imgsz,
+            "precision": self.precision,
             "test_metrics": self.test_metrics,
         }
 

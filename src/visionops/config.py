@@ -19,7 +19,6 @@ from pydantic import (
     model_validator,
 )
 
-from visionops.batch import BatchSettings, dataset_split
 from visionops.data.anonymize import AnonymizeSettings
 from visionops.data.sources.archive import ArchiveLimits
 from visionops.data.validate import ValidationSettings
@@ -30,6 +29,8 @@ Workers = int | Literal["auto"]
 
 HASH_PREFIX = re.compile(r"^[0-9a-f]{4,64}$")
 VERSION = re.compile(r"^v?([1-9][0-9]*)$")
+DATASET_PREFIX = "dataset:"
+DATASET_SPLITS = ("train", "val", "test")
 
 
 def dataset_selector(value: Any) -> str:
@@ -185,6 +186,11 @@ class EvaluationSettings(StrictModel):
     latency_runs: int = Field(20, ge=1)
     batch: int = Field(8, ge=1)
     positive_class: str | None = None
+    # Static INT8 copy of the ONNX export, served when its promotion metric on
+    # the test split is within `max_quantization_drop` (absolute) of the FP32 one.
+    quantize: bool = True
+    max_quantization_drop: float = Field(0.01, ge=0.0, le=1.0)
+    calibration_images: int = Field(100, ge=1)  # from the validation split
 
 
 class ModelSettings(StrictModel):
@@ -247,6 +253,49 @@ class TrainingParameters(StrictModel):
             dict(zip(keys, combo, strict=True))
             for combo in itertools.product(*self.grid.values())
         ]
+
+
+def dataset_split(source: str) -> str | None:
+    """The split of a `dataset:<split>` source (`valid` means val), else None.
+
+    Raises:
+        ValueError: For `dataset:` with an unknown split.
+    """
+    if not source.startswith(DATASET_PREFIX):
+        return None
+    split = source.removeprefix(DATASET_PREFIX).strip().lower()
+    split = {"valid": "val", "validation": "val"}.get(split, split)
+    if split not in DATASET_SPLITS:
+        raise ValueError(
+            f"{source!r}: use dataset:train, dataset:val or dataset:test "
+            "(a split of the dataset version)"
+        )
+    return split
+
+
+class BatchSettings(BaseModel):
+    """How the detector runs over a folder.
+
+    Attributes:
+        conf: Keep boxes scoring above this.
+        iou: NMS IoU threshold.
+        max_det: Keep at most this many boxes per image.
+        batch: Images decoded and sent to ONNX Runtime together.
+        threads: ONNX Runtime intra-op threads (`auto`: one per CPU core); as many
+            threads decode the next batch meanwhile.
+        device: `auto` uses ONNX Runtime's CUDA provider when it is installed.
+        grid_size: Images in the annotated sample grid (0: none).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    conf: float = Field(0.25, ge=0.0, le=1.0)
+    iou: float = Field(0.7, gt=0.0, le=1.0)
+    max_det: int = Field(300, ge=1)
+    batch: int = Field(8, ge=1, le=1024)
+    threads: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    grid_size: int = Field(16, ge=0, le=100)
 
 
 class BatchParameters(StrictModel, BatchSettings):

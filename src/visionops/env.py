@@ -30,6 +30,17 @@ def project_root() -> Path:
     return Path.cwd().resolve()
 
 
+def project_path(path: str | Path) -> Path:
+    """Resolves a path a user gave, on the command line or in a config file.
+
+    The one rule: a relative path is relative to the project root (the folder of
+    `run.py`), never to the working directory, so `--source x` and `source: x`
+    in YAML name the same folder wherever the command runs; `~` is expanded.
+    """
+    path = Path(path).expanduser()
+    return (path if path.is_absolute() else project_root() / path).resolve()
+
+
 def state_dir() -> Path:
     """Returns the git-ignored folder where ZenML, MLflow, BentoML and YOLO keep state.
 

@@ -480,6 +480,19 @@ class OnnxDetector:
             [image_bgr], conf=conf, iou=iou, max_det=max_det, timing=timing
         )[0]
 
+    def preprocess(self, image_bgr: np.ndarray) -> np.ndarray:
+        """The input blob `predict` feeds the graph for one BGR image.
+
+        Letterbox (to the next stride multiple for graphs with dynamic height and
+        width), BGR to RGB, HWC to NCHW, /255: what INT8 calibration must see.
+
+        Returns:
+            A (1, 3, h, w) float32 array, the caller's own copy.
+        """
+        image = _check_image(image_bgr)
+        shape = _padded_shape(image.shape[:2], self.imgsz, self.rect, self.stride)
+        return self._blob([image], shape)[:1].copy()
+
     def predict_batch(
         self,
         images: Sequence[np.ndarray],

@@ -22,6 +22,7 @@ from visionops.fsutil import copy_tree, link_or_copy
 from visionops.training.candidates import ModelFile
 
 DATA_DIR = "data"
+DATASET_HTML = "dataset.html"  # the dataset report, in the artifact's folder
 
 
 def work_dir(prefix: str) -> Path:
@@ -121,7 +122,7 @@ class DatasetVersionMaterializer(_DirectoryMaterializer):
 
     def save_visualizations(self, data: DatasetVersion) -> dict[str, VisualizationType]:
         """Writes the class histogram, sample grid and quarantine table as HTML."""
-        path = os.path.join(self.uri, "dataset.html")
+        path = os.path.join(self.uri, DATASET_HTML)
         with fileio.open(path, "w") as handle:
             handle.write(dataset_html(data))
         return {path: VisualizationType.HTML}
@@ -201,11 +202,10 @@ class PredictionSetMaterializer(_DirectoryMaterializer):
     def extract_metadata(self, data: PredictionSet) -> dict[str, MetadataType]:
         """Puts the summary's headline figures on the artifact version."""
         s = data.summary
-        keys = ("source", "images_in", "predicted", "bad", "boxes", "images_per_s")
-        meta: dict[str, MetadataType] = {k: s[k] for k in keys if s[k] is not None}
-        meta["boxes_per_class"] = s["boxes_per_class"]
-        if s["mean_confidence"] is not None:
-            meta["mean_confidence"] = s["mean_confidence"]
+        keys = ("task", "source", "images_in", "predicted", "bad", "boxes")
+        keys += ("images_per_s", "mean_confidence", "mean_probability")
+        meta: dict[str, MetadataType] = {k: s[k] for k in keys if s.get(k) is not None}
+        meta["per_class"] = s["per_class"]
         if s.get("model"):
             meta["model_version"] = str(s["model"].get("version"))
         return meta

@@ -21,6 +21,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 import visionops
+from visionops import images
 from visionops.inference import Detections, OnnxDetector
 
 INPUT_COLUMN = "image"
@@ -39,7 +40,13 @@ OUTPUT_DTYPES: dict[str, str] = {
 # What the pyfunc imports at serving time besides MLflow: pinned to this
 # environment, so MLflow neither infers nor resolves anything (offline, and the
 # served model never pulls in torch or Ultralytics).
-SERVING_PACKAGES = ("onnxruntime", "opencv-python-headless", "numpy", "pandas")
+SERVING_PACKAGES = (
+    "onnxruntime",
+    "opencv-python-headless",
+    "numpy",
+    "pandas",
+    "pillow",  # visionops.images sniffs formats and reads headers with it
+)
 EXAMPLE_SIDE = 160  # longest side of the logged input example, to keep it small
 # Logged as "model from code": MLflow runs this at load time instead of
 # unpickling an object, so no pickle crosses from the registry into a server.
@@ -112,13 +119,13 @@ def decode_image(value: object, index: int) -> np.ndarray:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as err:
         raise ValueError(f"image {index}: not valid base64 ({err})") from err
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
+    try:
+        return images.decode(data)
+    except images.ImageError as err:
         raise ValueError(
-            f"image {index}: the bytes are not an image OpenCV can decode "
-            "(send JPEG or PNG file bytes, base64-encoded)"
-        )
-    return image
+            f"image {index}: {err.reason}, {err.detail} (send JPEG or PNG file "
+            "bytes, base64-encoded)"
+        ) from None
 
 
 def detections_frame(

@@ -169,3 +169,133 @@ def _bento_task(model_name: str) -> str | None:
         return None
     newest = max(models, key=lambda m: m.info.creation_time)
     return str(newest.info.metadata.get("task") or DEFAULT_TASK)
+
+
+# --- each pipeline's checks before any work (`visionops.registry` names them) ------
+
+
+def _tracking() -> None:
+    """Points MLflow at the stack's tracker; a missing one is a config problem."""
+    from visionops.training.tracking import TrackingError, configure_tracking
+
+    try:
+        configure_tracking()
+    except TrackingError as err:
+        raise ConfigError(str(err)) from None
+
+
+def check_ingestion(params: Any, upstream: bool = False) -> Any:
+    """Fails before any work when a local source is missing or of no known layout.
+
+    A zip is not extracted here: its directory is checked against the limits.
+    A `picsellia://` source is checked against the platform by the first step.
+    """
+    if params.source.startswith("picsellia://"):
+        return params
+    from visionops.data.sources import SourceError, open_source
+    from visionops.env import project_path
+
+    try:
+        open_source(project_path(params.source), archive_limits=params.archive)
+    except SourceError as err:
+        raise ConfigError(f"source: {err}") from None
+    return params
+
+
+def check_training(params: TrainingParameters, upstream: bool = False) -> Any:
+    """Fails before any work without a tracker, a fitting dataset, or weights, or
+    when the config does not fit the dataset's task or the registered model's.
+
+    Args:
+        params: The validated training parameters.
+        upstream: An ingestion runs first in the same command: its dataset is
+            checked once it exists (`prepare_training_run`).
+    """
+    from visionops.training.yolo import PretrainedWeightsError, resolve_weights
+
+    _tracking()
+    if not upstream:
+        from visionops.lookup import select_training_dataset
+
+        choice = select_training_dataset(params.dataset, params.model.name)
+        print(f"Training on {choice.describe()}")
+        params = prepare_training(params, choice.artifact.run_metadata)
+    models = {v for p in params.grid_points() for k, v in p.items() if k == "model"}
+    for model in models or set(params.models):
+        name = get_task(params.task).model_name(model) if params.task else model
+        try:
+            resolve_weights(name, params.pretrained)
+        except (PretrainedWeightsError, FileNotFoundError) as err:
+            raise ConfigError(f"models: {err}") from None
+    return params
+
+
+def prepare_training_run(params: TrainingParameters) -> TrainingParameters:
+    """Right before training: the task and model name of a dataset ingested by the
+    same command, which did not exist when `check_training` ran."""
+    if params.task is not None:
+        return params
+    from visionops.lookup import find_dataset
+
+    return prepare_training(params, find_dataset(params.dataset).run_metadata)
+
+
+def check_deployment(params: Any, upstream: bool = False) -> Any:
+    """Fails before any work when there is no champion to deploy (or of another
+    task than the model name's served models); fills in the default model name.
+
+    Args:
+        params: The validated deployment parameters.
+        upstream: A training runs first in the same command: the champion is
+            checked once it has run (`prepare_deployment_run`).
+    """
+    if upstream:
+        return params
+    _tracking()
+    return prepare_deployment_run(params)
+
+
+def prepare_deployment_run(params: Any) -> Any:
+    """The model name (the latest dataset's task's default when unset) and its
+    champion, checked right before the deployment runs."""
+    params = with_model_name(params)
+    check_champion_for("deployment", params.model.name)
+    return params
+
+
+def check_batch(params: Any, upstream: bool = False) -> Any:
+    """Fails before any work without a champion, its ONNX export, or the images."""
+    from visionops.config import dataset_split
+
+    try:
+        _tracking()
+    except ConfigError as err:
+        raise ConfigError(f"model.name: {err}") from None
+    params = with_model_name(params)
+    champion = check_champion_for("batch", params.model.name)
+    if not champion.onnx_artifact:
+        raise ConfigError(
+            f"model.name: Champion v{champion.version} of {params.model.name!r} has "
+            "no ONNX export: run python run.py --pipeline training first to train "
+            "and promote a model that has one."
+        )
+    split = dataset_split(params.source)
+    if split:
+        from visionops.lookup import check_split, resolve_dataset
+
+        choice = resolve_dataset(params.dataset)  # DatasetError is a ConfigError
+        check_split(choice.facts, split)
+        print(f"Batch on the {split} split of {choice.describe()}")
+        return params
+    from visionops.batch import list_inputs
+    from visionops.env import project_path
+
+    folder = project_path(params.source)
+    if not folder.is_dir():
+        raise ConfigError(
+            f"source: {folder} is not a folder; give a folder of images or "
+            "dataset:train|val|test"
+        )
+    if not list_inputs(folder).files:
+        raise ConfigError(f"source: no image files (.jpg, .png, ...) under {folder}")
+    return params

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 import visionops  # noqa: F401  (offline settings, before Ultralytics is imported)
-from visionops.inference import OnnxDetector, letterbox
+from visionops.inference import OnnxDetector
 
 logger = logging.getLogger(__name__)
 
@@ -25,30 +25,6 @@ Preprocess = Callable[[np.ndarray], np.ndarray]
 
 class QuantizationError(ValueError):
     """The model or the calibration images cannot be quantized as asked."""
-
-
-def detector_preprocess(detector: OnnxDetector) -> Preprocess:
-    """Returns the input blob `detector` builds for one image, as a callable.
-
-    Letterbox to the detector's size (to the next stride multiple for graphs
-    with dynamic height and width), BGR to RGB, HWC to NCHW, /255: exactly what
-    `OnnxDetector.predict` feeds its session, so calibration sees served inputs.
-
-    Args:
-        detector: The FP32 detector whose inputs are calibrated.
-
-    Returns:
-        A function from a BGR uint8 (H, W, 3) image to a (1, 3, h, w) float32 blob.
-    """
-
-    def preprocess(image_bgr: np.ndarray) -> np.ndarray:
-        padded = letterbox(
-            image_bgr, detector.imgsz, auto=detector.rect, stride=detector.stride
-        )[0]
-        blob = np.ascontiguousarray(padded[None, :, :, ::-1].transpose(0, 3, 1, 2))
-        return blob.astype(np.float32) / np.float32(255.0)
-
-    return preprocess
 
 
 def calibration_files(images: Path | str | Iterable[Path | str]) -> list[Path]:
@@ -177,9 +153,9 @@ def quantize(
             paths, representative of what will be served (e.g. the validation
             split); at most `max_images` are used, spread evenly.
         out: The `.onnx` file to write.
-        preprocess: Turns one BGR uint8 image into the model's input blob.
-            Defaults to `OnnxDetector`'s letterbox for the model (detection);
-            other tasks pass their predictor's preprocessing.
+        preprocess: Turns one BGR uint8 image into the model's input blob: the
+            task's predictor's `preprocess` (`Task.predictor(onnx).preprocess`).
+            Defaults to `OnnxDetector.preprocess` (letterbox, detection).
         max_images: The most calibration images to run.
         per_channel: Quantize weights per output channel (more accurate) rather
             than per tensor.
@@ -216,7 +192,7 @@ def quantize(
     source = onnx.load(str(onnx_path))
     if preprocess is None:
         try:
-            preprocess = detector_preprocess(OnnxDetector(onnx_path))
+            preprocess = OnnxDetector(onnx_path).preprocess
         except ValueError as err:
             raise QuantizationError(
                 f"{onnx_path} is not an Ultralytics detection export ({err}); pass "

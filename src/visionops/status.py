@@ -1,4 +1,5 @@
-"""What `run.py --status` reports: active stack, training's dataset, champion."""
+"""What `run.py --status` reports: the active stack, training's dataset, the
+champion, and where the latest reports are."""
 
 from __future__ import annotations
 
@@ -122,6 +123,30 @@ def _champion(client: Any, name: str) -> dict[str, Any] | None:
     }
 
 
+def _reports() -> dict[str, str | None]:
+    """Where the latest dataset, evaluation and batch reports (HTML) are stored."""
+    from zenml.client import Client
+    from zenml.materializers.structured_string_materializer import HTML_FILENAME
+
+    from visionops.batch import REPORT_HTML
+    from visionops.materializers import DATA_DIR, DATASET_HTML
+    from visionops.names import DATASET, EVALUATION_REPORT, PREDICTIONS
+
+    found: dict[str, str | None] = {}
+    for key, artifact, file in (
+        ("dataset", DATASET, DATASET_HTML),
+        ("evaluation", EVALUATION_REPORT, HTML_FILENAME),
+        ("batch", PREDICTIONS, f"{DATA_DIR}/{REPORT_HTML}"),  # the stored outputs
+    ):
+        try:
+            uri = Client().get_artifact_version(artifact).uri
+        except KeyError:  # none yet
+            found[key] = None
+            continue
+        found[key] = f"{uri.rstrip('/')}/{file}"
+    return found
+
+
 def _default_name(task: str | None) -> str:
     from visionops.tasks import get_task
 
@@ -168,6 +193,7 @@ def collect_status(
         },
         "dataset": training,
         "champion": _champion(client, model_name),
+        "reports": _reports(),
     }
 
 
@@ -215,4 +241,13 @@ def format_status(status: dict[str, Any]) -> str:
             f"  test: {metrics}",
             f"  ONNX: {champ['onnx']} ({champ['onnx_latency_ms']} ms on CPU)",
         ]
+    reports = status.get("reports") or {}
+    lines.append("Reports (latest):")
+    for key, pipeline in (
+        ("dataset", "ingestion"),
+        ("evaluation", "training"),
+        ("batch", "batch"),
+    ):
+        where = reports.get(key) or f"none yet (run: --pipeline {pipeline})"
+        lines.append(f"  {key}: {where}")
     return "\n".join(lines)

@@ -1,17 +1,17 @@
 """Step: run the champion over a folder (or a dataset split) and keep the outputs."""
 
-from pathlib import Path
 from typing import Annotated
 
 from zenml import log_metadata, step
 from zenml.types import HTMLString
 
 from visionops import batch
-from visionops.batch import BatchSettings, PredictionSet, dataset_split
-from visionops.batch_report import batch_html
+from visionops.batch import PredictionSet
+from visionops.batch_report import write_report
 from visionops.champion import Champion
+from visionops.config import BatchSettings, dataset_split
 from visionops.data.version import DatasetVersion
-from visionops.env import project_root
+from visionops.env import project_path
 from visionops.materializers import work_dir
 from visionops.names import BATCH_REPORT, PREDICTIONS
 from visionops.training.candidates import ModelFile
@@ -29,7 +29,8 @@ def predict_folder(
     Annotated[PredictionSet, PREDICTIONS],
     Annotated[HTMLString, BATCH_REPORT],
 ]:
-    """Predicts every image; bad files are listed with a reason, never fatal.
+    """Predicts every image as the champion's task does; bad files are listed
+    with a reason, never fatal.
 
     Args:
         model: The champion's ONNX export.
@@ -43,14 +44,15 @@ def predict_folder(
     if split is not None:
         if dataset is None:
             raise ValueError(f"{source}: pass the dataset version to read it from")
-        folder = dataset.root / "images" / split
+        folder = dataset.split_dir(split)
     else:
-        folder = Path(source) if Path(source).is_absolute() else project_root() / source
+        folder = project_path(source)
     predictions = batch.predict_folder(
         folder,
         model.path,
         work_dir("predictions"),
         settings,
+        task=champion.task,
         source=source,
         model={**champion.model_dump(), "model_uri": champion.model_uri},
     )
@@ -58,8 +60,9 @@ def predict_folder(
     log_metadata(
         {
             key: summary[key]
-            for key in ("images_in", "predicted", "bad", "boxes", "images_per_s")
+            for key in ("task", "images_in", "predicted", "bad", "images_per_s")
         }
-        | {"boxes_per_class": summary["boxes_per_class"], "source": source}
+        | {"per_class": summary["per_class"], "source": source}
     )
-    return predictions, HTMLString(batch_html(predictions))
+    # report.html beside the outputs: exported with them to outputs/batch/<time>/.
+    return predictions, HTMLString(write_report(predictions))

@@ -1,13 +1,12 @@
 """Step: stage any supported labelled export as a dataset directory."""
 
-from pathlib import Path
 from typing import Annotated
 
 from zenml import log_metadata, step
 
 from visionops.data.sources import ArchiveLimits, stage_source
 from visionops.data.version import StagedDataset
-from visionops.env import project_root, state_dir
+from visionops.env import project_path, state_dir
 from visionops.materializers import work_dir
 from visionops.names import STAGED_DATASET
 
@@ -30,8 +29,8 @@ def load_source(
     Returns:
         The staged dataset: images, labels and manifest, untouched.
     """
-    if "://" not in source and not Path(source).is_absolute():
-        source = str(project_root() / source)
+    if "://" not in source:
+        source = str(project_path(source))
     dest = work_dir("staged")
     manifest = stage_source(
         source,

@@ -21,15 +21,17 @@ def evaluate_model(
     dataset: DatasetVersion,
     selected: CandidateResult,
     settings: EvaluationSettings,
+    metric: str | None = None,
 ) -> tuple[
     Annotated[EvalReport, TEST_EVALUATION],
     Annotated[ModelFile, ONNX_MODEL],
     Annotated[HTMLString, EVALUATION_REPORT],
 ]:
-    """Test metrics (the task's), plots, and the ONNX export with its CPU latency."""
+    """Test metrics (the task's), plots, and the ONNX export to serve (INT8 when
+    its `metric`, the promotion metric, holds within the allowed drop)."""
     configure_tracking()
     result = evaluate_challenger(
-        weights.path, dataset, selected, settings, work_dir("evaluation")
+        weights.path, dataset, selected, settings, work_dir("evaluation"), metric
     )
     report = result.report
     log_metadata(
@@ -40,6 +42,12 @@ def evaluate_model(
             "dataset_hash": dataset.hash,
             "task": report.task,
             "mlflow_run_id": selected.mlflow_run_id,
+            "precision": report.quantization.precision
+            if report.quantization
+            else "fp32",
+            "quantization": report.quantization.model_dump()
+            if report.quantization
+            else {},
         },
         infer_model=True,
     )

@@ -2,86 +2,20 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED_DATASETS
+from tests.conftest import CLS_IMGSZ as IMGSZ
+from tests.conftest import CLS_NAMES as NAMES
 from visionops.inference import export_onnx
 from visionops.tasks.classify.onnx import (
     Classification,
     OnnxClassifier,
     classify_preprocess,
 )
-
-CHEST_XRAY = SHARED_DATASETS / "chest-xray-small"
-IMGSZ = 64
-NAMES = {0: "NORMAL", 1: "PNEUMONIA"}
-
-
-@pytest.fixture(scope="module")
-def classify_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """10 X-rays a class in Ultralytics' layout, root/{train,val,test}/<class>/."""
-    if not CHEST_XRAY.is_dir():
-        pytest.skip(f"{CHEST_XRAY} is not present beside the checkout")
-    root = tmp_path_factory.mktemp("chest-xray-tiny")
-    for name in NAMES.values():
-        files = sorted((CHEST_XRAY / name).iterdir())[:10]
-        for split, part in (
-            ("train", files[:6]),
-            ("val", files[6:8]),
-            ("test", files[8:]),
-        ):
-            (root / split / name).mkdir(parents=True)
-            for file in part:
-                shutil.copy2(file, root / split / name / file.name)
-    return root
-
-
-@pytest.fixture(scope="module")
-def cls_weights(
-    classify_folder: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """A yolo11n-cls trained from its architecture for 1 epoch at 64 px.
-
-    After a handful of steps BatchNorm's running statistics are still near their
-    start (momentum 0.03), and such a model answers the same probabilities for
-    every image. Averaging the statistics of all batches (momentum None) makes the
-    tiny model tell images apart, so a preprocessing slip shows in its outputs.
-    """
-    import torch
-    from ultralytics import YOLO
-
-    from visionops.training.yolo import configure_ultralytics
-
-    def settle_batchnorm(trainer) -> None:
-        for module in trainer.model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.momentum = None
-
-    configure_ultralytics()
-    out = tmp_path_factory.mktemp("cls-weights")
-    model = YOLO("yolo11n-cls.yaml")
-    model.add_callback("on_train_start", settle_batchnorm)
-    model.train(
-        data=str(classify_folder),
-        epochs=1,
-        imgsz=IMGSZ,
-        batch=4,
-        workers=0,
-        device="cpu",
-        project=str(out),
-        name="train",
-        plots=False,
-        val=False,
-        verbose=False,
-        seed=0,
-        amp=False,
-    )
-    return out / "train" / "weights" / "last.pt"
 
 
 @pytest.fixture(scope="module")

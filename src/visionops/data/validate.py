@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
+from visionops import images
 from visionops.data.manifest import Item, Manifest
 from visionops.fsutil import ensure_empty_dir
 from visionops.parallel import pmap
@@ -111,7 +112,6 @@ _FORMAT_SUFFIXES: dict[str, tuple[str, frozenset[str]]] = {
 }
 _MIN_SIDE = 10  # Ultralytics drops images smaller than this on either side.
 _EXIF_ORIENTATION = 0x0112
-_JPEG_EOI = b"\xff\xd9"
 
 
 class ValidationSettings(BaseModel):
@@ -401,11 +401,14 @@ def _check_image(
     if not path.is_file():
         raise _Reject("image_missing", f"{item.image} not found")
     data = path.read_bytes()
-    if not data:
-        raise _Reject("zero_byte", f"{item.image} is empty")
+    try:  # the one format sniffing and truncation check (`visionops.images`)
+        sniffed = images.check(data)
+    except images.ImageError as err:
+        detail = f"{item.image} is empty" if err.reason == images.ZERO_BYTE else None
+        raise _Reject(err.reason, detail or err.detail) from None
     digest = hashlib.sha256(data).hexdigest()
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=[sniffed])
     except UnidentifiedImageError:
         raise _Reject("unreadable", "not a recognised image format") from None
     except Exception as error:  # PIL raises many types on hostile headers
@@ -419,17 +422,17 @@ def _check_image(
         raise _Reject("unreadable", f"{type(error).__name__}: {error}") from None
 
     fixes: list[tuple[str, str]] = []
-    image_format = image.format or ""
-    if image_format in ("JPEG", "MPO") and not data.endswith(_JPEG_EOI):
-        end = _jpeg_end(data)
-        if end is None:
+    image_format = image.format or sniffed
+    if image_format not in _FORMAT_SUFFIXES:
+        raise _Reject("unsupported_format", f"{image_format} image")
+    if image_format in ("JPEG", "MPO") and not data.endswith(images.JPEG_EOI):
+        end = images.jpeg_end(data)
+        if end is None:  # pragma: no cover - images.check said truncated
             raise _Reject("truncated", "JPEG has no end-of-image marker")
         # Ultralytics re-encodes (quality 100) any JPEG not ending in EOI, in
         # place, so trailing bytes are cut here instead.
         fixes.append(("jpeg_trailer_removed", f"{len(data) - end} bytes removed"))
         data = data[:end]
-    if image_format not in _FORMAT_SUFFIXES:
-        raise _Reject("unsupported_format", f"{image_format or 'unknown'} image")
 
     width, height = image.size
     orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
@@ -470,44 +473,6 @@ def _encode(image: Image.Image, original: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=image_format, **options)
     return buffer.getvalue()
-
-
-def _jpeg_end(data: bytes) -> int | None:
-    """Returns the offset just past the JPEG end-of-image marker, or None.
-
-    Walks the marker segments (skipping embedded thumbnails by their length)
-    and the entropy-coded scans, so trailing data appended after the image
-    does not count as part of it.
-    """
-    size, pos = len(data), 2
-    while pos + 1 < size:
-        if data[pos] != 0xFF:
-            pos += 1  # libjpeg also skips stray bytes between markers
-            continue
-        marker = data[pos + 1]
-        if marker == 0xD9:
-            return pos + 2
-        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:
-            pos += 1 if marker == 0xFF else 2
-            continue
-        if pos + 4 > size:
-            return None
-        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if marker != 0xDA:
-            continue
-        # Scan data: 0xFF is followed by 0x00 (stuffing) or a restart marker.
-        while True:
-            pos = data.find(b"\xff", pos)
-            if pos < 0 or pos + 1 >= size:
-                return None
-            following = data[pos + 1]
-            if following == 0x00 or 0xD0 <= following <= 0xD7:
-                pos += 2
-            elif following == 0xFF:
-                pos += 1
-            else:
-                break
-    return None
 
 
 def _check_class(item: Item, task: _Task) -> list[tuple[str, str]]:

@@ -25,8 +25,8 @@ def layout_for(task: str) -> ModuleType:
     """Returns the dataset layout module of a task (`visionops.tasks.<task>.layout`).
 
     Every layout module has the same functions: `place_item`, `write_config`,
-    `ultralytics_data`, `split_images`, `label_file`, `image_class`, and the
-    `HASHED` paths. A layout whose label lines are instances rather than boxes
+    `ultralytics_data`, `split_dir`, `split_images`, `label_file`, `image_class`,
+    and the `HASHED` paths. A layout whose label lines are instances rather than boxes
     names the card key they are counted under (`COUNTS_KEY`).
 
     Raises:
@@ -85,6 +85,10 @@ class DatasetVersion:
     def ultralytics_data(self) -> Path:
         """What to pass to Ultralytics as `data=`: data.yaml, or the folder."""
         return Path(self.layout.ultralytics_data(self.root))
+
+    def split_dir(self, split: str) -> Path:
+        """The folder holding one split's images (searched recursively)."""
+        return Path(self.layout.split_dir(self.root, split))
 
     def split_images(self, split: str) -> list[Path]:
         """The images of one split (train, val or test), sorted."""

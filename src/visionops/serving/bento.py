@@ -16,7 +16,7 @@ from visionops.env import project_root
 ONNX_FILE = "model.onnx"
 WEIGHTS_FILE = "model.pt"
 LINEAGE_FILE = "lineage.json"
-SERVICE = "visionops.serving.service:Detector"
+SERVICE = "visionops.serving.service:VisionService"
 
 
 def save_model(name: str, onnx: Path, weights: Path, lineage: dict[str, Any]) -> str:
@@ -64,7 +64,10 @@ def build_bento(model_tag: str, lineage: dict[str, Any]) -> Any:
                 for k, v in lineage.items()
                 if isinstance(v, str | int | float)
             },
-            description=f"YOLO detector `{name}` ({model_tag}), ONNX Runtime.",
+            description=(
+                f"YOLO {lineage.get('task', 'detect')} model `{name}` ({model_tag}), "
+                "ONNX Runtime."
+            ),
             args={"model_tag": model_tag},  # the service serves this exact model
         )
     finally:

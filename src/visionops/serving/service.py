@@ -1,4 +1,10 @@
-"""The BentoML service: ONNX Runtime YOLO detection, a batch endpoint and a web page."""
+"""The BentoML service: the champion's task over ONNX Runtime, and a web page.
+
+One service class for every task: the served model's lineage names its task, and
+that task's endpoint (`/detect`, `/classify`) answers; another task's endpoint
+answers 404 naming the served task and its endpoint. `/render` and `/info` serve
+every task.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import os
 import time
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import bentoml
 import numpy as np
@@ -18,19 +25,21 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 import visionops  # noqa: F401  (offline, telemetry-free environment first)
-from visionops.inference import Detections, OnnxDetector
-from visionops.serving.bento import LINEAGE_FILE, ONNX_FILE, draw_detections
+from visionops.serving.bento import LINEAGE_FILE, ONNX_FILE
 from visionops.serving.uploads import (
     DecodedImage,
     ErrorShape,
     ImageError,
+    RequestError,
     quiet_client_errors,
     upload_api,
 )
+from visionops.tasks import get_task
 
 # A built Bento pins the exact model tag it was built with (the Bento argument
 # `model_tag`, set by `build_bento`); outside a Bento (the tests, `bentoml serve
-# visionops.serving.service:Detector`) the env var names the model, latest version.
+# visionops.serving.service:VisionService`) the env var names the model, latest
+# version.
 MODEL_TAG = getattr(bentoml.use_arguments(), "model_tag", None) or (
     f"{os.environ.get('VISIONOPS_BENTO_MODEL', 'board-detector')}:latest"
 )
@@ -98,6 +107,23 @@ class DetectResponse(BaseModel):
     timing_ms: dict[str, float]
 
 
+class ClassPrediction(BaseModel):
+    """One class and its probability."""
+
+    class_id: int
+    class_name: str
+    probability: float
+
+
+class ClassifyResponse(BaseModel):
+    """What `classify` answers: the most probable classes, highest first."""
+
+    predictions: list[ClassPrediction]
+    image: dict[str, int]
+    model: dict[str, str]
+    timing_ms: dict[str, float]
+
+
 class ImageErrorResponse(BaseModel):
     """In `detect_batch`'s answer, in place of an image that could not be read."""
 
@@ -112,7 +138,6 @@ ui_app = Starlette(routes=[Route("/", _ui)])
 # `/docs` (the address people try, and the web page links) is BentoML's Swagger UI
 # at `/`.
 docs_app = Starlette(routes=[Route("/", lambda _: RedirectResponse("/", 307))])
-TASK = "detect"
 
 
 def bento_tag(model_tag: str) -> str:
@@ -125,7 +150,7 @@ def bento_tag(model_tag: str) -> str:
 
 
 @bentoml.service(
-    name="visionops-detector",
+    name="visionops",
     image=IMAGE,
     workers="cpu_count",
     traffic={"timeout": 30, "max_concurrency": 64},
@@ -137,29 +162,45 @@ def bento_tag(model_tag: str) -> str:
 )
 @bentoml.asgi_app(ui_app, path="/ui")
 @bentoml.asgi_app(docs_app, path="/docs")
-class Detector:
-    """Detects objects with the promoted model exported to ONNX."""
+class VisionService:
+    """Serves the promoted model, exported to ONNX, for the task it was trained for."""
 
     bento_model = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
         root = Path(self.bento_model.path)
-        self.detector = OnnxDetector(root / ONNX_FILE, threads=THREADS)
         self.lineage = json.loads((root / LINEAGE_FILE).read_text())
+        # Models stored before tasks were recorded are detectors.
+        self.task = get_task(self.lineage.get("task"))
+        self.predictor = self.task.predictor(root / ONNX_FILE, threads=THREADS)
+        self.names: dict[int, str] = self.predictor.names
         self.model_card = {
             "name": MODEL_NAME,
             "bento_model": str(self.bento_model.tag),
             "mlflow_version": str(self.lineage.get("mlflow_version", "")),
         }
 
-    def _detect(
+    def _serves(self, task: str) -> None:
+        """Refuses an endpoint of another task than the served model's.
+
+        Raises:
+            RequestError: 404, naming the served task and its endpoint.
+        """
+        if task != self.task.name:
+            raise RequestError(
+                f"This service serves a {self.task.name} model ({MODEL_NAME}), not "
+                f"a {task} model: use /{self.task.name} (and /render, /info).",
+                404,
+            )
+
+    def _predict(
         self,
         image: DecodedImage,
-        conf: float,
-        iou: float,
-        max_det: int,
-        blur_faces: bool,
-    ) -> tuple[np.ndarray, Detections, int, dict[str, float]]:
+        conf: float = 0.25,
+        iou: float = 0.7,
+        max_det: int = 300,
+        blur_faces: bool = False,
+    ) -> tuple[np.ndarray, Any, int, dict[str, float]]:
         start = time.perf_counter()
         timing = {
             "read": image.read_ms,
@@ -174,8 +215,8 @@ class Detector:
 
             frame, faces = blur(frame, AnonymizeSettings())
             timing["blur"] = (time.perf_counter() - start) * 1000
-        result = self.detector.predict(
-            frame, conf=conf, iou=iou, max_det=max_det, timing=timing
+        (result,) = self.task.predict(
+            self.predictor, [frame], conf=conf, iou=iou, max_det=max_det, timing=timing
         )
         timing["total"] = sum(timing.values())
         return frame, result, faces, timing
@@ -183,11 +224,11 @@ class Detector:
     def _response(
         self,
         frame: np.ndarray,
-        result: Detections,
+        result: Any,
         faces: int,
         timing: dict[str, float],
     ) -> DetectResponse:
-        names = self.detector.names
+        names = self.names
         return DetectResponse(
             detections=[Detection(**r) for r in result.to_records(names)],
             counts=result.counts(names),
@@ -207,7 +248,8 @@ class Detector:
         blur_faces: bool = False,
     ) -> DetectResponse:
         """Detects objects in one image: boxes, class names, confidences, counts."""
-        return self._response(*self._detect(image, conf, iou, max_det, blur_faces))
+        self._serves("detect")
+        return self._response(*self._predict(image, conf, iou, max_det, blur_faces))
 
     # On CPU one 640 px image takes ~80 ms: a 200 ms budget made BentoML refuse
     # (503) most requests at 16 clients, so the budget is generous.
@@ -221,11 +263,14 @@ class Detector:
         other images, and other clients' calls batched with this one, are
         answered as usual (each was decoded on its own before batching).
         """
+        self._serves("detect")
         start = time.perf_counter()
         good = [image for image in images if isinstance(image, DecodedImage)]
         stages: dict[str, float] = {}
         results = iter(
-            self.detector.predict_batch([image.frame for image in good], timing=stages)
+            self.task.predict(
+                self.predictor, [image.frame for image in good], timing=stages
+            )
         )
         share = {k: v / max(len(good), 1) for k, v in stages.items()}
         answers: list[DetectResponse | ImageErrorResponse] = []
@@ -244,6 +289,24 @@ class Detector:
         return answers
 
     @upload_api
+    def classify(
+        self,
+        image: DecodedImage,
+        top_k: int = Field(5, ge=1, le=1000),
+    ) -> ClassifyResponse:
+        """Classifies one image: the `top_k` most probable classes, highest first."""
+        self._serves("classify")
+        frame, result, _, timing = self._predict(image)
+        return ClassifyResponse(
+            predictions=[
+                ClassPrediction(**r) for r in result.to_records(self.names, k=top_k)
+            ],
+            image={"width": int(frame.shape[1]), "height": int(frame.shape[0])},
+            model=self.model_card,
+            timing_ms={k: round(v, 2) for k, v in timing.items()},
+        )
+
+    @upload_api
     def render(
         self,
         image: DecodedImage,
@@ -252,9 +315,10 @@ class Detector:
         max_det: int = Field(300, ge=1, le=1000),
         blur_faces: bool = False,
     ) -> PILImage.Image:
-        """The image with boxes and labels drawn (PNG)."""
-        frame, result, _, _ = self._detect(image, conf, iou, max_det, blur_faces)
-        drawn = draw_detections(frame, result, self.detector.names)
+        """The image with the prediction drawn (PNG): boxes and labels for
+        detection, the top class and its probability for classification."""
+        frame, result, _, _ = self._predict(image, conf, iou, max_det, blur_faces)
+        drawn = self.task.render(frame, result, self.names)
         return PILImage.fromarray(drawn[:, :, ::-1])
 
     @upload_api
@@ -264,11 +328,13 @@ class Detector:
         return {
             **self.model_card,
             "bento_tag": bento_tag(self.model_card["bento_model"]),
-            "task": TASK,
-            "classes": self.detector.names,
+            "task": self.task.name,
+            "endpoint": f"/{self.task.name}",
+            "classes": self.names,
+            "precision": "fp32",  # Bentos built before the INT8 gate
             **self.lineage,
         }
 
 
-Detector.add_asgi_middleware(ErrorShape)
+VisionService.add_asgi_middleware(ErrorShape)
 quiet_client_errors()

@@ -127,7 +127,11 @@ class Task(ABC):
         split: str = "test",
         positive_class: str | None = None,
     ) -> EvalReport:
-        """Measures `.pt` weights on one split; plots land in `out_dir`.
+        """Measures `.pt` weights, or an ONNX export of them, on one split.
+
+        Ultralytics runs an `.onnx` through ONNX Runtime with the same
+        preprocessing, so FP32 and INT8 exports are measured alike. Plots land
+        in `out_dir`.
 
         Raises:
             ValueError: The dataset has no such split (or no images in it).
@@ -135,8 +139,6 @@ class Task(ABC):
 
     def evaluation_html(self, report: EvalReport, plot_dir: Path) -> str:
         """The test evaluation as one HTML page for the ZenML dashboard."""
-        from visionops.training.evaluate import evaluation_html
-
         return evaluation_html(report, plot_dir)
 
     # --- inference (evaluation latency, batch, service) ------------------------------
@@ -147,7 +149,9 @@ class Task(ABC):
     ) -> Any:
         """The ONNX Runtime predictor of this task's exports.
 
-        It has `names`, `imgsz`, `predict(image_bgr)` and `predict_batch(frames)`.
+        It has `names`, `imgsz`, `predict(image_bgr)`, `predict_batch(frames)`
+        and `preprocess(image_bgr)`, the (1, 3, h, w) input blob `predict` feeds
+        the graph (what INT8 calibration runs on).
         """
 
     def log_model(self, onnx_path: Path, metadata: dict[str, Any]) -> Any:
@@ -167,6 +171,37 @@ class Task(ABC):
             name="model",
             metadata={"task": self.name, **metadata},
         )
+
+    def predict(
+        self,
+        predictor: Any,
+        frames: Sequence[np.ndarray],
+        *,
+        timing: dict[str, float] | None = None,
+        **thresholds: Any,
+    ) -> list[Any]:
+        """Predicts BGR frames with the thresholds of the service and batch.
+
+        This default passes the thresholds (`conf`, `iou`, `max_det`; the
+        predictor's defaults where not given) to `predictor.predict_batch`; a
+        task without thresholds overrides it and ignores them.
+
+        Args:
+            predictor: What `predictor()` returned.
+            frames: uint8 (H, W, 3) BGR images.
+            timing: When given, receives the milliseconds of each stage.
+            **thresholds: `conf`, `iou`, `max_det`.
+
+        Returns:
+            One prediction per frame, in order.
+        """
+        return predictor.predict_batch(frames, timing=timing, **thresholds)
+
+    def batch_output(
+        self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
+    ) -> BatchOutput:
+        """What a batch run writes per image for this task (`BatchOutput`)."""
+        raise TaskError(f"The {self.name} task has no batch outputs yet.")
 
     def records(self, prediction: Any, names: Mapping[int, str]) -> list[dict]:
         """One JSON-ready dict per predicted item (box, class, instance)."""
@@ -189,3 +224,103 @@ class Task(ABC):
                 f"the {pipeline} pipeline does not handle {self.name} models in this "
                 f"version (it does: {', '.join(sorted(self.pipelines))})"
             )
+
+
+def evaluation_html(report: EvalReport, plot_dir: Path) -> str:
+    """Metrics, per-class rows and the normalised confusion matrix as one HTML page.
+
+    The default page of `Task.evaluation_html`; it reads only the report's fields,
+    so the tasks need not import the training package (which imports them).
+    """
+    import base64
+    import html
+
+    metrics = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{v:.4f}</td></tr>"
+        for k, v in report.metrics.items()
+    )
+    if report.latency_ms is not None:
+        metrics += (
+            f"<tr><th>ONNX CPU latency @ {report.latency_imgsz}px</th>"
+            f"<td>{report.latency_ms:.1f} ms</td></tr>"
+        )
+
+    def cell(value: float | str) -> str:
+        return html.escape(value if isinstance(value, str) else f"{value:.4f}")
+
+    columns = tuple(report.per_class[0]) if report.per_class else ("class",)
+    per_class = "".join(
+        "<tr>" + "".join(f"<td>{cell(row[k])}</td>" for k in columns) + "</tr>"
+        for row in report.per_class
+    )
+    matrix = plot_dir / "confusion_matrix_normalized.png"
+    image = (
+        f'<img style="max-width:640px" src="data:image/png;base64,'
+        f'{base64.b64encode(matrix.read_bytes()).decode()}">'
+        if matrix.is_file()
+        else ""
+    )
+    table = "<table border=1 cellpadding=4 style='border-collapse:collapse'>"
+    header = "".join(f"<th>{c}</th>" for c in columns)
+    return (
+        "<html><body style='font-family:sans-serif'><h3>Test split: "
+        f"{report.images} images, dataset {report.dataset_hash[:12]}</h3>"
+        f"{table}{metrics}</table><h3>Per class</h3>{table}<tr>{header}</tr>"
+        f"{per_class}</table><h3>Normalised confusion matrix</h3>{image}</body></html>"
+    )
+
+
+class BatchOutput(ABC):
+    """A task's share of a batch run: its CSV rows, JSON fields, files and figures.
+
+    `visionops.batch.predict_folder` does the shared part (inputs, decoding, bad
+    files, the sample grid, `predictions.json`, `summary.json`); one instance per
+    run, made by `Task.batch_output`, adds what differs per task.
+
+    Attributes:
+        columns: The header of `predictions.csv`.
+        counts_title: What `summary["per_class"]` counts, as a report heading.
+        thresholds: The `BatchSettings` the task's predictions depend on.
+    """
+
+    columns: tuple[str, ...]
+    counts_title: str
+    thresholds: ClassVar[tuple[str, ...]] = ("conf", "iou", "max_det")
+
+    def __init__(
+        self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
+    ) -> None:
+        """Keeps where outputs go, the class names and the run's input files."""
+        self.out_dir = out_dir
+        self.names = list(names)
+        self.folder = folder
+        self.files = list(files)
+
+    @abstractmethod
+    def add(
+        self, index: int, relative: str, image: np.ndarray, prediction: Any
+    ) -> tuple[dict[str, Any], list[tuple]]:
+        """One predicted image: its JSON record fields and its CSV rows.
+
+        Args:
+            index: The image's position in `files`.
+            relative: Its path relative to the input folder.
+            image: The decoded BGR image.
+            prediction: What the task's predictor answered for it.
+        """
+
+    @abstractmethod
+    def draw(
+        self, thumbnail: np.ndarray, prediction: Any, shape: tuple[int, ...]
+    ) -> np.ndarray:
+        """The prediction drawn on a sample-grid thumbnail of an image of `shape`."""
+
+    @abstractmethod
+    def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """The task's figures for `summary.json`.
+
+        Returns:
+            Task keys, plus `per_class` (counts by class name, headed
+            `counts_title`) and `figures` (label -> value, for the report and
+            the terminal).
+        """

@@ -10,6 +10,7 @@ import cv2
 from pydantic import BaseModel
 
 from visionops.tasks import DEFAULT_TASK, get_task
+from visionops.training.quantization import QuantizationReport
 
 
 class EvalReport(BaseModel):
@@ -29,8 +30,10 @@ class EvalReport(BaseModel):
     per_class: list[dict[str, float | str]]
     class_names: list[str]
     confusion_matrix: list[list[float]]
+    # The served ONNX export's latency: the INT8 model's when it is served.
     latency_ms: float | None = None
     latency_imgsz: int | None = None
+    quantization: QuantizationReport | None = None
 
 
 def onnx_latency_ms(
@@ -54,43 +57,3 @@ def onnx_latency_ms(
         detector.predict(frames[i % len(frames)])
         timings.append((time.perf_counter() - start) * 1000)
     return statistics.median(timings)
-
-
-def evaluation_html(report: EvalReport, plot_dir: Path) -> str:
-    """Metrics, per-class AP and the normalised confusion matrix as one HTML page."""
-    import base64
-    import html
-
-    metrics = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{v:.4f}</td></tr>"
-        for k, v in report.metrics.items()
-    )
-    if report.latency_ms is not None:
-        metrics += (
-            f"<tr><th>ONNX CPU latency @ {report.latency_imgsz}px</th>"
-            f"<td>{report.latency_ms:.1f} ms</td></tr>"
-        )
-
-    def cell(value: float | str) -> str:
-        return html.escape(value if isinstance(value, str) else f"{value:.4f}")
-
-    columns = tuple(report.per_class[0]) if report.per_class else ("class",)
-    per_class = "".join(
-        "<tr>" + "".join(f"<td>{cell(row[k])}</td>" for k in columns) + "</tr>"
-        for row in report.per_class
-    )
-    matrix = plot_dir / "confusion_matrix_normalized.png"
-    image = (
-        f'<img style="max-width:640px" src="data:image/png;base64,'
-        f'{base64.b64encode(matrix.read_bytes()).decode()}">'
-        if matrix.is_file()
-        else ""
-    )
-    table = "<table border=1 cellpadding=4 style='border-collapse:collapse'>"
-    header = "".join(f"<th>{c}</th>" for c in columns)
-    return (
-        "<html><body style='font-family:sans-serif'><h3>Test split: "
-        f"{report.images} images, dataset {report.dataset_hash[:12]}</h3>"
-        f"{table}{metrics}</table><h3>Per class</h3>{table}<tr>{header}</tr>"
-        f"{per_class}</table><h3>Normalised confusion matrix</h3>{image}</body></html>"
-    )

@@ -147,6 +147,7 @@ def decision_markdown(
         rule += f"; latency <= {decision.max_latency_ms:g} ms"
     for key, floor in decision.floors.items():
         rule += f"; {key} >= {floor:g}"
+    quantization = challenger.quantization
     return "\n".join(
         [
             f"# Promotion decision for `{model_name}`: {verdict}",
@@ -162,5 +163,6 @@ def decision_markdown(
             f"| metric | challenger | {champion_label} |",
             "|---|---|---|",
             *rows,
+            *(["", quantization.markdown()] if quantization else []),
         ]
     )

@@ -39,6 +39,8 @@ from visionops.training.evaluate import EvalReport, onnx_latency_ms
 from visionops.training.promotion import Decision, decide, decision_markdown
 from visionops.training.tracking import (
     code_version,
+    dataset_input,
+    dataset_input_tags,
     log_dir_artifacts,
     register_version,
     set_alias,
@@ -109,6 +111,11 @@ def train_candidate(
         }
     )
     mlflow.log_dict(dataset.card, f"dataset/{CARD_FILE}")
+    mlflow.log_input(
+        dataset_input(dataset.card, dataset.root),
+        context="training",
+        tags=dataset_input_tags(dataset.card),
+    )
 
     def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
         mlflow.log_metrics(metrics, step=epoch)
@@ -200,7 +207,10 @@ def select_candidate(results: list[CandidateResult], metric: str | None) -> Sele
 
 @dataclass
 class Evaluation:
-    """The challenger on the test split: report, the ONNX it was timed with, HTML."""
+    """The challenger on the test split: report, the ONNX to serve, HTML.
+
+    The ONNX is the INT8 model when the quantization gate passed, else FP32.
+    """
 
     report: EvalReport
     onnx: Path
@@ -213,16 +223,30 @@ def evaluate_challenger(
     selected: CandidateResult,
     settings: EvaluationSettings,
     out_dir: Path,
+    metric: str | None = None,
 ) -> Evaluation:
-    """Test metrics, ONNX export at the serving size and its CPU latency.
+    """Test metrics, ONNX export at the serving size, its INT8 copy, CPU latency.
 
-    The metrics (`test_<name>`), `test/evaluation.json`, the test plots and the
-    ONNX export (`onnx/`) go to the candidate's MLflow run; that ONNX is the one
-    deployment serves.
+    With `settings.quantize`, a static INT8 copy of the export (calibrated on
+    the validation split) and the FP32 export are both measured on the test
+    split (`quantize_and_gate`); the INT8 one is served when its `metric` is
+    within `settings.max_quantization_drop` of FP32. The metrics (`test_<name>`,
+    `test_onnx_{fp32,int8}_*`), the `precision` tag, `test/evaluation.json`,
+    the test plots and the ONNX exports (`onnx/`) go to the candidate's MLflow
+    run; the returned ONNX is the one deployment serves.
+
+    Args:
+        weights: The selected candidate's `.pt`.
+        dataset: The dataset version (its test split; val calibrates INT8).
+        selected: The selected candidate.
+        settings: Evaluation settings.
+        out_dir: Work folder.
+        metric: The promotion metric the INT8 gate compares; None: the task's.
     """
     from mlflow.tracking import MlflowClient
 
     from visionops.inference import export_onnx
+    from visionops.training.quantization import quantize_and_gate
 
     task = get_task(selected.task)
     report = task.evaluate(
@@ -240,6 +264,22 @@ def evaluate_challenger(
         onnx, task.split_images(dataset, "test"), settings.latency_runs, task.name
     )
     report.latency_imgsz = serving_imgsz
+    exports, served = [onnx], onnx
+    if settings.quantize:
+        quantization, int8 = quantize_and_gate(
+            task,
+            onnx,
+            dataset,
+            settings,
+            metric or task.default_metric,
+            out_dir,
+            fp32_latency_ms=report.latency_ms,
+        )
+        report.quantization = quantization
+        if int8 is not None:
+            exports.append(int8)
+        if quantization.precision == "int8" and int8 is not None:
+            served, report.latency_ms = int8, quantization.int8_latency_ms
 
     client = MlflowClient()
     run_id = selected.mlflow_run_id
@@ -247,10 +287,17 @@ def evaluate_challenger(
         if math.isfinite(value):
             client.log_metric(run_id, f"test_{key}", value)
     client.log_metric(run_id, "test_onnx_latency_ms", report.latency_ms)
+    if report.quantization is not None:
+        for key, value in report.quantization.mlflow_metrics().items():
+            if math.isfinite(value):
+                client.log_metric(run_id, key, value)
+        for key, tag in report.quantization.tags().items():
+            client.set_tag(run_id, key, tag)
     client.log_dict(run_id, report.model_dump(), "test/evaluation.json")
-    client.log_artifact(run_id, str(onnx), ONNX_DIR)
+    for export in exports:
+        client.log_artifact(run_id, str(export), ONNX_DIR)
     log_dir_artifacts(run_id, out_dir / "test", "test", ("*.png", "*.jpg"))
-    return Evaluation(report, onnx, task.evaluation_html(report, out_dir / "test"))
+    return Evaluation(report, served, task.evaluation_html(report, out_dir / "test"))
 
 
 class ChampionScore(BaseModel):
@@ -341,7 +388,8 @@ def promote_challenger(
         selected: The challenger's candidate result.
         challenger: Its test evaluation.
         champion: The current champion on the same split.
-        onnx: The ONNX export evaluation timed (logged under `onnx/`).
+        onnx: The ONNX export evaluation chose to serve, FP32 or INT8 (logged
+            under `onnx/`).
         rule: The promotion rule.
         model_name: The registered model.
         lineage_tags: Extra version tags (ZenML model version, pipeline run).
@@ -387,6 +435,7 @@ def promote_challenger(
                 onnx_latency_ms=challenger.latency_ms,
                 serving_imgsz=challenger.latency_imgsz,
             ),
+            **(challenger.quantization.tags() if challenger.quantization else {}),
         },
         description=task.description,
     )

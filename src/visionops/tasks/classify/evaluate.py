@@ -27,7 +27,7 @@ def predict_probabilities(
     from ultralytics import YOLO
 
     configure_ultralytics()
-    model = YOLO(str(weights))
+    model = YOLO(str(weights), task="classify")
     names = [str(model.names[i]) for i in sorted(model.names)]
     rows: list[np.ndarray] = []
     for start in range(0, len(images), batch):

@@ -49,9 +49,14 @@ def ultralytics_data(root: Path) -> Path:
     return root
 
 
+def split_dir(root: Path, split: str) -> Path:
+    """The folder that holds one split's class folders."""
+    return root / split
+
+
 def split_images(root: Path, split: str) -> list[Path]:
     """The images of one split, every class, sorted by class then name."""
-    folder = root / split
+    folder = split_dir(root, split)
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES)

@@ -205,6 +205,14 @@ class OnnxClassifier:
         """
         return self.predict_batch([image_bgr])[0]
 
+    def preprocess(self, image_bgr: np.ndarray) -> np.ndarray:
+        """The input blob `predict` feeds the graph for one BGR image.
+
+        Returns:
+            A (1, 3, height, width) float32 array (`classify_preprocess`).
+        """
+        return classify_preprocess(_check_image(image_bgr), self.imgsz)[None]
+
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[Classification]:
         """Classifies several BGR images of any sizes, in as few calls as allowed.
 

@@ -29,6 +29,7 @@ class ClassifyTask(Task):
     val_metrics_names = ("top1", "top5")
     default_metric = "top1"
     headline_metrics = ("top1", "top5", "macro_f1", *TWO_CLASS)
+    pipelines = frozenset({"training", "deployment", "batch"})
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/accuracy_top1`-style keys to `top1` and `top5`."""
@@ -90,6 +91,31 @@ class ClassifyTask(Task):
         from visionops.tasks.classify.onnx import OnnxClassifier
 
         return OnnxClassifier(onnx_path, threads=threads, providers=providers)
+
+    def predict(
+        self,
+        predictor: Any,
+        frames: Sequence[np.ndarray],
+        *,
+        timing: dict[str, float] | None = None,
+        **thresholds: Any,
+    ) -> list[Any]:
+        """Class probabilities per frame; a classifier has no thresholds."""
+        import time
+
+        start = time.perf_counter()
+        found = predictor.predict_batch(frames)
+        if timing is not None:  # resizing and the softmax graph, as one stage
+            timing["inference"] = (time.perf_counter() - start) * 1000
+        return found
+
+    def batch_output(
+        self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
+    ) -> Any:
+        """Every class's probability per image (`tasks.classify.batch`)."""
+        from visionops.tasks.classify.batch import ClassifyBatchOutput
+
+        return ClassifyBatchOutput(out_dir, names, folder, files)
 
     def records(self, prediction: Any, names: Mapping[int, str]) -> list[dict]:
         """The most probable classes: class id, name and probability, highest first."""

@@ -41,7 +41,7 @@ def evaluate_weights(
         )
     images = len(list((data_yaml.parent / data[split]).glob("*")))
     configure_ultralytics()
-    metrics = YOLO(str(weights)).val(
+    metrics = YOLO(str(weights), task="detect").val(
         data=str(data_yaml),
         split=split,
         imgsz=imgsz,

@@ -52,9 +52,14 @@ def ultralytics_data(root: Path) -> Path:
     return root / DATA_YAML
 
 
+def split_dir(root: Path, split: str) -> Path:
+    """The folder that holds one split's images."""
+    return root / "images" / split
+
+
 def split_images(root: Path, split: str) -> list[Path]:
     """The images of one split, sorted."""
-    folder = root / "images" / split
+    folder = split_dir(root, split)
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)

@@ -93,6 +93,14 @@ class DetectTask(Task):
 
         return log_pyfunc_model(onnx_path, name="model", metadata=metadata)
 
+    def batch_output(
+        self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
+    ) -> Any:
+        """Label files, one CSV row per box (`tasks.detect.batch`)."""
+        from visionops.tasks.detect.batch import DetectBatchOutput
+
+        return DetectBatchOutput(out_dir, names, folder, files)
+
     def records(self, prediction: Any, names: Mapping[int, str]) -> list[dict]:
         """`Detections.to_records`: class, confidence and pixel box per detection."""
         return prediction.to_records(names)

@@ -37,6 +37,7 @@ COUNTS_KEY = "instances_per_class"
 
 write_config = detect.write_config
 ultralytics_data = detect.ultralytics_data
+split_dir = detect.split_dir
 split_images = detect.split_images
 label_file = detect.label_file
 image_class = detect.image_class

@@ -1,0 +1,236 @@
+"""The pipelines `run.py` runs: one entry each, with its parameters, checks and report.
+
+Adding a pipeline is one `PipelineSpec` in `PIPELINES` (and its `pipelines/<name>.py`
+wiring, `configs/<name>.yaml` and parameters model in `visionops.config`); `run.py`
+asks the registry and never compares pipeline names.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from visionops import preflight
+from visionops.config import PARAMETER_MODELS, StrictModel, load_parameters
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """How `run.py` runs one pipeline.
+
+    Attributes:
+        name: The `--pipeline` choice, the ZenML pipeline name and the config
+            file `configs/<name>.yaml`.
+        pipeline: The ZenML pipeline function as `module:attribute`, imported when
+            the pipeline runs (the wiring lives above the library, in `pipelines/`).
+        help: What it does, in a few words, for `--help`.
+        options: Command-line flags that set one parameter (`--source` sets
+            `source`); given, they win over the config and `--set`.
+        needs: The pipeline whose output this one reads (training reads the
+            dataset ingestion makes); when it runs earlier in the same command,
+            `check` leaves what depends on it to `prepare`.
+        in_all: Part of `--pipeline all`, in registry order.
+        check: Checks the parameters before any pipeline starts, filling in what
+            follows from them; takes the parameters and whether `needs` runs
+            first. Raises `ConfigError`.
+        prepare: Right before this pipeline runs (after the earlier ones of the
+            same command): the parameters, completed and checked again.
+        model: The ZenML `Model` the run belongs to, from the parameters.
+        report: Prints what the run made and what to do next; takes the run (None
+            when ZenML returned none) and the parameters.
+    """
+
+    name: str
+    pipeline: str
+    help: str
+    options: Mapping[str, str] = field(default_factory=dict)
+    needs: str | None = None
+    in_all: bool = False
+    check: Callable[[Any, bool], Any] | None = None
+    prepare: Callable[[Any], Any] | None = None
+    model: Callable[[Any], Any] | None = None
+    report: Callable[[Any, Any], None] | None = None
+
+    @property
+    def parameters(self) -> type[StrictModel]:
+        """The pydantic model of the pipeline's parameters."""
+        return PARAMETER_MODELS[self.name]
+
+    def load(
+        self,
+        overlays: list[Path] | None = None,
+        overrides: list[str] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """The validated parameters: config, overlays, `--set`, then the flags.
+
+        Args:
+            overlays: YAML files merged over `configs/<name>.yaml`.
+            overrides: `key=value` strings.
+            options: Flag values by flag (`{"--source": "photos/"}`); those unset
+                (None or False) and those this pipeline does not take are left out.
+
+        Raises:
+            ConfigError: Naming every bad key, its value and what is allowed.
+        """
+        sets = list(overrides or [])
+        for flag, value in (options or {}).items():
+            if flag in self.options and value not in (None, False):
+                sets.append(f"{self.options[flag]}={json.dumps(value)}")
+        return load_parameters(self.name, overlays=overlays, overrides=sets)
+
+    def function(self) -> Any:
+        """The ZenML pipeline function (imports its module)."""
+        module, _, attribute = self.pipeline.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+# --- what runs before and after the pipelines ---------------------------------------
+
+
+def _training_model(params: Any) -> Any:
+    from zenml import Model
+
+    return Model(
+        name=params.model.name,
+        description=params.model.description or None,
+        tags=params.model.tags or None,
+    )
+
+
+def _production_model(params: Any) -> Any:
+    from zenml import Model
+    from zenml.enums import ModelStages
+
+    return Model(name=params.model.name, version=ModelStages.PRODUCTION)
+
+
+def _finished_run(run: Any, name: str) -> Any:
+    """The run with its finished steps (the pipeline's last run when None)."""
+    from zenml.client import Client
+
+    client = Client()
+    return client.get_pipeline_run(
+        run.id if run else client.get_pipeline(name).last_run.id
+    )
+
+
+def report_deployment(run: Any, params: Any) -> None:
+    """Prints the Bento tag and how to serve it."""
+    from visionops.names import BENTO, SERVICE_URL
+
+    run = _finished_run(run, "deployment")
+    bento = run.steps["build_bento"].outputs[BENTO][0].load()
+    print(f"Bento: {bento.tag}")
+    url = run.steps["serve_bento"].outputs[SERVICE_URL][0].load()
+    if url:
+        print(f"Serving at {url} (web page: {url}/ui/); stop it with: make serve-stop")
+    else:
+        print(f"Serve it with: make serve   (or: bentoml serve {bento.tag})")
+
+
+def report_batch(run: Any, params: Any) -> None:
+    """Prints the batch summary and where its files are (copied to output_dir)."""
+    from visionops.batch import export_predictions, format_summary
+    from visionops.env import project_path
+    from visionops.names import PREDICTIONS
+
+    run = _finished_run(run, "batch")
+    predictions = run.steps["predict_folder"].outputs[PREDICTIONS][0].load()
+    print(format_summary(predictions.summary))
+    where = predictions.root
+    if params.output_dir:
+        base = project_path(params.output_dir)
+        stamp = (run.start_time or datetime.now()).strftime("%Y%m%d-%H%M%S")
+        where, n = base / stamp, 1
+        while where.exists():  # two runs in one second
+            n += 1
+            where = base / f"{stamp}-{n}"
+        export_predictions(predictions, where)
+    print(f"Predictions: {where}")
+
+
+SOURCE_RULE = (
+    "a relative path is relative to the project root (the folder of run.py), "
+    "whether given as --source or as source: in a config"
+)
+
+PIPELINES: dict[str, PipelineSpec] = {
+    spec.name: spec
+    for spec in (
+        PipelineSpec(
+            name="ingestion",
+            pipeline="pipelines.ingestion:ingestion",
+            help="validate, anonymise, split and version a dataset",
+            options={"--source": "source"},
+            in_all=True,
+            check=preflight.check_ingestion,
+        ),
+        PipelineSpec(
+            name="training",
+            pipeline="pipelines.training:training",
+            help="train candidates, evaluate, promote a champion",
+            options={"--resume": "resume"},
+            needs="ingestion",
+            in_all=True,
+            check=preflight.check_training,
+            prepare=preflight.prepare_training_run,
+            model=_training_model,
+        ),
+        PipelineSpec(
+            name="deployment",
+            pipeline="pipelines.deployment:deployment",
+            help="build a Bento of the champion (and serve it)",
+            options={"--serve": "serve"},
+            needs="training",
+            in_all=True,
+            check=preflight.check_deployment,
+            prepare=preflight.prepare_deployment_run,
+            model=_production_model,
+            report=report_deployment,
+        ),
+        PipelineSpec(
+            name="batch",
+            pipeline="pipelines.batch:batch",
+            help="the champion over a folder or a dataset split",
+            options={"--source": "source"},
+            check=preflight.check_batch,
+            report=report_batch,
+        ),
+    )
+}
+ALL = "all"  # the `--pipeline` choice that runs every `in_all` pipeline in order
+
+
+def plan(choice: str) -> list[PipelineSpec]:
+    """The pipelines a `--pipeline` choice runs, in order.
+
+    Raises:
+        KeyError: For a name that is neither a pipeline nor `all`.
+    """
+    if choice == ALL:
+        return [spec for spec in PIPELINES.values() if spec.in_all]
+    return [PIPELINES[choice]]
+
+
+def all_names() -> list[str]:
+    """The pipelines `--pipeline all` runs, in order."""
+    return [spec.name for spec in plan(ALL)]
+
+
+def taking(flag: str) -> list[str]:
+    """The `--pipeline` choices a flag goes with (`all` when one of its own does)."""
+    names = [spec.name for spec in PIPELINES.values() if flag in spec.options]
+    if any(flag in spec.options for spec in plan(ALL)):
+        names.append(ALL)
+    return names
+
+
+def option_flags() -> list[str]:
+    """Every flag some pipeline maps to a parameter, in registry order."""
+    return list(dict.fromkeys(f for spec in PIPELINES.values() for f in spec.options))

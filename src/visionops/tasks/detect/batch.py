@@ -1,0 +1,113 @@
+"""Detection's batch outputs: YOLO label files, one CSV row per box, boxes per class."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visionops.data.report import draw_boxes
+from visionops.tasks.base import BatchOutput
+
+LABELS_DIR = "labels"
+COLUMNS = ("image", "class_id", "class_name", "confidence", "x1", "y1", "x2", "y2")
+
+
+def yolo_lines(detections: Any, width: int, height: int) -> str:
+    """Detections as YOLO txt lines: `cls cx cy w h conf`, normalised to the image."""
+    lines = []
+    for (x1, y1, x2, y2), score, cls in zip(
+        detections.boxes.tolist(),
+        detections.scores.tolist(),
+        detections.class_ids.tolist(),
+        strict=True,
+    ):
+        cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
+        w, h = (x2 - x1) / width, (y2 - y1) / height
+        lines.append(f"{cls} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f} {score:.5f}")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def label_paths(files: Sequence[Path], folder: Path) -> list[str]:
+    """`labels/<relative path>.txt` per image; `a.jpg` and `a.png` stay apart."""
+    stems = Counter(f.relative_to(folder).with_suffix("").as_posix() for f in files)
+    paths = []
+    for path in files:
+        relative = path.relative_to(folder)
+        stem = relative.with_suffix("").as_posix()
+        name = stem if stems[stem] == 1 else relative.as_posix()
+        paths.append(f"{LABELS_DIR}/{name}.txt")
+    return paths
+
+
+class DetectBatchOutput(BatchOutput):
+    """`labels/<image>.txt` (YOLO `cls cx cy w h conf`; empty without boxes) and
+    one `predictions.csv` row per box, in pixels."""
+
+    columns = COLUMNS
+    counts_title = "Boxes per class"
+
+    def __init__(
+        self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
+    ) -> None:
+        super().__init__(out_dir, names, folder, files)
+        self.labels = label_paths(files, folder)
+
+    def add(
+        self, index: int, relative: str, image: np.ndarray, prediction: Any
+    ) -> tuple[dict[str, Any], list[tuple]]:
+        """Writes the image's label file; returns its boxes and CSV rows."""
+        height, width = image.shape[:2]
+        label = self.out_dir / self.labels[index]
+        label.parent.mkdir(parents=True, exist_ok=True)
+        label.write_text(yolo_lines(prediction, width, height))
+        boxes = _rounded(prediction.to_records(dict(enumerate(self.names))))
+        rows = [
+            (relative, b["class_id"], b["class_name"], b["confidence"])
+            + tuple(b["box"].values())
+            for b in boxes
+        ]
+        return {"label": self.labels[index], "detections": boxes}, rows
+
+    def draw(
+        self, thumbnail: np.ndarray, prediction: Any, shape: tuple[int, ...]
+    ) -> np.ndarray:
+        """Boxes (no confidence) in the class colours."""
+        text = yolo_lines(prediction, shape[1], shape[0])
+        # Predicted lines end with a confidence: `cls cx cy w h conf` is a box,
+        # while draw_boxes reads more than 5 values as a polygon.
+        boxes = "\n".join(" ".join(line.split()[:5]) for line in text.splitlines())
+        draw_boxes(thumbnail, boxes, self.names)
+        return thumbnail
+
+    def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Boxes, images with boxes, boxes per class, mean confidence."""
+        boxes = [d for r in records for d in r["detections"]]
+        counts = Counter(d["class_name"] for d in boxes)
+        confidences = [d["confidence"] for d in boxes]
+        mean = round(float(np.mean(confidences)), 4) if confidences else None
+        with_boxes = sum(1 for r in records if r["detections"])
+        per_class = {name: counts.get(name, 0) for name in self.names}
+        return {
+            "images_with_boxes": with_boxes,
+            "boxes": len(boxes),
+            "boxes_per_class": per_class,
+            "mean_confidence": mean,
+            "per_class": per_class,
+            "figures": {
+                "images with boxes": with_boxes,
+                "boxes": len(boxes),
+                "mean confidence": mean,
+            },
+        }
+
+
+def _rounded(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pixels to 0.01 and confidences to 1e-5, the same in the JSON and the CSV."""
+    for record in records:
+        record["confidence"] = round(record["confidence"], 5)
+        record["box"] = {k: round(v, 2) for k, v in record["box"].items()}
+    return records

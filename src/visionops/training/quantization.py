@@ -1,0 +1,229 @@
+"""The INT8 gate: quantize the ONNX export, measure both, serve INT8 if it holds."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from visionops.config import EvaluationSettings
+    from visionops.data.version import DatasetVersion
+    from visionops.tasks.base import Task
+
+logger = logging.getLogger(__name__)
+INT8_SUFFIX = ".int8.onnx"
+Precision = Literal["int8", "fp32"]
+
+
+class QuantizationReport(BaseModel):
+    """FP32 and INT8 ONNX exports measured the same way, and which one is served.
+
+    Both scores come from the task's evaluation of the `.onnx` itself (Ultralytics
+    runs it through ONNX Runtime) on the test split at the serving size, so the
+    drop is INT8 against FP32 and nothing else.
+
+    Attributes:
+        metric: The promotion metric the gate compares.
+        max_drop: The largest absolute drop that still serves INT8.
+        fp32_score: The FP32 ONNX export's metric.
+        int8_score: The INT8 model's metric (None: quantization failed).
+        fp32_metrics: Every test metric of the FP32 ONNX export.
+        int8_metrics: Every test metric of the INT8 model.
+        fp32_latency_ms: Median CPU latency of the FP32 export (one thread).
+        int8_latency_ms: The same for the INT8 model.
+        calibration_images: Validation images the INT8 model was calibrated on.
+        precision: What is served: `int8` or `fp32`.
+        reason: Why, in one sentence.
+    """
+
+    metric: str
+    max_drop: float
+    fp32_score: float
+    int8_score: float | None = None
+    fp32_metrics: dict[str, float] = {}
+    int8_metrics: dict[str, float] = {}
+    fp32_latency_ms: float | None = None
+    int8_latency_ms: float | None = None
+    calibration_images: int = 0
+    precision: Precision = "fp32"
+    reason: str = ""
+
+    @property
+    def drop(self) -> float | None:
+        """FP32 score minus INT8 score (positive: INT8 is worse)."""
+        return None if self.int8_score is None else self.fp32_score - self.int8_score
+
+    def mlflow_metrics(self) -> dict[str, float]:
+        """`test_onnx_{fp32,int8}_<metric>` and latencies, for the candidate's run."""
+        values = {
+            f"test_onnx_fp32_{self.metric}": self.fp32_score,
+            f"test_onnx_int8_{self.metric}": self.int8_score,
+            "test_onnx_fp32_latency_ms": self.fp32_latency_ms,
+            "test_onnx_int8_latency_ms": self.int8_latency_ms,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+    def tags(self) -> dict[str, str]:
+        """`precision` and `quantization.*`: run and registered-version tags."""
+
+        def fmt(value: float | None) -> str:
+            return "" if value is None else f"{value:.6f}"
+
+        return {
+            "precision": self.precision,
+            "quantization.reason": self.reason,
+            "quantization.metric": self.metric,
+            "quantization.max_drop": f"{self.max_drop:g}",
+            "quantization.fp32_score": fmt(self.fp32_score),
+            "quantization.int8_score": fmt(self.int8_score),
+            "quantization.fp32_latency_ms": fmt(self.fp32_latency_ms),
+            "quantization.int8_latency_ms": fmt(self.int8_latency_ms),
+        }
+
+    def markdown(self) -> str:
+        """The decision report's section: both scores, both latencies, the verdict."""
+
+        def cell(value: float | None, pattern: str) -> str:
+            return "-" if value is None else format(value, pattern)
+
+        return "\n".join(
+            [
+                f"## Served precision: {self.precision.upper()}",
+                "",
+                f"**Rule:** serve INT8 if its {self.metric} is within "
+                f"{self.max_drop:g} of FP32 (both ONNX, test split). {self.reason}.",
+                "",
+                "| | FP32 ONNX | INT8 ONNX |",
+                "|---|---|---|",
+                f"| {self.metric} | {cell(self.fp32_score, '.4f')} | "
+                f"{cell(self.int8_score, '.4f')} |",
+                f"| latency (ms, CPU, 1 thread) | {cell(self.fp32_latency_ms, '.1f')} "
+                f"| {cell(self.int8_latency_ms, '.1f')} |",
+                "",
+                f"INT8: static QDQ, calibrated on {self.calibration_images} "
+                "validation images.",
+            ]
+        )
+
+
+def gate(
+    metric: str, fp32_score: float, int8_score: float | None, max_drop: float
+) -> tuple[Precision, str]:
+    """Serves INT8 when its score is at most `max_drop` (absolute) below FP32.
+
+    Returns:
+        The precision to serve and the reason.
+    """
+    if int8_score is None:
+        return "fp32", "no INT8 score"
+    drop = fp32_score - int8_score
+    # A hair of float noise must not turn an exactly-at-the-limit drop into a fail.
+    if drop <= max_drop + 1e-9:
+        return "int8", (
+            f"INT8 {metric} {int8_score:.4f} is within {max_drop:g} of FP32 "
+            f"{fp32_score:.4f} (drop {drop:+.4f})"
+        )
+    return "fp32", (
+        f"INT8 {metric} {int8_score:.4f} drops {drop:.4f} below FP32 "
+        f"{fp32_score:.4f}, more than {max_drop:g}"
+    )
+
+
+def quantize_and_gate(
+    task: Task,
+    fp32_onnx: Path,
+    dataset: DatasetVersion,
+    settings: EvaluationSettings,
+    metric: str,
+    out_dir: Path,
+    *,
+    fp32_latency_ms: float | None = None,
+) -> tuple[QuantizationReport, Path | None]:
+    """Quantizes the FP32 export, evaluates both on the test split, applies the gate.
+
+    Calibration uses at most `settings.calibration_images` images of the
+    validation split, preprocessed by the task's predictor (`preprocess`), so
+    the ranges are those of served inputs.
+
+    Args:
+        task: The model's task.
+        fp32_onnx: The FP32 ONNX export.
+        dataset: The dataset version (validation for calibration, test to measure).
+        settings: `max_quantization_drop`, `calibration_images`, `batch`, ...
+        metric: The promotion metric.
+        out_dir: Where the INT8 model and both evaluations' plots go.
+        fp32_latency_ms: The FP32 export's latency, if already measured.
+
+    Returns:
+        The report, and the INT8 model's path (None when quantization failed).
+
+    Raises:
+        ValueError: The task's evaluation has no such metric.
+    """
+    from visionops.quantize import QuantizationError, quantize
+    from visionops.training.evaluate import onnx_latency_ms
+
+    predictor = task.predictor(fp32_onnx)
+    serving_imgsz = predictor.imgsz[0]
+    fp32 = task.evaluate(
+        fp32_onnx,
+        dataset,
+        out_dir / "test_onnx_fp32",
+        imgsz=serving_imgsz,
+        batch=settings.batch,
+        device="cpu",
+        positive_class=settings.positive_class,
+    )
+    if metric not in fp32.metrics:
+        raise ValueError(
+            f"INT8 gate: {metric!r} is not a test metric of this {task.name} model; "
+            f"known: {sorted(fp32.metrics)}"
+        )
+    test_images = task.split_images(dataset, "test")
+    if fp32_latency_ms is None:
+        fp32_latency_ms = onnx_latency_ms(
+            fp32_onnx, test_images, settings.latency_runs, task.name
+        )
+    report = QuantizationReport(
+        metric=metric,
+        max_drop=settings.max_quantization_drop,
+        fp32_score=fp32.metrics[metric],
+        fp32_metrics=fp32.metrics,
+        fp32_latency_ms=fp32_latency_ms,
+    )
+    calibration = task.split_images(dataset, "val")
+    int8_onnx = out_dir / (fp32_onnx.name.removesuffix(".onnx") + INT8_SUFFIX)
+    try:
+        quantize(
+            fp32_onnx,
+            calibration,
+            int8_onnx,
+            preprocess=predictor.preprocess,
+            max_images=settings.calibration_images,
+        )
+    except QuantizationError as err:
+        logger.warning("INT8 quantization failed, serving FP32: %s", err)
+        report.reason = f"quantization failed: {err}"
+        return report, None
+    int8 = task.evaluate(
+        int8_onnx,
+        dataset,
+        out_dir / "test_onnx_int8",
+        imgsz=serving_imgsz,
+        batch=settings.batch,
+        device="cpu",
+        positive_class=settings.positive_class,
+    )
+    report.int8_score = int8.metrics.get(metric)
+    report.int8_metrics = int8.metrics
+    report.int8_latency_ms = onnx_latency_ms(
+        int8_onnx, test_images, settings.latency_runs, task.name
+    )
+    report.calibration_images = min(len(calibration), settings.calibration_images)
+    report.precision, report.reason = gate(
+        metric, report.fp32_score, report.int8_score, report.max_drop
+    )
+    return report, int8_onnx

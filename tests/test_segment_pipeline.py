@@ -142,3 +142,62 @@ def test_champion_rescored_on_the_same_split(segmented: dict) -> None:
     assert "miou" in score.report.metrics
     decision = second.steps["promote_model"].outputs["promotion_decision"][0].load()
     assert decision.promote is False and "does not beat champion v1" in decision.reason
+
+
+def test_deployed_segmenter_serves_polygons_and_batches_masks(
+    segmented: dict, capsys, tmp_path: Path
+) -> None:
+    """The issue's "done when": deployment of the segment champion, `/segment`
+    polygons inside the image, and a mask PNG per image from the batch."""
+    import csv
+
+    import bentoml
+    import cv2
+    from starlette.testclient import TestClient
+
+    import run
+    from tests.serving_app import fresh_metrics, import_service
+
+    assert run.main(["--pipeline", "deployment"]) == 0
+    assert "Bento: image-segmenter:" in capsys.readouterr().out
+    stored = bentoml.models.get("image-segmenter:latest")
+    assert stored.info.metadata["task"] == "segment"
+
+    module = import_service("image-segmenter")
+    fresh_metrics()
+    image = segmented["dataset"].split_images("test")[0]
+    height, width = cv2.imread(str(image)).shape[:2]
+    with TestClient(module.VisionService.to_asgi()) as client:
+        info = client.post("/info", json={}).json()
+        assert info["task"] == "segment" and info["endpoint"] == "/segment"
+        response = client.post(
+            "/segment",
+            files={"image": (image.name, image.read_bytes(), "image/jpeg")},
+            data={"conf": "0.0"},  # a one-epoch model: show whatever it outlines
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["image"] == {"width": width, "height": height}
+        for instance in body["instances"]:
+            assert instance["class_name"] == "shoes"
+            for x, y in instance["polygon"]:
+                assert 0 <= x <= width and 0 <= y <= height
+        assert set(body["class_pixels"]) <= set(CLASSES)
+
+    out = tmp_path / "batch"
+    source = SHOES / "test" / "images"
+    args = ["--pipeline", "batch", "--source", str(source)]
+    assert run.main([*args, "--set", f"output_dir={out}"]) == 0
+    (where,) = out.iterdir()
+    masks = sorted((where / "masks").iterdir())
+    assert [m.stem for m in masks] == sorted(p.stem for p in source.iterdir())
+    first = cv2.imread(str(masks[0]), cv2.IMREAD_UNCHANGED)
+    assert first.ndim == 2 and first.dtype.name == "uint8"
+    with (where / "predictions.csv").open() as handle:
+        assert next(csv.reader(handle))[:4] == [
+            "image",
+            "class_id",
+            "class_name",
+            "confidence",
+        ]
+    assert "Instances per class" in (where / "report.html").read_text()

@@ -238,7 +238,7 @@ def _normalised(confusion: np.ndarray) -> np.ndarray:
 
 def evaluation_html(report: EvalReport, plot_dir: Path) -> str:
     """The shared evaluation page plus the IoU chart and the pixel confusion."""
-    from visionops.training.evaluate import evaluation_html as shared_html
+    from visionops.tasks.base import evaluation_html as shared_html
 
     page = shared_html(report, plot_dir)
     sections = ""

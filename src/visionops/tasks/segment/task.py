@@ -41,6 +41,7 @@ class SegmentTask(Task):
     val_metrics_names = tuple(VAL_KEYS)
     default_metric = "mask_map50_95"
     headline_metrics = (*INSTANCE_METRICS, *SEMANTIC_METRICS)
+    pipelines = frozenset({"training", "deployment", "batch"})
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(M)`-style keys to `mask_map50_95` and friends."""
@@ -98,6 +99,31 @@ class SegmentTask(Task):
         from visionops.tasks.segment.onnx import OnnxSegmenter
 
         return OnnxSegmenter(onnx_path, threads=threads, providers=providers)
+
+    def predict(
+        self,
+        predictor: Any,
+        frames: Sequence[np.ndarray],
+        *,
+        timing: dict[str, float] | None = None,
+        **thresholds: Any,
+    ) -> list[Any]:
+        """Instances per frame with the thresholds (`conf`, `iou`, `max_det`)."""
+        import time
+
+        start = time.perf_counter()
+        found = predictor.predict_batch(frames, **thresholds)
+        if timing is not None:  # letterbox, graph, NMS and masks as one stage
+            timing["inference"] = (time.perf_counter() - start) * 1000
+        return found
+
+    def batch_output(
+        self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
+    ) -> Any:
+        """A mask PNG per image, one CSV row per instance (`tasks.segment.batch`)."""
+        from visionops.tasks.segment.batch import SegmentBatchOutput
+
+        return SegmentBatchOutput(out_dir, names, folder, files)
 
     def records(self, prediction: Any, names: Mapping[int, str]) -> list[dict]:
         """Class, confidence, pixel box and outline `[[x, y], ...]` per instance."""

@@ -182,9 +182,9 @@ def test_info_returns_the_lineage(client, service) -> None:
 
 def test_info_precision_defaults_to_fp32_for_older_models(client, service) -> None:
     module, _ = service
-    detector = module.Detector()
-    detector.lineage = {k: v for k, v in detector.lineage.items() if k != "precision"}
-    assert detector.info()["precision"] == "fp32"
+    served = module.VisionService()
+    served.lineage = {k: v for k, v in served.lineage.items() if k != "precision"}
+    assert served.info()["precision"] == "fp32"
 
 
 def test_info_names_the_served_bento(client, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -164,7 +164,7 @@ def quantize_and_gate(
         ValueError: The task's evaluation has no such metric.
     """
     from visionops.quantize import QuantizationError, quantize
-    from visionops.training.evaluate import onnx_latency_ms
+    from visionops.training.latency import onnx_latency_ms
 
     predictor = task.predictor(fp32_onnx)
     serving_imgsz = predictor.imgsz[0]

@@ -35,7 +35,8 @@ from visionops.training.candidates import (
     comparison_html,
     comparison_rows,
 )
-from visionops.training.evaluate import EvalReport, onnx_latency_ms
+from visionops.training.evaluate import EvalReport
+from visionops.training.latency import onnx_latency_ms
 from visionops.training.promotion import Decision, decide, decision_markdown
 from visionops.training.tracking import (
     code_version,

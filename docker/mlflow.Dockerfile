@@ -8,7 +8,10 @@ FROM ${BASE_IMAGE}
 ARG PIP_FIND_LINKS
 ARG PIP_NO_INDEX
 ARG PIP_TRUSTED_HOST
-RUN pip install --no-cache-dir mlflow==3.17.2 psycopg2-binary==2.9.13 boto3==1.43.117
+# SQLAlchemy 2.1 maps postgresql:// to psycopg 3, not psycopg2: the server would not
+# start on BACKEND_STORE_URI (measured); the project runs MLflow on SQLAlchemy 2.0.
+RUN pip install --no-cache-dir mlflow==3.17.2 psycopg2-binary==2.9.13 boto3==1.43.117 \
+        "sqlalchemy<2.1"
 ENV MLFLOW_DISABLE_TELEMETRY=true
 EXPOSE 5000
 CMD ["mlflow", "server", "--host", "0.0.0.0", "--port", "5000"]

@@ -231,15 +231,24 @@ def wheelhouse_requirements() -> list[str]:
     return sorted({*project_requirements(), *MlflowIntegration.get_requirements()})
 
 
-def build_wheelhouse(requirements: list[str], dest: Path = WHEELHOUSE) -> Path:
+def build_wheelhouse(requirements: list[str]) -> Path:
     """Downloads the wheels for `requirements` with this machine's pip settings.
 
-    Done once per set of requirements (a stamp file holds their hash).
+    Done once per set of requirements, into a folder of its own: an install from it
+    resolves to exactly the versions this machine's pip chose (one of each).
     """
     digest = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:16]
-    stamp = dest / f".complete-{digest}"
+    dest = WHEELHOUSE / digest
+    stamp = dest / ".complete"
     if stamp.exists():
         return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    reqs = dest / "requirements.txt"
+    reqs.write_text("\n".join(requirements) + "\n")
+    download = [sys.executable, "-m", "pip", "download", "-q", "-d", str(dest)]
+    subprocess.run([*download, "-r", str(reqs)], check=True, capture_output=True)
+    stamp.write_text("")
+    return dest
     dest.mkdir(parents=True, exist_ok=True)
     reqs = dest / f"requirements-{digest}.txt"
     reqs.write_text("\n".join(requirements) + "\n")
@@ -263,7 +272,7 @@ def build_wheelhouse(requirements: list[str], dest: Path = WHEELHOUSE) -> Path:
 
 
 @contextlib.contextmanager
-def serve_wheelhouse(folder: Path = WHEELHOUSE, port: int = 0) -> Iterator[str]:
+def serve_wheelhouse(folder: Path, port: int = 0) -> Iterator[str]:
     """Serves `folder` on docker0 for the length of a build; yields its URL."""
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
@@ -288,7 +297,10 @@ def build_parent_image(base: str = BASE_IMAGE) -> str:
     docker-cuda, and the longest build here.
     """
     requirements = wheelhouse_requirements()
-    digest = hashlib.sha256("\n".join([base, *requirements]).encode()).hexdigest()
+    dockerfile = (REPO / "docker" / "cpu-parent.Dockerfile").read_text()
+    digest = hashlib.sha256(
+        "\n".join([base, dockerfile, *requirements]).encode()
+    ).hexdigest()
     tag = f"{DEPS_REPOSITORY}:{digest[:12]}"
     if image_exists(tag):
         return tag

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 import urllib.request
 import uuid
@@ -22,7 +23,14 @@ from tests.test_compose import _compose_command, _filled_env
 
 REPO = Path(__file__).resolve().parents[1]
 OVERRIDE = REPO / "docker" / "compose.local-images.yml"
-MLFLOW_REQUIREMENTS = ["mlflow==3.17.2", "psycopg2-binary==2.9.13", "boto3==1.43.117"]
+
+
+def _mlflow_requirements() -> list[str]:
+    """What docker/mlflow.Dockerfile installs, for the wheelhouse."""
+    text = (REPO / "docker" / "mlflow.Dockerfile").read_text().replace("\\\n", " ")
+    run = next(line for line in text.splitlines() if "pip install" in line)
+    words = shlex.split(run.split("pip install", 1)[1])
+    return [w for w in words if not w.startswith("-")]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +95,7 @@ def compose_pair(tmp_path_factory: pytest.TempPathFactory):
             env={**os.environ, "DOCKER_BUILDKIT": "0"},
             timeout=900,
         )
-        wheels = docker_env.build_wheelhouse(MLFLOW_REQUIREMENTS)
+        wheels = docker_env.build_wheelhouse(_mlflow_requirements())
         with docker_env.serve_wheelhouse(wheels) as url:
             docker_env.docker(
                 "build",

@@ -9,22 +9,25 @@ with the command that prepares it.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from tests import docker_env
 from tests.conftest import TINY_TRAINING
 
+REPO = Path(__file__).resolve().parents[1]
 MODEL = "docker-detector"
-# The bundled sample, relative: the steps resolve it against the project root, which
-# is /app in the step images (the code and data/ are copied in).
+# The bundled sample.
 SOURCE = "data/sample/boards"
+SAMPLE_ROOT = REPO / "data" / "sample"
 
 
 @pytest.fixture(scope="module")
 def docker_runs(monkeypatch_module: pytest.MonkeyPatch) -> dict:
     """Applies the docker stack and runs ingestion then training in containers."""
     from zenml.client import Client
+    from zenml.utils import source_utils
 
     import run
 
@@ -37,8 +40,14 @@ def docker_runs(monkeypatch_module: pytest.MonkeyPatch) -> dict:
         docker_env.build_base_image()
         parent = docker_env.build_parent_image()
         monkeypatch_module.setenv("VISIONOPS_PARENT_IMAGE", parent)
+        # The build context and the sources' root, as with `python run.py`; under
+        # pytest ZenML would take pytest's own folder (that of the main module).
+        source_utils.set_custom_source_root(str(REPO))
         before = docker_env._ids("ps", "-aq", "--no-trunc")
         assert run.main(["--stack", "docker"]) == 0
+        # A source on this machine reaches the steps as a volume at the same path
+        # (run.py passes it on as an absolute path), as the README tells users.
+        _mount_into_steps(SAMPLE_ROOT)
         ingest = [
             "--pipeline",
             "ingestion",
@@ -63,6 +72,7 @@ def docker_runs(monkeypatch_module: pytest.MonkeyPatch) -> dict:
         }
     finally:
         run.main(["--stack", "local"])
+        source_utils.set_custom_source_root(None)
         session.__exit__(None, None, None)
 
 
@@ -70,6 +80,19 @@ def docker_runs(monkeypatch_module: pytest.MonkeyPatch) -> dict:
 def monkeypatch_module():
     with pytest.MonkeyPatch.context() as patch:
         yield patch
+
+
+def _mount_into_steps(folder: Path) -> None:
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    client = Client()
+    orchestrator = client.get_stack_component(StackComponentType.ORCHESTRATOR, "docker")
+    run_args = dict(orchestrator.configuration["run_args"])
+    run_args["volumes"] = {str(folder): {"bind": str(folder), "mode": "ro"}}
+    client.update_stack_component(
+        "docker", StackComponentType.ORCHESTRATOR, configuration={"run_args": run_args}
+    )
 
 
 def _step_containers(containers: list[dict], run) -> dict[str, dict]:
@@ -130,3 +153,30 @@ def test_training_in_containers_logged_to_mlflow_and_set_the_champion(
     )
     champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL, "champion")
     assert champion.tags["zenml.pipeline_run_id"] == str(run.id)
+
+
+def test_docker_stack_shares_the_local_stores_and_requests_no_gpu() -> None:
+    """Without an engine: the stack file registers and its settings are the CPU ones."""
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    from visionops import docker as vdocker
+    from visionops.stacks import apply_stack, load_stack_spec
+
+    apply_stack(load_stack_spec("docker", env_file=Path("/nonexistent/.env")))
+    apply_stack(load_stack_spec("local", env_file=Path("/nonexistent/.env")))
+    stacks = {name: Client().get_stack(name) for name in ("docker", "local")}
+    for kind in (
+        StackComponentType.ARTIFACT_STORE,
+        StackComponentType.EXPERIMENT_TRACKER,
+    ):
+        assert (
+            stacks["docker"].components[kind][0].id
+            == stacks["local"].components[kind][0].id
+        )
+    settings = vdocker.pipeline_settings("docker")
+    assert set(settings) == {"docker"}  # no GPU request from the pipeline settings
+    docker_settings = settings["docker"]
+    assert docker_settings.environment["UV_NO_BUILD_ISOLATION"] == "1"
+    orchestrator = stacks["docker"].components[StackComponentType.ORCHESTRATOR][0]
+    assert orchestrator.configuration["run_args"] == {"shm_size": "2g"}

@@ -74,7 +74,12 @@ def docker_settings() -> Any:
         allow_download_from_artifact_store=False,
         allow_download_from_code_repository=False,
         build_config=DockerBuildConfig(dockerignore=str(dockerignore_path())),
-        environment={"VISIONOPS_ROOT": IMAGE_WORKDIR},
+        environment={
+            "VISIONOPS_ROOT": IMAGE_WORKDIR,
+            # The package builds with the image's own setuptools: an isolated build
+            # would fetch setuptools from an index, which offline builds cannot reach.
+            "UV_NO_BUILD_ISOLATION": "1",
+        },
     )
 
 

@@ -279,8 +279,14 @@ def serve_wheelhouse(folder: Path, port: int = 0) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
+    class Server(http.server.ThreadingHTTPServer):
+        def handle_error(self, request: object, client_address: object) -> None:
+            # uv drops connections once it has what it needs: not an error.
+            if not isinstance(sys.exc_info()[1], ConnectionError):
+                super().handle_error(request, client_address)
+
     handler = functools.partial(Quiet, directory=str(folder))
-    server = http.server.ThreadingHTTPServer((DOCKER_BRIDGE, port), handler)
+    server = Server((DOCKER_BRIDGE, port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -365,7 +371,7 @@ def bento_wheelhouse() -> contextlib.AbstractContextManager[str]:
     )
 
 
-def _ids(*args: str) -> set[str]:
+def object_ids(*args: str) -> set[str]:
     return set(docker(*args).stdout.split())
 
 
@@ -391,19 +397,19 @@ def engine_session() -> Iterator[None]:
     a build still running in another process. A daemon started here is stopped.
     """
     daemon = start_engine()
-    containers = _ids("ps", "-aq", "--no-trunc")
+    containers = object_ids("ps", "-aq", "--no-trunc")
     images = set(_tagged_images())
-    networks = _ids("network", "ls", "-q")
-    volumes = _ids("volume", "ls", "-q")
+    networks = object_ids("network", "ls", "-q")
+    volumes = object_ids("volume", "ls", "-q")
     kept = (BASE_IMAGE.split(":")[0], DEPS_REPOSITORY, BENTO_BASE_REPOSITORY)
     try:
         yield
     finally:
-        for container in _ids("ps", "-aq", "--no-trunc") - containers:
+        for container in object_ids("ps", "-aq", "--no-trunc") - containers:
             docker("rm", "-f", "-v", container, check=False)
-        for network in _ids("network", "ls", "-q") - networks:
+        for network in object_ids("network", "ls", "-q") - networks:
             docker("network", "rm", network, check=False)
-        for volume in _ids("volume", "ls", "-q") - volumes:
+        for volume in object_ids("volume", "ls", "-q") - volumes:
             docker("volume", "rm", "-f", volume, check=False)
         for name in set(_tagged_images()) - images:
             if name.rsplit(":", 1)[0] not in kept:

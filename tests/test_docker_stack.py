@@ -43,7 +43,7 @@ def docker_runs(monkeypatch_module: pytest.MonkeyPatch) -> dict:
         # The build context and the sources' root, as with `python run.py`; under
         # pytest ZenML would take pytest's own folder (that of the main module).
         source_utils.set_custom_source_root(str(REPO))
-        before = docker_env._ids("ps", "-aq", "--no-trunc")
+        before = docker_env.object_ids("ps", "-aq", "--no-trunc")
         assert run.main(["--stack", "docker"]) == 0
         # A source on this machine reaches the steps as a volume at the same path
         # (run.py passes it on as an absolute path), as the README tells users.
@@ -62,7 +62,7 @@ def docker_runs(monkeypatch_module: pytest.MonkeyPatch) -> dict:
             train += ["--set", override]
         assert run.main(train) == 0
         client = Client()
-        new = docker_env._ids("ps", "-aq", "--no-trunc") - before
+        new = docker_env.object_ids("ps", "-aq", "--no-trunc") - before
         inspected = json.loads(docker_env.docker("inspect", *new).stdout) if new else []
         yield {
             "ingestion": client.get_pipeline("ingestion").last_run,

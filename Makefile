@@ -21,15 +21,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv (if missing) and install the project; a no-op when up to date
 
+# `zenml init` through visionops, so that its global config goes to .visionops/ too
+# (the bare CLI would write ~/.config/zenml, a store the local stack is not in).
+ZENML_INIT := import visionops; from zenml.cli.cli import cli; cli(["init"])
+
 init: install ## Initialise ZenML here and apply the local stack (state stays in .visionops/)
-	@test -d .zen || $(VENV)/bin/zenml init
+	@test -d .zen || $(PY) -c '$(ZENML_INIT)'
 	$(PY) run.py --stack local
 
 demo: init ## Run every pipeline on the bundled sample data, offline
 	$(PY) run.py --pipeline all
 	$(PY) run.py --status
 
-test: install ## Run the test suite
+test: install ## Run the test suite (installs the Debian packages it uses, as root)
+	@bash tests/system_packages.sh
 	$(PY) -m pytest -q
 
 lint: install ## Lint and check formatting (ruff)
@@ -42,6 +47,7 @@ format: install ## Format the code
 
 bench: install ## Run the benchmarks in bench/ (a few minutes each)
 	$(PY) bench/ingestion.py
+	$(PY) bench/anonymize_quality.py
 	$(PY) bench/training_overhead.py
 	$(PY) bench/serving.py
 
@@ -51,6 +57,7 @@ status: install ## Show the active stack, latest dataset and champion
 BENTO ?= board-detector:latest
 serve: install ## Serve the latest Bento offline on http://127.0.0.1:3000 (web page at /ui/)
 	BENTOML_HOME=$(CURDIR)/.visionops/bentoml BENTOML_DO_NOT_TRACK=true YOLO_OFFLINE=1 \
+		ORT_DISABLE_TELEMETRY=1 XDG_CACHE_HOME=$(CURDIR)/.visionops/cache \
 		$(VENV)/bin/bentoml serve $(BENTO) --host 127.0.0.1 --port 3000
 
 serve-stop: ## Stop a server started by `run.py --pipeline deployment --serve`

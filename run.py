@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -30,11 +32,13 @@ EXAMPLES = """examples:
   python run.py --pipeline training --set "grid={lr0: [0.01, 0.002]}"
   python run.py --pipeline training --config configs/training.gpu.yaml
   python run.py --pipeline training --resume               # continue killed runs
+  python run.py --pipeline training --set dataset=4        # or v4, or a hash prefix
   python run.py --pipeline batch --source photos/          # champion over a folder
   python run.py --pipeline batch --source dataset:test     # a split of the dataset
   python run.py --pipeline batch --source photos/ --set conf=0.5 --set output_dir=out
   python run.py --pipeline all                             # ingestion, then training
   python run.py --stack local                              # apply stacks/local.yaml
+  python run.py --status --set dataset=4                   # what training would use
   python run.py --status --json
   python run.py --mlflow-ui                                # MLflow UI of the stack
   python run.py --stack docker-cuda                        # steps in CUDA containers
@@ -135,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --restore: print what would be created, skipped or renamed",
     )
     parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print the full traceback of a failure (it always goes to a log file)",
+    )
+    parser.add_argument(
         "--on-conflict",
         choices=("skip", "rename"),
         help="with --restore: an experiment or registered model whose name exists "
@@ -163,53 +172,56 @@ def _pipeline_params(name: str, args: argparse.Namespace):
     if name == "ingestion":
         _check_source(params.source, params.archive)
     if name == "training":
-        _check_training(params, dataset_from_this_run="ingestion" in args.plan)
+        params = _check_training(params, dataset_from_this_run="ingestion" in args.plan)
     if name == "deployment" and "training" not in args.plan:
-        _check_deployment(params)
+        params = _check_deployment(params)
     if name == "batch":
-        _check_batch(params)
+        params = _check_batch(params)
     return params
 
 
-def _check_deployment(params) -> None:
-    """Fails before any work when there is no champion to deploy."""
-    from visionops.training.tracking import TrackingError, champion, configure_tracking
+def _check_deployment(params):
+    """Fails before any work when there is no champion to deploy (or of another
+    task than the model name's served models); fills in the default model name."""
+    from visionops.preflight import check_champion_for, with_model_name
+    from visionops.training.tracking import TrackingError, configure_tracking
 
     try:
         configure_tracking()
     except TrackingError as err:
         raise ConfigError(str(err)) from None
-    if champion(params.model.name) is None:
-        raise ConfigError(
-            f"model.name: {params.model.name} has no champion to deploy; run "
-            "`python run.py --pipeline training` first (or name another model)."
-        )
+    params = with_model_name(params)
+    check_champion_for("deployment", params.model.name)
+    return params
 
 
-def _check_batch(params) -> None:
+def _check_batch(params):
     """Fails before any work without a champion, its ONNX export, or the images."""
-    from visionops.batch import (
-        NoChampionError,
-        dataset_split,
-        find_champion,
-        list_inputs,
-    )
+    from visionops.batch import dataset_split, list_inputs
     from visionops.env import project_root
+    from visionops.preflight import check_champion_for, with_model_name
     from visionops.training.tracking import TrackingError, configure_tracking
 
     try:
         configure_tracking()
-        find_champion(params.model.name)
-    except (TrackingError, NoChampionError) as err:
+    except TrackingError as err:
         raise ConfigError(f"model.name: {err}") from None
-    if dataset_split(params.source):
-        from visionops.lookup import find_dataset
+    params = with_model_name(params)
+    champion = check_champion_for("batch", params.model.name)
+    if not champion.onnx_artifact:
+        raise ConfigError(
+            f"model.name: Champion v{champion.version} of {params.model.name!r} has "
+            "no ONNX export: run python run.py --pipeline training first to train "
+            "and promote a model that has one."
+        )
+    split = dataset_split(params.source)
+    if split:
+        from visionops.lookup import check_split, resolve_dataset
 
-        try:
-            find_dataset(params.dataset)
-        except LookupError as err:
-            raise ConfigError(f"dataset: {err}") from None
-        return
+        choice = resolve_dataset(params.dataset)  # DatasetError is a ConfigError
+        check_split(choice.facts, split)
+        print(f"Batch on the {split} split of {choice.describe()}")
+        return params
     folder = Path(params.source)
     folder = folder if folder.is_absolute() else project_root() / folder
     if not folder.is_dir():
@@ -219,10 +231,13 @@ def _check_batch(params) -> None:
         )
     if not list_inputs(folder).files:
         raise ConfigError(f"source: no image files (.jpg, .png, ...) under {folder}")
+    return params
 
 
-def _check_training(params, dataset_from_this_run: bool) -> None:
-    """Fails before any work without a tracker, a dataset, or required weights."""
+def _check_training(params, dataset_from_this_run: bool):
+    """Fails before any work without a tracker, a fitting dataset, or weights, or
+    when the config does not fit the dataset's task or the registered model's."""
+    from visionops.preflight import prepare_training
     from visionops.training.tracking import TrackingError, configure_tracking
     from visionops.training.yolo import PretrainedWeightsError, resolve_weights
 
@@ -230,19 +245,26 @@ def _check_training(params, dataset_from_this_run: bool) -> None:
         configure_tracking()
     except TrackingError as err:
         raise ConfigError(str(err)) from None
-    if not dataset_from_this_run:
-        from visionops.lookup import find_dataset
+    if not dataset_from_this_run:  # else the pipeline checks it once ingested
+        from visionops.lookup import select_training_dataset
 
-        try:
-            find_dataset(params.dataset)
-        except LookupError as err:
-            raise ConfigError(f"dataset: {err}") from None
+        choice = select_training_dataset(params.dataset, params.model.name)
+        print(f"Training on {choice.describe()}")
+        params = prepare_training(params, choice.artifact.run_metadata)
     models = {v for p in params.grid_points() for k, v in p.items() if k == "model"}
     for model in models or set(params.models):
         try:
-            resolve_weights(model, params.pretrained)
+            resolve_weights(_task_model(params, model), params.pretrained)
         except (PretrainedWeightsError, FileNotFoundError) as err:
             raise ConfigError(f"models: {err}") from None
+    return params
+
+
+def _task_model(params, model: str) -> str:
+    """The model name the dataset's task trains (`yolo11n-cls` for classify)."""
+    from visionops.tasks import get_task
+
+    return get_task(params.task).model_name(model) if params.task else model
 
 
 def _check_source(source: str, archive_limits=None) -> None:
@@ -285,6 +307,12 @@ def run_pipeline(name: str, params, enable_cache: bool) -> None:
 
         from pipelines.training import training
 
+        if params.task is None:  # the dataset came from this run: now it exists
+            from visionops.lookup import find_dataset
+            from visionops.preflight import prepare_training
+
+            params = prepare_training(params, find_dataset(params.dataset).run_metadata)
+
         model = Model(
             name=params.model.name,
             description=params.model.description or None,
@@ -298,7 +326,10 @@ def run_pipeline(name: str, params, enable_cache: bool) -> None:
         from zenml.enums import ModelStages
 
         from pipelines.deployment import deployment
+        from visionops.preflight import check_champion_for, with_model_name
 
+        params = with_model_name(params)  # `all`: the task of this run's dataset
+        check_champion_for("deployment", params.model.name)
         model = Model(name=params.model.name, version=ModelStages.PRODUCTION)
         run = deployment.with_options(
             enable_cache=enable_cache, model=model, settings=settings
@@ -357,16 +388,19 @@ def _report_batch(run, params) -> None:
     print(f"Predictions: {where}")
 
 
-def _status_model_name(args: argparse.Namespace) -> str:
-    """The training config's model name, with the user's overlays and model.* sets."""
-    model_sets = [
-        o for o in args.overrides if o.removeprefix("parameters.").startswith("model.")
+def _status_training(args: argparse.Namespace):
+    """The training config with the user's overlays and model.* / dataset sets
+    (`model.name` None: the default of the training dataset's task)."""
+    sets = [
+        o
+        for o in args.overrides
+        if o.removeprefix("parameters.").startswith(("model.", "dataset="))
     ]
     try:
-        params = load_parameters("training", overlays=args.config, overrides=model_sets)
-    except ConfigError:
-        params = load_parameters("training")
-    return params.model.name
+        return load_parameters("training", overlays=args.config, overrides=sets)
+    except ConfigError as err:  # say so: the status then shows the defaults
+        print(f"Status uses configs/training.yaml as is: {err}", file=sys.stderr)
+        return load_parameters("training")
 
 
 def _mlflow_ui() -> int:
@@ -441,27 +475,143 @@ def _dashboard(action: str) -> int:
     return 0
 
 
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the combination of options, or None."""
+    if args.json and not args.status:
+        return "--json goes with --status"
+    if (args.dry_run or args.on_conflict) and not args.restore:
+        return "--dry-run and --on-conflict go with --restore"
+    if (args.backup or args.restore) and (
+        (args.backup and args.restore) or args.pipeline or args.mlflow_ui or args.status
+    ):
+        return "--backup and --restore run alone (after --stack, if given)"
+    if not args.pipeline:
+        pipeline_only = {
+            "--set": args.overrides,
+            "--config": args.config,
+            "--source": args.source,
+            "--no-cache": args.no_cache,
+            "--serve": args.serve,
+            "--resume": args.resume,
+        }
+        given = [flag for flag, value in pipeline_only.items() if value]
+        if given and not (args.status and set(given) <= {"--set", "--config"}):
+            return f"{', '.join(given)} goes with --pipeline NAME"
+    if args.source and args.pipeline not in ("ingestion", "batch", "all"):
+        return (
+            "--source goes with --pipeline ingestion, batch or all (the ingestion "
+            "source)"
+        )
+    return None
+
+
+class _NoTraceback(logging.Formatter):
+    """Formats a record as `inner` does, without its traceback."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self._inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return self._inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _quiet_console_tracebacks() -> None:
+    """ZenML logs a failed step's traceback on the console; it goes to the log."""
+    from zenml.logger import ZenMLConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, ZenMLConsoleHandler) and not isinstance(
+            handler.formatter, _NoTraceback
+        ):
+            handler.setFormatter(_NoTraceback(handler.formatter))
+
+
+def _failed_steps(pipeline: str | None) -> list[tuple[str, str, str]]:
+    """(pipeline/step, last traceback line, traceback) of each failed step."""
+    if not pipeline:
+        return []
+    try:
+        from zenml.client import Client
+        from zenml.enums import ExecutionStatus
+
+        failed = []
+        run = Client().get_pipeline(pipeline).last_run
+        for step, info in run.steps.items():
+            if info.status != ExecutionStatus.FAILED:
+                continue
+            trace = info.exception_info.traceback if info.exception_info else ""
+            lines = [x for x in trace.strip().splitlines() if x.strip()]
+            failed.append((f"{pipeline}/{step}", lines[-1] if lines else "", trace))
+        return failed
+    except Exception:  # noqa: BLE001 - only an extra hint in an error message
+        return []
+
+
+def _report_failure(err: Exception, args: argparse.Namespace) -> int:
+    """One line on what failed and what to do; the traceback goes to a log file."""
+    import traceback
+
+    from visionops.env import state_dir
+    from visionops.stacks import redact
+
+    steps = _failed_steps(args.running)
+    text = "".join(traceback.format_exception(err))
+    text = redact("".join(f"Step {s}:\n{trace}\n" for s, _, trace in steps) + text)
+    logs = state_dir() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"run-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    log.write_text(f"run.py {' '.join(args.argv)}\n\n{text}")
+    if args.verbose:
+        print(text, file=sys.stderr, end="")
+    what = f"The {args.running} pipeline" if args.running else "run.py"
+    if steps:
+        where = f" at step {', '.join(s for s, _, _ in steps)}"
+        reason = "; ".join(line for _, line, _ in steps if line)
+    else:
+        where = ""
+        message = str(err).strip().splitlines()
+        reason = f"{type(err).__name__}: {message[0] if message else ''}"
+    print(
+        redact(f"{what} failed{where}: {reason}\n")
+        + f"Full traceback: {log}{'' if args.verbose else ' (or add --verbose)'}. "
+        "Fix the cause and run the same command again (finished steps are cached).",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parses arguments, validates every config first, then runs."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.plan, args.running = (), None
     what = (args.pipeline, args.status, args.stack, args.mlflow_ui, args.dashboard)
+    problem = _usage_problem(args)
+    if problem:
+        print(f"run.py: error: {problem}", file=sys.stderr)
+        parser.print_usage(sys.stderr)
+        return 2
     if not any((*what, args.backup, args.restore)):
         parser.print_help()
         return 2
-    if args.json and not args.status:
-        parser.error("--json goes with --status")
-    if (args.dry_run or args.on_conflict) and not args.restore:
-        parser.error("--dry-run and --on-conflict go with --restore")
-    if (args.backup or args.restore) and (
-        (args.backup and args.restore) or args.pipeline or args.mlflow_ui or args.status
-    ):
-        parser.error("--backup and --restore run alone (after --stack, if given)")
-    if args.source and args.pipeline not in ("ingestion", "batch", "all"):
-        parser.error(
-            "--source goes with --pipeline ingestion, batch or all (the ingestion "
-            "source)"
-        )
+    if not args.verbose:
+        _quiet_console_tracebacks()
+    try:
+        return _run(args)
+    except Exception as err:  # noqa: BLE001 - one line and a log, never a traceback
+        return _report_failure(err, args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Runs what the (valid) arguments ask for, in order."""
+    from visionops.stacks import redact
 
     if args.stack:
         from visionops.stacks import StackError, apply_stack, load_stack_spec
@@ -469,14 +619,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             name = apply_stack(load_stack_spec(args.stack))
         except StackError as err:
-            print(f"Stack error: {err}", file=sys.stderr)
+            print(f"Stack error: {redact(str(err))}", file=sys.stderr)
             return 2
         print(f"Active stack: {name}")
 
     if args.backup or args.restore:
         return _backup_or_restore(args)
 
-    args.plan = ()
     if args.pipeline:
         if args.pipeline in PLANNED:
             print(
@@ -490,17 +639,23 @@ def main(argv: list[str] | None = None) -> int:
         try:  # the servers the stack needs answer, before any work
             check_active_stack()
         except StackError as err:
-            print(f"Stack error: {err}", file=sys.stderr)
+            print(f"Stack error: {redact(str(err))}", file=sys.stderr)
             return 2
         names = ALL if args.pipeline == "all" else (args.pipeline,)
         args.plan = names
         try:  # every config is checked before any pipeline starts
             planned = [(name, _pipeline_params(name, args)) for name in names]
         except ConfigError as err:
-            print(f"Configuration error: {err}", file=sys.stderr)
+            print(f"Configuration error: {redact(str(err))}", file=sys.stderr)
             return 2
         for name, params in planned:
-            run_pipeline(name, params, enable_cache=not args.no_cache)
+            args.running = name  # the pipeline a failure is reported for
+            try:  # `all`: what depends on the previous pipeline is checked here
+                run_pipeline(name, params, enable_cache=not args.no_cache)
+            except ConfigError as err:
+                print(f"Configuration error: {redact(str(err))}", file=sys.stderr)
+                return 2
+        args.running = None
 
     if args.dashboard:
         code = _dashboard(args.dashboard)
@@ -511,9 +666,14 @@ def main(argv: list[str] | None = None) -> int:
         return _mlflow_ui()
 
     if args.status:
-        from visionops.status import collect_status, format_status
+        from visionops.status import StatusError, collect_status, format_status
 
-        status = collect_status(_status_model_name(args))
+        training = _status_training(args)
+        try:
+            status = collect_status(training.model.name, training.dataset)
+        except StatusError as err:
+            print(f"Status error: {redact(str(err))}", file=sys.stderr)
+            return 1
         print(
             json.dumps(status, indent=2, sort_keys=True)
             if args.json

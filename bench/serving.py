@@ -1,6 +1,7 @@
 """Serving latency and throughput: raw ONNX Runtime, the BentoML service, PyTorch.
 
-Usage: python bench/serving.py [--imgsz PX] [--runs N] [--rounds N] [--levels 1,4,16]
+Usage: python bench/serving.py [--imgsz PX] [--demo-imgsz PX] [--runs N] [--rounds N]
+                               [--levels 1,4,16] [--raw-only]
 
 In one run on this machine, in a throwaway state folder: a random-init yolo11n
 (latency does not depend on the weights) saved as a .pt, exported to ONNX at
@@ -11,7 +12,9 @@ JPEGs. Measured:
 - `bentoml serve` start until `/readyz` answers;
 - in interleaved rounds, so that background load on the machine hits every path
   alike: raw ONNX Runtime (`session.run` on a prepared 1x3xSxS blob, 1 thread as
-  in one service worker, and one thread per core); `OnnxDetector.predict` in
+  in one service worker, and one thread per core), FP32 and static INT8
+  (`visionops.quantize.quantize`, calibrated on the sample's images), at `--imgsz`
+  and at the demo's `--demo-imgsz`; `OnnxDetector.predict` in
   process (letterbox + session + decode + NMS); PyTorch
   `ultralytics.YOLO(pt).predict(frame, imgsz=S)`, the naive baseline, with
   Ultralytics' own thread setting and one thread per core; the service's `detect`
@@ -20,6 +23,7 @@ JPEGs. Measured:
 - throughput at each concurrency level with `detect` and with `detect_batch`
   (one image per request; BentoML's adaptive batching merges concurrent ones).
 
+`--raw-only` times the raw ONNX Runtime rows alone (no server, no PyTorch).
 Every loop is bounded in count and time; the server is stopped at the end.
 """
 
@@ -151,6 +155,8 @@ def main() -> None:
     """Prints the latency table, the throughput table and the ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--demo-imgsz", type=int, default=160)
+    parser.add_argument("--raw-only", action="store_true", help="ORT rows only")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per round")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
     parser.add_argument("--levels", default="1,4,16", help="concurrency levels")
@@ -165,6 +171,7 @@ def main() -> None:
     from ultralytics import YOLO
 
     from visionops.inference import OnnxDetector, export_onnx, letterbox
+    from visionops.quantize import quantize
     from visionops.serving.bento import build_bento, save_model, start_server
 
     port = _free_port()
@@ -178,22 +185,43 @@ def main() -> None:
         paths = sorted(SAMPLE.rglob("*.jpg"))[:16]
         uploads = [(p.name, p.read_bytes()) for p in paths]
         frames = [cv2.imread(str(p)) for p in paths]
+        calibration = sorted((SAMPLE / "valid").rglob("*.jpg"))
 
-        tag = save_model(
-            "bench-detector", onnx, weights, {"model_name": "bench-detector"}
-        )
-        bento = build_bento(tag, {"model_name": "bench-detector"})
-        begin = time.perf_counter()
-        url = start_server(str(bento.tag), port=port)
-        ready_s = time.perf_counter() - begin
+        # FP32 and INT8 models at the served size and at the demo's size.
+        sizes = list(dict.fromkeys([args.imgsz, args.demo_imgsz]))
+        models = {(args.imgsz, "FP32"): onnx}
+        for size in sizes:
+            if size != args.imgsz:
+                models[size, "FP32"] = export_onnx(
+                    weights, size, out_dir=work / str(size)
+                )
+            models[size, "INT8"] = quantize(
+                models[size, "FP32"], calibration, work / f"yolo11n-{size}.int8.onnx"
+            )
+
+        if not args.raw_only:
+            tag = save_model(
+                "bench-detector", onnx, weights, {"model_name": "bench-detector"}
+            )
+            bento = build_bento(tag, {"model_name": "bench-detector"})
+            begin = time.perf_counter()
+            url = start_server(str(bento.tag), port=port)
+            ready_s = time.perf_counter() - begin
 
         # Raw session.run on blobs prepared exactly as OnnxDetector does.
-        blobs = []
-        for frame in frames:
-            padded = letterbox(frame, args.imgsz, auto=True)[0]
-            blob = padded[None, :, :, ::-1].transpose(0, 3, 1, 2) / 255.0
-            blobs.append(np.ascontiguousarray(blob, dtype=np.float32))
-        sessions = {t: OnnxDetector(onnx, threads=t) for t in sorted({1, cores})}
+        blobs: dict[int, list[np.ndarray]] = {}
+        for size in sizes:
+            blobs[size] = []
+            for frame in frames:
+                padded = letterbox(frame, size, auto=True)[0]
+                blob = padded[None, :, :, ::-1].transpose(0, 3, 1, 2) / 255.0
+                blobs[size].append(np.ascontiguousarray(blob, dtype=np.float32))
+        thread_counts = sorted({1, cores})
+        sessions = {
+            (size, precision, t): OnnxDetector(path, threads=t)
+            for (size, precision), path in models.items()
+            for t in thread_counts
+        }
         detector = OnnxDetector(onnx, threads=1)
         model = YOLO(str(weights))
         model.predict(frames[0], imgsz=args.imgsz, device="cpu", verbose=False)
@@ -207,8 +235,8 @@ def main() -> None:
             "round trip - server total": [],
         }
 
-        def session_run(threads: int):
-            det = sessions[threads]
+        def session_run(size: int, precision: str, threads: int):
+            det = sessions[size, precision, threads]
             return lambda blob: det.session.run(None, {det.input_name: blob})
 
         def torch_predict(threads: int):
@@ -228,10 +256,16 @@ def main() -> None:
             # BentoML's dispatch to a worker, JSON.
             server["round trip - server total"].append(trip - timing["total"] / 1000)
 
+        raw_label = "ONNX Runtime session.run, {} px {}, {} thread(s)".format
         paths_timed = {
             **{
-                f"ONNX Runtime session.run, {t} thread(s)": (session_run(t), blobs)
-                for t in sessions
+                raw_label(size, precision, t): (
+                    session_run(size, precision, t),
+                    blobs[size],
+                )
+                for size in sizes
+                for precision in ("FP32", "INT8")
+                for t in thread_counts
             },
             "OnnxDetector.predict in process, 1 thread": (detector.predict, frames),
             f"PyTorch YOLO.predict, {torch_default} thread(s) (Ultralytics' default)": (
@@ -243,6 +277,10 @@ def main() -> None:
         }
         if torch_default == cores:
             paths_timed.pop(f"PyTorch YOLO.predict, {cores} thread(s)")
+        if args.raw_only:
+            paths_timed = {
+                k: v for k, v in paths_timed.items() if k.startswith("ONNX Runtime")
+            }
         samples: dict[str, list[float]] = {k: [] for k in paths_timed}
         per_round: dict[str, list[float]] = {k: [] for k in paths_timed}
         # Interleaved rounds: background load on this machine hits every path alike.
@@ -260,27 +298,23 @@ def main() -> None:
         rows = [(label, *_ms(values)) for label, values in samples.items()]
         for key, values in server.items():
             where = "" if key.startswith("round") else "server-side "
-            rows.append((f"  {where}{key}", *_ms(values)))
-
-        raw, service = (
-            per_round[next(iter(paths_timed))],
-            per_round["service detect over HTTP, round trip"],
-        )
-        torch_rounds = per_round[
-            f"PyTorch YOLO.predict, {torch_default} thread(s) (Ultralytics' default)"
-        ]
-        service_ratio = statistics.median(
-            s / r for s, r in zip(service, raw, strict=True)
-        )
-        torch_ratio = statistics.median(
-            t / s for t, s in zip(torch_rounds, service, strict=True)
-        )
-        torch_raw_ratio = statistics.median(
-            t / r for t, r in zip(torch_rounds, raw, strict=True)
-        )
+            if values:
+                rows.append((f"  {where}{key}", *_ms(values)))
+        int8_speedup = {
+            (size, t): statistics.median(
+                f / i
+                for f, i in zip(
+                    per_round[raw_label(size, "FP32", t)],
+                    per_round[raw_label(size, "INT8", t)],
+                    strict=True,
+                )
+            )
+            for size in sizes
+            for t in thread_counts
+        }
 
         throughput = []
-        for endpoint in ("detect", "detect_batch"):
+        for endpoint in ("detect", "detect_batch") if not args.raw_only else ():
             for level in levels:
                 throughput.append(
                     (
@@ -303,6 +337,25 @@ def main() -> None:
     print("\n| path | p50 ms | p95 ms |\n|---|---:|---:|")
     for label, p50, p95 in rows:
         print(f"| {label} | {p50:.1f} | {p95:.1f} |")
+    print("\nINT8 speed-up over FP32 (ratio of p50s, median over the rounds):")
+    for (size, t), ratio in int8_speedup.items():
+        print(f"  {size} px, {t} thread(s): {ratio:.2f}x")
+    if args.raw_only:
+        return
+    raw, service = (
+        per_round[raw_label(args.imgsz, "FP32", 1)],
+        per_round["service detect over HTTP, round trip"],
+    )
+    torch_rounds = per_round[
+        f"PyTorch YOLO.predict, {torch_default} thread(s) (Ultralytics' default)"
+    ]
+    service_ratio = statistics.median(s / r for s, r in zip(service, raw, strict=True))
+    torch_ratio = statistics.median(
+        t / s for t, s in zip(torch_rounds, service, strict=True)
+    )
+    torch_raw_ratio = statistics.median(
+        t / r for t, r in zip(torch_rounds, raw, strict=True)
+    )
     print(f"\n`bentoml serve` until /readyz answers: {ready_s:.1f} s")
     print("\n| endpoint | concurrency | req/s | p50 ms | p95 ms | answered | 503 |")
     print("|---|---:|---:|---:|---:|---:|---:|")

@@ -10,14 +10,15 @@ from steps.training import (
     train_candidate,
 )
 from visionops.config import TrainingParameters
-from visionops.lookup import find_dataset
+from visionops.lookup import select_training_dataset
 from visionops.training.candidates import expand_candidates
 
 
 @pipeline(name="training")
 def training(params: TrainingParameters) -> None:
     """Trains all candidates, keeps the best on val, promotes it only if it wins."""
-    dataset = find_dataset(params.dataset)
+    # Checked here too, so `--pipeline all` checks the dataset it has just ingested.
+    dataset = select_training_dataset(params.dataset, params.model.name).artifact
     weights, results = [], []
     for spec in expand_candidates(params):
         candidate_weights, result = train_candidate(

@@ -14,8 +14,23 @@ from pathlib import Path
 # throwaway folder before `visionops` configures the environment from it.
 _STATE = Path(tempfile.mkdtemp(prefix="visionops-tests-"))
 os.environ["VISIONOPS_STATE_DIR"] = str(_STATE)
-for _key in ("ZENML_CONFIG_PATH", "YOLO_CONFIG_DIR", "BENTOML_HOME", "MPLCONFIGDIR"):
+for _key in (
+    "ZENML_CONFIG_PATH",
+    "YOLO_CONFIG_DIR",
+    "BENTOML_HOME",
+    "MPLCONFIGDIR",
+    "XDG_CACHE_HOME",
+    "UV_CACHE_DIR",
+):
     os.environ.pop(_key, None)
+# ZenML looks for a repository (`.zen/`, written by `zenml init`) from the working
+# directory upwards, and a checkout where `make init` ran has one: its active stack
+# and project would then be read from, and reset into, the checkout's `.zen/`. An
+# explicit, empty repository path (here and in every subprocess) stops the search,
+# so the tests use the throwaway global config only.
+_NO_REPO = _STATE / "no-zenml-repository"
+_NO_REPO.mkdir()
+os.environ["ZENML_REPOSITORY_PATH"] = str(_NO_REPO)
 
 import pytest  # noqa: E402
 
@@ -85,9 +100,50 @@ def boards_dir() -> Path:
     return BOARDS
 
 
+# The checkout's own state, which no test may read or write.
+CHECKOUT_STATE = (".zen", ".visionops", "outputs", "mlruns", "runs")
+
+
+def _fingerprint(root: Path) -> dict[str, tuple[int, int]]:
+    """Size and modification time of every file under the checkout's state folders."""
+    found = {}
+    for name in CHECKOUT_STATE:
+        top = root / name
+        if not top.exists():
+            continue
+        for path in [top, *top.rglob("*")]:
+            try:
+                info = path.lstat()
+            except OSError:  # removed while listing: a change all the same
+                found[str(path)] = (-1, -1)
+                continue
+            if not path.is_dir():
+                found[str(path)] = (info.st_size, info.st_mtime_ns)
+            else:
+                found[str(path)] = (0, 0)
+    return found
+
+
+_CHECKOUT_BEFORE = _fingerprint(REPO)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Removes the throwaway state folder."""
+    """Removes the throwaway state folder; fails the run if the checkout's changed."""
     shutil.rmtree(_STATE, ignore_errors=True)
+    after = _fingerprint(REPO)
+    changed = sorted(
+        path
+        for path in set(_CHECKOUT_BEFORE) | set(after)
+        if _CHECKOUT_BEFORE.get(path) != after.get(path)
+    )
+    if changed:
+        listing = "\n  ".join(changed[:20])
+        print(
+            f"\nThe tests changed the checkout's own state ({len(changed)} paths):"
+            f"\n  {listing}",
+            file=sys.stderr,
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

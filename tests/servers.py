@@ -13,20 +13,18 @@ import glob
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from visionops import background
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 180  # seconds; an MLflow or ZenML server takes 15-40 s on 2 busy cores
@@ -45,56 +43,22 @@ def free_port() -> int:
 
 
 def _tail(log: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+    return background.tail(log, lines)
 
 
 def wait_http(url: str, process: subprocess.Popen, log: Path, what: str) -> None:
     """Waits until `url` answers any HTTP response; fails if the process dies."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"{what} exited with {process.returncode}:\n{_tail(log)}"
-            )
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except urllib.error.HTTPError:
-            return  # it answers, if only with an error status
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(
-        f"{what} did not answer {url} in {START_TIMEOUT} s:\n{_tail(log)}"
-    )
+    background.wait_ready(url, process, log, what, START_TIMEOUT, any_status=True)
 
 
 def start_process(command: list[str], log: Path, env: dict[str, str] | None = None):
     """Starts a server in its own process group, output to `log`."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # so stop_process reaches its workers too
-        )
+    return background.start(command, log, env)
 
 
 def stop_process(process: subprocess.Popen) -> None:
     """Stops a process started by `start_process`, and its children."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=5)  # throwaway servers: no need for a long goodbye
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=15)
+    background.stop(process, timeout=5)  # throwaway servers: no long goodbye
 
 
 # --- PostgreSQL -------------------------------------------------------------------
@@ -164,7 +128,10 @@ def run_postgres() -> Iterator[Postgres]:
     """initdb into a temporary folder, pg_ctl start on a free port; removed after."""
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (`.ci/run` installs it with apt)")
+        pytest.skip(
+            "PostgreSQL is not installed; to run this test: sudo apt-get install -y "
+            "--no-install-recommends postgresql (`make test` does it as root)"
+        )
     user = _unprivileged_user()
     # Under /tmp itself, not pytest's root-only tmp folder, so `user` can reach it.
     root = Path(tempfile.mkdtemp(prefix="visionops-pg-"))

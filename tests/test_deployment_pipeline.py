@@ -159,6 +159,8 @@ def test_served_detect_through_the_bentoml_client(deployed: dict, tiny_dataset) 
     assert body["model"]["name"] == MODEL and body["model"]["mlflow_version"] == "1"
     assert info["bento_model"] == body["model"]["bento_model"]
     assert info["dataset_hash"] and info["zenml_model_version"] == "1"
+    # The served Bento's own tag: the string MLflow and ZenML record as `bento_tag`.
+    assert info["bento_tag"] == deployed["bento_tag"] and info["task"] == "detect"
 
 
 def test_served_bad_input_and_metrics(deployed: dict) -> None:

@@ -193,6 +193,42 @@ def test_nms_keeps_one_of_an_overlapping_pair_per_class() -> None:
     assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).shape == (0,)
 
 
+@pytest.mark.parametrize("classes", [None, 3])
+def test_nms_matrix_keeps_what_the_row_loop_keeps(
+    classes: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import visionops.inference as inference
+
+    rng = np.random.default_rng(7)
+    corners = rng.uniform(0, 600, (1500, 2))
+    boxes = np.hstack([corners, corners + rng.uniform(5, 120, (1500, 2))])
+    scores = rng.uniform(0.25, 1, 1500).astype(np.float32)
+    scores[:40] = scores[40]  # ties keep the input order in both
+    ids = None if classes is None else rng.integers(0, classes, 1500)
+    matrix = nms(boxes, scores, 0.5, ids)
+    monkeypatch.setattr(inference, "NMS_MATRIX", 0)  # the row-by-row loop
+    np.testing.assert_array_equal(matrix, nms(boxes, scores, 0.5, ids))
+    assert 10 < len(matrix) < 1500
+
+
+def test_kept_buffers_do_not_leak_between_images(
+    onnx_path: Path, test_images: list[Path]
+) -> None:
+    """One detector, images of changing sizes and padding, equals fresh ones."""
+    images = [cv2.imread(str(p)) for p in test_images[:2]]
+    images += [cv2.resize(images[0], (200, 90)), cv2.resize(images[1], (90, 200))]
+    reused = OnnxDetector(onnx_path)
+    for image in images * 2:
+        got = reused.predict(image, conf=0.01)
+        want = OnnxDetector(onnx_path).predict(image, conf=0.01)
+        np.testing.assert_array_equal(got.boxes, want.boxes)
+        np.testing.assert_array_equal(got.scores, want.scores)
+    timing: dict[str, float] = {}
+    reused.predict(images[0], timing=timing)
+    assert set(timing) == {"preprocess", "inference", "postprocess"}
+    assert all(v >= 0 for v in timing.values()) and timing["inference"] > 0
+
+
 def test_predict_batch_equals_predict(
     detector: OnnxDetector, test_images: list[Path]
 ) -> None:

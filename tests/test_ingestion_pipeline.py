@@ -149,3 +149,53 @@ def test_classification_sample_through_the_pipeline() -> None:
             if name.startswith("person"):
                 patients.setdefault(name.split("_")[0], set()).add(split)
     assert patients and all(len(s) == 1 for s in patients.values())
+
+
+def test_segmentation_sample_through_the_pipeline(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """The shoe-soles polygon export with task=segment: polygons kept, not boxes."""
+    from zenml.client import Client
+
+    import run
+    from pipelines.ingestion import ingestion
+    from visionops.data.manifest import Manifest
+
+    sample = REPO / "data" / "sample" / "shoe-soles"
+    params = load_parameters(
+        "ingestion",
+        overrides=[
+            f"source={sample}",
+            "task=segment",
+            "workers=1",
+            "anonymize.enabled=false",
+        ],
+    )
+    ingestion.with_options(enable_cache=False)(params=params)
+    artifact = Client().get_artifact_version(DATASET)
+    version = artifact.load()
+    card = version.card
+    assert version.task == artifact.run_metadata["task"] == card["task"] == "segment"
+    assert card["items_in"] == card["accepted"] + card["quarantined"] == 62
+    assert card["fix_counts"].get("polygon_to_box", 0) == 0
+    source_of = {i.id: i.source for i in Manifest.read(version.root).items}
+    instances = 0
+    for split in ("train", "val", "test"):
+        for image in version.split_images(split):
+            label = version.layout.label_file(version.root, image)
+            original = sample / source_of[image.stem]
+            exported = original.parent.parent / "labels" / f"{original.stem}.txt"
+            assert label.read_text() == exported.read_text()
+            lines = label.read_text().splitlines()
+            assert all(len(line.split()) >= 7 for line in lines)
+            instances += len(lines)
+    counted = card["splits"]
+    assert sum(counted[s]["instances_per_class"]["shoes"] for s in counted) == (
+        instances
+    )
+    html = Path(artifact.visualizations[0].uri).read_text()
+    assert "Instances per class" in html
+    capsys.readouterr()  # drop the pipeline's own output
+    assert run.main(["--status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["dataset"]["task"] == "segment"

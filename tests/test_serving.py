@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import io
-import sys
+import json
 import tempfile
 from pathlib import Path
 
@@ -13,18 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-MODEL = "test-serving-detector"
-IMGSZ = 128  # the size `tiny_weights` was trained at
+from tests.serving_app import LINEAGE, MODEL
+
+pytest_plugins = ["tests.serving_app"]  # the app under test, one per session
 LOW_CONF = 0.001  # the 2-epoch model scores low; this keeps some boxes
-LINEAGE = {
-    "model_name": MODEL,
-    "mlflow_version": "7",
-    "mlflow_run_id": "0123456789abcdef",
-    "zenml_model_version": "3",
-    "dataset_hash": "feedc0ffee",
-    "serving_imgsz": IMGSZ,
-    "test_metrics": {"map50": 0.5, "map50_95": 0.25},
-}
 MB = 1024 * 1024
 
 
@@ -42,55 +33,12 @@ def _pil_bytes(image: Image.Image, fmt: str, **options) -> bytes:
 
 
 def _error(response) -> str:
-    """The JSON error message of a 4xx answer.
-
-    BentoML 1.4.39 wraps its own exceptions' body in a one-element list
-    (`({"error": ...},)` in `api_endpoint_wrapper`); validation errors are a dict.
-    """
+    """The message of an error answer, which has one shape: `{"error": "..."}`."""
+    assert response.headers["content-type"].startswith("application/json")
     body = response.json()
-    if isinstance(body, list):
-        assert len(body) == 1
-        body = body[0]
+    assert isinstance(body, dict) and list(body) == ["error"], body
     assert isinstance(body["error"], str) and body["error"]
     return body["error"]
-
-
-@pytest.fixture(scope="module")
-def onnx_path(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from visionops.inference import export_onnx
-
-    return export_onnx(tiny_weights, IMGSZ, tmp_path_factory.mktemp("serving-onnx"))
-
-
-@pytest.fixture(scope="module")
-def service(onnx_path: Path, tiny_weights: Path):
-    """The service module, imported to serve the test model from the store."""
-    from bentoml._internal.utils.args import set_arguments
-
-    from visionops.serving.bento import save_model
-
-    tag = save_model(MODEL, onnx_path, tiny_weights, LINEAGE)
-    patch = pytest.MonkeyPatch()
-    patch.setenv("VISIONOPS_BENTO_MODEL", MODEL)  # read when the module is imported
-    set_arguments({})  # a Bento built earlier in this process leaves its arguments
-    # Imported twice, as when a Bento is built in this process: its input
-    # hardening must not stack (the error codes below would change).
-    for _ in range(2):
-        sys.modules.pop("visionops.serving.service", None)
-        module = importlib.import_module("visionops.serving.service")
-    served_tag = module.MODEL_TAG
-    assert served_tag == f"{MODEL}:latest"
-    yield module, tag
-    patch.undo()
-
-
-@pytest.fixture(scope="module")
-def client(service):
-    from starlette.testclient import TestClient
-
-    module, _ = service
-    with TestClient(module.Detector.to_asgi(), raise_server_exceptions=False) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +53,52 @@ def frames(tiny_dataset) -> list[np.ndarray]:
     paths = sorted((tiny_dataset.root / "images" / "test").iterdir())[:3]
     assert len(paths) == 3
     return [cv2.imread(str(p)) for p in paths]
+
+
+def asgi_post(
+    client, path: str, chunks: list[bytes], headers: list[tuple[bytes, bytes]]
+) -> tuple[int, dict, int]:
+    """POSTs `chunks` to the app one ASGI message each, as a chunked upload
+    arrives; returns the status, the JSON body and how many chunks were read.
+
+    Starlette's test client reads a streamed body whole before sending it, so it
+    cannot show when the service stops reading.
+    """
+    read = 0
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        nonlocal read
+        if read < len(chunks):
+            read += 1
+            return {
+                "type": "http.request",
+                "body": chunks[read - 1],
+                "more_body": read < len(chunks),
+            }
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    client.portal.call(client.app, scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if "body" in m)
+    return status, json.loads(body), read
 
 
 def _detect(client, data: bytes, **params) -> dict:
@@ -180,6 +174,27 @@ def test_info_returns_the_lineage(client, service) -> None:
         assert info[key] == LINEAGE[key]
     assert info["test_metrics"] == LINEAGE["test_metrics"]
     assert info["classes"] == {"0": "board"}
+    # Outside a served Bento, the Bento tag falls back to the model store tag.
+    assert info["bento_tag"] == tag and info["task"] == "detect"
+
+
+def test_info_names_the_served_bento(client, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bentoml
+
+    # What BentoML's worker sets when it serves a built Bento.
+    monkeypatch.setattr(bentoml.server_context, "bento_name", "board-detector")
+    monkeypatch.setattr(bentoml.server_context, "bento_version", "abc123")
+    info = client.post("/info", json={}).json()
+    assert info["bento_tag"] == "board-detector:abc123"
+
+
+def test_docs_redirects_to_the_swagger_ui(client) -> None:
+    for path in ("/docs", "/docs/"):
+        moved = client.get(path, follow_redirects=False)
+        assert moved.status_code in (301, 302, 303, 307, 308), path
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.url.path == "/"
+    assert "swagger" in page.text.lower()
 
 
 def test_detect_batch_equals_single_detects(
@@ -299,7 +314,10 @@ def _bad_inputs() -> list:
             413,
             id="decompression-bomb",
         ),
-        pytest.param(None, {"image": "http://127.0.0.1:9/x.jpg"}, 400, id="url-string"),
+        pytest.param(
+            {"image": (None, "http://127.0.0.1:9/x.jpg")}, {}, 400, id="url-string"
+        ),
+        pytest.param(None, {"image": "http://127.0.0.1:9/x.jpg"}, 415, id="url-form"),
         pytest.param(ok, {"conf": "1.5"}, 400, id="conf-above-1"),
         pytest.param(ok, {"conf": "-0.1"}, 400, id="conf-negative"),
         pytest.param(ok, {"conf": "abc"}, 400, id="conf-not-a-number"),
@@ -343,30 +361,67 @@ def test_web_page_and_openapi(client) -> None:
 def test_uploads_are_never_written_to_disk(
     client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from starlette.formparsers import MultiPartParser
+    spooled: list[int] = []
+    spool = tempfile.SpooledTemporaryFile.__init__
 
-    assert MultiPartParser.spool_max_size >= 20 * MB
-    rng = np.random.default_rng(1)
-    big = _png(rng.integers(0, 255, (1400, 1300, 3), dtype=np.uint8))
-    assert len(big) > 5 * MB  # far over Starlette's 1 MB default spool
+    def recording_spool(self, *args, **kwargs) -> None:
+        spooled.append(1)
+        spool(self, *args, **kwargs)
 
-    rollovers: list[int] = []
-    rollover = tempfile.SpooledTemporaryFile.rollover
-
-    def recording_rollover(self) -> None:
-        rollovers.append(1)
-        rollover(self)
-
-    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "rollover", recording_rollover)
+    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "__init__", recording_spool)
     temp = tmp_path / "tmp"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
 
-    body = _detect(client, big)
-    assert body["image"] == {"width": 1300, "height": 1400}
-    assert rollovers == [] and list(temp.iterdir()) == []
+    rng = np.random.default_rng(1)
+    big = _png(rng.integers(0, 255, (1400, 1300, 3), dtype=np.uint8))
+    assert len(big) > 5 * MB  # far over Starlette's 1 MB default spool
+    assert _detect(client, big)["image"] == {"width": 1300, "height": 1400}
 
-    # The check can fail: with Starlette's default spool the same upload hits disk.
-    monkeypatch.setattr(MultiPartParser, "spool_max_size", MB)
-    _detect(client, big)
-    assert rollovers
+    # Chunked (no Content-Length), 60 MB: refused once the limit is passed.
+    boundary = "x" * 16
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+        'filename="big.png"\r\nContent-Type: image/png\r\n\r\n'
+    ).encode()
+    chunks = [head] + [b"\0" * MB] * 60 + [f"\r\n--{boundary}--\r\n".encode()]
+    status, answer, read = asgi_post(
+        client,
+        "/detect",
+        chunks,
+        [(b"content-type", f"multipart/form-data; boundary={boundary}".encode())],
+    )
+    assert status == 413, answer
+    assert "20 MB" in answer["error"] and list(answer) == ["error"]
+    assert read <= 22, f"{read} chunks of 1 MB were read: past the limit"
+    assert spooled == [] and list(temp.iterdir()) == []
+
+    # The check can fail: Starlette's own form parser spools every file part.
+    from starlette.formparsers import MultiPartParser
+    from starlette.requests import Request
+
+    async def parse() -> None:
+        chunks = iter([head + b"\0" * 10 + f"\r\n--{boundary}--\r\n".encode()])
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": next(chunks, b"")}
+
+        request = Request(
+            {
+                "type": "http",
+                "method": "POST",
+                "headers": [
+                    (
+                        b"content-type",
+                        f"multipart/form-data; boundary={boundary}".encode(),
+                    )
+                ],
+            },
+            receive,
+        )
+        await MultiPartParser(request.headers, request.stream()).parse()
+
+    import anyio
+
+    anyio.run(parse)
+    assert spooled

@@ -185,4 +185,4 @@ def test_training_config_errors_fail_before_work(capsys: pytest.CaptureFixture) 
     assert run.main(["--pipeline", "training", "--set", "pretrained=required"]) == 2
     assert "pretrained: required" in capsys.readouterr().err
     assert run.main(["--pipeline", "training", "--set", "dataset=ffffffff"]) == 2
-    assert "No dataset version" in capsys.readouterr().err
+    assert "no dataset hash prefix 'ffffffff'" in capsys.readouterr().err

@@ -154,3 +154,235 @@ def test_resume_continues_from_the_last_checkpoint(
         "recall",
         "f1",
     }
+
+
+# --- tasks: the seam every task plugs into ---------------------------------------
+
+
+def test_tasks_registry_names_models_after_the_task() -> None:
+    from visionops.tasks import TaskError, get_task
+
+    detect, classify = get_task("detect"), get_task("classify")
+    assert get_task(None) is detect and detect.default_model_name == "board-detector"
+    assert classify.default_model_name == "image-classifier"
+    assert detect.model_name("yolo11n") == "yolo11n"
+    assert classify.model_name("yolo11n") == "yolo11n-cls"
+    assert classify.model_name("yolo26s-cls") == "yolo26s-cls"
+    assert classify.model_name("runs/best.pt") == "runs/best.pt"
+    with pytest.raises(TaskError, match="use yolo11n-cls"):
+        classify.model_name("yolo11n-seg")
+    with pytest.raises(TaskError, match="not a detect model"):
+        detect.model_name("yolo11m-cls")
+    with pytest.raises(TaskError, match="unknown task"):
+        get_task("pose")
+    assert classify.val_metrics(
+        {"metrics/accuracy_top1": 0.75, "metrics/accuracy_top5": 1.0}
+    ) == {"top1": 0.75, "top5": 1.0}
+    assert classify.test_metric_names(["a", "b"])[-4:] == [
+        "roc_auc",
+        "pr_auc",
+        "sensitivity",
+        "specificity",
+    ]
+    five = classify.test_metric_names(list("abcde"))
+    assert "top5" in five and "recall_e" in five and "roc_auc" not in five
+
+
+def test_classify_grid_trains_classify_models() -> None:
+    params = TrainingParameters(
+        task="classify", models=["yolo11n", "yolo26n-cls"], grid={"lr0": [0.01]}
+    )
+    specs = expand_candidates(params)
+    assert [(s.model, s.task) for s in specs] == [
+        ("yolo11n-cls", "classify"),
+        ("yolo26n-cls", "classify"),
+    ]
+    assert specs[0].name == "c0-yolo11n-cls-lr0=0.01"
+    # Detection keeps its names, hence its run keys and resumable checkpoints.
+    assert expand_candidates(TrainingParameters())[0].name == "c0-yolo11n"
+
+
+def _classify_report(**metrics: float) -> EvalReport:
+    return EvalReport(
+        task="classify",
+        split="test",
+        dataset_hash="h" * 64,
+        weights_sha256="w",
+        imgsz=64,
+        images=10,
+        metrics=metrics,
+        per_class=[],
+        class_names=["NORMAL", "PNEUMONIA"],
+        confusion_matrix=[[1.0, 0.0], [0.0, 1.0]],
+        latency_ms=5.0,
+    )
+
+
+def test_promotion_on_any_metric_with_floors() -> None:
+    good = _classify_report(top1=0.9, recall_PNEUMONIA=0.95, specificity=0.85)
+    weak = _classify_report(top1=0.8, recall_PNEUMONIA=0.7, specificity=0.9)
+    unsafe = _classify_report(top1=0.95, recall_PNEUMONIA=0.99, specificity=0.6)
+    default = decide(good, weak, PromotionSettings(), "1")
+    assert default.metric == "top1" and default.promote is True
+    rule = PromotionSettings(metric="recall_PNEUMONIA", floors={"specificity": 0.8})
+    assert decide(good, weak, rule, "1").promote is True
+    refused = decide(unsafe, weak, rule, "1")
+    assert refused.promote is False
+    assert refused.reason == "specificity 0.6000 is below its floor 0.8000"
+    first = decide(unsafe, None, rule)
+    assert first.promote is False and "below its floor" in first.reason
+    with pytest.raises(ValueError, match="not a test metric"):
+        decide(good, None, PromotionSettings(metric="map50_95"))
+    text = decision_markdown(refused, unsafe, weak, "image-classifier")
+    assert "| recall_PNEUMONIA **(rule)** | 0.9900 | 0.7000 |" in text
+    assert "| specificity (floor 0.8) | 0.6000 | 0.9000 |" in text
+    assert "specificity >= 0.8" in text
+
+
+def test_prepare_training_follows_the_dataset_task() -> None:
+    from visionops.config import ConfigError
+    from visionops.preflight import prepare_training
+
+    classes = ["NORMAL", "PNEUMONIA"]
+    meta = {"task": "classify", "classes": classes, "dataset_hash": "ab"}
+    params = prepare_training(TrainingParameters(), meta, check_registry=False)
+    assert params.task == "classify" and params.model.name == "image-classifier"
+    assert "classifier" in params.model.description
+    detect = prepare_training(TrainingParameters(), {}, check_registry=False)
+    assert detect.task == "detect" and detect.model.name == "board-detector"
+    named = TrainingParameters.model_validate({"model": {"name": "xray"}})
+    assert prepare_training(named, meta, check_registry=False).model.name == "xray"
+
+    def fails(match: str, **values) -> None:
+        with pytest.raises(ConfigError, match=match):
+            prepare_training(
+                TrainingParameters.model_validate(values), meta, check_registry=False
+            )
+
+    fails("task: detect, but the dataset ab is labelled for classify", task="detect")
+    fails("selection_metric: 'map50_95'", selection_metric="map50_95")
+    fails("promotion.metric: 'map50_95'.*top1", promotion={"metric": "map50_95"})
+    fails("promotion.floors.iou", promotion={"floors": {"iou": 0.5}})
+    fails("positive_class: 'CAT'.*PNEUMONIA", evaluation={"positive_class": "CAT"})
+    fails("models: .*use yolo11n-cls", models=["yolo11n-seg"])
+    ok = prepare_training(
+        TrainingParameters.model_validate(
+            {
+                "promotion": {
+                    "metric": "recall_PNEUMONIA",
+                    "floors": {"specificity": 0.8},
+                },
+                "evaluation": {"positive_class": "PNEUMONIA"},
+            }
+        ),
+        meta,
+        check_registry=False,
+    )
+    assert ok.promotion.floors == {"specificity": 0.8}
+
+
+# --- the champion and the stages, on a throwaway MLflow store ---------------------
+
+
+@pytest.fixture
+def local_mlflow(tmp_path: Path):
+    """MLflow on a SQLite file of its own; the previous tracking URI comes back."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    yield mlflow
+    mlflow.set_tracking_uri(previous)
+
+
+def test_champion_reads_what_registration_wrote(local_mlflow, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from visionops.champion import (
+        Champion,
+        NoChampionError,
+        TaskMismatchError,
+        check_model_task,
+        version_tags,
+    )
+    from visionops.training.tracking import set_alias
+
+    onnx = tmp_path / "best.onnx"
+    onnx.write_bytes(b"onnx bytes")
+    client = MlflowClient()
+    experiment = client.create_experiment("units")  # not the session's active one
+    with local_mlflow.start_run(experiment_id=experiment) as run:
+        local_mlflow.log_params({"imgsz": 64, "device": "cpu"})
+        local_mlflow.log_artifact(str(onnx), "onnx")
+        local_mlflow.log_text("weights", "weights/best.pt")
+    assert Champion.lookup("xray") is None
+    with pytest.raises(NoChampionError, match="xray has no champion"):
+        Champion.get("xray")
+    tags = version_tags(
+        task="classify",
+        class_names=["NORMAL", "PNEUMONIA"],
+        test_metrics={"top1": 0.75, "roc_auc": 0.8},
+        onnx_artifact="onnx/best.onnx",
+        onnx_latency_ms=2.5,
+        serving_imgsz=96,
+    )
+    client.create_registered_model("xray")
+    version = client.create_model_version(
+        "xray",
+        f"{run.info.artifact_uri}/onnx",
+        run_id=run.info.run_id,
+        tags={**tags, "dataset_hash": "abc"},
+    ).version
+    set_alias("xray", "champion", str(version))
+    champion = Champion.get("xray")
+    assert (champion.task, champion.version, champion.imgsz) == ("classify", "1", 64)
+    assert champion.serving_imgsz == 96 and champion.onnx_latency_ms == 2.5
+    assert champion.class_names == ["NORMAL", "PNEUMONIA"]
+    assert champion.test_metrics == {"top1": 0.75, "roc_auc": 0.8}
+    assert champion.model_uri == "models:/xray@champion"
+    assert champion.onnx_uri.endswith("/onnx/best.onnx")
+    assert champion.fetch_onnx(tmp_path / "got").read_bytes() == b"onnx bytes"
+    assert champion.fetch_weights(tmp_path / "w").read_text() == "weights"
+    lineage = champion.lineage()
+    assert lineage["task"] == "classify" and lineage["dataset_hash"] == "abc"
+    assert lineage["mlflow_model_uri"] == "models:/xray/1"
+
+    check_model_task("xray", "classify")
+    check_model_task("never-registered", "detect")
+    with pytest.raises(TaskMismatchError, match="'xray' holds classify models"):
+        check_model_task("xray", "detect")
+    # Versions registered before tasks were recorded are detectors.
+    client.delete_model_version_tag("xray", "1", "task")
+    assert Champion.get("xray").task == "detect"
+
+
+def test_selection_uses_the_task_default_metric() -> None:
+    from visionops.training.stages import select_candidate
+
+    def result(name: str, top1: float) -> CandidateResult:
+        return _result(name, 0.0).model_copy(
+            update={"task": "classify", "val": {"top1": top1, "top5": 1.0}}
+        )
+
+    selection = select_candidate([result("a", 0.6), result("b", 0.9)], None)
+    assert (selection.index, selection.metric) == (1, "top1")
+    assert [row["selected"] for row in selection.rows] == [False, True]
+    with pytest.raises(ValueError, match="choose one of \\['top1', 'top5'\\]"):
+        select_candidate([result("a", 0.6)], "map50_95")
+
+
+def test_classify_task_predicts_and_renders_with_clscore_parts() -> None:
+    import numpy as np
+
+    from visionops.tasks import get_task
+    from visionops.tasks.classify.onnx import Classification
+
+    task = get_task("classify")
+    prediction = Classification(np.array([0.2, 0.8], dtype=np.float32))
+    names = {0: "NORMAL", 1: "PNEUMONIA"}
+    records = task.records(prediction, names)
+    assert records[0]["class_name"] == "PNEUMONIA"
+    assert records[0]["probability"] == pytest.approx(0.8)
+    frame = np.zeros((64, 64, 3), np.uint8)
+    drawn = task.render(frame, prediction, names)
+    assert drawn.shape == frame.shape and drawn.any() and not frame.any()

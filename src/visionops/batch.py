@@ -70,24 +70,6 @@ class BatchSettings(BaseModel):
     grid_size: int = Field(16, ge=0, le=100)
 
 
-class ChampionInfo(BaseModel):
-    """The registered model version whose ONNX export a batch run used."""
-
-    name: str
-    version: str
-    run_id: str
-    model_uri: str
-    onnx_artifact: str
-    dataset_hash: str | None = None
-    serving_imgsz: str | None = None
-    zenml_model_version: str | None = None
-    test_metrics: dict[str, float] = Field(default_factory=dict)
-
-
-class NoChampionError(LookupError):
-    """The registry has no usable champion; the message says what to run."""
-
-
 @dataclass
 class PredictionSet:
     """A batch run's output directory: labels/, predictions, bad files, grid."""
@@ -120,73 +102,6 @@ class _Read:
     image: np.ndarray | None
     reason: str = ""
     detail: str = ""
-
-
-# --- champion -----------------------------------------------------------------
-
-
-def find_champion(model_name: str) -> ChampionInfo:
-    """Finds the `champion` version of a registered model and its ONNX export.
-
-    MLflow must already point at the stack's tracker (`configure_tracking()`).
-
-    Raises:
-        NoChampionError: Without a champion, or when its run has no ONNX export.
-    """
-    import mlflow
-
-    from visionops.training.tracking import CHAMPION, champion
-
-    version = champion(model_name)
-    if version is None:
-        raise NoChampionError(
-            f"No {CHAMPION!r} version of model {model_name!r} in the MLflow registry "
-            f"({mlflow.get_tracking_uri()}): run python run.py --pipeline training "
-            "first (it promotes its first model), or set model.name to a trained "
-            "model."
-        )
-    files = [
-        f.path
-        for f in mlflow.MlflowClient().list_artifacts(version.run_id, "onnx")
-        if f.path.endswith(".onnx")
-    ]
-    if not files:
-        raise NoChampionError(
-            f"Champion v{version.version} of {model_name!r} has no ONNX export under "
-            f"onnx/ in MLflow run {version.run_id}: run python run.py --pipeline "
-            "training first to train and promote a model that has one."
-        )
-    tags = version.tags
-    return ChampionInfo(
-        name=model_name,
-        version=str(version.version),
-        run_id=version.run_id,
-        model_uri=f"models:/{model_name}@{CHAMPION}",
-        onnx_artifact=files[0],
-        dataset_hash=tags.get("dataset_hash"),
-        serving_imgsz=tags.get("serving_imgsz"),
-        zenml_model_version=tags.get("zenml.model_version"),
-        test_metrics={
-            k.removeprefix("test_"): float(v)
-            for k, v in tags.items()
-            if k.startswith("test_") and v
-        },
-    )
-
-
-def fetch_champion(model_name: str, dest: Path) -> tuple[Path, ChampionInfo]:
-    """Downloads the champion's ONNX export into `dest`.
-
-    Returns:
-        The local `.onnx` path and what it is.
-
-    Raises:
-        NoChampionError: As `find_champion`.
-    """
-    from visionops.training.tracking import download_run_file
-
-    info = find_champion(model_name)
-    return download_run_file(info.run_id, info.onnx_artifact, dest), info
 
 
 # --- sources and inputs ----------------------------------------------------------
@@ -367,7 +282,10 @@ def _thumbnail(image: np.ndarray, label_text: str, names: list[str], caption: st
         (max(1, round(w * scale)), max(1, round(h * scale))),
         interpolation=cv2.INTER_AREA,
     )
-    draw_boxes(small, label_text, names)
+    # Predicted lines end with a confidence: `cls cx cy w h conf` is a box, while
+    # draw_boxes reads more than 5 values as a polygon.
+    boxes = "\n".join(" ".join(line.split()[:5]) for line in label_text.splitlines())
+    draw_boxes(small, boxes, names)
     cell = np.full((_CELL + _CAPTION, _CELL, 3), 255, np.uint8)
     top, left = (_CELL - small.shape[0]) // 2, (_CELL - small.shape[1]) // 2
     cell[top : top + small.shape[0], left : left + small.shape[1]] = small
@@ -421,7 +339,7 @@ def predict_folder(
         out_dir: A new or empty folder.
         settings: Thresholds, batch size, threads, device, grid size.
         source: What the user asked for (a path or `dataset:<split>`), recorded.
-        model: What the model is (e.g. `ChampionInfo.model_dump()`), recorded.
+        model: What the model is (e.g. `Champion.model_dump()`), recorded.
         progress: Show a tqdm progress bar.
 
     Returns:

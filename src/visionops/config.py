@@ -6,11 +6,12 @@ import copy
 import itertools
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -23,8 +24,39 @@ from visionops.data.anonymize import AnonymizeSettings
 from visionops.data.sources.archive import ArchiveLimits
 from visionops.data.validate import ValidationSettings
 from visionops.env import project_root
+from visionops.tasks.base import MODEL_FILE_SUFFIXES, MODEL_NAME
 
 Workers = int | Literal["auto"]
+
+HASH_PREFIX = re.compile(r"^[0-9a-f]{4,64}$")
+VERSION = re.compile(r"^v?([1-9][0-9]*)$")
+
+
+def dataset_selector(value: Any) -> str:
+    """Normalises a dataset selector: `latest`, a version number, or a hash prefix.
+
+    A version is accepted as typed: `4` (YAML or `--set` gives an int), `"4"` or
+    `v4`; it becomes `"4"`. A hash prefix (4 to 64 hex digits) is lower-cased.
+
+    Raises:
+        ValueError: naming what is allowed.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return str(value)
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text == "latest":
+        return text
+    if text is not None and (match := VERSION.match(text)):
+        return match.group(1)
+    if text is not None and HASH_PREFIX.match(text):
+        return text
+    raise ValueError(
+        "use latest, a dataset version number (4 or v4) or a dataset hash prefix "
+        "(4+ hex digits); `python run.py --status` shows the dataset in use"
+    )
+
+
+DatasetSelector = Annotated[str, BeforeValidator(dataset_selector)]
 
 
 class StrictModel(BaseModel):
@@ -75,7 +107,8 @@ class IngestionParameters(StrictModel):
 
     Attributes:
         task: detect, classify or segment; None infers it from the source
-            (class folders or image-level labels: classify; boxes: detect).
+            (class folders or image-level labels: classify; mask images:
+            segment; boxes or polygons: detect).
         archive: Caps on what a zipped source may expand to.
     """
 
@@ -88,10 +121,12 @@ class IngestionParameters(StrictModel):
     split: SplitSettings = Field(default_factory=SplitSettings)
 
 
-MODEL_NAME = re.compile(r"^yolo(11|26)[nsmlx]$")
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda|cuda:\d+|\d+(,\d+)*)$")
-METRICS = ("map50_95", "map50", "precision", "recall", "f1")
-Metric = Literal["map50_95", "map50", "precision", "recall", "f1"]
+# A metric name (`map50_95`, `top1`, `recall_PNEUMONIA`); which exist depends on
+# the task and the classes, checked against the dataset before training.
+METRIC_NAME = r"^[A-Za-z0-9_.-]+$"
+Metric = Annotated[str, Field(pattern=METRIC_NAME)]
+TaskName = Literal["detect", "classify", "segment"]
 
 
 class TrainSettings(StrictModel):
@@ -118,22 +153,29 @@ class TrainSettings(StrictModel):
 
 
 def check_model_name(value: str) -> str:
-    """Accepts yolo11/yolo26 n/s/m/l/x names or a path to .pt weights or a .yaml."""
-    if MODEL_NAME.match(value) or value.endswith((".pt", ".yaml", ".yml")):
+    """Accepts yolo11/yolo26 n/s/m/l/x names (with or without a task suffix such as
+    `-cls`) or a path to .pt weights or a .yaml."""
+    if MODEL_NAME.match(value) or value.endswith(MODEL_FILE_SUFFIXES):
         return value
     raise ValueError(
-        "use a model name like yolo11n, yolo11s, yolo11m, yolo26n, yolo26s, yolo26m, "
-        "or a path to .pt weights or an architecture .yaml"
+        "use a model name like yolo11n, yolo11s, yolo11m, yolo26n, yolo26s, yolo26m "
+        "(the task adds -cls or -seg; yolo11n-cls is accepted too), or a path to .pt "
+        "weights or an architecture .yaml"
     )
 
 
 class PromotionSettings(StrictModel):
-    """When a challenger replaces the champion."""
+    """When a challenger replaces the champion.
 
-    metric: Metric = "map50_95"
+    `metric` unset means the task's default (detect: map50_95, classify: top1);
+    `floors` are minimum test scores on other metrics, e.g. `{specificity: 0.8}`.
+    """
+
+    metric: Metric | None = None
     margin: float = Field(0.0, ge=0)
     min_score: float | None = Field(None, ge=0, le=1)
     max_latency_ms: float | None = Field(None, gt=0)
+    floors: dict[Metric, float] = Field(default_factory=dict)
 
 
 class EvaluationSettings(StrictModel):
@@ -142,12 +184,14 @@ class EvaluationSettings(StrictModel):
     serving_imgsz: int | None = Field(None, ge=32, le=2048, multiple_of=32)
     latency_runs: int = Field(20, ge=1)
     batch: int = Field(8, ge=1)
+    positive_class: str | None = None
 
 
 class ModelSettings(StrictModel):
     """The model identity shared by the ZenML Model and the MLflow registered model."""
 
-    name: str = Field("board-detector", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    # None: the task's default (detect: board-detector, classify: image-classifier).
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
     tags: list[str] = Field(default_factory=list)
 
@@ -155,12 +199,13 @@ class ModelSettings(StrictModel):
 class TrainingParameters(StrictModel):
     """Everything the training pipeline takes."""
 
-    dataset: str = "latest"
+    dataset: DatasetSelector = "latest"
+    task: TaskName | None = None
     models: list[str] = Field(default_factory=lambda: ["yolo11n"], min_length=1)
     train: TrainSettings = Field(default_factory=TrainSettings)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     pretrained: Literal["auto", "required", "never"] = "auto"
-    selection_metric: Metric = "map50_95"
+    selection_metric: Metric | None = None
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     resume: bool = False
@@ -208,7 +253,7 @@ class BatchParameters(StrictModel, BatchSettings):
     """Everything the batch inference pipeline takes: its `BatchSettings` and more."""
 
     source: str = "dataset:test"
-    dataset: str = "latest"
+    dataset: DatasetSelector = "latest"
     output_dir: str | None = "outputs/batch"
     model: ModelSettings = Field(default_factory=ModelSettings)
 

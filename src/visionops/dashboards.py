@@ -6,17 +6,14 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from visionops import background
 from visionops.env import state_dir
 
 HOST = "127.0.0.1"
@@ -45,7 +42,16 @@ def _folder() -> Path:
 
 
 def _pid_file() -> Path:
+    return _folder() / "mlflow-ui.pid"
+
+
+def _settings_file() -> Path:
+    """What the running MLflow UI serves: its tracking URI, port and URL."""
     return _folder() / "mlflow-ui.json"
+
+
+def _log_file() -> Path:
+    return _folder() / "mlflow-ui.log"
 
 
 def _port(given: int | None, env: str, default: int) -> int:
@@ -62,11 +68,7 @@ def _port(given: int | None, env: str, default: int) -> int:
 
 def answers(url: str, timeout: float = 2.0) -> bool:
     """Whether `url` answers an HTTP GET with a 2xx status."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return 200 <= response.status < 300
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+    return background.answers(url, timeout=timeout)
 
 
 def mlflow_ui_command(tracking_uri: str, port: int) -> tuple[list[str], dict[str, str]]:
@@ -100,19 +102,16 @@ def port_open(port: int, host: str = HOST) -> bool:
 
 
 def _wait_for(
-    url: str, timeout: float, process: subprocess.Popen | None = None
+    url: str,
+    timeout: float,
+    what: str,
+    process: subprocess.Popen | None = None,
+    log: Path | None = None,
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if answers(url):
-            return
-        if process is not None and process.poll() is not None:
-            raise DashboardError(
-                f"The MLflow UI exited with status {process.returncode}; "
-                f"see {_folder() / 'mlflow-ui.log'}."
-            )
-        time.sleep(0.5)
-    raise DashboardError(f"{url} did not answer within {timeout:.0f} s.")
+    try:
+        background.wait_ready(url, process, log, what, timeout)
+    except background.BackgroundError as err:
+        raise DashboardError(str(err)) from None
 
 
 def _zenml(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -169,18 +168,15 @@ def _local_server_url() -> str | None:
 
 
 def _mlflow_record() -> dict[str, Any] | None:
-    """The MLflow UI this project started, if it still runs."""
-    import psutil
-
+    """The MLflow UI this project started (pid, uri, port, url), if it still runs."""
+    pid = background.read_pid(_pid_file())
+    if pid is None:
+        return None
     try:
-        record = json.loads(_pid_file().read_text())
-        process = psutil.Process(record["pid"])
-        # A recycled pid belongs to another process: compare start times.
-        if abs(process.create_time() - record["started"]) < 1.0:
-            return record
-    except (OSError, ValueError, KeyError, psutil.Error):
-        pass
-    return None
+        settings = json.loads(_settings_file().read_text())
+        return {"pid": pid, **{k: settings[k] for k in ("uri", "port", "url")}}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def start_mlflow_ui(tracking_uri: str, port: int) -> tuple[str, Any]:
@@ -201,59 +197,21 @@ def start_mlflow_ui(tracking_uri: str, port: int) -> tuple[str, Any]:
         raise DashboardError(
             f"Port {port} is taken; free it or set {MLFLOW_PORT_ENV} to another port."
         )
-    import psutil
-
-    log = (_folder() / "mlflow-ui.log").open("ab")
     command, env = mlflow_ui_command(tracking_uri, port)
-    # Its own session, so that stopping it also stops the workers it forks.
-    process = subprocess.Popen(
-        command,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    process = background.start(command, _log_file(), env)
+    _settings_file().write_text(
+        json.dumps({"uri": tracking_uri, "port": port, "url": url})
     )
-    log.close()
-    record = {
-        "pid": process.pid,
-        "started": psutil.Process(process.pid).create_time(),
-        "port": port,
-        "uri": tracking_uri,
-        "url": url,
-    }
-    _pid_file().write_text(json.dumps(record))
+    background.write_pid(_pid_file(), process.pid)
     return url, process
 
 
 def stop_mlflow_ui(timeout: float = 20) -> str | None:
     """Stops the MLflow UI this project started; returns its URL, or None."""
-    import psutil
-
     record = _mlflow_record()
-    _pid_file().unlink(missing_ok=True)
-    if record is None:
-        return None
-    pid = record["pid"]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, sig)
-        deadline = time.monotonic() + timeout / 2
-        while time.monotonic() < deadline:
-            alive = [p for p in psutil.process_iter(["pid"]) if _in_group(p, pid)]
-            if not alive:
-                return str(record["url"])
-            time.sleep(0.2)
-    return str(record["url"])
-
-
-def _in_group(process: Any, pgid: int) -> bool:
-    import psutil
-
-    try:
-        return os.getpgid(process.pid) == pgid and process.status() != "zombie"
-    except (ProcessLookupError, psutil.Error):
-        return False
+    background.stop_recorded(_pid_file(), timeout / 2)
+    _settings_file().unlink(missing_ok=True)
+    return str(record["url"]) if record else None
 
 
 def stop_zenml() -> bool:
@@ -296,8 +254,8 @@ def start(
     mlflow_url, process = start_mlflow_ui(tracking_uri, mlflow_port)
     try:
         zenml_url = start_zenml(zenml_port)
-        _wait_for(f"{zenml_url}/health", timeout)
-        _wait_for(mlflow_url, timeout, process)
+        _wait_for(f"{zenml_url}/health", timeout, "The ZenML server")
+        _wait_for(mlflow_url, timeout, "The MLflow UI", process, _log_file())
     except BaseException:
         if process is not None:
             stop_mlflow_ui()

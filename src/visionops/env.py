@@ -60,6 +60,12 @@ def _offline_defaults(state: Path) -> dict[str, str]:
         "DO_NOT_TRACK": "true",
         "HF_HUB_OFFLINE": "1",
         "MPLCONFIGDIR": str(state / "matplotlib"),
+        # ONNX Runtime: no telemetry, hence no device id or event database under
+        # ~/.cache/Microsoft (read once, when the runtime initialises).
+        "ORT_DISABLE_TELEMETRY": "1",
+        # Every other cache (uv, torch hub, Hugging Face, pip) inside the repo too.
+        "XDG_CACHE_HOME": str(state / "cache"),
+        "UV_CACHE_DIR": str(state / "cache" / "uv"),
     }
 
 

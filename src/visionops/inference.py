@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,12 @@ import visionops  # noqa: F401  (offline settings, before Ultralytics is importe
 
 # Ultralytics' `non_max_suppression` defaults: at most this many candidates enter NMS.
 MAX_NMS = 30_000
+# Up to this many candidates, NMS computes all pairwise IoUs in one array operation
+# (a 2048 x 2048 matrix is 32 MB); above it, one row per kept box.
+NMS_MATRIX = 2048
+PAD_VALUE = 114  # Ultralytics' letterbox grey
+# Input buffers kept per thread: one per input shape, the oldest dropped beyond this.
+KEPT_SHAPES = 8
 
 
 def export_onnx(
@@ -212,14 +220,20 @@ def letterbox(
         The padded image, the resize ratio, and the (left, top) padding in pixels.
     """
     size = _size_pair(size)
-    ratio, new_unpad, (top, bottom, left, right) = _letterbox_params(
+    ratio, (new_w, new_h), (top, bottom, left, right) = _letterbox_params(
         image.shape[:2], size, auto, stride
     )
-    if image.shape[1::-1] != new_unpad:
-        image = cv2.resize(image, new_unpad, interpolation=cv2.INTER_LINEAR)
-    padded = cv2.copyMakeBorder(
-        image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(color,) * 3
+    # One copy: the resize writes straight into the padded array's interior.
+    padded = np.full(
+        (new_h + top + bottom, new_w + left + right, image.shape[2]),
+        color,
+        image.dtype,
     )
+    interior = padded[top : top + new_h, left : left + new_w]
+    if image.shape[:2] == (new_h, new_w):
+        interior[...] = image
+    else:
+        cv2.resize(image, (new_w, new_h), dst=interior, interpolation=cv2.INTER_LINEAR)
     return padded, ratio, (float(left), float(top))
 
 
@@ -266,6 +280,8 @@ def nms(
     x1, y1, x2, y2 = boxes.T
     areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
     order = np.argsort(-scores, kind="stable")
+    if order.size <= NMS_MATRIX:
+        return _nms_matrix(boxes[order], areas[order], iou, order)
     keep = []
     while order.size:
         best, rest = order[0], order[1:]
@@ -279,6 +295,50 @@ def nms(
         overlap = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
         order = rest[overlap <= iou]
     return np.asarray(keep, dtype=np.int64)
+
+
+def _nms_matrix(
+    boxes: np.ndarray, areas: np.ndarray, iou: float, order: np.ndarray
+) -> np.ndarray:
+    """Greedy NMS of boxes sorted by score, from their IoU matrix at once.
+
+    The same arithmetic as the row-by-row loop, so the same boxes are kept; the
+    greedy pass that remains only reads booleans.
+    """
+    x1, y1, x2, y2 = boxes.T
+    inter = np.clip(
+        np.minimum(x2[:, None], x2[None]) - np.maximum(x1[:, None], x1[None]), 0, None
+    ) * np.clip(
+        np.minimum(y2[:, None], y2[None]) - np.maximum(y1[:, None], y1[None]), 0, None
+    )
+    union = areas[:, None] + areas[None] - inter
+    overlap = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    # Only a higher-scored box can suppress a lower one.
+    suppresses = np.triu(overlap > iou, k=1)
+    removed = np.zeros(len(boxes), bool)
+    keep = []
+    for i in range(len(boxes)):
+        if not removed[i]:
+            keep.append(i)
+            removed |= suppresses[i]
+    return order[np.asarray(keep, dtype=np.int64)]
+
+
+class _Buffers(threading.local):
+    """Arrays kept between calls, one set per thread (requests served in
+    parallel threads never share one), keyed by purpose and shape."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[tuple, np.ndarray] = {}
+
+    def get(self, key: tuple, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        array = self.arrays.pop(key, None)
+        if array is None:
+            array = np.empty(shape, dtype)
+            if len(self.arrays) >= KEPT_SHAPES:  # the least recently used goes
+                del self.arrays[next(iter(self.arrays))]
+        self.arrays[key] = array  # most recently used last
+        return array
 
 
 def _check_image(image: object, index: int | None = None) -> np.ndarray:
@@ -388,6 +448,7 @@ class OnnxDetector:
         if end2end is None:  # foreign exports: tell the heads apart by the shape
             end2end = output.shape[-1] == 6 and output.shape[1] != 4 + len(self.names)
         self.end2end = bool(end2end)
+        self._buffers = _Buffers()
 
     def predict(
         self,
@@ -395,6 +456,8 @@ class OnnxDetector:
         conf: float = 0.25,
         iou: float = 0.7,
         max_det: int = 300,
+        *,
+        timing: dict[str, float] | None = None,
     ) -> Detections:
         """Detects objects in one BGR image.
 
@@ -403,6 +466,9 @@ class OnnxDetector:
             conf: Keep boxes scoring above this.
             iou: NMS IoU threshold (unused by NMS-free graphs).
             max_det: Keep at most this many boxes.
+            timing: When given, receives the milliseconds of each stage:
+                `preprocess` (letterbox, RGB, /255), `inference` (the ONNX
+                Runtime call) and `postprocess` (decoding, NMS, scaling).
 
         Returns:
             The detections in the image's pixel coordinates.
@@ -410,7 +476,9 @@ class OnnxDetector:
         Raises:
             ValueError: If the image is not a non-empty uint8 (H, W, 3) array.
         """
-        return self.predict_batch([image_bgr], conf=conf, iou=iou, max_det=max_det)[0]
+        return self.predict_batch(
+            [image_bgr], conf=conf, iou=iou, max_det=max_det, timing=timing
+        )[0]
 
     def predict_batch(
         self,
@@ -418,6 +486,8 @@ class OnnxDetector:
         conf: float = 0.25,
         iou: float = 0.7,
         max_det: int = 300,
+        *,
+        timing: dict[str, float] | None = None,
     ) -> list[Detections]:
         """Detects objects in several BGR images, batching what the graph allows.
 
@@ -431,6 +501,8 @@ class OnnxDetector:
             conf: Keep boxes scoring above this.
             iou: NMS IoU threshold (unused by NMS-free graphs).
             max_det: Keep at most this many boxes per image.
+            timing: When given, receives the milliseconds of each stage, summed
+                over the batch (see `predict`).
 
         Returns:
             One `Detections` per image, in order.
@@ -448,38 +520,79 @@ class OnnxDetector:
 
         results: list[Detections | None] = [None] * len(checked)
         decode = self._decode_end2end if self.end2end else self._decode_raw
+        spent = dict.fromkeys(("preprocess", "inference", "postprocess"), 0.0)
         for input_shape, indices in groups.items():
-            raw = self._run([checked[i] for i in indices])
+            start = time.perf_counter()
+            blob = self._blob([checked[i] for i in indices], input_shape)
+            ran = time.perf_counter()
+            raw = self._run(blob, len(indices))
+            decoded = time.perf_counter()
             for row, i in enumerate(indices):
                 boxes, scores, class_ids = decode(raw[row], conf, iou, max_det)
                 results[i] = _to_image(
                     boxes, scores, class_ids, checked[i].shape[:2], input_shape
                 )
+            end = time.perf_counter()
+            spent["preprocess"] += (ran - start) * 1000
+            spent["inference"] += (decoded - ran) * 1000
+            spent["postprocess"] += (end - decoded) * 1000
+        if timing is not None:
+            timing.update(spent)
         return results  # type: ignore[return-value]
 
-    def _run(self, images: list[np.ndarray]) -> np.ndarray:
-        """Runs images that letterbox to one shape; returns the raw output rows."""
-        padded = np.stack(
-            [
-                letterbox(image, self.imgsz, auto=self.rect, stride=self.stride)[0]
-                for image in images
-            ]
+    def _blob(self, images: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+        """Letterboxes images that pad to `shape` into this thread's kept input
+        buffer: RGB, CHW, /255 in float32, as `letterbox` and predict do.
+
+        Each image is resized once (into a kept buffer) and converted once into
+        the blob; only the padding strips are filled. A fixed-batch graph gets
+        its batch filled up with blank images.
+        """
+        step = self._batch or len(images)
+        rows = -(-len(images) // step) * step
+        height, width = shape
+        blob = self._buffers.get(
+            ("blob", rows, height, width), (rows, 3, height, width), np.float32
         )
-        # BGR->RGB and HWC->CHW as views, then a single contiguous float copy.
-        blob = np.ascontiguousarray(padded[..., ::-1].transpose(0, 3, 1, 2))
-        blob = blob.astype(np.float32)
-        blob /= 255.0
+        pad = np.float32(PAD_VALUE) / np.float32(255)
+        for out, image in zip(blob, images, strict=False):
+            _, (new_w, new_h), (top, _, left, _) = _letterbox_params(
+                image.shape[:2], self.imgsz, self.rect, self.stride
+            )
+            resized = image
+            if image.shape[:2] != (new_h, new_w):
+                resized = self._buffers.get(
+                    ("resized", new_h, new_w), (new_h, new_w, 3), np.uint8
+                )
+                cv2.resize(
+                    image, (new_w, new_h), dst=resized, interpolation=cv2.INTER_LINEAR
+                )
+            bottom, right = top + new_h, left + new_w
+            out[:, :top] = pad
+            out[:, bottom:] = pad
+            out[:, top:bottom, :left] = pad
+            out[:, top:bottom, right:] = pad
+            # BGR->RGB and HWC->CHW as views; one uint8 -> float32 pass, divided
+            # in float32 exactly like predict's `im.float() / 255`.
+            np.divide(
+                resized[..., ::-1].transpose(2, 0, 1),
+                np.float32(255),
+                out=out[:, top:bottom, left:right],
+            )
+        blob[len(images) :] = 0.0
+        return blob
+
+    def _run(self, blob: np.ndarray, real: int) -> np.ndarray:
+        """Runs a blob through the graph, in chunks of its fixed batch if it has
+        one; returns the output rows of the first `real` images."""
         step = self._batch or len(blob)
-        outputs = []
-        for start in range(0, len(blob), step):
-            chunk = blob[start : start + step]
-            real = len(chunk)
-            if real < step:  # a fixed batch larger than what is left: pad with blanks
-                blank = np.zeros((step - real, *chunk.shape[1:]), np.float32)
-                chunk = np.concatenate([chunk, blank])
-            out = self.session.run([self._output_name], {self.input_name: chunk})[0]
-            outputs.append(out[:real])
-        return np.concatenate(outputs)
+        outputs = [
+            self.session.run(
+                [self._output_name], {self.input_name: blob[i : i + step]}
+            )[0]
+            for i in range(0, len(blob), step)
+        ]
+        return (outputs[0] if len(outputs) == 1 else np.concatenate(outputs))[:real]
 
     def _decode_raw(
         self, pred: np.ndarray, conf: float, iou: float, max_det: int

@@ -30,6 +30,9 @@ _SECRET_REF = re.compile(r"\{\{\s*([^.}\s]+)\.([^}\s]+)\s*\}\}")
 LABEL_FILE = "visionops.stack_file"
 LABEL_SERVICES = "visionops.services"
 
+# `scheme://user:password@host`: the credentials part of a URL.
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
 # Ports for URL schemes that are not HTTP and usually come without one.
 _DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "redis": 6379}
 
@@ -82,6 +85,34 @@ class StackSpec(BaseModel):
 
 class StackError(ValueError):
     """A stack file that cannot be applied, with what to do about it."""
+
+
+def redact(text: str) -> str:
+    """Replaces the credentials of every URL in `text` with `***`.
+
+    `http://user:secret@host:5000` becomes `http://***@host:5000`; use it on anything
+    printed or stored that may hold a URL from the environment.
+    """
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
+
+
+def strip_credentials(url: str) -> str:
+    """The URL without its `user:password@` part (for probing and for labels)."""
+    return _URL_CREDENTIALS.sub(r"\1", url)
+
+
+def _check_url_credentials(spec: StackSpec, path: Path) -> None:
+    """Refuses credentials inside a URL of a component: ZenML stores them in clear."""
+    for kind, component in spec.components.items():
+        for value in _strings(component.configuration):
+            if _URL_CREDENTIALS.search(value):
+                raise StackError(
+                    f"{path}: the {kind} {component.name!r} gets the URL "
+                    f"{redact(value)}, with credentials in it; a component's "
+                    "configuration is stored in clear, so put them in the stack's "
+                    "secret instead (for MLflow: MLFLOW_TRACKING_USERNAME and "
+                    "MLFLOW_TRACKING_PASSWORD) and remove them from the URL."
+                )
 
 
 def stack_path(name_or_path: str) -> Path:
@@ -167,8 +198,11 @@ def load_stack_spec(name_or_path: str, env_file: Path | None = None) -> StackSpe
     try:
         spec = StackSpec.model_validate(data)
     except ValidationError as err:
-        raise StackError(f"{path} is not a valid stack file:\n{err}") from None
+        raise StackError(redact(f"{path} is not a valid stack file:\n{err}")) from None
     _check_secret_refs(spec, path)
+    _check_url_credentials(spec, path)
+    for service in spec.services:  # probed without them; stored in the labels
+        service.url = strip_credentials(service.url)
     spec._path = path.resolve()
     return spec
 
@@ -334,7 +368,8 @@ def check_services(
         why = _probe(service.url, timeout)
         if why:
             todo = service.hint or "start it, or fix its URL and apply the stack again"
-            problems.append(f"  {service.name} at {service.url} {why}: {todo}.")
+            url = redact(service.url)
+            problems.append(redact(f"  {service.name} at {url} {why}: {todo}."))
     if problems:
         raise StackError(
             "The active stack needs services that do not answer:\n"

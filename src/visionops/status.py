@@ -1,19 +1,48 @@
-"""What `run.py --status` reports: active stack, latest dataset version, champion."""
+"""What `run.py --status` reports: active stack, training's dataset, champion."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from visionops.names import DATASET
+# `--status` answers within seconds: one MLflow request, no retries (MLflow's own
+# defaults retry with backoff for minutes before giving up).
+MLFLOW_TIMEOUT_S = 10
 
 
-def _latest_dataset(client: Any) -> dict[str, Any] | None:
-    try:
-        artifact = client.get_artifact_version(DATASET)
-    except (KeyError, RuntimeError):
+class StatusError(RuntimeError):
+    """A service the status needs does not answer; the message names it."""
+
+
+def _training_dataset(selector: str, model_name: str | None) -> dict[str, Any] | None:
+    """The dataset `--pipeline training` would use now, and whether it would pass
+    (`model_name` None: the default name of the dataset's task)."""
+    from visionops.lookup import (
+        DatasetError,
+        check_training_dataset,
+        dataset_versions,
+        resolve_dataset,
+    )
+
+    versions = dataset_versions()
+    if not versions:
         return None
+    try:
+        choice = resolve_dataset(selector, versions)
+    except DatasetError as err:
+        return {"selector": selector, "version": None, "problem": str(err)}
+    problem = None
+    model_name = model_name or _default_name(choice.facts.task)
+    try:
+        check_training_dataset(choice.facts, _champion_facts(model_name, versions))
+    except DatasetError as err:
+        problem = str(err)
+    artifact = choice.artifact
     meta = artifact.run_metadata
     return {
+        "selector": selector,
+        "note": choice.note or None,
+        "problem": problem,
         "version": str(artifact.version),
         "hash": meta.get("dataset_hash"),
         "task": meta.get("task", "detect"),
@@ -30,56 +59,104 @@ def _latest_dataset(client: Any) -> dict[str, Any] | None:
     }
 
 
-def _champion(client: Any, name: str) -> dict[str, Any] | None:
-    """The MLflow `champion` of model `name`, if the stack tracks one."""
-    from visionops.training.tracking import TrackingError, champion, configure_tracking
+def _tracking(client: Any) -> bool:
+    """Points MLflow at the active stack's tracker; False if it has none."""
+    from visionops.training.tracking import TrackingError, configure_tracking
 
     if client.active_stack_model.components.get("experiment_tracker") is None:
-        return None
+        return False
     try:
         configure_tracking()
     except TrackingError:
-        return None
-    version = champion(name)
-    if version is None:
-        return None
-    import mlflow
+        return False
+    return True
 
-    run = mlflow.get_run(version.run_id)
-    onnx = [
-        f.path for f in mlflow.MlflowClient().list_artifacts(version.run_id, "onnx")
-    ]
-    tags = version.tags
+
+def _champion_facts(name: str, versions: list[Any]) -> Any:
+    """The champion's task and classes, if the stack tracks one."""
+    from mlflow.exceptions import MlflowException
+    from zenml.client import Client
+
+    from visionops.lookup import champion_facts
+
+    if not _tracking(Client()):
+        return None
+    try:
+        return champion_facts(name, versions)
+    except MlflowException:  # reported once, by the champion's own line
+        return None
+
+
+def _champion(client: Any, name: str) -> dict[str, Any] | None:
+    """The MLflow `champion` of model `name`, if the stack tracks one."""
+    from mlflow.exceptions import MlflowException
+
+    from visionops.champion import Champion
+    from visionops.stacks import redact
+    from visionops.training.tracking import configure_tracking
+
+    if not _tracking(client):
+        return None
+    try:
+        champion = Champion.lookup(name)
+    except MlflowException as err:  # not "no champion": the tracker failed
+        raise StatusError(
+            f"The MLflow tracker at {redact(configure_tracking())} does not answer "
+            f"({redact(str(err).splitlines()[0])}): start it, or switch stacks "
+            "with `python run.py --stack local`."
+        ) from None
+    if champion is None:
+        return None
     return {
         "name": name,
-        "version": str(version.version),
-        "mlflow_model_uri": f"models:/{name}@champion",
-        "test_metrics": {
-            k.removeprefix("test_"): float(v)
-            for k, v in tags.items()
-            if k.startswith("test_")
-        },
-        "onnx_latency_ms": float(tags["onnx_latency_ms"])
-        if tags.get("onnx_latency_ms")
-        else None,
-        "dataset_hash": tags.get("dataset_hash"),
-        "zenml_model_version": tags.get("zenml.model_version"),
-        "onnx": f"{run.info.artifact_uri}/{onnx[0]}" if onnx else None,
-        "mlflow_run_id": version.run_id,
+        "version": champion.version,
+        "task": champion.task,
+        "class_names": champion.class_names,
+        "mlflow_model_uri": champion.model_uri,
+        "test_metrics": champion.test_metrics,
+        "onnx_latency_ms": champion.onnx_latency_ms,
+        "dataset_hash": champion.dataset_hash,
+        "zenml_model_version": champion.zenml_model_version,
+        "onnx": champion.onnx_uri,
+        "mlflow_run_id": champion.run_id,
     }
 
 
-def collect_status(model_name: str) -> dict[str, Any]:
+def _default_name(task: str | None) -> str:
+    from visionops.tasks import get_task
+
+    return get_task(task).default_model_name
+
+
+def collect_status(
+    model_name: str | None = None, dataset: str = "latest"
+) -> dict[str, Any]:
     """Returns the project's status as a JSON-ready dict with stable keys.
 
     Args:
-        model_name: The registered model whose champion is reported.
+        model_name: The registered model whose champion is reported; None: the
+            default name of the training dataset's task.
+        dataset: The training config's dataset selector; the status names the
+            version it means now.
     """
     from zenml.client import Client
 
+    from visionops.stacks import StackError, check_active_stack, redact
+
+    try:  # a service that is down is named at once, not reported as "none yet"
+        check_active_stack()
+    except StackError as err:
+        raise StatusError(str(err)) from None
+    for key, value in (
+        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"),
+        ("MLFLOW_HTTP_REQUEST_TIMEOUT", str(MLFLOW_TIMEOUT_S)),
+    ):
+        os.environ.setdefault(key, value)
     client = Client()
     stack = client.active_stack_model
     tracker = client.active_stack.experiment_tracker
+    training = _training_dataset(dataset, model_name)
+    model_name = model_name or _default_name((training or {}).get("task"))
     return {
         "stack": {
             "name": stack.name,
@@ -87,9 +164,9 @@ def collect_status(model_name: str) -> dict[str, Any]:
                 str(kind): [c.name for c in comps]
                 for kind, comps in stack.components.items()
             },
-            "tracking_uri": tracker.get_tracking_uri() if tracker else None,  # type: ignore[attr-defined]
+            "tracking_uri": redact(tracker.get_tracking_uri()) if tracker else None,  # type: ignore[attr-defined]
         },
-        "dataset": _latest_dataset(client),
+        "dataset": training,
         "champion": _champion(client, model_name),
     }
 
@@ -104,10 +181,20 @@ def format_status(status: dict[str, Any]) -> str:
     dataset = status["dataset"]
     if dataset is None:
         lines.append("Dataset: none yet (run: python run.py --pipeline ingestion)")
+    elif dataset["version"] is None:
+        lines.append(f"Dataset for training: none: {dataset['problem']}")
     else:
         images = dataset["images"] or {}
+        lines.append(
+            f"Dataset for training (dataset={dataset['selector']}): version "
+            f"{dataset['version']}, hash {str(dataset['hash'])[:12]}, "
+            f"{dataset['task']}, classes {dataset['classes']}"
+        )
+        if dataset["note"]:
+            lines.append(f"  {dataset['note']}")
+        if dataset["problem"]:
+            lines.append(f"  training would stop: {dataset['problem']}")
         lines += [
-            f"Dataset: version {dataset['version']}, hash {str(dataset['hash'])[:12]}",
             f"  path: {dataset['path']}",
             f"  source: {dataset['source']}",
             "  images: " + ", ".join(f"{k} {v}" for k, v in images.items()),
@@ -123,7 +210,7 @@ def format_status(status: dict[str, Any]) -> str:
             f"{k} {v:.4f}" for k, v in sorted(champ["test_metrics"].items())
         )
         lines += [
-            f"Champion: {champ['name']} v{champ['version']}"
+            f"Champion: {champ['name']} v{champ['version']} ({champ['task']})"
             f" ({champ['mlflow_model_uri']})",
             f"  test: {metrics}",
             f"  ONNX: {champ['onnx']} ({champ['onnx_latency_ms']} ms on CPU)",

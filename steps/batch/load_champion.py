@@ -5,7 +5,7 @@ from typing import Annotated
 from zenml import ArtifactConfig, log_metadata, step
 from zenml.enums import ArtifactType
 
-from visionops.batch import ChampionInfo, fetch_champion
+from visionops.champion import Champion
 from visionops.materializers import work_dir
 from visionops.names import CHAMPION_INFO, CHAMPION_ONNX
 from visionops.training.candidates import ModelFile
@@ -21,17 +21,19 @@ def load_champion(
         ModelFile,
         ArtifactConfig(name=CHAMPION_ONNX, artifact_type=ArtifactType.MODEL),
     ],
-    Annotated[ChampionInfo, CHAMPION_INFO],
+    Annotated[Champion, CHAMPION_INFO],
 ]:
-    """Downloads `onnx/*.onnx` of the MLflow run behind `models:/<name>@champion`."""
+    """Downloads the ONNX export of the run behind `models:/<name>@champion`."""
     configure_tracking()
-    onnx, info = fetch_champion(model_name, work_dir("champion-onnx"))
+    champion = Champion.get(model_name)
+    onnx = champion.fetch_onnx(work_dir("champion-onnx"))
     log_metadata(
         {
-            "model_uri": info.model_uri,
-            "model_version": info.version,
-            "mlflow_run_id": info.run_id,
-            "onnx": info.onnx_artifact,
+            "model_uri": champion.model_uri,
+            "model_version": champion.version,
+            "mlflow_run_id": champion.run_id,
+            "task": champion.task,
+            "onnx": champion.onnx_artifact,
         }
     )
-    return ModelFile(onnx), info
+    return ModelFile(onnx), champion

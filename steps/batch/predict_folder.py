@@ -7,8 +7,9 @@ from zenml import log_metadata, step
 from zenml.types import HTMLString
 
 from visionops import batch
-from visionops.batch import BatchSettings, ChampionInfo, PredictionSet, dataset_split
+from visionops.batch import BatchSettings, PredictionSet, dataset_split
 from visionops.batch_report import batch_html
+from visionops.champion import Champion
 from visionops.data.version import DatasetVersion
 from visionops.env import project_root
 from visionops.materializers import work_dir
@@ -20,7 +21,7 @@ from visionops.training.candidates import ModelFile
 @step(enable_cache=False)
 def predict_folder(
     model: ModelFile,
-    champion: ChampionInfo,
+    champion: Champion,
     source: str,
     settings: BatchSettings,
     dataset: DatasetVersion | None = None,
@@ -51,7 +52,7 @@ def predict_folder(
         work_dir("predictions"),
         settings,
         source=source,
-        model=champion.model_dump(),
+        model={**champion.model_dump(), "model_uri": champion.model_uri},
     )
     summary = predictions.summary
     log_metadata(

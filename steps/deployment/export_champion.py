@@ -1,15 +1,15 @@
-"""Step: fetch the champion's weights and export them to ONNX at the serving size."""
+"""Step: fetch the champion's ONNX export (the one evaluation timed) and weights."""
 
 from typing import Annotated, Any
 
 from zenml import ArtifactConfig, log_metadata, step
 from zenml.enums import ArtifactType
 
-from visionops.inference import export_onnx
+from visionops.champion import Champion
 from visionops.materializers import work_dir
 from visionops.names import CHAMPION_LINEAGE, CHAMPION_ONNX, CHAMPION_WEIGHTS
 from visionops.training.candidates import ModelFile
-from visionops.training.tracking import champion_lineage, configure_tracking
+from visionops.training.tracking import configure_tracking
 
 
 # Never cached: the champion alias moves.
@@ -26,10 +26,12 @@ def export_champion(
     ],
     Annotated[dict[str, Any], CHAMPION_LINEAGE],
 ]:
-    """Downloads the `champion` weights and exports them to ONNX (the .pt is kept)."""
+    """Downloads the `champion`'s ONNX export and `.pt`; no second export."""
     configure_tracking()
+    champion = Champion.get(model_name)
     out = work_dir("champion-export")
-    lineage, weights = champion_lineage(model_name, out / "weights")
-    onnx = export_onnx(weights, lineage["serving_imgsz"], out_dir=out / "onnx")
+    onnx = champion.fetch_onnx(out / "onnx")
+    weights = champion.fetch_weights(out / "weights")
+    lineage = champion.lineage()
     log_metadata({"lineage": lineage})
     return ModelFile(weights), ModelFile(onnx), lineage

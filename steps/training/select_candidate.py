@@ -1,11 +1,8 @@
 """Step: pick the best candidate on the validation split and compare them all."""
 
-import tempfile
-from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
-from mlflow.tracking import MlflowClient
 from zenml import ArtifactConfig, log_metadata, step
 from zenml.enums import ArtifactType
 from zenml.types import HTMLString
@@ -16,19 +13,14 @@ from visionops.names import (
     MODEL,
     SELECTED_CANDIDATE,
 )
-from visionops.training.candidates import (
-    CandidateResult,
-    ModelFile,
-    best_index,
-    comparison_html,
-    comparison_rows,
-)
+from visionops.training.candidates import CandidateResult, ModelFile
+from visionops.training.stages import select_candidate as select
 from visionops.training.tracking import configure_tracking
 
 
 @step
 def select_candidate(
-    results: list[CandidateResult], weights: list[ModelFile], metric: str
+    results: list[CandidateResult], weights: list[ModelFile], metric: str | None
 ) -> tuple[
     Annotated[ModelFile, ArtifactConfig(name=MODEL, artifact_type=ArtifactType.MODEL)],
     Annotated[CandidateResult, SELECTED_CANDIDATE],
@@ -36,22 +28,16 @@ def select_candidate(
     Annotated[HTMLString, CANDIDATE_COMPARISON_HTML],
 ]:
     """Selects on validation only; the test split stays unseen until evaluation."""
-    winner = best_index(results, metric)
-    rows = comparison_rows(results, winner)
-    table = pd.DataFrame(rows)
-    parent = results[winner].mlflow_parent_run_id
-    if parent:  # the pipeline run's MLflow run gets the table too
-        configure_tracking()
-        with tempfile.TemporaryDirectory() as tmp:
-            csv = Path(tmp) / "candidate_comparison.csv"
-            table.to_csv(csv, index=False)
-            MlflowClient().log_artifact(parent, str(csv))
+    configure_tracking()
+    selection = select(results, metric)
+    winner = results[selection.index]
+    count = len(results)
     log_metadata(
-        {"selected": results[winner].name, "metric": metric, "candidates": len(results)}
+        {"selected": winner.name, "metric": selection.metric, "candidates": count}
     )
     return (
-        weights[winner],
-        results[winner],
-        table,
-        HTMLString(comparison_html(rows, metric)),
+        weights[selection.index],
+        winner,
+        pd.DataFrame(selection.rows),
+        HTMLString(selection.html),
     )

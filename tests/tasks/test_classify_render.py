@@ -81,3 +81,22 @@ def test_a_tiny_image_still_gets_a_label() -> None:
 def test_bad_images_are_refused(image) -> None:
     with pytest.raises(ValueError, match="image"):
         draw_classification(image, RESULT, NAMES)
+
+
+def test_text_on_red_is_black_by_contrast_ratio() -> None:
+    # Class 1 of this result is drawn on PALETTE[1]; class 0 (#ff3838) is where
+    # white text read at 3.6:1: check the colour each gets.
+    from visionops.data.report import PALETTE, contrast_ratio, text_color
+
+    red = PALETTE[0]  # BGR of #ff3838
+    assert text_color(red) == (0, 0, 0)
+    assert contrast_ratio(red, (255, 255, 255)) == pytest.approx(3.6, abs=0.05)
+    assert contrast_ratio(red, (0, 0, 0)) > 4.5
+    red_first = Classification(np.array([0.9, 0.05, 0.05], np.float32))
+    image = np.full((300, 300, 3), 128, np.uint8)
+    out = draw_classification(image, red_first, NAMES)
+    height, width = _changed_box(image, out)
+    label = out[:height, :width].reshape(-1, 3)
+    assert (label == red).all(axis=1).mean() > 0.5  # the filled box
+    assert (label.max(axis=1) < 40).sum() > 20  # dark text on it
+    assert not (label.min(axis=1) > 215).any()  # no white text

@@ -30,6 +30,9 @@ class Item(BaseModel):
             always put in the same split.
         class_id: The image-level class of a classification item (its label
             file is then None); None for the other tasks.
+        mask: Path of the item's mask image (a PNG of class indices), relative
+            to the directory; only segmentation items from mask sources have
+            one. Validation turns it into the polygon label.
         problem: `<reason>: <detail>` when staging did not read the item's
             files (a link out of the export, a dangling link); validation
             quarantines the item for that reason.
@@ -42,16 +45,26 @@ class Item(BaseModel):
     source_split: str | None = None
     group: str
     class_id: int | None = None
+    mask: str | None = None
     problem: str | None = None
 
 
 class Manifest(BaseModel):
-    """A staged dataset: class names plus the items, in a stable order."""
+    """A staged dataset: class names plus the items, in a stable order.
+
+    Attributes:
+        mask_ignore: The mask value of pixels excluded from training and
+            evaluation (masks only).
+        mask_background: The mask value of pixels that are no object, if the
+            masks have one (masks only).
+    """
 
     source: str
     source_format: str
     class_names: list[str]
     task: str = "detect"
+    mask_ignore: int | None = None
+    mask_background: int | None = None
     items: list[Item] = Field(default_factory=list)
 
     def write(self, root: Path) -> Path:

@@ -26,20 +26,86 @@ PALETTE = [
     (52, 147, 26),
     (187, 212, 0),
 ]
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _luminance(color_bgr: tuple[int, int, int]) -> float:
+    """WCAG relative luminance of an 8-bit sRGB colour given as BGR."""
+    channels = [c / 255 for c in color_bgr[::-1]]
+    r, g, b = (
+        c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels
+    )
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast_ratio(a_bgr: tuple[int, int, int], b_bgr: tuple[int, int, int]) -> float:
+    """WCAG contrast ratio of two BGR colours, from 1 (same) to 21 (black/white)."""
+    light, dark = sorted((_luminance(a_bgr), _luminance(b_bgr)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def text_color(background_bgr: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black or white, whichever has the higher contrast ratio on the background.
+
+    Every colour has at least 4.58:1 with one of them (WCAG AA asks 4.5:1).
+    """
+    black, white = (0, 0, 0), (255, 255, 255)
+    on_black = contrast_ratio(background_bgr, black)
+    return black if on_black >= contrast_ratio(background_bgr, white) else white
 
 
 def draw_box(
     image: np.ndarray, xyxy: tuple[int, int, int, int], cls: int, label: str
 ) -> None:
-    """Draws one labelled box, in pixels, on a BGR image (in place)."""
-    thickness = max(1, round(max(image.shape[:2]) / 300))
+    """Draws one labelled box, in pixels, on a BGR image (in place).
+
+    Line width and text size scale with the image (Ultralytics' annotator
+    rule); the label sits on a box filled with the class colour, above the box
+    (inside it when there is no room above), with black or white text,
+    whichever contrasts more, so it reads on any image.
+    """
+    height, width = image.shape[:2]
+    line = max(round((height + width) / 2 * 0.003), 2)
+    scale, weight = line / 3, max(line - 1, 1)
     x1, y1, x2, y2 = xyxy
     color = PALETTE[cls % len(PALETTE)]
-    cv2.rectangle(image, (x1, y1), (x2, y2), color, thickness)
+    cv2.rectangle(image, (x1, y1), (x2, y2), color, line, cv2.LINE_AA)
+    if not label:
+        return
+    (text_w, text_h), baseline = cv2.getTextSize(label, FONT, scale, weight)
+    label_h = text_h + baseline + 2 * weight
+    outside = y1 - label_h >= 0  # room above the box
+    top = y1 - label_h if outside else max(y1, 0)
+    left = min(max(x1, 0), max(width - text_w - 2 * weight, 0))
+    cv2.rectangle(
+        image, (left, top), (left + text_w + 2 * weight, top + label_h), color, -1
+    )
     cv2.putText(
         image,
         label,
-        (x1, max(12, y1 - 4)),
+        (left + weight, top + weight + text_h),
+        FONT,
+        scale,
+        text_color(color),
+        weight,
+        cv2.LINE_AA,
+    )
+
+
+def draw_polygon(image: np.ndarray, points: np.ndarray, cls: int, label: str) -> None:
+    """Draws one labelled, translucent polygon, in pixels, on a BGR image."""
+    thickness = max(1, round(max(image.shape[:2]) / 300))
+    color = PALETTE[cls % len(PALETTE)]
+    outline = np.round(points).astype(np.int32).reshape(-1, 1, 2)
+    fill = image.copy()
+    cv2.fillPoly(fill, [outline], color)
+    cv2.addWeighted(fill, 0.35, image, 0.65, 0, dst=image)
+    cv2.polylines(image, [outline], True, color, thickness)
+    x, y = outline[:, 0, 0].min(), outline[:, 0, 1].min()
+    cv2.putText(
+        image,
+        label,
+        (int(x), int(max(12, y - 4))),
         cv2.FONT_HERSHEY_SIMPLEX,
         0.4 * thickness,
         color,
@@ -48,13 +114,21 @@ def draw_box(
 
 
 def draw_boxes(image: np.ndarray, label_text: str, names: list[str]) -> np.ndarray:
-    """Draws YOLO-normalised boxes with class names on a BGR image (in place)."""
+    """Draws YOLO-normalised boxes and polygons with class names (in place).
+
+    A line of more than 5 values is a polygon (`cls x1 y1 x2 y2 ...`).
+    """
     h, w = image.shape[:2]
     for line in label_text.splitlines():
         parts = line.split()
         if len(parts) < 5:
             continue
         cls = int(float(parts[0]))
+        name = names[cls] if 0 <= cls < len(names) else str(cls)
+        if len(parts) > 5:
+            points = np.array([float(v) for v in parts[1:]]).reshape(-1, 2)
+            draw_polygon(image, points * (w, h), cls, name)
+            continue
         cx, cy, bw, bh = (float(v) for v in parts[1:5])
         xyxy = (
             int((cx - bw / 2) * w),
@@ -62,7 +136,7 @@ def draw_boxes(image: np.ndarray, label_text: str, names: list[str]) -> np.ndarr
             int((cx + bw / 2) * w),
             int((cy + bh / 2) * h),
         )
-        draw_box(image, xyxy, cls, names[cls] if 0 <= cls < len(names) else str(cls))
+        draw_box(image, xyxy, cls, name)
     return image
 
 
@@ -97,8 +171,12 @@ def _thumbnail(
 
 
 def _counts_key(card: dict[str, Any]) -> str:
-    """Which per-class count the card's histogram shows: boxes, or images."""
-    return "images_per_class" if card.get("task") == "classify" else "boxes_per_class"
+    """Which per-class count the card's histogram shows: boxes, instances or images."""
+    if card.get("task") == "classify":
+        return "images_per_class"
+    if "instances_per_class" in card["splits"].get("train", {}):
+        return "instances_per_class"
+    return "boxes_per_class"
 
 
 def _histogram(card: dict[str, Any]) -> str:
@@ -130,6 +208,7 @@ def dataset_html(version: DatasetVersion, samples_per_split: int = 6) -> str:
     names = card["class_names"]
     layout = version.layout
     key = _counts_key(card)
+    noun = key.removesuffix("_per_class")
     achieved = card.get("split", {}).get("achieved", {})
     split_rows = "".join(
         f"<tr><td>{s}</td><td>{card['splits'][s]['images']}</td><td>{card['splits'][s]['groups']}</td>"
@@ -179,8 +258,8 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}} .hist td{{border:
 <p>Source: <code>{html.escape(card["source"])}</code> ({card["source_format"]}).
 {card["items_in"]} items in = {card["accepted"]} accepted + {card["quarantined"]} quarantined.
 Fixes: {html.escape(fixes)}. Faces blurred: {faces["faces"]} in {faces["images_with_faces"]} images.</p>
-<table><tr><th>split</th><th>images</th><th>groups</th><th>{"images" if key == "images_per_class" else "boxes"}</th><th>share</th></tr>{split_rows}</table>
-<h3>{"Images" if key == "images_per_class" else "Boxes"} per class (<span class="bar train" style="display:inline">train</span>
+<table><tr><th>split</th><th>images</th><th>groups</th><th>{noun}</th><th>share</th></tr>{split_rows}</table>
+<h3>{noun.capitalize()} per class (<span class="bar train" style="display:inline">train</span>
 <span class="bar val" style="display:inline">val</span> <span class="bar test" style="display:inline">test</span>)</h3>
 {_histogram(card)}
 {"".join(grids)}

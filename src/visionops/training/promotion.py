@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from visionops.config import PromotionSettings
+from visionops.tasks import get_task
 from visionops.training.evaluate import EvalReport
 
 
@@ -21,6 +22,7 @@ class Decision(BaseModel):
     min_score: float | None
     max_latency_ms: float | None
     challenger_latency_ms: float | None
+    floors: dict[str, float] = {}
 
 
 def decide(
@@ -30,10 +32,27 @@ def decide(
     champion_version: str | None = None,
 ) -> Decision:
     """Applies the rule: beat the champion on the metric by more than the margin,
-    within the latency budget; a first model must reach the absolute floor."""
-    score = challenger.metrics[rule.metric]
-    theirs = champion.metrics[rule.metric] if champion else None
+    within the latency budget and above every floor; a first model must reach the
+    absolute floor.
+
+    Raises:
+        ValueError: The rule names a metric the evaluation does not have.
+    """
+    metric = rule.metric or get_task(challenger.task).default_metric
+    for name in (metric, *rule.floors):
+        if name not in challenger.metrics:
+            raise ValueError(
+                f"promotion: {name!r} is not a test metric of this {challenger.task} "
+                f"model; known: {sorted(challenger.metrics)}"
+            )
+    score = challenger.metrics[metric]
+    theirs = champion.metrics.get(metric) if champion else None
     latency = challenger.latency_ms
+    below = [
+        f"{name} {challenger.metrics[name]:.4f} is below its floor {floor:.4f}"
+        for name, floor in rule.floors.items()
+        if challenger.metrics[name] < floor
+    ]
     if (
         rule.max_latency_ms is not None
         and latency is not None
@@ -46,12 +65,19 @@ def decide(
                 f"{rule.max_latency_ms:.1f} ms"
             ),
         )
+    elif below:
+        promote, reason = False, "; ".join(below)
+    elif champion is not None and theirs is None:
+        promote, reason = (
+            True,
+            f"champion v{champion_version} has no {metric} to compare with",
+        )
     elif theirs is None:
         if rule.min_score is not None and score < rule.min_score:
             promote, reason = (
                 False,
                 (
-                    f"first model: {rule.metric} {score:.4f} is below the floor "
+                    f"first model: {metric} {score:.4f} is below the floor "
                     f"{rule.min_score:.4f}"
                 ),
             )
@@ -59,12 +85,12 @@ def decide(
             floor = (
                 f" >= floor {rule.min_score:.4f}" if rule.min_score is not None else ""
             )
-            promote, reason = True, f"first model: {rule.metric} {score:.4f}{floor}"
+            promote, reason = True, f"first model: {metric} {score:.4f}{floor}"
     elif score > theirs + rule.margin:
         promote, reason = (
             True,
             (
-                f"{rule.metric} {score:.4f} beats champion v{champion_version} "
+                f"{metric} {score:.4f} beats champion v{champion_version} "
                 f"({theirs:.4f}) by more than {rule.margin:.4f}"
             ),
         )
@@ -72,14 +98,14 @@ def decide(
         promote, reason = (
             False,
             (
-                f"{rule.metric} {score:.4f} does not beat champion v{champion_version} "
+                f"{metric} {score:.4f} does not beat champion v{champion_version} "
                 f"({theirs:.4f}) by more than {rule.margin:.4f}"
             ),
         )
     return Decision(
         promote=promote,
         reason=reason,
-        metric=rule.metric,
+        metric=metric,
         challenger_score=score,
         champion_score=theirs,
         champion_version=champion_version,
@@ -87,6 +113,7 @@ def decide(
         min_score=rule.min_score,
         max_latency_ms=rule.max_latency_ms,
         challenger_latency_ms=latency,
+        floors=dict(rule.floors),
     )
 
 
@@ -99,9 +126,14 @@ def decision_markdown(
     """The decision report: both models side by side, the rule, the verdict."""
     verdict = "PROMOTED" if decision.promote else "NOT PROMOTED"
     rows = []
-    for key in ("map50_95", "map50", "precision", "recall", "f1"):
-        theirs = f"{champion.metrics[key]:.4f}" if champion else "-"
+    keys = dict.fromkeys(
+        [*get_task(challenger.task).headline_metrics, decision.metric, *decision.floors]
+    )
+    for key in (k for k in keys if k in challenger.metrics):
+        value = champion.metrics.get(key) if champion else None
+        theirs = f"{value:.4f}" if value is not None else "-"
         mark = " **(rule)**" if key == decision.metric else ""
+        mark += f" (floor {decision.floors[key]:g})" if key in decision.floors else ""
         rows.append(f"| {key}{mark} | {challenger.metrics[key]:.4f} | {theirs} |")
     lat = lambda r: f"{r.latency_ms:.1f}" if r and r.latency_ms is not None else "-"  # noqa: E731
     rows.append(f"| ONNX latency (ms, CPU) | {lat(challenger)} | {lat(champion)} |")
@@ -113,6 +145,8 @@ def decision_markdown(
         rule += f"; a first model needs {decision.metric} >= {decision.min_score:g}"
     if decision.max_latency_ms is not None:
         rule += f"; latency <= {decision.max_latency_ms:g} ms"
+    for key, floor in decision.floors.items():
+        rule += f"; {key} >= {floor:g}"
     return "\n".join(
         [
             f"# Promotion decision for `{model_name}`: {verdict}",

@@ -8,12 +8,9 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from visionops.env import project_root
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 PACKAGES = (
     "ultralytics",
     "torch",
@@ -94,17 +91,6 @@ def log_dir_artifacts(
                 client.log_artifact(run_id, str(path), artifact_path)
 
 
-def champion(model_name: str) -> Any | None:
-    """The model version behind the `champion` alias, or None."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    try:
-        return MlflowClient().get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
-        return None
-
-
 def download_run_file(run_id: str, artifact_path: str, dest: Path) -> Path:
     """Downloads one artifact of a run into `dest` and returns its local path."""
     import mlflow
@@ -146,41 +132,3 @@ def set_alias(model_name: str, alias: str, version: str) -> None:
     from mlflow.tracking import MlflowClient
 
     MlflowClient().set_registered_model_alias(model_name, alias, version)
-
-
-def champion_lineage(model_name: str, dest: Path) -> tuple[dict[str, Any], Path]:
-    """Downloads the champion's weights and returns its lineage and the weights path.
-
-    Raises:
-        LookupError: The model has no champion yet.
-    """
-    import mlflow
-
-    version = champion(model_name)
-    if version is None:
-        raise LookupError(
-            f"{model_name} has no champion yet: run "
-            "`python run.py --pipeline training`."
-        )
-    tags = version.tags
-    run = mlflow.get_run(version.run_id)
-    weights = download_run_file(version.run_id, "weights/best.pt", dest)
-    lineage = {
-        "model_name": model_name,
-        "mlflow_version": str(version.version),
-        "mlflow_run_id": version.run_id,
-        "mlflow_model_uri": f"models:/{model_name}/{version.version}",
-        "zenml_model_version": tags.get("zenml.model_version", ""),
-        "zenml_pipeline_run_id": tags.get("zenml.pipeline_run_id", ""),
-        "dataset_hash": tags.get("dataset_hash", ""),
-        "imgsz": int(run.data.params.get("imgsz", 640)),
-        "serving_imgsz": int(
-            tags.get("serving_imgsz") or run.data.params.get("imgsz", 640)
-        ),
-        "test_metrics": {
-            k.removeprefix("test_"): float(v)
-            for k, v in tags.items()
-            if k.startswith("test_")
-        },
-    }
-    return lineage, weights

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -14,6 +15,7 @@ from typing import Any
 
 from visionops.config import TrainSettings
 from visionops.env import project_root, state_dir
+from visionops.tasks import DEFAULT_TASK, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -148,27 +150,14 @@ class TrainOutcome:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def val_metrics(results_dict: dict[str, float]) -> dict[str, float]:
-    """Maps Ultralytics' `metrics/mAP50-95(B)`-style keys to the project's names."""
-    precision = float(results_dict.get("metrics/precision(B)", 0.0))
-    recall = float(results_dict.get("metrics/recall(B)", 0.0))
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {
-        "map50_95": float(results_dict.get("metrics/mAP50-95(B)", 0.0)),
-        "map50": float(results_dict.get("metrics/mAP50(B)", 0.0)),
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-    }
-
-
 def train(
     model: str,
     settings: TrainSettings,
-    data_yaml: Path,
+    data: Path,
     run_dir: Path,
     *,
     source: str,
+    task: str = DEFAULT_TASK,
     resume: bool = False,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainOutcome:
@@ -177,9 +166,11 @@ def train(
     Args:
         model: The candidate's model name (for messages).
         settings: Training arguments.
-        data_yaml: The dataset's data.yaml.
+        data: What Ultralytics takes as `data=` (`DatasetVersion.ultralytics_data`:
+            data.yaml for detection, the dataset folder for classification).
         run_dir: The candidate's folder (`run_key`): checkpoints, plots, results.csv.
         source: What `resolve_weights` chose to load.
+        task: The task, whose names the validation metrics get.
         resume: Continue an interrupted run from its last checkpoint if there is one.
         on_epoch_end: Called after each epoch's validation with (epoch, metrics).
 
@@ -215,27 +206,15 @@ def train(
             on_epoch_end(trainer.epoch, clean)
 
     yolo.add_callback("on_fit_epoch_end", _epoch_end)
-    if resumed:
-        results = yolo.train(resume=True)
-    else:
-        results = yolo.train(
-            data=str(data_yaml),
-            epochs=settings.epochs,
-            imgsz=settings.imgsz,
-            batch=settings.batch,
-            patience=settings.patience,
-            optimizer=settings.optimizer,
-            lr0=settings.lr0,
-            seed=settings.seed,
-            deterministic=True,
-            device=resolve_device(settings.device),
-            workers=settings.workers,
-            project=str(run_dir.parent),
-            name=run_dir.name,
-            exist_ok=True,
-            plots=True,
-            verbose=False,
-        )
+    # A pipeline process holds ZenML's, MLflow's and SQLAlchemy's objects (about
+    # 450k); Ultralytics calls gc.collect() after training and, on accelerators
+    # over half full, twice per epoch, each walking all of them (about a second
+    # on 2 busy cores). Frozen, they are skipped; what training allocates is not.
+    gc.freeze()
+    try:
+        results = _ultralytics_train(yolo, settings, data, run_dir, resumed)
+    finally:
+        gc.unfreeze()
     trainer = yolo.trainer
     save_dir = Path(trainer.save_dir)
     best = save_dir / "weights" / "best.pt"
@@ -245,7 +224,7 @@ def train(
         save_dir=save_dir,
         best=best,
         last=save_dir / "weights" / "last.pt",
-        val_metrics=val_metrics(
+        val_metrics=get_task(task).val_metrics(
             getattr(results, "results_dict", None) or trainer.metrics
         ),
         speed_ms={
@@ -254,4 +233,30 @@ def train(
         epochs_run=int(trainer.epoch) + 1,
         resumed=resumed,
         history=history,
+    )
+
+
+def _ultralytics_train(
+    yolo: Any, settings: TrainSettings, data: Path, run_dir: Path, resumed: bool
+) -> Any:
+    """Starts or resumes Ultralytics' training with the project's fixed arguments."""
+    if resumed:
+        return yolo.train(resume=True)
+    return yolo.train(
+        data=str(data),
+        epochs=settings.epochs,
+        imgsz=settings.imgsz,
+        batch=settings.batch,
+        patience=settings.patience,
+        optimizer=settings.optimizer,
+        lr0=settings.lr0,
+        seed=settings.seed,
+        deterministic=True,
+        device=resolve_device(settings.device),
+        workers=settings.workers,
+        project=str(run_dir.parent),
+        name=run_dir.name,
+        exist_ok=True,
+        plots=True,
+        verbose=False,
     )

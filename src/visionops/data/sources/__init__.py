@@ -12,6 +12,11 @@ from visionops.data.sources.archive import ArchiveLimits, check_zip, extract_zip
 from visionops.data.sources.base import Source, SourceError, is_image
 from visionops.data.sources.coco import CocoSource, find_coco_files, looks_like_coco
 from visionops.data.sources.folders import ClassFolderSource, find_class_layout
+from visionops.data.sources.masks import (
+    MaskSource,
+    find_class_file,
+    find_mask_folders,
+)
 from visionops.data.sources.picsellia import (
     SCHEME,
     AnnotationFormat,
@@ -28,6 +33,8 @@ SUPPORTED_LAYOUTS = (
     "  - YOLO: images/ + labels/ (optionally images/train, ...) with a classes.txt\n"
     "  - COCO detection: *.json with images, annotations and categories (e.g. "
     "annotations/instances_train.json, train/_annotations.coco.json)\n"
+    "  - segmentation masks: images/ + masks/ (one PNG of class indices per "
+    "image, optionally in train/, val/, test/) with a classes.json, .yaml or .txt\n"
     "  - classification: a folder per class (NORMAL/, PNEUMONIA/), optionally "
     "inside train/, val/ (or valid/) and test/ folders\n"
     "  - a .zip of any of these, or picsellia://<version id> / "
@@ -47,17 +54,24 @@ class ArchiveSource:
 
     format = "zip"
 
-    def __init__(self, archive: Path, cache_dir: Path, limits: ArchiveLimits) -> None:
+    def __init__(
+        self,
+        archive: Path,
+        cache_dir: Path,
+        limits: ArchiveLimits,
+        task: str | None = None,
+    ) -> None:
         """Reads the zip's directory only: readable, within limits, no zip-slip."""
         self.archive = archive
         self.cache_dir = cache_dir
         self.limits = limits
+        self.task = task
         check_zip(archive, limits)
 
     def stage(self, dest: Path) -> Manifest:
         """Extracts the archive and stages the export it holds into `dest`."""
         root = extract_zip(self.archive, self.cache_dir, self.limits)
-        inner = _open_dir(root, uri=str(self.archive))
+        inner = _open_dir(root, uri=str(self.archive), task=self.task)
         self.format = inner.format
         return inner.stage(dest)
 
@@ -74,6 +88,7 @@ def open_source(
     cache_dir: Path | None = None,
     picsellia_format: AnnotationFormat = "coco",
     archive_limits: ArchiveLimits | None = None,
+    task: str | None = None,
 ) -> Source:
     """Detects what `uri` is and returns the source that reads it.
 
@@ -90,6 +105,8 @@ def open_source(
             defaults to `.visionops/cache/sources` in the project.
         picsellia_format: Picsellia export format, "coco" or "yolo".
         archive_limits: Caps on what a zip may expand to; defaults when None.
+        task: The task asked for, if any: with `segment`, COCO polygons and
+            RLE masks are kept as polygons instead of becoming boxes.
 
     Returns:
         A source whose `stage(dest)` writes the staged dataset.
@@ -105,6 +122,7 @@ def open_source(
             client=picsellia_client,
             cache_dir=cache,
             annotation_format=picsellia_format,
+            task=task,
         )
     if "://" in text:
         raise SourceError(
@@ -118,16 +136,16 @@ def open_source(
             f"export or {SCHEME}<version id>."
         )
     if path.is_dir():
-        return _open_dir(path, uri=str(path))
+        return _open_dir(path, uri=str(path), task=task)
     suffix = path.suffix.lower()
     if suffix == ".zip":
         return ArchiveSource(
-            path, cache / "archives", archive_limits or ArchiveLimits()
+            path, cache / "archives", archive_limits or ArchiveLimits(), task=task
         )
     if suffix in (".yaml", ".yml"):
         return YoloSource(path.parent, yaml_path=path, uri=str(path))
     if suffix == ".json" and looks_like_coco(path):
-        return CocoSource(path.parent, [path], uri=str(path))
+        return CocoSource(path.parent, [path], uri=str(path), task=task)
     raise SourceError(f"{path} is not a dataset export.\n{SUPPORTED_LAYOUTS}")
 
 
@@ -140,8 +158,8 @@ def stage_source(
         uri: What to stage.
         dest: A new or empty folder.
         task: detect, classify or segment; None takes the task the source's
-            labels imply (class folders or image-level labels: classify; boxes
-            or polygons: detect).
+            labels imply (class folders or image-level labels: classify; mask
+            images: segment; boxes or polygons: detect).
         **kwargs: Passed to `open_source`.
 
     Returns:
@@ -158,14 +176,17 @@ def stage_source(
             f"task={task}: this version has no dataset layout for it yet "
             "(visionops/tasks/<task>/layout.py); use detect or classify."
         )
-    manifest = open_source(uri, **kwargs).stage(dest)
+    manifest = open_source(uri, task=task, **kwargs).stage(dest)
     if task is None or task == manifest.task:
         return manifest
     if task == "segment" and manifest.task == "detect":
         manifest = manifest.model_copy(update={"task": task})
         manifest.write(dest)
         return manifest
-    what = "image-level classes" if manifest.task == "classify" else "boxes or polygons"
+    what = {
+        "classify": "image-level classes",
+        "segment": "segmentation masks",
+    }.get(manifest.task, "boxes or polygons")
     raise SourceError(
         f"{uri} holds {what}, which is a {manifest.task} dataset, but task={task} "
         f"was asked for. Drop the task setting or pass a {task} export."
@@ -179,13 +200,19 @@ def _has_layout(task: str) -> bool:
         return False
 
 
-def _open_dir(root: Path, *, uri: str, depth: int = 0) -> Source:
+def _open_dir(
+    root: Path, *, uri: str, task: str | None = None, depth: int = 0
+) -> Source:
+    mask_folders = find_mask_folders(root)
+    class_file = find_class_file(root, mask_folders) if mask_folders else None
+    if class_file is not None:
+        return MaskSource(root, mask_folders, class_file, uri=uri)
     yaml_path = find_dataset_yaml(root)
     if yaml_path is not None:
         return YoloSource(root, yaml_path=yaml_path, uri=uri)
     coco_files = find_coco_files(root)
     if coco_files:
-        return CocoSource(root, coco_files, uri=uri)
+        return CocoSource(root, coco_files, uri=uri, task=task)
     class_layout = find_class_layout(root)
     if class_layout is not None:
         return ClassFolderSource(root, class_layout, uri=uri)
@@ -201,7 +228,7 @@ def _open_dir(root: Path, *, uri: str, depth: int = 0) -> Source:
     )
     # Zips and downloads often wrap the dataset in one top-level folder.
     if len(folders) == 1 and depth < 2:
-        return _open_dir(root / folders[0], uri=uri, depth=depth + 1)
+        return _open_dir(root / folders[0], uri=uri, task=task, depth=depth + 1)
     raise SourceError(_describe(root, folders))
 
 
@@ -214,8 +241,13 @@ def _describe(root: Path, folders: list[str]) -> str:
         f"{', '.join(folders[:8]) or 'none'}{' ...' if len(folders) > 8 else ''}"
     )
     hint = ""
+    if find_mask_folders(root):
+        hint = (
+            "\nIt has images/ and masks/ folders but no class list: add a "
+            "classes.json (a list of names, mask value i being class i) beside them."
+        )
     image_dirs = [root / "images"] + [root / name / "images" for name in _SPLIT_FOLDERS]
-    if any(d.is_dir() for d in image_dirs):
+    if not hint and any(d.is_dir() for d in image_dirs):
         hint = (
             f"\nIt has image folders but no class names: add a {CLASSES_FILE} (one "
             "name per line) or a data.yaml with `names`."
@@ -231,6 +263,7 @@ __all__ = [
     "ArchiveSource",
     "ClassFolderSource",
     "CocoSource",
+    "MaskSource",
     "PicselliaClient",
     "PicselliaSource",
     "Source",

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 IMAGES_DIR = "images"
 LABELS_DIR = "labels"
+MASKS_DIR = "masks"
 
 _SPLIT_ALIASES = {
     "train": "train",
@@ -68,6 +69,7 @@ class Entry:
         label: A YOLO txt file to copy, the label text to write, or None when
             the source has no label for this image.
         class_id: The image-level class (classification sources), else None.
+        mask: The mask image of class indices (mask sources), else None.
     """
 
     image: Path
@@ -75,6 +77,7 @@ class Entry:
     split: str | None
     label: Path | str | None
     class_id: int | None = None
+    mask: Path | None = None
 
 
 def normalise_split(name: str | None) -> str | None:
@@ -146,8 +149,11 @@ def _unique_ids(entries: Iterable[Entry]) -> list[str]:
     return ids
 
 
-def _write_one(task: tuple[Path, Path, Path | str | None, Path | None]) -> bool:
-    image_src, image_dst, label_src, label_dst = task
+_Write = tuple[Path, Path, Path | str | None, Path | None, Path | None, Path | None]
+
+
+def _write_one(task: _Write) -> bool:
+    image_src, image_dst, label_src, label_dst, mask_src, mask_dst = task
     placeholder = not image_src.is_file()
     if placeholder:
         # Written for a missing image and for one outside the export (whose
@@ -162,6 +168,8 @@ def _write_one(task: tuple[Path, Path, Path | str | None, Path | None]) -> bool:
             shutil.copyfile(label_src, label_dst)
         elif isinstance(label_src, str):
             label_dst.write_text(label_src)
+    if mask_src is not None and mask_dst is not None:
+        shutil.copyfile(mask_src, mask_dst)
     return placeholder
 
 
@@ -170,7 +178,7 @@ def _problem(entry: Entry, root: Path) -> str | None:
     image = entry.image
     if image.is_symlink() and not image.exists():
         return f"image_missing: dangling link to {os.readlink(image)}"
-    for path in (image, entry.label):
+    for path in (image, entry.label, entry.mask):
         exists = isinstance(path, Path) and path.exists()
         if exists and not is_inside(path, root):
             where = f"{relative_to(path, root)} -> {os.path.realpath(path)}"
@@ -187,6 +195,8 @@ def write_staged(
     source_format: str,
     root: Path,
     task: str = "detect",
+    mask_ignore: int | None = None,
+    mask_background: int | None = None,
 ) -> Manifest:
     """Stages `entries` into `dest` and writes `manifest.json`.
 
@@ -204,6 +214,8 @@ def write_staged(
         source_format: The source's format name, for the manifest.
         root: The export's own folder; nothing outside it is read.
         task: What the labels are for: detect, classify or segment.
+        mask_ignore: The ignored value of the entries' masks, if any.
+        mask_background: The no-object value of the entries' masks, if any.
 
     Returns:
         The manifest that was written.
@@ -219,7 +231,7 @@ def write_staged(
         )
     prepare_dest(dest)
     items: list[Item] = []
-    tasks: list[tuple[Path, Path, Path | str | None, Path | None]] = []
+    tasks: list[_Write] = []
     for entry, item_id in zip(ordered, _unique_ids(ordered), strict=True):
         # Only image suffixes: an image named `x.txt` would share its name
         # with its own label wherever the two are put side by side.
@@ -228,6 +240,9 @@ def write_staged(
         label = None if entry.label is None else f"{LABELS_DIR}/{item_id}.txt"
         if isinstance(entry.label, Path) and not entry.label.is_file():
             label = None
+        mask = None
+        if entry.mask is not None and entry.mask.is_file():
+            mask = f"{MASKS_DIR}/{item_id}.png"
         problem = _problem(entry, root)
         items.append(
             Item(
@@ -238,14 +253,20 @@ def write_staged(
                 source_split=entry.split,
                 group=group_key(entry.image.name),
                 class_id=entry.class_id,
+                mask=None if problem else mask,
                 problem=problem,
             )
         )
         if problem:
-            tasks.append((dest / "nonexistent", dest / image, None, None))
+            tasks.append((dest / "nonexistent", dest / image, None, None, None, None))
             continue
         label_dst = dest / label if label else None
-        tasks.append((entry.image, dest / image, entry.label, label_dst))
+        mask_dst = dest / mask if mask else None
+        if mask_dst is not None:
+            mask_dst.parent.mkdir(exist_ok=True)
+        tasks.append(
+            (entry.image, dest / image, entry.label, label_dst, entry.mask, mask_dst)
+        )
     with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) + 4)) as pool:
         placeholders = sum(pool.map(_write_one, tasks))
     if placeholders:
@@ -260,6 +281,8 @@ def write_staged(
         source_format=source_format,
         class_names=list(class_names),
         task=task,
+        mask_ignore=mask_ignore,
+        mask_background=mask_background,
         items=items,
     )
     manifest.write(dest)

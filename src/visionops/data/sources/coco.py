@@ -1,4 +1,4 @@
-"""COCO detection JSON (COCO layout, Roboflow, Picsellia exports), converted to YOLO."""
+"""COCO detection and segmentation JSON (COCO layout, Roboflow, Picsellia exports)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from visionops.data.manifest import Manifest
@@ -24,6 +25,7 @@ from visionops.data.sources.base import (
     split_from_path,
     write_staged,
 )
+from visionops.tasks.segment.masks import format_polygon_line, mask_polygons
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +117,68 @@ def _rle_box(rle: dict[str, Any]) -> tuple[float, float, float, float] | None:
     if not xs:
         return None
     return min(xs), min(ys), max(xs) - min(xs) + 1, max(ys) - min(ys) + 1
+
+
+def rle_mask(rle: dict[str, Any]) -> np.ndarray:
+    """Decodes a COCO RLE (compressed string or uncompressed counts) to a mask.
+
+    Returns:
+        A uint8 (height, width) array, 1 inside the object.
+
+    Raises:
+        ValueError: When the RLE is malformed or its runs overrun its size.
+    """
+    height, width = (int(v) for v in rle["size"])
+    counts = rle["counts"]
+    runs = _rle_counts(counts) if isinstance(counts, str) else [int(v) for v in counts]
+    if any(run < 0 for run in runs) or sum(runs) > height * width:
+        raise ValueError(f"RLE runs do not fit a {width}x{height} mask")
+    flat = np.zeros(height * width, np.uint8)
+    pos = 0
+    # Runs alternate background/foreground over the column-major mask.
+    for index, run in enumerate(runs):
+        if index % 2:
+            flat[pos : pos + run] = 1
+        pos += run
+    return flat.reshape(width, height).T
+
+
+def segment_lines(
+    class_id: int, annotation: dict[str, Any], width: float, height: float
+) -> list[str]:
+    """Returns YOLO polygon lines for a COCO annotation's segmentation.
+
+    Each polygon of the annotation is a line; an RLE mask gives one line per
+    connected region. Coordinates are normalised, not clipped (validation
+    judges them). An annotation without a segmentation keeps its box as a
+    `cls cx cy w h` line, which validation refuses for a segment dataset;
+    one it cannot read gives NaN, which validation quarantines.
+    """
+    segmentation = annotation.get("segmentation")
+    if not (width > 0 and height > 0):
+        width = height = math.nan
+    try:
+        if isinstance(segmentation, dict):
+            polygons = mask_polygons(rle_mask(segmentation))
+            flat = [p.reshape(-1).tolist() for p in polygons]
+        elif isinstance(segmentation, list) and segmentation:
+            nested = isinstance(segmentation[0], list)
+            flat = [
+                [float(v) for v in poly]
+                for poly in (segmentation if nested else [segmentation])
+            ]
+        else:
+            return [yolo_line(class_id, annotation_box(annotation), width, height)]
+        scale = np.array([width, height], np.float64)
+        return [
+            format_polygon_line(
+                class_id, np.asarray(values, np.float64).reshape(-1, 2) / scale
+            )
+            for values in flat
+            if values
+        ]
+    except (TypeError, ValueError, KeyError, IndexError):
+        return [f"{class_id} nan nan nan nan nan nan"]
 
 
 def annotation_box(annotation: dict[str, Any]) -> tuple[float, float, float, float]:
@@ -282,17 +346,27 @@ class CocoSource:
 
     format = "coco"
 
-    def __init__(self, root: Path, json_files: list[Path], *, uri: str | None = None):
+    def __init__(
+        self,
+        root: Path,
+        json_files: list[Path],
+        *,
+        uri: str | None = None,
+        task: str | None = None,
+    ):
         """Records where the export is; nothing is parsed until staging.
 
         Args:
             root: The export folder (images are searched below it).
             json_files: COCO json files, e.g. from `find_coco_files`.
             uri: What the user passed, recorded in the manifest.
+            task: With "segment", polygons and RLE masks become YOLO polygon
+                lines; otherwise every annotation becomes a box.
         """
         self.root = Path(os.path.abspath(root))
         self.json_files = [Path(os.path.abspath(path)) for path in json_files]
         self.uri = uri or str(self.root)
+        self.asked = task
         self.task = "detect"
 
     def stage(self, dest: Path) -> Manifest:
@@ -325,6 +399,8 @@ class CocoSource:
         self.task = (
             "classify"
             if annotations_all and not any(map(_has_geometry, annotations_all))
+            else "segment"
+            if self.asked == "segment"
             else "detect"
         )
         entries: list[Entry] = []
@@ -359,13 +435,14 @@ class CocoSource:
                 elif annotations is not None:
                     width, height = _image_size(image, found)
                     lines = [
-                        yolo_line(
+                        line
+                        for a in own
+                        for line in self._lines(
                             class_of.get(a.get("category_id"), UNKNOWN_CLASS),
-                            annotation_box(a),
+                            a,
                             width,
                             height,
                         )
-                        for a in own
                     ]
                     label = "".join(f"{line}\n" for line in lines)
                 entries.append(
@@ -387,6 +464,13 @@ class CocoSource:
             ]
             class_names = order
         return class_names, entries
+
+    def _lines(
+        self, class_id: int, annotation: dict[str, Any], width: float, height: float
+    ) -> list[str]:
+        if self.task == "segment":
+            return segment_lines(class_id, annotation, width, height)
+        return [yolo_line(class_id, annotation_box(annotation), width, height)]
 
     def _expected(self, file_name: str, json_dir: Path, index: int) -> Path:
         parts = [

@@ -164,6 +164,7 @@ class PicselliaSource:
         client: PicselliaClient | None = None,
         cache_dir: Path,
         annotation_format: AnnotationFormat = "coco",
+        task: str | None = None,
     ) -> None:
         """Checks the uri and the credentials; nothing is downloaded yet.
 
@@ -173,6 +174,8 @@ class PicselliaSource:
             cache_dir: Downloads go to `cache_dir/picsellia/<version id>`.
             annotation_format: Export the annotations as "coco" (default; the
                 class names travel in the file) or "yolo".
+            task: The task asked for; with "segment", COCO polygons stay
+                polygons.
 
         Raises:
             SourceError: When the uri, the format or the token is wrong.
@@ -185,6 +188,7 @@ class PicselliaSource:
                 "use 'coco' or 'yolo'."
             )
         self.annotation_format = annotation_format
+        self.task = task
         self.cache_dir = cache_dir
         self._client = client
         self._token = None if client is not None else resolve_token()
@@ -265,7 +269,7 @@ class PicselliaSource:
                 f"The Picsellia COCO export {exported} holds no COCO json. Export "
                 "with annotation_format='yolo' or check the dataset version."
             )
-        source = CocoSource(images, files, uri=self.uri)
+        source = CocoSource(images, files, uri=self.uri, task=self.task)
         class_names, entries = source.collect()
         return class_names, entries, source.task
 

@@ -7,19 +7,11 @@ from collections.abc import Mapping, Sequence
 import cv2
 import numpy as np
 
-from visionops.data.report import PALETTE
+from visionops.data.report import PALETTE, text_color
 from visionops.inference import _check_image, _name
 from visionops.tasks.classify.onnx import Classification
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
-# Backgrounds brighter than this (BT.601 luma, 0-255) get black text, others white.
-_LIGHT = 140
-
-
-def _text_color(background: tuple[int, int, int]) -> tuple[int, int, int]:
-    blue, green, red = background
-    luma = 0.299 * red + 0.587 * green + 0.114 * blue
-    return (0, 0, 0) if luma > _LIGHT else (255, 255, 255)
 
 
 def draw_classification(
@@ -33,8 +25,9 @@ def draw_classification(
 
     One `name 0.97` line per class, highest first, stacked from the top-left
     corner, each on a solid box in the class's palette colour (the one detection
-    boxes use) with black or white text, whichever contrasts more, so it reads
-    on any image. The text scales with the image's shorter side.
+    boxes use) with black or white text, whichever has the higher WCAG contrast
+    ratio, so it reads on any image. The text scales with the image's shorter
+    side.
 
     Args:
         image_bgr: A uint8 (H, W, 3) BGR image (left unchanged).
@@ -65,7 +58,7 @@ def draw_classification(
             (pad, top + pad + height),
             FONT,
             scale,
-            _text_color(background),
+            text_color(background),
             thickness,
             cv2.LINE_AA,
         )

@@ -1,0 +1,171 @@
+"""Checks before any work: the training config against the dataset's task, and the
+registered model's task against the model that would join or leave it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from visionops.champion import (
+    Champion,
+    NoChampionError,
+    TaskMismatchError,
+    check_model_task,
+)
+from visionops.config import ConfigError, TrainingParameters
+from visionops.tasks import DEFAULT_TASK, TaskError, get_task
+
+
+def dataset_facts(meta: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """The task and class names recorded on a `dataset` artifact's metadata."""
+    return str(meta.get("task") or DEFAULT_TASK), [
+        str(c) for c in (meta.get("classes") or [])
+    ]
+
+
+def default_model_name(task: str | None) -> str:
+    """The registered model name used when `model.name` is unset."""
+    return get_task(task).default_model_name
+
+
+def latest_dataset_task() -> str:
+    """The task of the latest dataset version (detect when there is none)."""
+    from visionops.lookup import find_dataset
+
+    try:
+        return dataset_facts(find_dataset("latest").run_metadata)[0]
+    except LookupError:
+        return DEFAULT_TASK
+
+
+def with_model_name(params: Any) -> Any:
+    """Parameters whose unset `model.name` becomes the default of the latest
+    dataset's task (deployment and batch follow the data, as training does)."""
+    if params.model.name:
+        return params
+    name = default_model_name(latest_dataset_task())
+    return params.model_copy(
+        update={"model": params.model.model_copy(update={"name": name})}
+    )
+
+
+def prepare_training(
+    params: TrainingParameters,
+    dataset_meta: Mapping[str, Any],
+    *,
+    check_registry: bool = True,
+) -> TrainingParameters:
+    """Resolves what follows the dataset's task and checks the rest against it.
+
+    Fills in `task`, `model.name` (the task's default when unset) and
+    `model.description`; checks model names, the selection and promotion
+    metrics, floors and `evaluation.positive_class` against the task and the
+    dataset's classes; and, with `check_registry`, that the registered model
+    holds models of this task (MLflow must point at the stack's tracker).
+
+    Args:
+        params: The validated training parameters.
+        dataset_meta: The `dataset` artifact's metadata (task, classes, hash).
+        check_registry: Also check the registered model's task.
+
+    Returns:
+        The parameters with `task` and `model.name` filled in.
+
+    Raises:
+        ConfigError: Naming the key, the value and what the task allows.
+    """
+    task_name, classes = dataset_facts(dataset_meta)
+    if params.task and params.task != task_name:
+        raise ConfigError(
+            f"task: {params.task}, but the dataset "
+            f"{str(dataset_meta.get('dataset_hash', ''))[:12]} is labelled for "
+            f"{task_name}; drop the setting or pick a {params.task} dataset"
+        )
+    try:
+        task = get_task(task_name)
+        for model in {*params.models, *_grid_models(params)}:
+            task.model_name(model)
+    except TaskError as err:
+        raise ConfigError(f"models: {err}") from None
+    if params.selection_metric and params.selection_metric not in (
+        task.val_metrics_names
+    ):
+        raise ConfigError(
+            f"selection_metric: {params.selection_metric!r} is not measured on the "
+            f"validation split for {task.name}; choose one of "
+            f"{list(task.val_metrics_names)}"
+        )
+    positive = params.evaluation.positive_class
+    if positive is not None and positive not in classes:
+        raise ConfigError(
+            f"evaluation.positive_class: {positive!r} is not a class of the dataset; "
+            f"classes: {classes}"
+        )
+    try:
+        known = task.test_metric_names(classes, positive)
+    except TaskError as err:
+        raise ConfigError(f"evaluation.positive_class: {err}") from None
+    rule = params.promotion
+    for key, metric in [("promotion.metric", rule.metric)] + [
+        (f"promotion.floors.{m}", m) for m in rule.floors
+    ]:
+        if metric is not None and metric not in known:
+            raise ConfigError(
+                f"{key}: {metric!r} is not a test metric of a {task.name} model on "
+                f"this dataset; choose one of {known}"
+            )
+    name = params.model.name or task.default_model_name
+    if check_registry:
+        try:
+            check_model_task(name, task.name)
+        except TaskMismatchError as err:
+            raise ConfigError(f"model.name: {err}") from None
+    description = params.model.description or task.description
+    identity = params.model.model_copy(
+        update={"name": name, "description": description}
+    )
+    return params.model_copy(update={"task": task.name, "model": identity})
+
+
+def _grid_models(params: TrainingParameters) -> set[str]:
+    return {str(p["model"]) for p in params.grid_points() if "model" in p}
+
+
+def check_champion_for(pipeline: str, model_name: str) -> Champion:
+    """The champion a deployment or batch run would use, checked before any work.
+
+    Refuses a model without a champion, or whose task the pipeline does not
+    handle yet, or (deployment) whose BentoML models of the same name hold
+    another task.
+
+    Raises:
+        ConfigError: Naming the model, both tasks and what to run.
+    """
+    try:
+        champion = Champion.get(model_name)
+        champion.get_task().require(pipeline)
+    except (NoChampionError, TaskError) as err:
+        raise ConfigError(f"model.name: {err}") from None
+    if pipeline == "deployment":
+        held = _bento_task(model_name)
+        if held is not None and held != champion.task:
+            raise ConfigError(
+                f"model.name: the BentoML store holds {held} models named "
+                f"{model_name!r}, but its champion v{champion.version} is a "
+                f"{champion.task} model; one model name holds one task"
+            )
+    return champion
+
+
+def _bento_task(model_name: str) -> str | None:
+    """The task of the newest BentoML model called `model_name`, if any."""
+    import bentoml
+
+    try:
+        models = bentoml.models.list(model_name)
+    except bentoml.exceptions.NotFound:
+        return None
+    if not models:
+        return None
+    newest = max(models, key=lambda m: m.info.creation_time)
+    return str(newest.info.metadata.get("task") or DEFAULT_TASK)

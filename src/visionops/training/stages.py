@@ -1,0 +1,396 @@
+"""The training pipeline's stages as library functions, one per step, any task.
+
+Each ZenML step in `steps/training/` loads its inputs, calls one function here,
+logs metadata and returns. MLflow must already point at the stack's tracker
+(`tracking.configure_tracking()`); nothing here needs ZenML.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from visionops.champion import (
+    CHALLENGER,
+    CHAMPION,
+    Champion,
+    TaskMismatchError,
+    version_tags,
+)
+from visionops.config import EvaluationSettings, PromotionSettings
+from visionops.data.version import CARD_FILE, DatasetVersion
+from visionops.env import state_dir
+from visionops.tasks import get_task
+from visionops.training.candidates import (
+    CandidateResult,
+    CandidateSpec,
+    ModelFile,
+    best_index,
+    comparison_html,
+    comparison_rows,
+)
+from visionops.training.evaluate import EvalReport, onnx_latency_ms
+from visionops.training.promotion import Decision, decide, decision_markdown
+from visionops.training.tracking import (
+    code_version,
+    log_dir_artifacts,
+    register_version,
+    set_alias,
+    system_info,
+)
+from visionops.training.yolo import resolve_weights, run_key, train
+
+logger = logging.getLogger(__name__)
+PLOTS = ("*.png", "*.jpg", "results.csv", "args.yaml")
+ONNX_DIR = "onnx"
+
+
+# --- train ------------------------------------------------------------------------
+
+
+def train_candidate(
+    dataset: DatasetVersion,
+    spec: CandidateSpec,
+    *,
+    pretrained: str = "auto",
+    resume: bool = False,
+    tags: dict[str, str] | None = None,
+) -> tuple[ModelFile, CandidateResult]:
+    """Trains one candidate into the active MLflow run.
+
+    Params, per-epoch metrics, the dataset card, system info, Ultralytics' plots
+    and `weights/best.pt` go to the run.
+
+    Args:
+        dataset: The dataset version to train on.
+        spec: The candidate (its model name is already the task's).
+        pretrained: `auto`, `required` or `never` (see `resolve_weights`).
+        resume: Continue an interrupted run from its last checkpoint.
+        tags: Extra run tags (the ZenML pipeline run and step).
+
+    Raises:
+        RuntimeError: No MLflow run is active.
+    """
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("train_candidate logs into the active MLflow run.")
+    task = get_task(spec.task)
+    choice = resolve_weights(spec.model, pretrained)
+    if not choice.pretrained:
+        logger.warning("%s: %s (recorded as pretrained=false).", spec.name, choice.note)
+    key = run_key(spec.model, spec.train, dataset.hash)
+    mlflow.log_params(
+        {
+            **spec.train.model_dump(),
+            "task": task.name,
+            "model": spec.model,
+            "candidate": spec.name,
+            "pretrained": choice.pretrained,
+            "weights_source": choice.source,
+            "dataset_hash": dataset.hash,
+        }
+    )
+    mlflow.set_tags(
+        {
+            **system_info(),
+            **code_version(),
+            "task": task.name,
+            "dataset_hash": dataset.hash,
+            "candidate": spec.name,
+            **(tags or {}),
+        }
+    )
+    mlflow.log_dict(dataset.card, f"dataset/{CARD_FILE}")
+
+    def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        mlflow.log_metrics(metrics, step=epoch)
+
+    outcome = train(
+        spec.model,
+        spec.train,
+        task.ultralytics_data(dataset),
+        state_dir() / "runs" / key,
+        source=choice.source,
+        task=task.name,
+        resume=resume,
+        on_epoch_end=log_epoch,
+    )
+    mlflow.log_metrics({f"val_{k}": v for k, v in outcome.val_metrics.items()})
+    mlflow.log_artifact(str(outcome.best), "weights")
+    log_dir_artifacts(run.info.run_id, outcome.save_dir, "training", PLOTS)
+    result = CandidateResult(
+        task=task.name,
+        name=spec.name,
+        model=spec.model,
+        train=spec.train.model_dump(),
+        pretrained=choice.pretrained,
+        weights_note=choice.note,
+        val=outcome.val_metrics,
+        epochs_run=outcome.epochs_run,
+        resumed=outcome.resumed,
+        speed_ms=outcome.speed_ms,
+        size_mb=outcome.best.stat().st_size / 1e6,
+        run_key=key,
+        mlflow_run_id=run.info.run_id,
+        mlflow_parent_run_id=mlflow.get_run(run.info.run_id).data.tags.get(
+            "mlflow.parentRunId"
+        ),
+    )
+    return ModelFile(outcome.best), result
+
+
+# --- select -----------------------------------------------------------------------
+
+
+@dataclass
+class Selection:
+    """The candidate kept on the validation split, and the comparison of all."""
+
+    index: int
+    metric: str
+    rows: list[dict[str, Any]]
+    html: str
+
+
+def select_candidate(results: list[CandidateResult], metric: str | None) -> Selection:
+    """Selects on validation only; the test split stays unseen until evaluation.
+
+    The comparison table also goes to the pipeline run's (parent) MLflow run.
+
+    Args:
+        results: Every candidate's result.
+        metric: A validation metric of the task; None: the task's default.
+
+    Raises:
+        ValueError: No candidate, or a metric the task does not measure on val.
+    """
+    if not results:
+        raise ValueError("No candidate to select from.")
+    task = get_task(results[0].task)
+    metric = metric or task.default_metric
+    if metric not in task.val_metrics_names:
+        raise ValueError(
+            f"selection_metric: {metric!r} is not measured on the validation split "
+            f"for {task.name}; choose one of {list(task.val_metrics_names)}"
+        )
+    winner = best_index(results, metric)
+    rows = comparison_rows(results, winner)
+    parent = results[winner].mlflow_parent_run_id
+    if parent:
+        import pandas as pd
+        from mlflow.tracking import MlflowClient
+
+        with tempfile.TemporaryDirectory() as tmp:
+            csv = Path(tmp) / "candidate_comparison.csv"
+            pd.DataFrame(rows).to_csv(csv, index=False)
+            MlflowClient().log_artifact(parent, str(csv))
+    return Selection(winner, metric, rows, comparison_html(rows, metric))
+
+
+# --- evaluate ---------------------------------------------------------------------
+
+
+@dataclass
+class Evaluation:
+    """The challenger on the test split: report, the ONNX it was timed with, HTML."""
+
+    report: EvalReport
+    onnx: Path
+    html: str
+
+
+def evaluate_challenger(
+    weights: Path,
+    dataset: DatasetVersion,
+    selected: CandidateResult,
+    settings: EvaluationSettings,
+    out_dir: Path,
+) -> Evaluation:
+    """Test metrics, ONNX export at the serving size and its CPU latency.
+
+    The metrics (`test_<name>`), `test/evaluation.json`, the test plots and the
+    ONNX export (`onnx/`) go to the candidate's MLflow run; that ONNX is the one
+    deployment serves.
+    """
+    from mlflow.tracking import MlflowClient
+
+    from visionops.inference import export_onnx
+
+    task = get_task(selected.task)
+    report = task.evaluate(
+        weights,
+        dataset,
+        out_dir / "test",
+        imgsz=selected.train["imgsz"],
+        batch=settings.batch,
+        device=selected.train["device"],
+        positive_class=settings.positive_class,
+    )
+    serving_imgsz = settings.serving_imgsz or selected.train["imgsz"]
+    onnx = export_onnx(weights, serving_imgsz, out_dir=out_dir)
+    report.latency_ms = onnx_latency_ms(
+        onnx, task.split_images(dataset, "test"), settings.latency_runs, task.name
+    )
+    report.latency_imgsz = serving_imgsz
+
+    client = MlflowClient()
+    run_id = selected.mlflow_run_id
+    for key, value in report.metrics.items():
+        if math.isfinite(value):
+            client.log_metric(run_id, f"test_{key}", value)
+    client.log_metric(run_id, "test_onnx_latency_ms", report.latency_ms)
+    client.log_dict(run_id, report.model_dump(), "test/evaluation.json")
+    client.log_artifact(run_id, str(onnx), ONNX_DIR)
+    log_dir_artifacts(run_id, out_dir / "test", "test", ("*.png", "*.jpg"))
+    return Evaluation(report, onnx, task.evaluation_html(report, out_dir / "test"))
+
+
+class ChampionScore(BaseModel):
+    """The current champion re-measured on today's test split (None: no champion)."""
+
+    champion: Champion | None = None
+    report: EvalReport | None = None
+
+    @property
+    def version(self) -> str | None:
+        """The champion's registry version, if there is one."""
+        return self.champion.version if self.champion else None
+
+
+def evaluate_champion(
+    dataset: DatasetVersion,
+    model_name: str,
+    settings: EvaluationSettings,
+    out_dir: Path,
+) -> ChampionScore:
+    """Evaluates the `champion` alias's weights exactly as the challenger is.
+
+    Raises:
+        TaskMismatchError: The champion is not a model of the dataset's task.
+    """
+    champion = Champion.lookup(model_name)
+    if champion is None:
+        return ChampionScore()
+    if champion.task != dataset.task:
+        raise TaskMismatchError(
+            f"the champion of {model_name!r} (v{champion.version}) is a "
+            f"{champion.task} model, the dataset a {dataset.task} dataset"
+        )
+    task = champion.get_task()
+    weights = champion.fetch_weights(out_dir / "weights")
+    report = task.evaluate(
+        weights,
+        dataset,
+        out_dir / "test",
+        imgsz=champion.imgsz,
+        batch=settings.batch,
+        device=_champion_device(champion),
+        positive_class=settings.positive_class,
+    )
+    if champion.onnx_artifact:
+        onnx = champion.fetch_onnx(out_dir / ONNX_DIR)
+        report.latency_ms = onnx_latency_ms(
+            onnx, task.split_images(dataset, "test"), settings.latency_runs, task.name
+        )
+        report.latency_imgsz = champion.serving_imgsz
+    return ChampionScore(champion=champion, report=report)
+
+
+def _champion_device(champion: Champion) -> str:
+    import mlflow
+
+    return mlflow.get_run(champion.run_id).data.params.get("device", "auto")
+
+
+# --- promote ----------------------------------------------------------------------
+
+
+@dataclass
+class Promotion:
+    """The decision, its report and the registry version the challenger became."""
+
+    decision: Decision
+    report: str
+    version: str
+
+
+def promote_challenger(
+    selected: CandidateResult,
+    challenger: EvalReport,
+    champion: ChampionScore,
+    onnx: Path,
+    rule: PromotionSettings,
+    model_name: str,
+    lineage_tags: dict[str, str] | None = None,
+) -> Promotion:
+    """Registers the challenger (alias `challenger`); promotes it if the rule says so.
+
+    The version's tags record its task, class names, test metrics, ONNX export
+    and lineage (`Champion.from_version` reads them). Promotion moves the alias
+    `champion`; the report is written to the run either way.
+
+    Args:
+        selected: The challenger's candidate result.
+        challenger: Its test evaluation.
+        champion: The current champion on the same split.
+        onnx: The ONNX export evaluation timed (logged under `onnx/`).
+        rule: The promotion rule.
+        model_name: The registered model.
+        lineage_tags: Extra version tags (ZenML model version, pipeline run).
+
+    Raises:
+        TaskMismatchError: The registered model holds another task.
+    """
+    import mlflow
+
+    from visionops.champion import check_model_task
+
+    task = get_task(challenger.task)
+    check_model_task(model_name, task.name)
+    decision = decide(challenger, champion.report, rule, champion.version)
+    report = decision_markdown(decision, challenger, champion.report, model_name)
+    with mlflow.start_run(run_id=selected.mlflow_run_id):
+        info = task.log_model(
+            onnx,
+            metadata={
+                "dataset_hash": challenger.dataset_hash,
+                "test_metrics": challenger.metrics,
+            },
+        )
+        mlflow.log_text(report, "decision.md")
+        mlflow.set_tags(
+            {
+                "promotion.promoted": str(decision.promote).lower(),
+                "promotion.reason": decision.reason,
+            }
+        )
+    version = register_version(
+        model_name,
+        info.model_uri,
+        tags={
+            **(lineage_tags or {}),
+            "dataset_hash": challenger.dataset_hash,
+            "promoted": str(decision.promote).lower(),
+            **version_tags(
+                task=task.name,
+                class_names=challenger.class_names,
+                test_metrics=challenger.metrics,
+                onnx_artifact=f"{ONNX_DIR}/{onnx.name}",
+                onnx_latency_ms=challenger.latency_ms,
+                serving_imgsz=challenger.latency_imgsz,
+            ),
+        },
+        description=task.description,
+    )
+    set_alias(model_name, CHALLENGER, version)
+    if decision.promote:
+        set_alias(model_name, CHAMPION, version)
+    return Promotion(decision, report, version)

@@ -1,0 +1,64 @@
+"""The service's app under test, `Detector.to_asgi()` serving a tiny test model.
+
+A pytest plugin (`pytest_plugins = ["tests.serving_app"]`): one app per session,
+shared by the modules that test it (BentoML registers its Prometheus metrics
+once per process, so a second app in the same process would fail).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+MODEL = "test-serving-detector"
+IMGSZ = 128  # the size `tiny_weights` was trained at
+LINEAGE = {
+    "model_name": MODEL,
+    "mlflow_version": "7",
+    "mlflow_run_id": "0123456789abcdef",
+    "zenml_model_version": "3",
+    "dataset_hash": "feedc0ffee",
+    "serving_imgsz": IMGSZ,
+    "test_metrics": {"map50": 0.5, "map50_95": 0.25},
+}
+
+
+@pytest.fixture(scope="session")
+def onnx_path(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from visionops.inference import export_onnx
+
+    return export_onnx(tiny_weights, IMGSZ, tmp_path_factory.mktemp("serving-onnx"))
+
+
+@pytest.fixture(scope="session")
+def service(onnx_path: Path, tiny_weights: Path):
+    """The service module, imported to serve the test model from the store."""
+    from bentoml._internal.utils.args import set_arguments
+
+    from visionops.serving.bento import save_model
+
+    tag = save_model(MODEL, onnx_path, tiny_weights, LINEAGE)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("VISIONOPS_BENTO_MODEL", MODEL)  # read when the module is imported
+    set_arguments({})  # a Bento built earlier in this process leaves its arguments
+    # Imported twice, as when a Bento is built in this process: what it sets up
+    # at import (its log filter) must not stack.
+    for _ in range(2):
+        sys.modules.pop("visionops.serving.service", None)
+        module = importlib.import_module("visionops.serving.service")
+    patch.undo()
+    served_tag = module.MODEL_TAG
+    assert served_tag == f"{MODEL}:latest"
+    return module, tag
+
+
+@pytest.fixture(scope="session")
+def client(service):
+    from starlette.testclient import TestClient
+
+    module, _ = service
+    with TestClient(module.Detector.to_asgi(), raise_server_exceptions=False) as c:
+        yield c

@@ -1,0 +1,166 @@
+"""Classification through the shared training pipeline: train, evaluate, promote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY_TRAINING
+
+REPO = Path(__file__).resolve().parents[1]
+
+XRAY = REPO / "data" / "sample" / "chest-xray"  # bundled, folder per class
+CLASSES = ("NORMAL", "PNEUMONIA")
+
+
+@pytest.fixture(scope="module")
+def classified() -> dict:
+    """Local stack, the X-ray sample ingested (task inferred), one tiny training."""
+    from zenml.client import Client
+
+    import run
+    from tests.conftest import OUTBOUND
+
+    assert run.main(["--stack", "local"]) == 0
+    ingest = ["--pipeline", "ingestion", "--source", str(XRAY)]
+    for override in ("anonymize.enabled=false", r"split.group_by=person\d+"):
+        ingest += ["--set", override]
+    assert run.main(ingest) == 0
+    OUTBOUND.clear()
+    args = ["--pipeline", "training"]
+    for override in [*TINY_TRAINING, "train.imgsz=32", "grid={lr0: [0.01, 0.02]}"]:
+        args += ["--set", override]
+    assert run.main(args) == 0
+    dataset = Client().get_artifact_version("dataset").load()
+    return {
+        "run": Client().get_pipeline("training").last_run,
+        "test_images": len(dataset.split_images("test")),
+        "outbound": list(OUTBOUND),
+    }
+
+
+def test_classifier_trained_evaluated_and_promoted(classified: dict) -> None:
+    import mlflow
+
+    from visionops.champion import Champion
+    from visionops.training.tracking import configure_tracking
+
+    run = classified["run"]
+    results = [
+        run.steps[f"train_candidate_{i}"].outputs["candidate_result"][0].load()
+        for i in (0, 1)
+    ]
+    assert [r.model for r in results] == ["yolo11n-cls", "yolo11n-cls"]
+    assert all(r.task == "classify" and "top1" in r.val for r in results)
+    evaluation = run.steps["evaluate_model"].outputs["test_evaluation"][0].load()
+    assert evaluation.task == "classify"
+    assert evaluation.images == classified["test_images"] > 0
+    assert evaluation.class_names == list(CLASSES)
+    assert 0 <= evaluation.metrics["top1"] <= 1
+    assert "top5" not in evaluation.metrics  # fewer than 5 classes
+    for key in ("roc_auc", "pr_auc", "sensitivity", "specificity", "macro_f1"):
+        assert key in evaluation.metrics
+    assert evaluation.metrics["sensitivity"] == evaluation.metrics["recall_PNEUMONIA"]
+    assert evaluation.latency_ms and evaluation.latency_ms > 0
+
+    configure_tracking()
+    champion = Champion.get("image-classifier")  # the classify default name
+    assert champion.task == "classify" and champion.version == "1"
+    assert champion.class_names == list(CLASSES)
+    assert {"top1", "roc_auc", "recall_PNEUMONIA"} <= set(champion.test_metrics)
+    assert champion.onnx_artifact and champion.onnx_artifact.endswith(".onnx")
+    files = {
+        f.path for f in mlflow.MlflowClient().list_artifacts(champion.run_id, "test")
+    }
+    assert "test/confusion_matrix.png" in files
+    assert "test/confusion_matrix_normalized.png" in files
+    decision = run.steps["promote_model"].outputs["promotion_decision"][0].load()
+    assert decision.promote is True and decision.metric == "top1"
+    assert classified["outbound"] == []
+
+
+def test_champion_onnx_is_the_evaluated_classifier(
+    classified: dict, tmp_path: Path
+) -> None:
+    import cv2
+    import numpy as np
+
+    from visionops.champion import Champion
+
+    champion = Champion.get("image-classifier")
+    onnx = champion.fetch_onnx(tmp_path)
+    predictor = champion.get_task().predictor(onnx)
+    assert [predictor.names[i] for i in sorted(predictor.names)] == list(CLASSES)
+    image = cv2.imread(str(sorted((XRAY / "NORMAL").iterdir())[0]))
+    probabilities = predictor.predict(image).probabilities
+    assert probabilities.shape == (2,)
+    assert float(np.sum(probabilities)) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_status_shows_the_classifier(classified: dict, capsys) -> None:
+    import run
+
+    assert run.main(["--status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["dataset"]["task"] == "classify"
+    champion = status["champion"]
+    assert champion["name"] == "image-classifier" and champion["task"] == "classify"
+    assert "top1" in champion["test_metrics"] and "roc_auc" in champion["test_metrics"]
+
+
+def test_wrong_task_or_metric_fails_before_any_work(classified: dict, capsys) -> None:
+    from mlflow.tracking import MlflowClient
+    from zenml.client import Client
+
+    import run
+
+    client = MlflowClient()
+    client.create_registered_model("some-detector")
+    source = client.get_model_version("image-classifier", "1").source
+    client.create_model_version("some-detector", source, tags={"task": "detect"})
+    runs_before = len(Client().list_pipeline_runs(size=1000).items)
+    train = ["--pipeline", "training", "--set"]
+    assert run.main([*train, "model.name=some-detector"]) == 2
+    err = capsys.readouterr().err
+    assert "some-detector" in err and "detect" in err and "classify" in err
+    assert run.main([*train, "promotion.metric=map50_95"]) == 2
+    assert "promotion.metric" in capsys.readouterr().err
+    assert run.main([*train, "models=[yolo11n-seg]"]) == 2
+    assert "yolo11n-cls" in capsys.readouterr().err
+    assert run.main([*train, "evaluation.positive_class=CAT"]) == 2
+    assert "PNEUMONIA" in capsys.readouterr().err
+    assert len(Client().list_pipeline_runs(size=1000).items) == runs_before
+
+
+def test_champion_rescored_on_the_same_split(classified: dict) -> None:
+    from zenml.client import Client
+
+    import run
+
+    args = ["--pipeline", "training"]
+    for override in [*TINY_TRAINING, "train.imgsz=32", "promotion.margin=1.0"]:
+        args += ["--set", override]
+    assert run.main(args) == 0
+    second = Client().get_pipeline("training").last_run
+    score = second.steps["evaluate_champion"].outputs["champion_evaluation"][0].load()
+    assert score.champion.version == "1" and score.champion.task == "classify"
+    challenger = second.steps["evaluate_model"].outputs["test_evaluation"][0].load()
+    assert score.report.task == "classify"
+    assert score.report.dataset_hash == challenger.dataset_hash
+    assert score.report.images == challenger.images == classified["test_images"]
+    decision = second.steps["promote_model"].outputs["promotion_decision"][0].load()
+    assert decision.promote is False and "does not beat champion v1" in decision.reason
+
+
+def test_deployment_and_batch_refuse_a_classifier_for_now(
+    classified: dict, capsys
+) -> None:
+    import run
+
+    assert run.main(["--pipeline", "deployment"]) == 2
+    err = capsys.readouterr().err
+    assert "deployment pipeline does not handle classify models" in err
+    assert run.main(["--pipeline", "batch", "--source", str(XRAY / "NORMAL")]) == 2
+    assert "batch pipeline does not handle classify models" in capsys.readouterr().err

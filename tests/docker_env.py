@@ -7,9 +7,9 @@ come from a wheelhouse downloaded once on the host with its pip configuration
 (`~/.cache/visionops/docker-wheelhouse`), which image builds read over HTTP from
 docker0: builds need neither a registry nor this machine's CA bundle.
 
-By hand (as root)::
+By hand (as root, with Debian's docker.io and debootstrap installed)::
 
-    python -m tests.docker_env up       # install docker.io, start dockerd, base image
+    python -m tests.docker_env up       # start dockerd, build the base image
     python -m tests.docker_env images   # + the wheelhouse and the CPU parent image
 """
 
@@ -57,6 +57,8 @@ WHEELHOUSE = Path(
 BENTO_WHEELHOUSE_PORT = 38765
 BENTO_BASE_REPOSITORY = "visionops-bento-base"
 PREPARE = "sudo .venv/bin/python -m tests.docker_env images"
+# tests/system_packages.sh installs both before `make test` when it can.
+INSTALL = "sudo apt-get install -y --no-install-recommends docker.io debootstrap"
 
 
 class EngineUnavailable(RuntimeError):
@@ -72,7 +74,7 @@ def docker_cli() -> str:
     for candidate in ("/usr/bin/docker", shutil.which("docker")):
         if candidate and Path(candidate).is_file():
             return candidate
-    raise EngineUnavailable("no docker CLI: apt-get install -y docker.io")
+    raise EngineUnavailable(f"no docker CLI: {INSTALL}")
 
 
 def docker(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -100,20 +102,20 @@ def engine_answers() -> bool:
 
 
 def start_engine() -> subprocess.Popen | None:
-    """Starts dockerd (installing Debian's docker.io first) when it is not running.
+    """Starts dockerd when it is not running.
 
     Returns:
         The daemon this call started, for `stop_engine`; None when one was running.
 
     Raises:
-        EngineUnavailable: Not running and not root, so it cannot be started.
+        EngineUnavailable: Not running, and not root or not installed.
     """
     if engine_answers():
         return None
     if os.geteuid() != 0:
         raise EngineUnavailable(f"no Docker engine and not root: run `{PREPARE}`")
     if not shutil.which("dockerd"):
-        _apt_install("docker.io")
+        raise EngineUnavailable(f"docker.io is not installed: {INSTALL}")
     log = open(tempfile.gettempdir() + "/visionops-dockerd.log", "ab")  # noqa: SIM115
     daemon = subprocess.Popen(
         ["dockerd"], stdout=log, stderr=log, start_new_session=True
@@ -143,14 +145,6 @@ def stop_engine(daemon: subprocess.Popen | None) -> None:
         daemon.wait()
 
 
-def _apt_install(*packages: str) -> None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
-    if subprocess.run(install, capture_output=True, env=env).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, check=True)
-        subprocess.run(install, capture_output=True, env=env, check=True)
-
-
 def image_exists(tag: str) -> bool:
     """Whether the engine holds an image with this tag."""
     return docker("image", "inspect", tag, check=False).returncode == 0
@@ -178,7 +172,7 @@ def build_base_image(tag: str = BASE_IMAGE) -> str:
     if image_exists(tag):
         return tag
     if not shutil.which("debootstrap"):
-        _apt_install("debootstrap")
+        raise EngineUnavailable(f"debootstrap is not installed: {INSTALL}")
     with tempfile.TemporaryDirectory(prefix="visionops-base-", dir="/var/tmp") as tmp:
         root = Path(tmp) / "root"
         subprocess.run(
@@ -413,8 +407,27 @@ def engine_session() -> Iterator[None]:
             docker("volume", "rm", "-f", volume, check=False)
         for name in set(_tagged_images()) - images:
             if name.rsplit(":", 1)[0] not in kept:
-                docker("rmi", name, check=False)
+                docker("rmi", "-f", name, check=False)
         stop_engine(daemon)
+
+
+@contextlib.contextmanager
+def engine_or_skip() -> Iterator[str]:
+    """`engine_session` with the base image built; skips the test without an engine.
+
+    Yields:
+        The base image's tag.
+    """
+    import pytest
+
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(engine_session())
+            base = build_base_image()
+        except EngineUnavailable as err:
+            stack.close()
+            pytest.skip(str(err))
+        yield base
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,33 +24,25 @@ import numpy as np
 import pytest
 
 from tests import docker_env
-from tests.test_serving import IMGSZ, LINEAGE, LOW_CONF, _detect, _png
 
-MODEL = "docker-bento-detector"
+# The in-process app of tests/test_serving.py, one per session, and its model
+# (its helpers are imported where used, after pytest has loaded the plugin).
+pytest_plugins = ["tests.serving_app"]
 
 
 @pytest.fixture(scope="module")
-def bento_image(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Builds the Bento on the local base image and containerizes it."""
-    from visionops.inference import export_onnx
-    from visionops.serving.bento import build_bento, save_model
+def bento_image(service) -> dict:
+    """Builds the Bento of the served test model on the local base, containerized."""
+    from tests.serving_app import LINEAGE
+    from visionops.serving.bento import build_bento
     from visionops.serving.service import BASE_IMAGE_ENV
 
-    try:
-        session = docker_env.engine_session()
-        session.__enter__()
-    except docker_env.EngineUnavailable as err:
-        pytest.skip(str(err))
-    try:
-        docker_env.build_base_image()
+    _, model_tag = service
+    with docker_env.engine_or_skip():
         base = docker_env.build_bento_base_image()
-        onnx = export_onnx(tiny_weights, IMGSZ, tmp_path_factory.mktemp("bento-onnx"))
-        model_tag = save_model(
-            MODEL, onnx, tiny_weights, {**LINEAGE, "model_name": MODEL}
-        )
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv(BASE_IMAGE_ENV, base)
-            bento = build_bento(model_tag, {**LINEAGE, "model_name": MODEL})
+            bento = build_bento(model_tag, LINEAGE)
         image = f"visionops-bento-test:{uuid.uuid4().hex[:8]}"
         env = {
             **os.environ,
@@ -68,9 +60,7 @@ def bento_image(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) ->
                 timeout=1800,
             )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        yield {"image": image, "model_tag": model_tag, "onnx": onnx, "bento": bento}
-    finally:
-        session.__exit__(None, None, None)
+        yield {"image": image, "model_tag": model_tag, "bento": bento}
 
 
 @pytest.fixture(scope="module")
@@ -121,44 +111,36 @@ def test_bento_image_is_built_from_the_local_base(bento_image: dict) -> None:
 
 
 def test_container_detects_the_same_boxes_as_the_in_process_service(
-    container_url, bento_image: dict, tiny_dataset
+    container_url, client, tiny_dataset
 ) -> None:
     import cv2
     import httpx
-    from starlette.testclient import TestClient
+
+    from tests.test_serving import LOW_CONF, _detect, _png
 
     url, _ = container_url
     with urllib.request.urlopen(f"{url}/readyz", timeout=10) as answer:
         assert answer.status == 200
 
-    # The in-process service on the same model, as tests/test_serving.py builds it.
-    import importlib
-
-    from bentoml._internal.utils.args import set_arguments
-
-    set_arguments({})
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("VISIONOPS_BENTO_MODEL", MODEL)
-        sys.modules.pop("visionops.serving.service", None)
-        module = importlib.import_module("visionops.serving.service")
-        local = TestClient(module.Detector.to_asgi(), raise_server_exceptions=False)
     paths = sorted((tiny_dataset.root / "images" / "test").iterdir())[:3]
-    remote = httpx.Client(base_url=url, timeout=60)
     boxes = 0
-    with local:
+    with httpx.Client(base_url=url, timeout=60) as remote:
         for path in paths:
             data = _png(cv2.imread(str(path)))
-            want = _detect(local, data, conf=LOW_CONF)
+            want = _detect(client, data, conf=LOW_CONF)
             got = _detect(remote, data, conf=LOW_CONF)
             assert [d["class_name"] for d in got["detections"]] == [
                 d["class_name"] for d in want["detections"]
             ]
-            box = lambda d: [d["box"][k] for k in ("x1", "y1", "x2", "y2")]  # noqa: E731
             np.testing.assert_allclose(
-                [box(d) for d in got["detections"]],
-                [box(d) for d in want["detections"]],
+                [_box(d) for d in got["detections"]],
+                [_box(d) for d in want["detections"]],
                 atol=0.5,
             )
             assert got["model"] == want["model"]
             boxes += len(got["detections"])
     assert boxes > 0
+
+
+def _box(detection: dict) -> list[float]:
+    return [detection["box"][k] for k in ("x1", "y1", "x2", "y2")]

@@ -36,11 +36,6 @@ def _mlflow_requirements() -> list[str]:
 @pytest.fixture(scope="module")
 def compose_pair(tmp_path_factory: pytest.TempPathFactory):
     """Builds both images, `up`s postgres + mlflow, yields a compose runner."""
-    try:
-        session = docker_env.engine_session()
-        session.__enter__()
-    except docker_env.EngineUnavailable as err:
-        pytest.skip(str(err))
     tag = uuid.uuid4().hex[:8]
     project = f"visionops-test-{tag}"
     env = {
@@ -81,8 +76,13 @@ def compose_pair(tmp_path_factory: pytest.TempPathFactory):
             raise AssertionError(f"compose {args}: {result.stdout}\n{result.stderr}")
         return result
 
+    with docker_env.engine_or_skip() as base:
+        yield from _compose_up(compose, env, base)
+
+
+def _compose_up(compose, env: dict[str, str], base: str):
+    """Builds the two images, starts the pair; takes them down afterwards."""
     try:
-        base = docker_env.build_base_image()
         docker_env.docker(
             "build",
             "--build-arg",
@@ -124,7 +124,6 @@ def compose_pair(tmp_path_factory: pytest.TempPathFactory):
         yield compose, f"http://127.0.0.1:{env['MLFLOW_PORT']}", env
     finally:
         compose("down", "-v", "--remove-orphans", check=False)
-        session.__exit__(None, None, None)
 
 
 def _free_port() -> int:

@@ -31,49 +31,36 @@ def docker_runs(monkeypatch_module: pytest.MonkeyPatch) -> dict:
 
     import run
 
-    try:
-        session = docker_env.engine_session()
-        session.__enter__()
-    except docker_env.EngineUnavailable as err:
-        pytest.skip(str(err))
-    try:
-        docker_env.build_base_image()
+    with docker_env.engine_or_skip():
         parent = docker_env.build_parent_image()
         monkeypatch_module.setenv("VISIONOPS_PARENT_IMAGE", parent)
         # The build context and the sources' root, as with `python run.py`; under
         # pytest ZenML would take pytest's own folder (that of the main module).
         source_utils.set_custom_source_root(str(REPO))
-        before = docker_env.object_ids("ps", "-aq", "--no-trunc")
-        assert run.main(["--stack", "docker"]) == 0
-        # A source on this machine reaches the steps as a volume at the same path
-        # (run.py passes it on as an absolute path), as the README tells users.
-        _mount_into_steps(SAMPLE_ROOT)
-        ingest = [
-            "--pipeline",
-            "ingestion",
-            "--source",
-            SOURCE,
-            "--set",
-            "anonymize.enabled=false",
-        ]
-        assert run.main(ingest) == 0
-        train = ["--pipeline", "training", "--set", f"model.name={MODEL}"]
-        for override in TINY_TRAINING:
-            train += ["--set", override]
-        assert run.main(train) == 0
-        client = Client()
-        new = docker_env.object_ids("ps", "-aq", "--no-trunc") - before
-        inspected = json.loads(docker_env.docker("inspect", *new).stdout) if new else []
-        yield {
-            "ingestion": client.get_pipeline("ingestion").last_run,
-            "training": client.get_pipeline("training").last_run,
-            "containers": inspected,
-            "parent": parent,
-        }
-    finally:
-        run.main(["--stack", "local"])
-        source_utils.set_custom_source_root(None)
-        session.__exit__(None, None, None)
+        try:
+            before = docker_env.object_ids("ps", "-aq", "--no-trunc")
+            assert run.main(["--stack", "docker"]) == 0
+            # A source on this machine reaches the steps as a volume at the same
+            # path (run.py passes it on as an absolute path), as the README says.
+            _mount_into_steps(SAMPLE_ROOT)
+            ingest = ["--pipeline", "ingestion", "--source", SOURCE]
+            assert run.main([*ingest, "--set", "anonymize.enabled=false"]) == 0
+            train = ["--pipeline", "training", "--set", f"model.name={MODEL}"]
+            for override in TINY_TRAINING:
+                train += ["--set", override]
+            assert run.main(train) == 0
+            client = Client()
+            new = docker_env.object_ids("ps", "-aq", "--no-trunc") - before
+            inspected = json.loads(docker_env.docker("inspect", *new).stdout)
+            yield {
+                "ingestion": client.get_pipeline("ingestion").last_run,
+                "training": client.get_pipeline("training").last_run,
+                "containers": inspected,
+                "parent": parent,
+            }
+        finally:
+            run.main(["--stack", "local"])
+            source_utils.set_custom_source_root(None)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@
 ARG BASE_IMAGE=visionops-base:bookworm
 FROM ${BASE_IMAGE}
 ARG WHEELHOUSE_URL
-ARG WHEELHOUSE_HOST=172.17.0.1
+ARG WHEELHOUSE_HOST=127.0.0.1
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates gnupg2 bash \
         build-essential git libgl1 libglib2.0-0 \

@@ -4,8 +4,10 @@ No image registry is reachable from the machines this project runs on, so every
 image starts from a Debian bookworm root built here with `debootstrap` and imported
 as `visionops-base:bookworm` (kept between runs: it is the cache). Python packages
 come from a wheelhouse downloaded once on the host with its pip configuration
-(`~/.cache/visionops/docker-wheelhouse`), which image builds read over HTTP from
-docker0: builds need neither a registry nor this machine's CA bundle.
+(`~/.cache/visionops/docker-wheelhouse`), served over HTTP on 127.0.0.1 for the
+length of a build that runs on the host's network (`docker build --network host`):
+builds need neither a registry nor this machine's CA bundle, and nothing but
+loopback is ever a target.
 
 By hand (as root, with Debian's docker.io and debootstrap installed)::
 
@@ -37,7 +39,8 @@ DEPS_REPOSITORY = "visionops-cpu-parent"
 # Every image a test builds carries this label; `cleanup()` removes them all.
 TEST_LABEL = "org.visionops.test"
 SOCKET = Path("/var/run/docker.sock")
-DOCKER_BRIDGE = "172.17.0.1"
+# Where the wheelhouse is served; builds reach it with `--network host`.
+WHEELHOUSE_HOST = "127.0.0.1"
 BASE_PACKAGES = (
     "python3",
     "python3-venv",
@@ -267,7 +270,7 @@ def build_wheelhouse(requirements: list[str]) -> Path:
 
 @contextlib.contextmanager
 def serve_wheelhouse(folder: Path, port: int = 0) -> Iterator[str]:
-    """Serves `folder` on docker0 for the length of a build; yields its URL."""
+    """Serves `folder` on loopback for the length of a build; yields its URL."""
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -280,11 +283,11 @@ def serve_wheelhouse(folder: Path, port: int = 0) -> Iterator[str]:
                 super().handle_error(request, client_address)
 
     handler = functools.partial(Quiet, directory=str(folder))
-    server = Server((DOCKER_BRIDGE, port), handler)
+    server = Server((WHEELHOUSE_HOST, port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://{DOCKER_BRIDGE}:{server.server_address[1]}/"
+        yield f"http://{WHEELHOUSE_HOST}:{server.server_address[1]}/"
     finally:
         server.shutdown()
         server.server_close()
@@ -313,6 +316,8 @@ def build_parent_image(base: str = BASE_IMAGE) -> str:
         with serve_wheelhouse(wheels) as url:
             docker(
                 "build",
+                "--network",
+                "host",
                 "--build-arg",
                 f"BASE_IMAGE={base}",
                 "--build-arg",
@@ -329,7 +334,7 @@ def build_parent_image(base: str = BASE_IMAGE) -> str:
 def build_bento_base_image(base: str = BASE_IMAGE) -> str:
     """The base of the Bento image on a machine without registry and PyPI, kept.
 
-    Its uv installs from the wheelhouse served on docker0 at BENTO_WHEELHOUSE_PORT,
+    Its uv installs from the wheelhouse served on loopback at BENTO_WHEELHOUSE_PORT,
     which `bentoml containerize` must run inside `bento_wheelhouse()`.
     """
     dockerfile = (REPO / "docker" / "bento-base.Dockerfile").read_text()
@@ -343,6 +348,8 @@ def build_bento_base_image(base: str = BASE_IMAGE) -> str:
     with serve_wheelhouse(wheels, BENTO_WHEELHOUSE_PORT) as url:
         docker(
             "build",
+            "--network",
+            "host",
             "--build-arg",
             f"BASE_IMAGE={base}",
             "--build-arg",

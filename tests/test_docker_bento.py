@@ -53,7 +53,9 @@ def bento_image(service) -> dict:
         bentoml = Path(sys.executable).parent / "bentoml"
         with docker_env.bento_wheelhouse():
             result = subprocess.run(
-                [str(bentoml), "containerize", str(bento.tag), "-t", image],
+                # The build reaches the wheelhouse on the host's loopback.
+                [str(bentoml), "containerize", str(bento.tag), "-t", image]
+                + ["--opt", "network=host"],
                 capture_output=True,
                 text=True,
                 env=env,

@@ -99,6 +99,8 @@ def _compose_up(compose, env: dict[str, str], base: str):
         with docker_env.serve_wheelhouse(wheels) as url:
             docker_env.docker(
                 "build",
+                "--network",
+                "host",
                 "--build-arg",
                 f"BASE_IMAGE={base}",
                 "--build-arg",
@@ -106,7 +108,7 @@ def _compose_up(compose, env: dict[str, str], base: str):
                 "--build-arg",
                 "PIP_NO_INDEX=1",
                 "--build-arg",
-                f"PIP_TRUSTED_HOST={docker_env.DOCKER_BRIDGE}",
+                f"PIP_TRUSTED_HOST={docker_env.WHEELHOUSE_HOST}",
                 "-f",
                 str(REPO / "docker" / "mlflow.Dockerfile"),
                 "-t",

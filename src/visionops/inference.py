@@ -371,6 +371,40 @@ def _metadata_value(raw: str | None) -> Any:
         return raw
 
 
+def open_session(
+    onnx_path: Path, threads: int = 1, providers: list[str] | None = None
+) -> tuple[ort.InferenceSession, dict[str, str], dict[int, str]]:
+    """Opens an Ultralytics ONNX export as every predictor runs it.
+
+    One intra-op thread per call by default, sequential execution, all graph
+    optimisations; the CPU provider when none is given.
+
+    Returns:
+        The session, Ultralytics' metadata, and the class names by index.
+
+    Raises:
+        ValueError: If the graph lacks Ultralytics' class names.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(
+        str(onnx_path),
+        sess_options=options,
+        providers=providers or ["CPUExecutionProvider"],
+    )
+    meta = session.get_modelmeta().custom_metadata_map
+    names = _metadata_value(meta.get("names"))
+    if not isinstance(names, dict):
+        raise ValueError(
+            f"{onnx_path} has no Ultralytics class names in its metadata; "
+            "export it with visionops.inference.export_onnx"
+        )
+    return session, meta, {int(k): str(v) for k, v in names.items()}
+
+
 class OnnxDetector:
     """Runs an Ultralytics-exported ONNX detector with ONNX Runtime, no torch.
 
@@ -410,24 +444,7 @@ class OnnxDetector:
             ValueError: If the graph lacks Ultralytics' class names.
         """
         self.path = Path(onnx_path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            str(self.path),
-            sess_options=options,
-            providers=providers or ["CPUExecutionProvider"],
-        )
-        meta = self.session.get_modelmeta().custom_metadata_map
-        names = _metadata_value(meta.get("names"))
-        if not isinstance(names, dict):
-            raise ValueError(
-                f"{self.path} has no Ultralytics class names in its metadata; "
-                "export it with visionops.inference.export_onnx"
-            )
-        self.names: dict[int, str] = {int(k): str(v) for k, v in names.items()}
+        self.session, meta, self.names = open_session(self.path, threads, providers)
 
         graph_input = self.session.get_inputs()[0]
         self.input_name: str = graph_input.name

@@ -7,10 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
-from visionops.inference import _check_image, _metadata_value, _name, _size_pair
+from visionops.inference import (
+    _check_image,
+    _metadata_value,
+    _name,
+    _size_pair,
+    open_session,
+)
 
 # `ultralytics.data.augment.DEFAULT_MEAN` / `DEFAULT_STD`, which
 # `classify_transforms` normalises with: inputs stay in 0..1.
@@ -154,24 +159,7 @@ class OnnxClassifier:
                 classifier (e.g. a detector's export).
         """
         self.path = Path(onnx_path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            str(self.path),
-            sess_options=options,
-            providers=providers or ["CPUExecutionProvider"],
-        )
-        meta = self.session.get_modelmeta().custom_metadata_map
-        names = _metadata_value(meta.get("names"))
-        if not isinstance(names, dict):
-            raise ValueError(
-                f"{self.path} has no Ultralytics class names in its metadata; "
-                "export it with visionops.inference.export_onnx"
-            )
-        self.names: dict[int, str] = {int(k): str(v) for k, v in names.items()}
+        self.session, meta, self.names = open_session(self.path, threads, providers)
         task = meta.get("task")
         output = self.session.get_outputs()[0]
         if (task is not None and task != "classify") or len(output.shape) != 2:

@@ -39,6 +39,12 @@ demo-classify: init ## Classify the bundled chest X-rays: ingestion, training (3
 	$(PY) run.py --pipeline deployment
 	$(PY) run.py --status
 
+demo-segment: init ## Segment the bundled shoe soles: ingestion, training (3 epochs), deployment
+	$(PY) run.py --pipeline ingestion --source data/sample/shoe-soles --set task=segment
+	$(PY) run.py --pipeline training --set train.epochs=3
+	$(PY) run.py --pipeline deployment
+	$(PY) run.py --status
+
 test: install ## Run the test suite (installs the Debian packages it uses, as root)
 	@bash tests/system_packages.sh
 	$(PY) -m pytest -q

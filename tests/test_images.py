@@ -63,6 +63,12 @@ def test_a_text_file_is_unreadable_and_said_to_be_text() -> None:
     assert "text" in caught.value.detail
 
 
+@pytest.mark.parametrize("data", [b"x", b"ab", b"ab\n", b"\x00\x00\x01"])
+def test_a_few_bytes_are_unreadable_not_an_error(data: bytes) -> None:
+    # Some PIL format checks read 4 bytes and raise on fewer.
+    assert _reason(data) == images.UNREADABLE
+
+
 def test_a_gif_is_an_unsupported_format() -> None:
     with pytest.raises(images.ImageError) as caught:
         images.decode(_encoded("GIF"))

@@ -280,6 +280,12 @@ def _bad_inputs() -> list:
             id="html-as-jpeg",
         ),
         pytest.param(
+            _file("tiny.jpg", b"ab\n", "image/jpeg"),
+            {},
+            415,
+            id="three-bytes",  # shorter than some format checks read: not a 500
+        ),
+        pytest.param(
             _file("cut.jpg", jpeg[: len(jpeg) // 2], "image/jpeg"),
             {},
             400,

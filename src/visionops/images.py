@@ -83,7 +83,11 @@ def sniff_format(data: bytes) -> str | None:
     others = [n for n in Image.OPEN if n not in FORMATS]
     for name in known + others:
         accept = Image.OPEN[name][1]
-        if accept is not None and accept(prefix) is True:
+        try:  # some plugins' checks fail on a few bytes rather than say no
+            accepted = accept is not None and accept(prefix) is True
+        except Exception:  # noqa: BLE001 - foreign bytes: not this format
+            accepted = False
+        if accepted:
             return name
     return None
 

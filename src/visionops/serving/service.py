@@ -1,9 +1,9 @@
 """The BentoML service: the champion's task over ONNX Runtime, and a web page.
 
 One service class for every task: the served model's lineage names its task, and
-that task's endpoint (`/detect`, `/classify`) answers; another task's endpoint
-answers 404 naming the served task and its endpoint. `/render` and `/info` serve
-every task.
+that task's endpoint (`/detect`, `/classify`, `/segment`) answers; another task's
+endpoint answers 404 naming the served task and its endpoint. `/render` and
+`/info` serve every task.
 """
 
 from __future__ import annotations
@@ -119,6 +119,27 @@ class ClassifyResponse(BaseModel):
     """What `classify` answers: the most probable classes, highest first."""
 
     predictions: list[ClassPrediction]
+    image: dict[str, int]
+    model: dict[str, str]
+    timing_ms: dict[str, float]
+
+
+class SegmentInstance(BaseModel):
+    """One segmented object: its class, box and outline in image pixels."""
+
+    class_id: int
+    class_name: str
+    confidence: float
+    box: Box
+    polygon: list[list[float]]
+
+
+class SegmentResponse(BaseModel):
+    """What `segment` answers: instances, and pixels per class of the class map
+    in which the most confident instance wins a pixel."""
+
+    instances: list[SegmentInstance]
+    class_pixels: dict[str, int]
     image: dict[str, int]
     model: dict[str, str]
     timing_ms: dict[str, float]
@@ -307,6 +328,26 @@ class VisionService:
         )
 
     @upload_api
+    def segment(
+        self,
+        image: DecodedImage,
+        conf: float = Field(0.25, ge=0.0, le=1.0),
+        iou: float = Field(0.7, gt=0.0, le=1.0),
+        max_det: int = Field(300, ge=1, le=1000),
+    ) -> SegmentResponse:
+        """Segments one image: instances with class, box and outline polygon
+        `[[x, y], ...]`, and the pixels of each class, in the image's pixels."""
+        self._serves("segment")
+        frame, result, _, timing = self._predict(image, conf, iou, max_det)
+        return SegmentResponse(
+            instances=[SegmentInstance(**r) for r in result.to_records(self.names)],
+            class_pixels=result.class_pixels(self.names),
+            image={"width": int(frame.shape[1]), "height": int(frame.shape[0])},
+            model=self.model_card,
+            timing_ms={k: round(v, 2) for k, v in timing.items()},
+        )
+
+    @upload_api
     def render(
         self,
         image: DecodedImage,
@@ -316,7 +357,8 @@ class VisionService:
         blur_faces: bool = False,
     ) -> PILImage.Image:
         """The image with the prediction drawn (PNG): boxes and labels for
-        detection, the top class and its probability for classification."""
+        detection, the top class and its probability for classification,
+        translucent class-coloured masks and a legend for segmentation."""
         frame, result, _, _ = self._predict(image, conf, iou, max_det, blur_faces)
         drawn = self.task.render(frame, result, self.names)
         return PILImage.fromarray(drawn[:, :, ::-1])

@@ -1,0 +1,256 @@
+"""Segmentation test evaluation: Ultralytics box and mask mAP, then IoU per class."""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from visionops.fsutil import sha256_file
+from visionops.tasks.classify.metrics import metric_key
+from visionops.tasks.segment.masks import BACKGROUND
+from visionops.tasks.segment.metrics import (
+    SemanticAccumulator,
+    plot_class_iou,
+    plot_confusion,
+    rasterise_instances,
+    semantic_metrics,
+)
+from visionops.training.evaluate import EvalReport
+from visionops.training.yolo import configure_ultralytics, resolve_device
+
+if TYPE_CHECKING:
+    from visionops.data.version import DatasetVersion
+
+# The pictures of the semantic evaluation, beside Ultralytics' own plots.
+IOU_PLOT = "class_iou.png"
+PIXEL_CONFUSION_PLOT = "pixel_confusion_matrix.png"
+NOT_AVAILABLE = "n/a"
+
+
+def evaluate_weights(
+    weights: Path,
+    dataset: DatasetVersion,
+    out_dir: Path,
+    *,
+    imgsz: int,
+    batch: int = 8,
+    device: str = "auto",
+    split: str = "test",
+) -> EvalReport:
+    """Scores `weights` on one split of a segmentation dataset.
+
+    Instance metrics come from Ultralytics' validation (box and mask mAP50 and
+    mAP50-95; its plots land in `out_dir`). Semantic metrics come from
+    Ultralytics' `predict` on every image of the split: the predicted instances
+    become one class map per image (`rasterise_instances`: the most confident
+    instance wins a pixel, unclaimed pixels are background), compared with the
+    ground truth of the layout (`layout.class_map`: the source's mask, else the
+    polygons): `iou_<class>`, `miou` over the classes present in the ground
+    truth and `pixel_accuracy`, plus a per-class IoU bar chart and the pixel
+    confusion matrix as PNGs in `out_dir`.
+
+    An undefined value (a class neither in the ground truth nor predicted, so
+    IoU is 0/0) is left out of the metrics, which must be numbers to be
+    tracked, compared and stored; its per-class row says `n/a`.
+
+    Raises:
+        ValueError: The split is empty, or a predicted mask and its ground
+            truth differ in size.
+    """
+    images = dataset.split_images(split)
+    if not images:
+        raise ValueError(
+            f"The dataset has no {split} split ({dataset.root}); re-run ingestion "
+            f"with split.{split} > 0 so models are measured on images they never saw."
+        )
+    names, instance, per_class_ap = validate(
+        weights,
+        dataset.ultralytics_data,
+        out_dir,
+        imgsz=imgsz,
+        batch=batch,
+        device=device,
+        split=split,
+    )
+    accumulator = SemanticAccumulator(names)
+    for image, predicted in zip(
+        images,
+        predicted_class_maps(weights, images, imgsz=imgsz, batch=batch, device=device),
+        strict=True,
+    ):
+        truth = dataset.layout.class_map(dataset.root, image)
+        if predicted.shape != truth.shape:
+            raise ValueError(
+                f"{image.name}: the prediction is {predicted.shape[::-1]} pixels, "
+                f"its ground truth {truth.shape[::-1]}"
+            )
+        accumulator.update(predicted, truth)
+    semantic = semantic_metrics(accumulator.confusion, names)
+    plot_class_iou(semantic, names, out_dir / IOU_PLOT)
+    plot_confusion(accumulator.confusion, names, out_dir / PIXEL_CONFUSION_PLOT)
+    metrics = {**instance, **semantic}
+    return EvalReport(
+        task="segment",
+        split=split,
+        dataset_hash=dataset.hash,
+        weights_sha256=sha256_file(weights),
+        imgsz=imgsz,
+        images=len(images),
+        metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
+        per_class=per_class_rows(names, semantic, per_class_ap),
+        class_names=names,
+        confusion_matrix=_normalised(accumulator.confusion).round(4).tolist(),
+    )
+
+
+def validate(
+    weights: Path,
+    data_yaml: Path,
+    out_dir: Path,
+    *,
+    imgsz: int,
+    batch: int,
+    device: str,
+    split: str,
+) -> tuple[list[str], dict[str, float], dict[str, dict[str, float]]]:
+    """Ultralytics' validation of a segmentation model on one split.
+
+    Returns:
+        The class names, `{mask,box}_map50{,_95}`, and per class (by name, for
+        the classes with ground truth) `mask_ap50`, `mask_ap50_95` and
+        `box_ap50_95`.
+    """
+    from ultralytics import YOLO
+
+    configure_ultralytics()
+    results = YOLO(str(weights)).val(
+        data=str(data_yaml),
+        split=split,
+        imgsz=imgsz,
+        batch=batch,
+        device=resolve_device(device),
+        plots=True,
+        project=str(out_dir.parent),
+        name=out_dir.name,
+        exist_ok=True,
+        verbose=False,
+    )
+    names = [str(results.names[i]) for i in sorted(results.names)]
+    box, seg = results.box, results.seg
+    metrics = {
+        "mask_map50_95": float(seg.map),
+        "mask_map50": float(seg.map50),
+        "box_map50_95": float(box.map),
+        "box_map50": float(box.map50),
+    }
+    per_class: dict[str, dict[str, float]] = {}
+    for i, cls in enumerate(seg.ap_class_index):
+        _, _, mask_ap50, mask_ap = seg.class_result(i)
+        per_class[names[int(cls)]] = {
+            "mask_ap50": float(mask_ap50),
+            "mask_ap50_95": float(mask_ap),
+            "box_ap50_95": float(box.class_result(i)[3]),
+        }
+    return names, metrics, per_class
+
+
+def predicted_class_maps(
+    weights: Path,
+    images: list[Path],
+    *,
+    imgsz: int,
+    batch: int = 8,
+    device: str = "auto",
+):
+    """Yields the predicted class map of each image, in order, at its own size.
+
+    Masks come from Ultralytics' `predict` at the original resolution
+    (`retina_masks=True`, as `OnnxSegmenter` gives them) with its default
+    confidence threshold, as served.
+    """
+    from ultralytics import YOLO
+
+    configure_ultralytics()
+    model = YOLO(str(weights))
+    for start in range(0, len(images), batch):
+        chunk = [str(p) for p in images[start : start + batch]]
+        yield from (
+            result_class_map(result)
+            for result in model.predict(
+                chunk,
+                imgsz=imgsz,
+                device=resolve_device(device),
+                retina_masks=True,
+                verbose=False,
+            )
+        )
+
+
+def result_class_map(result: Any) -> np.ndarray:
+    """The class map of one Ultralytics segment `Results` (most confident wins)."""
+    shape = tuple(int(v) for v in result.orig_shape[:2])
+    if result.masks is None:  # Ultralytics: no instance
+        return np.full(shape, BACKGROUND, np.int32)
+    masks = result.masks.data.cpu().numpy() > 0.5
+    return rasterise_instances(
+        shape,
+        result.boxes.cls.cpu().numpy().astype(np.int64),
+        result.boxes.conf.cpu().numpy(),
+        masks=masks,
+    )
+
+
+def per_class_rows(
+    names: Sequence[str],
+    semantic: dict[str, float],
+    per_class_ap: dict[str, dict[str, float]],
+) -> list[dict[str, float | str]]:
+    """One row per class: its IoU and, where it has ground truth, its AP."""
+    rows: list[dict[str, float | str]] = []
+    for name in names:
+        iou = semantic.get(metric_key("iou", name), math.nan)
+        ap = per_class_ap.get(name, {})
+        rows.append(
+            {
+                "class": name,
+                "iou": NOT_AVAILABLE if math.isnan(iou) else iou,
+                **{
+                    key: ap.get(key, NOT_AVAILABLE)
+                    for key in ("mask_ap50", "mask_ap50_95", "box_ap50_95")
+                },
+            }
+        )
+    return rows
+
+
+def _normalised(confusion: np.ndarray) -> np.ndarray:
+    """The pixel confusion matrix as fractions of each true class's pixels."""
+    rows = confusion.sum(axis=1, keepdims=True).astype(np.float64)
+    return np.divide(
+        confusion, rows, out=np.zeros(confusion.shape, np.float64), where=rows > 0
+    )
+
+
+def evaluation_html(report: EvalReport, plot_dir: Path) -> str:
+    """The shared evaluation page plus the IoU chart and the pixel confusion."""
+    from visionops.tasks.base import evaluation_html as shared_html
+
+    page = shared_html(report, plot_dir)
+    sections = ""
+    for title, name in (
+        ("IoU per class", IOU_PLOT),
+        ("Pixel confusion matrix (background last)", PIXEL_CONFUSION_PLOT),
+    ):
+        path = plot_dir / name
+        if path.is_file():
+            data = base64.b64encode(path.read_bytes()).decode()
+            sections += (
+                f'<h3>{title}</h3><img style="max-width:640px" '
+                f'src="data:image/png;base64,{data}">'
+            )
+    return page.replace("</body></html>", f"{sections}</body></html>")

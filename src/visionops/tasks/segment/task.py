@@ -1,0 +1,138 @@
+"""The segmentation task: Ultralytics `segment`, mask mAP and IoU, `OnnxSegmenter`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from visionops.tasks.base import Task
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from visionops.data.version import DatasetVersion
+    from visionops.training.evaluate import EvalReport
+
+# Ultralytics' validation keys, `(M)` for masks and `(B)` for boxes.
+VAL_KEYS = {
+    "mask_map50_95": "metrics/mAP50-95(M)",
+    "mask_map50": "metrics/mAP50(M)",
+    "mask_precision": "metrics/precision(M)",
+    "mask_recall": "metrics/recall(M)",
+    "box_map50_95": "metrics/mAP50-95(B)",
+    "box_map50": "metrics/mAP50(B)",
+    "box_precision": "metrics/precision(B)",
+    "box_recall": "metrics/recall(B)",
+}
+# What the test evaluation measures whatever the classes (plus `iou_<class>`).
+INSTANCE_METRICS = ("mask_map50_95", "mask_map50", "box_map50_95", "box_map50")
+SEMANTIC_METRICS = ("miou", "pixel_accuracy")
+
+
+class SegmentTask(Task):
+    """Object masks, judged by mask mAP50-95 and, per pixel, by IoU per class."""
+
+    name = "segment"
+    ultralytics_task = "segment"
+    model_suffix = "-seg"
+    default_model_name = "image-segmenter"
+    description = "YOLO instance segmenter trained on the latest ingested dataset."
+    val_metrics_names = tuple(VAL_KEYS)
+    default_metric = "mask_map50_95"
+    headline_metrics = (*INSTANCE_METRICS, *SEMANTIC_METRICS)
+    pipelines = frozenset({"training", "deployment", "batch"})
+
+    def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
+        """Maps `metrics/mAP50-95(M)`-style keys to `mask_map50_95` and friends."""
+        return {name: float(results.get(key, 0.0)) for name, key in VAL_KEYS.items()}
+
+    def test_metric_names(
+        self, class_names: Sequence[str], positive_class: str | None = None
+    ) -> list[str]:
+        """Box and mask mAP, mIoU, pixel accuracy and `iou_<class>` per class."""
+        from visionops.tasks.classify.metrics import metric_key
+
+        return [
+            *INSTANCE_METRICS,
+            *SEMANTIC_METRICS,
+            *(metric_key("iou", c) for c in class_names),
+        ]
+
+    def evaluate(
+        self,
+        weights: Path,
+        dataset: DatasetVersion,
+        out_dir: Path,
+        *,
+        imgsz: int,
+        batch: int = 8,
+        device: str = "auto",
+        split: str = "test",
+        positive_class: str | None = None,
+    ) -> EvalReport:
+        """Ultralytics validation (box and mask mAP) and, from the `.pt`'s
+        predicted masks, IoU per class against the layout's ground truth; the
+        IoU chart and pixel confusion matrix land in `out_dir`."""
+        from visionops.tasks.segment.evaluate import evaluate_weights
+
+        return evaluate_weights(
+            weights,
+            dataset,
+            out_dir,
+            imgsz=imgsz,
+            batch=batch,
+            device=device,
+            split=split,
+        )
+
+    def evaluation_html(self, report: EvalReport, plot_dir: Path) -> str:
+        """The shared page plus the IoU chart and the pixel confusion matrix."""
+        from visionops.tasks.segment.evaluate import evaluation_html
+
+        return evaluation_html(report, plot_dir)
+
+    def predictor(
+        self, onnx_path: Path, *, threads: int = 1, providers: list[str] | None = None
+    ) -> Any:
+        """`OnnxSegmenter`: boxes as `OnnxDetector`, masks from the prototypes."""
+        from visionops.tasks.segment.onnx import OnnxSegmenter
+
+        return OnnxSegmenter(onnx_path, threads=threads, providers=providers)
+
+    def predict(
+        self,
+        predictor: Any,
+        frames: Sequence[np.ndarray],
+        *,
+        timing: dict[str, float] | None = None,
+        **thresholds: Any,
+    ) -> list[Any]:
+        """Instances per frame with the thresholds (`conf`, `iou`, `max_det`)."""
+        import time
+
+        start = time.perf_counter()
+        found = predictor.predict_batch(frames, **thresholds)
+        if timing is not None:  # letterbox, graph, NMS and masks as one stage
+            timing["inference"] = (time.perf_counter() - start) * 1000
+        return found
+
+    def batch_output(
+        self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
+    ) -> Any:
+        """A mask PNG per image, one CSV row per instance (`tasks.segment.batch`)."""
+        from visionops.tasks.segment.batch import SegmentBatchOutput
+
+        return SegmentBatchOutput(out_dir, names, folder, files)
+
+    def records(self, prediction: Any, names: Mapping[int, str]) -> list[dict]:
+        """Class, confidence, pixel box and outline `[[x, y], ...]` per instance."""
+        return prediction.to_records(names)
+
+    def render(
+        self, frame: np.ndarray, prediction: Any, names: Mapping[int, str]
+    ) -> np.ndarray:
+        """Translucent class-coloured masks and a legend of per-class area."""
+        from visionops.tasks.segment.render import render_segmentation
+
+        return render_segmentation(frame, prediction.class_map(), names)

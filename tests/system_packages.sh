@@ -6,6 +6,8 @@
 # - postgresql: tests/servers.py starts a real PostgreSQL (server stack, backup tests)
 # - docker-compose: tests/test_compose.py validates docker-compose.yml (no daemon needed)
 # - chromium: tests/test_web_ui.py drives the service's web page (Playwright, no download)
+# - docker.io, debootstrap: tests/test_docker_*.py start dockerd and build every image
+#   from a local Debian base (tests/docker_env.py)
 set -uo pipefail
 
 missing=()
@@ -18,6 +20,8 @@ fi
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
     missing+=(chromium)
 fi
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 command="apt-get install -y --no-install-recommends ${missing[*]}"

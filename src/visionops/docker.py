@@ -74,7 +74,12 @@ def docker_settings() -> Any:
         allow_download_from_artifact_store=False,
         allow_download_from_code_repository=False,
         build_config=DockerBuildConfig(dockerignore=str(dockerignore_path())),
-        environment={"VISIONOPS_ROOT": IMAGE_WORKDIR},
+        environment={
+            "VISIONOPS_ROOT": IMAGE_WORKDIR,
+            # The package builds with the image's own setuptools: an isolated build
+            # would fetch setuptools from an index, which offline builds cannot reach.
+            "UV_NO_BUILD_ISOLATION": "1",
+        },
     )
 
 
@@ -93,26 +98,34 @@ def local_docker_settings() -> Any:
     )
 
 
-def orchestrator_flavor(stack_name: str) -> str | None:
-    """The flavor of a registered stack's orchestrator."""
+def _orchestrator(stack_name: str) -> Any:
+    """The orchestrator component of a registered stack, or None."""
     from zenml.client import Client
     from zenml.enums import StackComponentType
 
     stack = Client().get_stack(stack_name, allow_name_prefix_match=False)
     orchestrators = stack.components.get(StackComponentType.ORCHESTRATOR) or []
-    return orchestrators[0].flavor_name if orchestrators else None
+    return orchestrators[0] if orchestrators else None
+
+
+def orchestrator_flavor(stack_name: str) -> str | None:
+    """The flavor of a registered stack's orchestrator."""
+    orchestrator = _orchestrator(stack_name)
+    return orchestrator.flavor_name if orchestrator else None
 
 
 def pipeline_settings(stack_name: str) -> dict[str, Any]:
     """Settings for `pipeline.with_options(settings=...)` on a stack.
 
-    Empty unless the stack's orchestrator runs steps in containers; on `local_docker`
-    the containers also get the host's GPUs.
+    Empty unless the stack's orchestrator runs steps in containers. On `local_docker`
+    the containers get the host's GPUs, unless the stack file gives the orchestrator
+    its own `run_args` (the CPU stack `docker` does): then the stack decides.
     """
-    flavor = orchestrator_flavor(stack_name)
+    orchestrator = _orchestrator(stack_name)
+    flavor = orchestrator.flavor_name if orchestrator else None
     if flavor not in CONTAINERISED:
         return {}
     settings: dict[str, Any] = {"docker": docker_settings()}
-    if flavor == "local_docker":
+    if flavor == "local_docker" and not orchestrator.configuration.get("run_args"):
         settings["orchestrator.local_docker"] = local_docker_settings()
     return settings

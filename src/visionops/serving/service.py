@@ -57,8 +57,17 @@ def _pinned(*packages: str) -> list[str]:
     return [f"{p}=={version(p)}" for p in packages]
 
 
+# The image `bentoml containerize` builds starts from python:3.11-slim, or from the
+# Debian image with Python 3.11 that VISIONOPS_BENTO_BASE_IMAGE names when the Bento
+# is built (machines without a registry build one, see tests/docker_env.py).
+BASE_IMAGE_ENV = "VISIONOPS_BENTO_BASE_IMAGE"
+
 IMAGE = (
-    bentoml.images.Image(python_version="3.11", lock_python_packages=False)
+    bentoml.images.Image(
+        base_image=os.environ.get(BASE_IMAGE_ENV, ""),
+        python_version="3.11",
+        lock_python_packages=False,
+    )
     .system_packages("libgl1", "libglib2.0-0")
     .python_packages(
         *_pinned(

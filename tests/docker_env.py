@@ -219,7 +219,7 @@ def wheelhouse_requirements() -> list[str]:
     """What the CPU parent image installs: the project's pins and the stack's extras.
 
     torch and torchvision are the pinned builds, with their nvidia-* libraries: no
-    CPU build of that pair can be installed here (see README, "The docker stack").
+    CPU build of that pair can be installed here (docs/stacks.md).
     """
     from zenml.integrations.mlflow import MlflowIntegration
 

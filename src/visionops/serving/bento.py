@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from visionops.env import project_root
 
 ONNX_FILE = "model.onnx"
@@ -75,21 +73,6 @@ def build_bento(model_tag: str, lineage: dict[str, Any]) -> Any:
             os.environ.pop("VISIONOPS_BENTO_MODEL", None)
         else:
             os.environ["VISIONOPS_BENTO_MODEL"] = previous
-
-
-def draw_detections(
-    frame: np.ndarray, detections: Any, names: dict[int, str]
-) -> np.ndarray:
-    """Returns a copy of a BGR frame with pixel boxes and `name conf` labels drawn."""
-    from visionops.data.report import draw_box
-
-    out = frame.copy()
-    for box, score, cls in zip(
-        detections.boxes, detections.scores, detections.class_ids, strict=True
-    ):
-        label = f"{names.get(int(cls), str(cls))} {score:.2f}"
-        draw_box(out, tuple(int(v) for v in box), int(cls), label)
-    return out
 
 
 def server_command(bento_tag: str, port: int, host: str = "127.0.0.1") -> list[str]:

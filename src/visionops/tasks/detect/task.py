@@ -109,6 +109,6 @@ class DetectTask(Task):
         self, frame: np.ndarray, prediction: Any, names: Mapping[int, str]
     ) -> np.ndarray:
         """Boxes and `name conf` labels drawn on a copy of the frame."""
-        from visionops.serving.bento import draw_detections
+        from visionops.tasks.detect.render import draw_detections
 
         return draw_detections(frame, prediction, dict(names))

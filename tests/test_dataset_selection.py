@@ -264,15 +264,27 @@ def _register_champion(name: str, tags: dict[str, str], card: dict | None) -> No
     """A registered version with alias `champion`, as training leaves it (no model)."""
     import mlflow
 
+    from visionops.env import state_dir
     from visionops.training.tracking import configure_tracking
 
     configure_tracking()
-    mlflow.set_experiment("dataset-selection-tests")
-    with mlflow.start_run() as active:
+    client = mlflow.MlflowClient()
+    # Artifacts in the test's state folder: an experiment created without a
+    # location would put them in ./mlruns of the working directory (the checkout).
+    name_of_experiment = "dataset-selection-tests"
+    experiment = client.get_experiment_by_name(name_of_experiment)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment
+        else client.create_experiment(
+            name_of_experiment,
+            artifact_location=(state_dir() / "dataset-selection-artifacts").as_uri(),
+        )
+    )
+    with mlflow.start_run(experiment_id=experiment_id) as active:
         if card is not None:
             mlflow.log_dict(card, "dataset/dataset_card.json")
         mlflow.log_text("not a real model", "onnx/model.onnx")
-    client = mlflow.MlflowClient()
     client.create_registered_model(name)
     version = client.create_model_version(
         name,

@@ -113,6 +113,7 @@ def test_status_shows_the_classifier(classified: dict, capsys) -> None:
     champion = status["champion"]
     assert champion["name"] == "image-classifier" and champion["task"] == "classify"
     assert "top1" in champion["test_metrics"] and "roc_auc" in champion["test_metrics"]
+    assert champion["precision"] in ("int8", "fp32")
 
 
 def test_wrong_task_or_metric_fails_before_any_work(classified: dict, capsys) -> None:

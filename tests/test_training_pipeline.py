@@ -241,6 +241,13 @@ def test_status_reports_the_champion(
     assert champ["mlflow_model_uri"] == f"models:/{MODEL}@champion"
     assert champ["onnx"].endswith(".onnx") and champ["test_metrics"]["map50_95"] >= 0
     assert champ["zenml_model_version"] == "1"
+    # The precision the champion is served in, as its version was tagged.
+    import mlflow
+
+    served = mlflow.MlflowClient().get_model_version(MODEL, "1").tags["precision"]
+    assert champ["precision"] == served and served in ("int8", "fp32")
+    assert run.main(["--status", "--set", f"model.name={MODEL}"]) == 0
+    assert f"({served.upper()}, " in capsys.readouterr().out
     assert run.main(["--status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["stack"]["name"] == "local"

@@ -26,6 +26,8 @@ NMS_MATRIX = 2048
 PAD_VALUE = 114  # Ultralytics' letterbox grey
 # Input buffers kept per thread: one per input shape, the oldest dropped beyond this.
 KEPT_SHAPES = 8
+# What `timing=` receives from every predictor (`StageTimer`).
+STAGES = ("preprocess", "inference", "postprocess")
 
 
 def export_onnx(
@@ -324,6 +326,31 @@ def _nms_matrix(
     return order[np.asarray(keep, dtype=np.int64)]
 
 
+class StageTimer:
+    """Milliseconds per prediction stage, summed over a call's laps.
+
+    What every predictor's `timing=` receives: `preprocess` (resizing and the
+    input blob), `inference` (the ONNX Runtime calls only) and `postprocess`
+    (decoding, NMS, masks, results). Each lap charges the time since the
+    previous one to a stage, so the stages add up to the whole call.
+    """
+
+    def __init__(self) -> None:
+        self.spent = dict.fromkeys(STAGES, 0.0)
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        """Charges the time since the previous lap (or the start) to `stage`."""
+        now = time.perf_counter()
+        self.spent[stage] += (now - self._last) * 1000
+        self._last = now
+
+    def report(self, timing: dict[str, float] | None) -> None:
+        """Writes the stages into `timing` when the caller asked for them."""
+        if timing is not None:
+            timing.update(self.spent)
+
+
 class _Buffers(threading.local):
     """Arrays kept between calls, one set per thread (requests served in
     parallel threads never share one), keyed by purpose and shape."""
@@ -540,6 +567,33 @@ class OnnxDetector:
         Raises:
             ValueError: If an image is invalid (the message names its index).
         """
+        timer = StageTimer()
+        checked, groups = self._group(images)
+        results: list[Detections | None] = [None] * len(checked)
+        decode = self._decode_end2end if self.end2end else self._decode_raw
+        for input_shape, indices in groups.items():
+            blob = self._blob([checked[i] for i in indices], input_shape)
+            timer.lap("preprocess")
+            (raw,) = self._run(blob, len(indices))
+            timer.lap("inference")
+            for row, i in enumerate(indices):
+                boxes, scores, class_ids = decode(raw[row], conf, iou, max_det)
+                results[i] = _to_image(
+                    boxes, scores, class_ids, checked[i].shape[:2], input_shape
+                )
+            timer.lap("postprocess")
+        timer.report(timing)
+        return results  # type: ignore[return-value]
+
+    def _group(
+        self, images: Sequence[np.ndarray]
+    ) -> tuple[list[np.ndarray], dict[tuple[int, int], list[int]]]:
+        """Checks the images and groups their indices by letterboxed input shape.
+
+        Raises:
+            ValueError: If `images` is no list, or an image is invalid (the
+                message names its index).
+        """
         if images is None or isinstance(images, np.ndarray):
             raise ValueError("predict_batch takes a list of images")
         checked = [_check_image(image, i) for i, image in enumerate(images)]
@@ -547,28 +601,7 @@ class OnnxDetector:
         for i, image in enumerate(checked):
             shape = _padded_shape(image.shape[:2], self.imgsz, self.rect, self.stride)
             groups.setdefault(shape, []).append(i)
-
-        results: list[Detections | None] = [None] * len(checked)
-        decode = self._decode_end2end if self.end2end else self._decode_raw
-        spent = dict.fromkeys(("preprocess", "inference", "postprocess"), 0.0)
-        for input_shape, indices in groups.items():
-            start = time.perf_counter()
-            blob = self._blob([checked[i] for i in indices], input_shape)
-            ran = time.perf_counter()
-            raw = self._run(blob, len(indices))
-            decoded = time.perf_counter()
-            for row, i in enumerate(indices):
-                boxes, scores, class_ids = decode(raw[row], conf, iou, max_det)
-                results[i] = _to_image(
-                    boxes, scores, class_ids, checked[i].shape[:2], input_shape
-                )
-            end = time.perf_counter()
-            spent["preprocess"] += (ran - start) * 1000
-            spent["inference"] += (decoded - ran) * 1000
-            spent["postprocess"] += (end - decoded) * 1000
-        if timing is not None:
-            timing.update(spent)
-        return results  # type: ignore[return-value]
+        return checked, groups
 
     def _blob(self, images: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
         """Letterboxes images that pad to `shape` into this thread's kept input
@@ -612,17 +645,22 @@ class OnnxDetector:
         blob[len(images) :] = 0.0
         return blob
 
-    def _run(self, blob: np.ndarray, real: int) -> np.ndarray:
+    def _run(
+        self, blob: np.ndarray, real: int, outputs: Sequence[str] | None = None
+    ) -> list[np.ndarray]:
         """Runs a blob through the graph, in chunks of its fixed batch if it has
-        one; returns the output rows of the first `real` images."""
+        one; returns the rows of the first `real` images of each output (the
+        detections only, unless `outputs` names others)."""
+        names = list(outputs or [self._output_name])
         step = self._batch or len(blob)
-        outputs = [
-            self.session.run(
-                [self._output_name], {self.input_name: blob[i : i + step]}
-            )[0]
+        chunks = [
+            self.session.run(names, {self.input_name: blob[i : i + step]})
             for i in range(0, len(blob), step)
         ]
-        return (outputs[0] if len(outputs) == 1 else np.concatenate(outputs))[:real]
+        return [
+            (parts[0] if len(parts) == 1 else np.concatenate(parts))[:real]
+            for parts in zip(*chunks, strict=True)
+        ]
 
     def _decode_raw(
         self, pred: np.ndarray, conf: float, iou: float, max_det: int

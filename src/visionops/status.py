@@ -116,6 +116,7 @@ def _champion(client: Any, name: str) -> dict[str, Any] | None:
         "mlflow_model_uri": champion.model_uri,
         "test_metrics": champion.test_metrics,
         "onnx_latency_ms": champion.onnx_latency_ms,
+        "precision": champion.precision,
         "dataset_hash": champion.dataset_hash,
         "zenml_model_version": champion.zenml_model_version,
         "onnx": champion.onnx_uri,
@@ -239,7 +240,8 @@ def format_status(status: dict[str, Any]) -> str:
             f"Champion: {champ['name']} v{champ['version']} ({champ['task']})"
             f" ({champ['mlflow_model_uri']})",
             f"  test: {metrics}",
-            f"  ONNX: {champ['onnx']} ({champ['onnx_latency_ms']} ms on CPU)",
+            f"  ONNX: {champ['onnx']} ({champ['precision'].upper()}, "
+            f"{champ['onnx_latency_ms']} ms on CPU)",
         ]
     reports = status.get("reports") or {}
     lines.append("Reports (latest):")

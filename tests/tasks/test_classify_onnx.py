@@ -67,8 +67,12 @@ def test_probabilities_equal_ultralytics_predict(
     )
     ours = np.stack([classifier.predict(f).probabilities for f in frames])
     np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=0)
-    batched = np.stack([c.probabilities for c in classifier.predict_batch(frames)])
+    timing: dict[str, float] = {}
+    found = classifier.predict_batch(frames, timing=timing)
+    batched = np.stack([c.probabilities for c in found])
     np.testing.assert_allclose(batched, ours, atol=1e-6, rtol=0)
+    assert set(timing) == {"preprocess", "inference", "postprocess"}
+    assert all(v >= 0 for v in timing.values()) and timing["inference"] > 0
     np.testing.assert_allclose(ours.sum(axis=1), 1.0, atol=1e-5)
     # Swapping the channels of the colour frame changes the answer: RGB matters.
     swapped = classifier.predict(np.ascontiguousarray(frames[-1][..., ::-1]))

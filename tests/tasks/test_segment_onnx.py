@@ -232,7 +232,10 @@ def test_polygons_outline_the_masks(segmenter: OnnxSegmenter, shoes_subset) -> N
 
 def test_batch_equals_single_and_empty(segmenter: OnnxSegmenter) -> None:
     images = [np.full((90, 130, 3), 100, np.uint8), np.zeros((64, 64, 3), np.uint8)]
-    batch = segmenter.predict_batch(images, conf=CONF)
+    timing: dict[str, float] = {}
+    batch = segmenter.predict_batch(images, conf=CONF, timing=timing)
+    assert set(timing) == {"preprocess", "inference", "postprocess"}
+    assert all(v >= 0 for v in timing.values()) and timing["inference"] > 0
     for image, got in zip(images, batch, strict=True):
         single = segmenter.predict(image, conf=CONF)
         np.testing.assert_allclose(got.boxes, single.boxes, atol=1e-3)

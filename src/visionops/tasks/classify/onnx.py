@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from visionops.inference import (
+    StageTimer,
     _check_image,
     _metadata_value,
     _name,
@@ -179,11 +180,17 @@ class OnnxClassifier:
         else:
             self.imgsz = _size_pair(_metadata_value(meta.get("imgsz")) or 224)
 
-    def predict(self, image_bgr: np.ndarray) -> Classification:
+    def predict(
+        self, image_bgr: np.ndarray, *, timing: dict[str, float] | None = None
+    ) -> Classification:
         """Classifies one BGR image.
 
         Args:
             image_bgr: A uint8 (H, W, 3) BGR image, as from `cv2.imread`.
+            timing: When given, receives the milliseconds of each stage:
+                `preprocess` (resize, crop, the input blob), `inference` (the
+                ONNX Runtime call, softmax included) and `postprocess` (the
+                probabilities per image).
 
         Returns:
             The class probabilities.
@@ -191,7 +198,7 @@ class OnnxClassifier:
         Raises:
             ValueError: If the image is not a non-empty uint8 (H, W, 3) array.
         """
-        return self.predict_batch([image_bgr])[0]
+        return self.predict_batch([image_bgr], timing=timing)[0]
 
     def preprocess(self, image_bgr: np.ndarray) -> np.ndarray:
         """The input blob `predict` feeds the graph for one BGR image.
@@ -201,7 +208,12 @@ class OnnxClassifier:
         """
         return classify_preprocess(_check_image(image_bgr), self.imgsz)[None]
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Classification]:
+    def predict_batch(
+        self,
+        images: Sequence[np.ndarray],
+        *,
+        timing: dict[str, float] | None = None,
+    ) -> list[Classification]:
         """Classifies several BGR images of any sizes, in as few calls as allowed.
 
         Every image is brought to `imgsz`, so a graph with a dynamic batch axis
@@ -209,6 +221,8 @@ class OnnxClassifier:
 
         Args:
             images: uint8 (H, W, 3) BGR images.
+            timing: When given, receives the milliseconds of each stage, summed
+                over the batch (see `predict`).
 
         Returns:
             One `Classification` per image, in order.
@@ -216,10 +230,12 @@ class OnnxClassifier:
         Raises:
             ValueError: If an image is invalid (the message names its index).
         """
+        timer = StageTimer()
         if images is None or isinstance(images, np.ndarray):
             raise ValueError("predict_batch takes a list of images")
         checked = [_check_image(image, i) for i, image in enumerate(images)]
         if not checked:
+            timer.report(timing)
             return []
         blob = np.stack([classify_preprocess(image, self.imgsz) for image in checked])
         step = self._batch or len(blob)
@@ -230,7 +246,12 @@ class OnnxClassifier:
             if real < step:  # a fixed batch larger than what is left: pad with blanks
                 blank = np.zeros((step - real, *chunk.shape[1:]), np.float32)
                 chunk = np.concatenate([chunk, blank])
+            timer.lap("preprocess")
             out = self.session.run([self._output_name], {self.input_name: chunk})[0]
+            timer.lap("inference")
             outputs.append(out[:real])
         probabilities = np.concatenate(outputs).astype(np.float32, copy=False)
-        return [Classification(np.ascontiguousarray(row)) for row in probabilities]
+        found = [Classification(np.ascontiguousarray(row)) for row in probabilities]
+        timer.lap("postprocess")
+        timer.report(timing)
+        return found

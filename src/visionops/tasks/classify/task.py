@@ -101,13 +101,7 @@ class ClassifyTask(Task):
         **thresholds: Any,
     ) -> list[Any]:
         """Class probabilities per frame; a classifier has no thresholds."""
-        import time
-
-        start = time.perf_counter()
-        found = predictor.predict_batch(frames)
-        if timing is not None:  # resizing and the softmax graph, as one stage
-            timing["inference"] = (time.perf_counter() - start) * 1000
-        return found
+        return predictor.predict_batch(frames, timing=timing)
 
     def batch_output(
         self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]

@@ -14,11 +14,9 @@ from visionops.inference import (
     MAX_NMS,
     Detections,
     OnnxDetector,
-    _check_image,
+    StageTimer,
     _name,
-    _padded_shape,
     _to_image,
-    letterbox,
     nms,
 )
 from visionops.tasks.segment.masks import mask_polygons
@@ -130,6 +128,8 @@ class OnnxSegmenter(OnnxDetector):
         conf: float = 0.25,
         iou: float = 0.7,
         max_det: int = 300,
+        *,
+        timing: dict[str, float] | None = None,
     ) -> Instances:
         """Segments one BGR image.
 
@@ -138,6 +138,9 @@ class OnnxSegmenter(OnnxDetector):
             conf: Keep instances scoring above this.
             iou: NMS IoU threshold (unused by NMS-free graphs).
             max_det: Keep at most this many instances.
+            timing: When given, receives the milliseconds of each stage:
+                `preprocess` (letterbox, RGB, /255), `inference` (the ONNX
+                Runtime call) and `postprocess` (decoding, NMS, masks, outlines).
 
         Returns:
             The instances in the image's pixel coordinates.
@@ -145,7 +148,9 @@ class OnnxSegmenter(OnnxDetector):
         Raises:
             ValueError: If the image is not a non-empty uint8 (H, W, 3) array.
         """
-        return self.predict_batch([image_bgr], conf=conf, iou=iou, max_det=max_det)[0]
+        return self.predict_batch(
+            [image_bgr], conf=conf, iou=iou, max_det=max_det, timing=timing
+        )[0]
 
     def predict_batch(  # type: ignore[override]
         self,
@@ -153,6 +158,8 @@ class OnnxSegmenter(OnnxDetector):
         conf: float = 0.25,
         iou: float = 0.7,
         max_det: int = 300,
+        *,
+        timing: dict[str, float] | None = None,
     ) -> list[Instances]:
         """Segments several BGR images, batching what the graph allows.
 
@@ -161,6 +168,8 @@ class OnnxSegmenter(OnnxDetector):
             conf: Keep instances scoring above this.
             iou: NMS IoU threshold (unused by NMS-free graphs).
             max_det: Keep at most this many instances per image.
+            timing: When given, receives the milliseconds of each stage, summed
+                over the batch (see `predict`).
 
         Returns:
             One `Instances` per image, in order.
@@ -168,50 +177,24 @@ class OnnxSegmenter(OnnxDetector):
         Raises:
             ValueError: If an image is invalid (the message names its index).
         """
-        if images is None or isinstance(images, np.ndarray):
-            raise ValueError("predict_batch takes a list of images")
-        checked = [_check_image(image, i) for i, image in enumerate(images)]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, image in enumerate(checked):
-            shape = _padded_shape(image.shape[:2], self.imgsz, self.rect, self.stride)
-            groups.setdefault(shape, []).append(i)
-
+        timer = StageTimer()
+        checked, groups = self._group(images)
         results: list[Instances | None] = [None] * len(checked)
         decode = self._decode_end2end_seg if self.end2end else self._decode_raw_seg
+        outputs = [self._output_name, self._proto_name]
         for input_shape, indices in groups.items():
-            raw, protos = self._run_both([checked[i] for i in indices])
+            blob = self._blob([checked[i] for i in indices], input_shape)
+            timer.lap("preprocess")
+            raw, protos = self._run(blob, len(indices), outputs)
+            timer.lap("inference")
             for row, i in enumerate(indices):
                 boxes, scores, class_ids, coeffs = decode(raw[row], conf, iou, max_det)
                 shape = checked[i].shape[:2]
                 dets = _to_image(boxes, scores, class_ids, shape, input_shape)
                 results[i] = _instances(dets, coeffs, protos[row], shape)
+            timer.lap("postprocess")
+        timer.report(timing)
         return results  # type: ignore[return-value]
-
-    def _run_both(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Runs images that letterbox to one shape; returns detections and protos."""
-        padded = np.stack(
-            [
-                letterbox(image, self.imgsz, auto=self.rect, stride=self.stride)[0]
-                for image in images
-            ]
-        )
-        blob = np.ascontiguousarray(padded[..., ::-1].transpose(0, 3, 1, 2))
-        blob = blob.astype(np.float32)
-        blob /= 255.0
-        step = self._batch or len(blob)
-        preds, protos = [], []
-        for start in range(0, len(blob), step):
-            chunk = blob[start : start + step]
-            real = len(chunk)
-            if real < step:  # a fixed batch larger than what is left: pad with blanks
-                blank = np.zeros((step - real, *chunk.shape[1:]), np.float32)
-                chunk = np.concatenate([chunk, blank])
-            pred, proto = self.session.run(
-                [self._output_name, self._proto_name], {self.input_name: chunk}
-            )
-            preds.append(pred[:real])
-            protos.append(proto[:real])
-        return np.concatenate(preds), np.concatenate(protos)
 
     def _decode_raw_seg(
         self, pred: np.ndarray, conf: float, iou: float, max_det: int

@@ -100,23 +100,6 @@ class SegmentTask(Task):
 
         return OnnxSegmenter(onnx_path, threads=threads, providers=providers)
 
-    def predict(
-        self,
-        predictor: Any,
-        frames: Sequence[np.ndarray],
-        *,
-        timing: dict[str, float] | None = None,
-        **thresholds: Any,
-    ) -> list[Any]:
-        """Instances per frame with the thresholds (`conf`, `iou`, `max_det`)."""
-        import time
-
-        start = time.perf_counter()
-        found = predictor.predict_batch(frames, **thresholds)
-        if timing is not None:  # letterbox, graph, NMS and masks as one stage
-            timing["inference"] = (time.perf_counter() - start) * 1000
-        return found
-
     def batch_output(
         self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
     ) -> Any:

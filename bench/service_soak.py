@@ -5,8 +5,8 @@ Usage: python bench/service_soak.py [--malformed 1200] [--good-clients 16]
 
 In a throwaway state folder, as bench/serving.py does: a random-init yolo11n
 exported to ONNX, stored with `save_model`, built with `build_bento` and served
-with `start_server` (`bentoml serve`, its workers) on a free loopback port. Then,
-at the same time:
+with `bentoml serve` (the service's workers, `bench/harness.py`) on a free
+loopback port. Then, at the same time:
 
 - `--good-clients` clients, half on `/detect`, half on `/detect_batch` (one image
   per call, so BentoML's adaptive batcher mixes them with the bad clients' calls),
@@ -35,7 +35,6 @@ import os
 import random
 import shutil
 import socket
-import statistics
 import sys
 import tempfile
 import threading
@@ -187,12 +186,6 @@ def _rss(pid: int) -> dict[int, int]:
     return out
 
 
-def _ms(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return statistics.median(ordered) * 1000, p95 * 1000
-
-
 def main() -> None:  # noqa: C901, PLR0915
     """Serves a Bento, runs the soak, prints the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -203,15 +196,14 @@ def main() -> None:  # noqa: C901, PLR0915
     parser.add_argument("--max-seconds", type=float, default=600)
     args = parser.parse_args()
 
+    import harness
     import httpx
-    from serving import _free_port, _stop
     from ultralytics import YOLO
 
-    from visionops.env import state_dir
     from visionops.inference import export_onnx
-    from visionops.serving.bento import build_bento, save_model, start_server
+    from visionops.serving.bento import build_bento, save_model
 
-    port = _free_port()
+    server = None
     deadline = time.monotonic() + args.max_seconds
     lock = threading.Lock()
     counts = {"requests": 0, "5xx": 0, "shape": 0, "cross": 0, "unexpected": 0}
@@ -241,8 +233,8 @@ def main() -> None:  # noqa: C901, PLR0915
         lineage = {"model_name": "soak-detector", "serving_imgsz": args.imgsz}
         tag = save_model("soak-detector", onnx, weights, lineage)
         bento = build_bento(tag, lineage)
-        url = start_server(str(bento.tag), port=port)
-        server_pid = int((state_dir() / "bentoml" / f"serve-{port}.pid").read_text())
+        server = harness.serve(str(bento.tag), work)
+        url, port, server_pid = server.url, server.port, server.process.pid
 
         sizes = [(160 + 16 * i, 120 + 8 * i) for i in range(args.good_clients)]
         goods = [_jpeg(i, w, h) for i, (w, h) in enumerate(sizes)]
@@ -367,15 +359,16 @@ def main() -> None:  # noqa: C901, PLR0915
         sampler.join()
         rss_after = _rss(server_pid)
     finally:
-        _stop(port)
+        if server is not None:
+            server.stop()
         shutil.rmtree(STATE, ignore_errors=True)
 
     good_total = sum(
         sum(kinds.get(f"good-{e}", {}).values()) for e in ("detect", "detect_batch")
     )
     malformed_total = counts["requests"] - good_total
-    g50, g95 = _ms(good_latency) if good_latency else (float("nan"),) * 2
-    b50, b95 = _ms(bad_latency) if bad_latency else (float("nan"),) * 2
+    g50, g95 = harness.p50_p95(good_latency) if good_latency else (float("nan"),) * 2
+    b50, b95 = harness.p50_p95(bad_latency) if bad_latency else (float("nan"),) * 2
     before = sum(rss_before.values()) / MB
     after = sum(rss_after.get(pid, 0) for pid in rss_before) / MB
     print(

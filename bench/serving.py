@@ -1,66 +1,73 @@
-"""Serving latency and throughput: raw ONNX Runtime, the BentoML service, PyTorch.
+"""Serving, per task: raw ONNX Runtime FP32 and INT8, the served endpoint, PyTorch.
 
-Usage: python bench/serving.py [--imgsz PX] [--demo-imgsz PX] [--runs N] [--rounds N]
-                               [--levels 1,4,16] [--raw-only]
+Usage: python bench/serving.py [--tasks detect,classify,segment] [--imgsz PX]
+    [--demo-imgsz PX] [--classify-imgsz PX] [--rounds N] [--runs N]
+    [--levels 1,4,16] [--seconds S]
 
-In one run on this machine, in a throwaway state folder: a random-init yolo11n
-(latency does not depend on the weights) saved as a .pt, exported to ONNX at
-`--imgsz`, stored with `save_model`, built with `build_bento` and served with
-`start_server` on a free loopback port. Images are the bundled sample's 640x640
-JPEGs. Measured:
+For each task, in a throwaway state folder and on the same model and images: a
+random-init yolo11n of the task (`yolo11n.yaml`, `-cls`, `-seg`; latency does not
+depend on the weights) exported to ONNX, quantized to static INT8 with
+`visionops.quantize.quantize` (calibrated on the task's bundled sample images, as
+deployment does on the validation split), the INT8 model stored with
+`save_model` and built with `build_bento` as deployment does, and served with
+`bentoml serve` in the service's own configuration (one worker per core, one
+ONNX Runtime thread each). The uploads are the task's bundled sample images
+(`data/sample/`). Detection runs at `--imgsz` and at the demo's `--demo-imgsz`.
 
-- `bentoml serve` start until `/readyz` answers;
-- in interleaved rounds, so that background load on the machine hits every path
-  alike: raw ONNX Runtime (`session.run` on a prepared 1x3xSxS blob, 1 thread as
-  in one service worker, and one thread per core), FP32 and static INT8
-  (`visionops.quantize.quantize`, calibrated on the sample's images), at `--imgsz`
-  and at the demo's `--demo-imgsz`; `OnnxDetector.predict` in
-  process (letterbox + session + decode + NMS); PyTorch
-  `ultralytics.YOLO(pt).predict(frame, imgsz=S)`, the naive baseline, with
-  Ultralytics' own thread setting and one thread per core; the service's `detect`
-  over HTTP one request at a time (client round trip and the server's
-  `timing_ms`);
-- throughput at each concurrency level with `detect` and with `detect_batch`
-  (one image per request; BentoML's adaptive batching merges concurrent ones).
+Measured at one client, in interleaved rounds (A, B, C, ..., A, B, C, ...: load on
+a shared machine hits every path alike), `--runs` calls per path per round:
 
-`--raw-only` times the raw ONNX Runtime rows alone (no server, no PyTorch).
-Every loop is bounded in count and time; the server is stopped at the end.
+- ONNX Runtime `session.run` on a prepared blob, FP32 and INT8, with one thread
+  (as in one served worker) and with one thread per core;
+- decode + the task's `predict` in this process, INT8, one thread: what the
+  served request does, without HTTP;
+- the served endpoint (`/detect`, `/classify`, `/segment`), one request at a time
+  on a keep-alive connection, with the server's own `timing_ms` stages;
+- `/info` (the HTTP + BentoML floor: no image, no model);
+- Ultralytics' PyTorch `YOLO.predict` of the same image, at one thread (equal to
+  one served request's) and at one per core.
+
+Overhead = served p50 - (decode + predict) p50, per round, median over rounds.
+Speed-ups are ratios of p50s per round, median over rounds.
+
+Throughput: answered images/s of the served endpoint at each `--levels`
+concurrency (`bench/harness.py`'s load generator: keep-alive connections, one
+asyncio loop, its CPU per request printed since it shares the cores), and of
+`/detect_batch` calls of 8 images from one client per core, against raw:
+decode + predict with no HTTP in one process per core, one thread each.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STATE = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-os.environ["VISIONOPS_STATE_DIR"] = str(STATE)
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-import visionops  # noqa: E402, F401  (offline environment, state in STATE)
+import harness  # noqa: E402
 
-SAMPLE = ROOT / "data" / "sample" / "boards"
-HOST = "127.0.0.1"
-LEVEL_SECONDS = 60.0  # no concurrency level runs longer than this
+SAMPLE = ROOT / "data" / "sample"
+# The bundled sample each task is measured on, and the model architecture.
+TASKS = {
+    "detect": ("boards", "yolo11n.yaml"),
+    "classify": ("chest-xray", "yolo11n-cls.yaml"),
+    "segment": ("shoe-soles", "yolo11n-seg.yaml"),
+}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+BATCH_IMAGES = 8  # images per `/detect_batch` call
 
 
-def _ms(samples: list[float]) -> tuple[float, float]:
-    """p50 and p95 of durations in seconds, in milliseconds."""
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return statistics.median(ordered) * 1000, p95 * 1000
-
-
-def _timed(function, inputs: list, runs: int, warmup: int = 3) -> list[float]:
+def _timed(function, inputs: list, runs: int, warmup: int = 2) -> list[float]:
     for item in inputs[:warmup]:
         function(item)
     samples = []
@@ -72,307 +79,312 @@ def _timed(function, inputs: list, runs: int, warmup: int = 3) -> list[float]:
     return samples
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+class Bench:
+    """One task at one size: its models, its server, its measurements."""
 
+    def __init__(self, task_name: str, imgsz: int, work: Path, args) -> None:
+        import cv2
+        from ultralytics import YOLO
 
-def _stop(port: int) -> None:
-    from visionops.env import state_dir
+        from visionops.inference import export_onnx
+        from visionops.quantize import quantize
+        from visionops.serving.bento import build_bento, save_model
+        from visionops.tasks import get_task
 
-    pid_file = state_dir() / "bentoml" / f"serve-{port}.pid"
-    if not pid_file.is_file():
-        return
-    pid = int(pid_file.read_text())
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                os.waitpid(pid, os.WNOHANG)
-                os.killpg(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                return
-            time.sleep(0.2)
+        self.args, self.imgsz = args, imgsz
+        self.task = get_task(task_name)
+        folder, architecture = TASKS[task_name]
+        images = sorted(
+            p
+            for p in (SAMPLE / folder).rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        self.paths = images[:16]
+        self.uploads = [(p.name, p.read_bytes()) for p in self.paths]
+        self.frames = [cv2.imread(str(p)) for p in self.paths]
+        work.mkdir(parents=True)
+        self.weights = work / architecture.replace(".yaml", ".pt")
+        YOLO(architecture).save(str(self.weights))
+        self.onnx = {"FP32": export_onnx(self.weights, imgsz, out_dir=work)}
+        fp32 = self.task.predictor(self.onnx["FP32"])
+        self.onnx["INT8"] = quantize(
+            self.onnx["FP32"],
+            images[-32:],  # calibration: the sample's last images
+            work / "model.int8.onnx",
+            preprocess=fp32.preprocess,
+        )
+        name = f"bench-{task_name}"
+        lineage = {"task": task_name, "precision": "int8", "model_name": name}
+        tag = save_model(name, self.onnx["INT8"], self.weights, lineage)
+        self.bento = str(build_bento(tag, lineage).tag)
+        self.model = YOLO(str(self.weights))
+        self.rows: dict[str, list[float]] = {}
+        self.per_round: dict[str, list[float]] = {}
+        self.stages: dict[str, list[float]] = {}
 
+    def one_client(self, server: harness.Server) -> None:
+        """The interleaved rounds at one client."""
+        import torch
 
-def _post(client, url: str, endpoint: str, name: str, data: bytes, check=True):
-    field = "images" if endpoint == "detect_batch" else "image"
-    response = client.post(
-        f"{url}/{endpoint}", files=[(field, (name, data, "image/jpeg"))]
-    )
-    if check:
-        response.raise_for_status()
-    return response
+        from visionops.serving.limits import decode_image
 
-
-def _throughput(
-    url: str, endpoint: str, uploads: list[tuple[str, bytes]], level: int, total: int
-) -> tuple[float, float, float, int, int]:
-    """Answered requests per second, p50 and p95 latency (ms) of the answered ones,
-    their number, and the number refused (BentoML's batcher answers 503 when it
-    expects to miss `max_latency_ms`), at `level` concurrent clients.
-    """
-    import httpx
-
-    deadline = time.monotonic() + LEVEL_SECONDS
-    per_client = max(1, total // level)
-
-    def client_loop(index: int) -> tuple[list[float], int]:
-        samples, refused = [], 0
-        with httpx.Client(timeout=60) as client:
-            for i in range(per_client):
-                if time.monotonic() > deadline:
-                    break
-                name, data = uploads[(index + i) % len(uploads)]
-                start = time.perf_counter()
-                response = _post(client, url, endpoint, name, data, check=False)
-                if response.status_code == 503:
-                    refused += 1
-                    continue
-                response.raise_for_status()
-                samples.append(time.perf_counter() - start)
-        return samples, refused
-
-    with ThreadPoolExecutor(level) as pool:
-        for name, data in uploads[:2]:  # warm the workers up
-            with httpx.Client(timeout=60) as client:
-                _post(client, url, endpoint, name, data)
-        start = time.perf_counter()
-        results = list(pool.map(client_loop, range(level)))
-        wall = time.perf_counter() - start
-    samples = [s for r, _ in results for s in r]
-    refused = sum(n for _, n in results)
-    p50, p95 = _ms(samples) if samples else (float("nan"), float("nan"))
-    return len(samples) / wall, p50, p95, len(samples), refused
-
-
-def main() -> None:
-    """Prints the latency table, the throughput table and the ratios."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--imgsz", type=int, default=640)
-    parser.add_argument("--demo-imgsz", type=int, default=160)
-    parser.add_argument("--raw-only", action="store_true", help="ORT rows only")
-    parser.add_argument("--runs", type=int, default=10, help="timed runs per round")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
-    parser.add_argument("--levels", default="1,4,16", help="concurrency levels")
-    args = parser.parse_args()
-    levels = [int(x) for x in args.levels.split(",")]
-
-    import cv2
-    import httpx
-    import numpy as np
-    import onnxruntime as ort
-    import torch
-    from ultralytics import YOLO
-
-    from visionops.inference import OnnxDetector, export_onnx, letterbox
-    from visionops.quantize import quantize
-    from visionops.serving.bento import build_bento, save_model, start_server
-
-    port = _free_port()
-    cores = os.cpu_count() or 1
-    try:
-        work = STATE / "model"
-        work.mkdir()
-        weights = work / "yolo11n.pt"
-        YOLO("yolo11n.yaml").save(str(weights))
-        onnx = export_onnx(weights, args.imgsz, out_dir=work)
-        paths = sorted(SAMPLE.rglob("*.jpg"))[:16]
-        uploads = [(p.name, p.read_bytes()) for p in paths]
-        frames = [cv2.imread(str(p)) for p in paths]
-        calibration = sorted((SAMPLE / "valid").rglob("*.jpg"))
-
-        # FP32 and INT8 models at the served size and at the demo's size.
-        sizes = list(dict.fromkeys([args.imgsz, args.demo_imgsz]))
-        models = {(args.imgsz, "FP32"): onnx}
-        for size in sizes:
-            if size != args.imgsz:
-                models[size, "FP32"] = export_onnx(
-                    weights, size, out_dir=work / str(size)
-                )
-            models[size, "INT8"] = quantize(
-                models[size, "FP32"], calibration, work / f"yolo11n-{size}.int8.onnx"
-            )
-
-        if not args.raw_only:
-            tag = save_model(
-                "bench-detector", onnx, weights, {"model_name": "bench-detector"}
-            )
-            bento = build_bento(tag, {"model_name": "bench-detector"})
-            begin = time.perf_counter()
-            url = start_server(str(bento.tag), port=port)
-            ready_s = time.perf_counter() - begin
-
-        # Raw session.run on blobs prepared exactly as OnnxDetector does.
-        blobs: dict[int, list[np.ndarray]] = {}
-        for size in sizes:
-            blobs[size] = []
-            for frame in frames:
-                padded = letterbox(frame, size, auto=True)[0]
-                blob = padded[None, :, :, ::-1].transpose(0, 3, 1, 2) / 255.0
-                blobs[size].append(np.ascontiguousarray(blob, dtype=np.float32))
-        thread_counts = sorted({1, cores})
-        sessions = {
-            (size, precision, t): OnnxDetector(path, threads=t)
-            for (size, precision), path in models.items()
-            for t in thread_counts
+        cores = os.cpu_count() or 1
+        threads = sorted({1, cores})
+        predictors = {
+            (p, t): self.task.predictor(path, threads=t)
+            for p, path in self.onnx.items()
+            for t in threads
         }
-        detector = OnnxDetector(onnx, threads=1)
-        model = YOLO(str(weights))
-        model.predict(frames[0], imgsz=args.imgsz, device="cpu", verbose=False)
-        # Ultralytics sets torch to min(8, cores - 1) threads when it picks the CPU.
+        blobs = [predictors["FP32", 1].preprocess(f) for f in self.frames]
+        endpoint = f"/{self.task.name}"
+        requests = [
+            harness.upload_request(server.port, endpoint, "image", [u])
+            for u in self.uploads
+        ]
+        client = harness.Client(server.port)
         torch_default = torch.get_num_threads()
-        client = httpx.Client(timeout=60)
-        server: dict[str, list[float]] = {
-            "decode": [],
-            "inference": [],
-            "total": [],
-            "round trip - server total": [],
-        }
 
-        def session_run(size: int, precision: str, threads: int):
-            det = sessions[size, precision, threads]
-            return lambda blob: det.session.run(None, {det.input_name: blob})
+        def session_run(precision: str, t: int):
+            predictor = predictors[precision, t]
+            return lambda blob: predictor.session.run(
+                None, {predictor.input_name: blob}
+            )
 
-        def torch_predict(threads: int):
-            def run(frame):
-                torch.set_num_threads(threads)
-                model.predict(frame, imgsz=args.imgsz, device="cpu", verbose=False)
+        def in_process(upload: tuple[str, bytes]) -> None:
+            self.task.predict(predictors["INT8", 1], [decode_image(upload[1])])
+
+        def served(request: bytes) -> None:
+            status, body = client.send(request)
+            if status != 200:
+                raise RuntimeError(f"{endpoint} answered {status}: {body[:300]!r}")
+            for key, value in json.loads(body)["timing_ms"].items():
+                self.stages.setdefault(key, []).append(value)
+
+        def info(_: object) -> None:
+            status, body = client.send(harness.json_request(server.port, "/info"))
+            if status != 200:
+                raise RuntimeError(f"/info answered {status}: {body[:300]!r}")
+
+        def torch_predict(t: int):
+            def run(frame) -> None:
+                if torch.get_num_threads() != t:  # in the warm-up calls
+                    torch.set_num_threads(t)
+                self.model.predict(frame, imgsz=self.imgsz, device="cpu", verbose=False)
 
             return run
 
-        def http_detect(upload: tuple[str, bytes]) -> None:
-            start = time.perf_counter()
-            timing = _post(client, url, "detect", *upload).json()["timing_ms"]
-            trip = time.perf_counter() - start
-            for key in ("decode", "inference", "total"):
-                server[key].append(timing[key] / 1000)
-            # What the server's own timing does not see: HTTP, multipart parsing,
-            # BentoML's dispatch to a worker, JSON.
-            server["round trip - server total"].append(trip - timing["total"] / 1000)
-
-        raw_label = "ONNX Runtime session.run, {} px {}, {} thread(s)".format
-        paths_timed = {
+        paths = {
             **{
-                raw_label(size, precision, t): (
-                    session_run(size, precision, t),
-                    blobs[size],
+                f"ONNX Runtime session.run, {p}, {t} thread(s)": (
+                    session_run(p, t),
+                    blobs,
                 )
-                for size in sizes
-                for precision in ("FP32", "INT8")
-                for t in thread_counts
+                for p in ("FP32", "INT8")
+                for t in threads
             },
-            "OnnxDetector.predict in process, 1 thread": (detector.predict, frames),
-            f"PyTorch YOLO.predict, {torch_default} thread(s) (Ultralytics' default)": (
-                torch_predict(torch_default),
-                frames,
-            ),
-            f"PyTorch YOLO.predict, {cores} thread(s)": (torch_predict(cores), frames),
-            "service detect over HTTP, round trip": (http_detect, uploads),
+            "decode + predict in process, INT8, 1 thread": (in_process, self.uploads),
+            f"served {endpoint}, INT8, round trip": (served, requests),
+            "served /info round trip (no image)": (info, [None]),
+            **{
+                f"PyTorch YOLO.predict, {t} thread(s)": (torch_predict(t), self.frames)
+                for t in threads
+            },
         }
-        if torch_default == cores:
-            paths_timed.pop(f"PyTorch YOLO.predict, {cores} thread(s)")
-        if args.raw_only:
-            paths_timed = {
-                k: v for k, v in paths_timed.items() if k.startswith("ONNX Runtime")
-            }
-        samples: dict[str, list[float]] = {k: [] for k in paths_timed}
-        per_round: dict[str, list[float]] = {k: [] for k in paths_timed}
-        # Interleaved rounds: background load on this machine hits every path alike.
-        for _ in range(args.rounds):
-            for label, (function, inputs) in paths_timed.items():
-                kept = {key: len(values) for key, values in server.items()}
-                measured = _timed(function, inputs, args.runs, warmup=2)
-                if function is http_detect:  # drop the warm-up requests' timings
-                    for key, values in server.items():
-                        del values[kept[key] : kept[key] + 2]
-                samples[label] += measured
-                per_round[label].append(statistics.median(measured))
-        client.close()
-        torch.set_num_threads(torch_default)
-        rows = [(label, *_ms(values)) for label, values in samples.items()]
-        for key, values in server.items():
-            where = "" if key.startswith("round") else "server-side "
-            if values:
-                rows.append((f"  {where}{key}", *_ms(values)))
-        int8_speedup = {
-            (size, t): statistics.median(
-                f / i
-                for f, i in zip(
-                    per_round[raw_label(size, "FP32", t)],
-                    per_round[raw_label(size, "INT8", t)],
-                    strict=True,
-                )
-            )
-            for size in sizes
-            for t in thread_counts
-        }
+        try:
+            for label in paths:
+                self.rows[label], self.per_round[label] = [], []
+            for _ in range(self.args.rounds):
+                for label, (function, inputs) in paths.items():
+                    kept = {k: len(v) for k, v in self.stages.items()}
+                    samples = _timed(function, inputs, self.args.runs)
+                    for key, values in self.stages.items():  # drop the warm-up's
+                        del values[kept.get(key, 0) : kept.get(key, 0) + 2]
+                    self.rows[label] += samples
+                    self.per_round[label].append(statistics.median(samples))
+        finally:
+            client.close()
+            torch.set_num_threads(torch_default)
 
-        throughput = []
-        for endpoint in ("detect", "detect_batch") if not args.raw_only else ():
-            for level in levels:
-                throughput.append(
-                    (
-                        endpoint,
-                        level,
-                        *_throughput(
-                            url, endpoint, uploads, level, total=max(32, 8 * level)
-                        ),
+    def ratio(self, numerator: str, denominator: str) -> float:
+        """Median over the rounds of the ratio of two paths' p50s."""
+        pairs = zip(self.per_round[numerator], self.per_round[denominator], strict=True)
+        return statistics.median(a / b for a, b in pairs)
+
+    def difference_ms(self, minuend: str, subtrahend: str) -> float:
+        """Median over the rounds of the difference of two paths' p50s, in ms."""
+        pairs = zip(self.per_round[minuend], self.per_round[subtrahend], strict=True)
+        return statistics.median(a - b for a, b in pairs) * 1000
+
+    def run(self) -> dict:
+        """Serves the Bento, measures, stops it; returns the summary row."""
+        server = harness.serve(self.bento, self.weights.parent)
+        try:
+            self.one_client(server)
+            endpoint = f"/{self.task.name}"
+            requests = [
+                harness.upload_request(server.port, endpoint, "image", [u])
+                for u in self.uploads
+            ]
+            loads = [
+                harness.load(server.port, requests, n, self.args.seconds)
+                for n in self.args.levels
+            ]
+            batched = None
+            if self.task.name == "detect":  # several images per call
+                cores = os.cpu_count() or 1
+                batch_requests = [
+                    harness.upload_request(
+                        server.port,
+                        "/detect_batch",
+                        "images",
+                        self.uploads[i : i + BATCH_IMAGES],
                     )
+                    for i in range(0, len(self.uploads), BATCH_IMAGES)
+                ]
+                batched = harness.load(
+                    server.port, batch_requests, cores, self.args.seconds
                 )
-    finally:
-        _stop(port)
-        shutil.rmtree(STATE, ignore_errors=True)
-
-    print(
-        f"\nyolo11n at {args.imgsz} px on {cores} CPU cores, 640x640 JPEGs, "
-        f"{args.rounds} interleaved rounds x {args.runs} runs per path "
-        f"(ORT {ort.__version__}, torch {torch.__version__})"
-    )
-    print("\n| path | p50 ms | p95 ms |\n|---|---:|---:|")
-    for label, p50, p95 in rows:
-        print(f"| {label} | {p50:.1f} | {p95:.1f} |")
-    print("\nINT8 speed-up over FP32 (ratio of p50s, median over the rounds):")
-    for (size, t), ratio in int8_speedup.items():
-        print(f"  {size} px, {t} thread(s): {ratio:.2f}x")
-    if args.raw_only:
-        return
-    raw, service = (
-        per_round[raw_label(args.imgsz, "FP32", 1)],
-        per_round["service detect over HTTP, round trip"],
-    )
-    torch_rounds = per_round[
-        f"PyTorch YOLO.predict, {torch_default} thread(s) (Ultralytics' default)"
-    ]
-    service_ratio = statistics.median(s / r for s, r in zip(service, raw, strict=True))
-    torch_ratio = statistics.median(
-        t / s for t, s in zip(torch_rounds, service, strict=True)
-    )
-    torch_raw_ratio = statistics.median(
-        t / r for t, r in zip(torch_rounds, raw, strict=True)
-    )
-    print(f"\n`bentoml serve` until /readyz answers: {ready_s:.1f} s")
-    print("\n| endpoint | concurrency | req/s | p50 ms | p95 ms | answered | 503 |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for endpoint, level, rps, p50, p95, n, refused in throughput:
-        print(
-            f"| {endpoint} | {level} | {rps:.1f} | {p50:.0f} | {p95:.0f} | {n} "
-            f"| {refused} |"
+        finally:
+            server.stop()
+        raw = harness.raw_throughput(
+            self.task.name,
+            self.onnx["INT8"],
+            [data for _, data in self.uploads],
+            self.args.seconds,
         )
-    print("\nratios of p50s, median over the rounds:")
+        return self.report(loads, batched, raw)
+
+    def report(
+        self, loads: list[harness.Load], batched: harness.Load | None, raw: float
+    ) -> dict:
+        """Prints this task's tables; returns its summary row."""
+        cores = os.cpu_count() or 1
+        endpoint = f"/{self.task.name}"
+        served = f"served {endpoint}, INT8, round trip"
+        local = "decode + predict in process, INT8, 1 thread"
+        print(f"\n## {self.task.name}, {self.imgsz} px\n")
+        print("| path (one client) | p50 ms | p95 ms |\n|---|---:|---:|")
+        for label, samples in self.rows.items():
+            p50, p95 = harness.p50_p95(samples)
+            print(f"| {label} | {p50:.1f} | {p95:.1f} |")
+        stages = ", ".join(
+            f"{k} {statistics.median(v):.2f}" for k, v in self.stages.items()
+        )
+        print(f"\nserver `timing_ms` p50: {stages}")
+        overhead = self.difference_ms(served, local)
+        speedups = {
+            t: self.ratio(f"PyTorch YOLO.predict, {t} thread(s)", served)
+            for t in sorted({1, cores})
+        }
+        int8 = {
+            t: self.ratio(
+                f"ONNX Runtime session.run, FP32, {t} thread(s)",
+                f"ONNX Runtime session.run, INT8, {t} thread(s)",
+            )
+            for t in sorted({1, cores})
+        }
+        print(
+            f"overhead (served - decode + predict): {overhead:.1f} ms (goal <= 5); "
+            + "; ".join(
+                f"PyTorch predict at {t} thread(s) / served INT8: {r:.2f}x"
+                for t, r in speedups.items()
+            )
+            + " (goal >= 2.5x at 1); "
+            + "; ".join(
+                f"INT8 over FP32 session.run at {t} thread(s): {r:.2f}x"
+                for t, r in int8.items()
+            )
+        )
+        print(
+            "\n| clients | served img/s | p50 ms | p95 ms | non-200 | "
+            "load generator CPU ms/request |\n|---:|---:|---:|---:|---:|---:|"
+        )
+        for result in loads:
+            p50, p95 = harness.p50_p95(result.latencies)
+            print(
+                f"| {result.clients} | {result.per_second:.1f} | {p50:.1f} | "
+                f"{p95:.1f} | {result.failed} | {result.client_cpu_ms:.2f} |"
+            )
+        if batched is not None:
+            p50, p95 = harness.p50_p95(batched.latencies)
+            print(
+                f"| {batched.clients}, /detect_batch of {BATCH_IMAGES} images | "
+                f"{batched.per_second * BATCH_IMAGES:.1f} | {p50:.1f} | {p95:.1f} | "
+                f"{batched.failed} | {batched.client_cpu_ms:.2f} per call |"
+            )
+        top = loads[-1]
+        print(
+            f"\nraw decode + predict, no HTTP, {cores} process(es) x 1 thread: "
+            f"{raw:.1f} img/s; served at {top.clients} clients / raw: "
+            f"{top.per_second / raw:.2f} (goal >= 0.9)"
+        )
+        return {
+            "task": f"{self.task.name} {self.imgsz} px",
+            "served": harness.p50_p95(self.rows[served])[0],
+            "local": harness.p50_p95(self.rows[local])[0],
+            "overhead": overhead,
+            "torch": speedups[1],
+            "int8": int8[1],
+            "throughput": top.per_second,
+            "raw": raw,
+        }
+
+
+def main() -> None:
+    """Measures every task and prints its tables, then the summary."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="detect,classify,segment")
+    parser.add_argument("--imgsz", type=int, default=640, help="detect, segment")
+    parser.add_argument("--demo-imgsz", type=int, default=160, help="detect; 0: no")
+    parser.add_argument("--classify-imgsz", type=int, default=224)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--runs", type=int, default=10, help="calls per path/round")
+    parser.add_argument("--levels", default="1,4,16", help="concurrent clients")
+    parser.add_argument("--seconds", type=float, default=15.0, help="per level")
+    args = parser.parse_args()
+    args.levels = [int(x) for x in args.levels.split(",")]
+    state = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    os.environ["VISIONOPS_STATE_DIR"] = str(state)
+    import onnxruntime
+    import torch
+
+    import visionops  # noqa: F401  (offline environment, state in `state`)
+
+    runs = []
+    for name in args.tasks.split(","):
+        if name == "classify":
+            runs.append((name, args.classify_imgsz))
+        else:
+            runs.append((name, args.imgsz))
+            if name == "detect" and args.demo_imgsz:
+                runs.append((name, args.demo_imgsz))
     print(
-        f"  service / raw ORT session (1 thread): {service_ratio:.2f}x "
-        "(target <= 1.15x)"
+        f"{datetime.date.today()}, {os.cpu_count()} CPU cores, random-init yolo11n "
+        f"per task, {args.rounds} interleaved rounds x {args.runs} calls per path, "
+        f"{args.seconds:.0f} s per concurrency level (ONNX Runtime "
+        f"{onnxruntime.__version__}, torch {torch.__version__})"
     )
+    summary = []
+    try:
+        for name, size in runs:
+            bench = Bench(name, size, state / f"{name}-{size}", args)
+            summary.append(bench.run())
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
     print(
-        f"  PyTorch ({torch_default} thread(s)) / service: {torch_ratio:.2f}x "
-        f"(target >= 2x); PyTorch / raw ORT: {torch_raw_ratio:.2f}x"
+        "\n## Summary\n\n| task | served p50 ms | decode + predict p50 ms "
+        "| overhead ms | PyTorch predict (1 thread) / served INT8 "
+        "| INT8 / FP32 speed-up | served "
+        f"img/s @{args.levels[-1]} | raw img/s | served / raw |"
     )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in summary:
+        print(
+            f"| {row['task']} | {row['served']:.1f} | {row['local']:.1f} | "
+            f"{row['overhead']:.1f} | {row['torch']:.2f}x | {row['int8']:.2f}x | "
+            f"{row['throughput']:.1f} | {row['raw']:.1f} | "
+            f"{row['throughput'] / row['raw']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -45,11 +45,17 @@ MODEL_TAG = getattr(bentoml.use_arguments(), "model_tag", None) or (
 )
 MODEL_NAME = MODEL_TAG.split(":")[0]
 STATIC = Path(__file__).parent / "static"
-# Workers x threads: one worker per core (`workers="cpu_count"`) with one ONNX
-# Runtime thread each, chosen by `bench/serving_overhead.py` (README, "Serving
-# benchmark"): on 2 cores, 2 x 1 served more images/s at 16 clients than 1 x 2,
-# and a lower p50 at one client. `VISIONOPS_SERVE_THREADS` overrides the threads
-# for such measurements (and BentoML's `BENTOML_CONFIG_OPTIONS` the workers).
+# Workers x requests x threads: one worker process per core (`workers="cpu_count"`),
+# each running up to one request per core at once (`threads=REQUESTS`, BentoML's
+# thread pool for sync endpoints), each request's ONNX Runtime session.run on one
+# thread. Chosen by `bench/serving_workers.py` (bench/README.md): the workers accept
+# from one shared socket and a busy worker keeps accepting, so keep-alive clients
+# can all land on one worker; with one request at a time (BentoML's default) that
+# worker then used one core of two (0.44x raw decode + predict at 16 clients,
+# 160 px), with one per core it uses both (0.81x). One session with two threads
+# lost to two sessions with one. `VISIONOPS_SERVE_THREADS` overrides the session
+# threads for such measurements (`BENTOML_CONFIG_OPTIONS` the workers and threads).
+REQUESTS = os.cpu_count() or 1
 THREADS = int(os.environ.get("VISIONOPS_SERVE_THREADS", "1"))
 
 
@@ -183,6 +189,7 @@ def bento_tag(model_tag: str) -> str:
     name="visionops",
     image=IMAGE,
     workers="cpu_count",
+    threads=REQUESTS,
     traffic={"timeout": 30, "max_concurrency": 64},
     envs=[
         {"name": "BENTOML_DO_NOT_TRACK", "value": "true"},
@@ -281,17 +288,23 @@ class VisionService:
         self._serves("detect")
         return self._response(*self._predict(image, conf, iou, max_det, blur_faces))
 
-    # On CPU one 640 px image takes ~80 ms: a 200 ms budget made BentoML refuse
-    # (503) most requests at 16 clients, so the budget is generous.
-    @upload_api(batchable=True, max_batch_size=16, max_latency_ms=10_000)
+    # Not `batchable`: BentoML's adaptive batching, which merged concurrent calls
+    # into one ONNX Runtime call, did not help on CPU (bench/serving.py: -12% images/s
+    # at 640 px and 16 clients, within the noise at 160 px), since a batch costs
+    # about the sum of its images there and one merged call runs on one core where
+    # separate calls run on all. On a GPU it should help; not measured (no GPU here).
+    @upload_api
     def detect_batch(
-        self, images: list[DecodedImage]
+        self,
+        images: list[DecodedImage],
+        conf: float = Field(0.25, ge=0.0, le=1.0),
+        iou: float = Field(0.7, gt=0.0, le=1.0),
+        max_det: int = Field(300, ge=1, le=1000),
     ) -> list[DetectResponse | ImageErrorResponse]:
-        """Several images, one answer each; concurrent calls run as one ONNX batch.
+        """Several images (up to 64), one answer each in order, as one ONNX batch.
 
         An image that cannot be read gets `{"error": ...}` in its place; the
-        other images, and other clients' calls batched with this one, are
-        answered as usual (each was decoded on its own before batching).
+        other images are answered as usual (each was decoded on its own).
         """
         self._serves("detect")
         start = time.perf_counter()
@@ -299,7 +312,12 @@ class VisionService:
         stages: dict[str, float] = {}
         results = iter(
             self.task.predict(
-                self.predictor, [image.frame for image in good], timing=stages
+                self.predictor,
+                [image.frame for image in good],
+                conf=conf,
+                iou=iou,
+                max_det=max_det,
+                timing=stages,
             )
         )
         share = {k: v / max(len(good), 1) for k, v in stages.items()}

@@ -1,18 +1,20 @@
 """INT8 against FP32 on the test split, per task: the deployment gate's own figures.
 
 Usage: python bench/int8_accuracy.py [--tasks detect,classify,segment]
-    [--epochs detect=150,classify=3,segment=3]
+    [--epochs detect=150,classify=3,segment=3] [--source TASK=PATH ...]
 
 In a throwaway ZenML/MLflow state, for each task: `run.py --pipeline ingestion`
 on the task's bundled sample (as `make demo`, `make demo-classify` and
 `make demo-segment` do, face blurring off: it does not change the comparison),
 then `run.py --pipeline training` with `configs/training.yaml` and the task's
-epochs (the demos' by default). The training pipeline exports the candidate to
-ONNX, quantizes it to static INT8 calibrated on the validation split, and
-evaluates both exports on the test split through ONNX Runtime at the serving
-size (`visionops.training.quantization`); this script prints what that gate
-recorded on the promoted version's MLflow run: the promotion metric of both,
-the drop, both latencies (one thread) and which precision is served.
+epochs (the demos' by default); `--source` ingests another export for a task
+instead (e.g. `--source classify=../shared/datasets/chest-xray-small`). The
+training pipeline exports the candidate to ONNX, quantizes it to static INT8
+calibrated on the validation split, and evaluates both exports on the test
+split through ONNX Runtime at the serving size
+(`visionops.training.quantization`); this script prints what that gate recorded
+on the promoted version's MLflow run: the promotion metric of both, the drop,
+both latencies (one thread) and which precision is served.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="detect,classify,segment")
     parser.add_argument("--epochs", default="", help="e.g. detect=150,classify=3")
+    parser.add_argument("--source", action="append", default=[], help="TASK=PATH")
     args = parser.parse_args()
+    sources = dict(item.split("=", 1) for item in args.source)
     epochs = {name: default for name, (_, default) in DEMOS.items()}
     for item in filter(None, args.epochs.split(",")):
         name, _, value = item.partition("=")
@@ -63,6 +67,10 @@ def main() -> None:
             raise SystemExit("could not apply the local stack")
         for name in args.tasks.split(","):
             ingest, _ = DEMOS[name]
+            if name in sources:  # the demo's options, another export
+                options = [a for a in ingest if a != "--source"]
+                options = [a for a in options if not a.startswith("data/sample/")]
+                ingest = ["--source", str(Path(sources[name]).resolve()), *options]
             model = f"bench-{name}"
             steps = [
                 [

@@ -9,8 +9,8 @@ with `bentoml serve` (the service's workers, `bench/harness.py`) on a free
 loopback port. Then, at the same time:
 
 - `--good-clients` clients, half on `/detect`, half on `/detect_batch` (one image
-  per call, so BentoML's adaptive batcher mixes them with the bad clients' calls),
-  each with an image of its own size; an answer that is not a 200 with that
+  per call, run in the same workers and threads as the bad clients' calls), each
+  with an image of its own size; an answer that is not a 200 with that
   client's image size is a cross-client failure;
 - 4 threads sending `--malformed` malformed requests, cycled over a fixed catalog
   (JSON instead of multipart, wrong field, no boundary, a file to /info, 1,001

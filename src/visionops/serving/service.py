@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 import visionops  # noqa: F401  (offline, telemetry-free environment first)
 from visionops.serving.bento import LINEAGE_FILE, ONNX_FILE
+from visionops.serving.limits import decode_image
 from visionops.serving.uploads import (
     DecodedImage,
     ErrorShape,
@@ -216,6 +217,16 @@ class VisionService:
             "bento_model": str(self.bento_model.tag),
             "mlflow_version": str(self.lineage.get("mlflow_version", "")),
         }
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Pays the one-off costs of a first call at start-up, not in the first
+        client's request: the image decoders' lazy set-up (~30 ms) and ONNX
+        Runtime's first run."""
+        import cv2
+
+        _, jpeg = cv2.imencode(".jpg", np.full((64, 64, 3), 127, np.uint8))
+        self.task.predict(self.predictor, [decode_image(jpeg.tobytes())])
 
     def _serves(self, task: str) -> None:
         """Refuses an endpoint of another task than the served model's.

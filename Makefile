@@ -67,8 +67,13 @@ bench: install ## Run the benchmarks in bench/ (a few minutes each)
 status: install ## Show the active stack, latest dataset and champion
 	$(PY) run.py --status
 
-BENTO ?= board-detector:latest
-serve: install ## Serve the latest Bento offline on http://127.0.0.1:3000 (web page at /ui/)
+# The Bento built last (by any task's deployment), unless BENTO=<name>[:version] is given.
+LATEST_BENTO = import json, sys; text = sys.stdin.read().strip(); \
+	b = json.loads(text) if text.startswith("[") else []; \
+	print(max(b, key=lambda x: x["creation_time"])["tag"] if b else "board-detector:latest")
+BENTO ?= $(shell BENTOML_HOME=$(CURDIR)/.visionops/bentoml BENTOML_DO_NOT_TRACK=true \
+	$(VENV)/bin/bentoml list -o json 2>/dev/null | $(PY) -c '$(LATEST_BENTO)')
+serve: install ## Serve the Bento built last offline on http://127.0.0.1:3000 (web page at /ui/)
 	BENTOML_HOME=$(CURDIR)/.visionops/bentoml BENTOML_DO_NOT_TRACK=true YOLO_OFFLINE=1 \
 		ORT_DISABLE_TELEMETRY=1 XDG_CACHE_HOME=$(CURDIR)/.visionops/cache \
 		$(VENV)/bin/bentoml serve $(BENTO) --host 127.0.0.1 --port 3000

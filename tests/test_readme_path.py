@@ -12,6 +12,7 @@ a user's state lives: the clone's own `.zen/` and `.visionops/`, which is where 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -111,6 +112,17 @@ def walked(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     seen["training"] = user.run("--pipeline", "training", *sets)
     seen["deployment"] = user.run("--pipeline", "deployment")
+    # `make serve` (dry run: the command it would start), with this session's venv.
+    venv = Path(sys.executable).parent.parent
+    seen["make serve"] = subprocess.run(
+        ["make", "-n", "serve", f"VENV={venv}"],
+        cwd=clone,
+        env=user.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
     photos = clone / "data" / "sample" / "boards" / "test" / "images"
     seen["batch folder"] = user.run("--pipeline", "batch", "--source", str(photos))
     seen["batch dataset"] = user.run("--pipeline", "batch", "--source", "dataset:val")
@@ -125,6 +137,8 @@ def test_every_step_of_the_readme_succeeds_for_a_user(walked: dict) -> None:
     assert "Active stack: local" in seen["stack"]
     assert "no longer available" not in seen["stack"]  # init and stack: one store
     assert "Bento: board-detector:" in seen["deployment"]
+    built = re.search(r"Bento: (board-detector:\w+)", seen["deployment"])[1]
+    assert f"bentoml serve {built} " in seen["make serve"]  # the Bento built last
     folder_runs = sorted((clone / "outputs" / "batch").iterdir())
     assert len(folder_runs) == 2  # the folder, then the split
     n_photos = len(list(walked["photos"].glob("*.jpg")))

@@ -100,7 +100,7 @@ def test_champion_onnx_segments_inside_the_image(
     instances = predictor.predict(image, conf=0.0)
     height, width = image.shape[:2]
     assert instances.masks.shape[1:] == (height, width)
-    records = champion.get_task().records(instances, predictor.names)
+    records = instances.to_records(predictor.names)
     for record in records:
         assert record["class_name"] == "shoes"
         for x, y in record["polygon"]:

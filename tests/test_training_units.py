@@ -383,7 +383,7 @@ def test_classify_task_predicts_and_renders_with_clscore_parts() -> None:
     task = get_task("classify")
     prediction = Classification(np.array([0.2, 0.8], dtype=np.float32))
     names = {0: "NORMAL", 1: "PNEUMONIA"}
-    records = task.records(prediction, names)
+    records = prediction.to_records(names)
     assert records[0]["class_name"] == "PNEUMONIA"
     assert records[0]["probability"] == pytest.approx(0.8)
     frame = np.zeros((64, 64, 3), np.uint8)

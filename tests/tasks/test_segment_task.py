@@ -151,7 +151,7 @@ def _instances() -> Instances:
 def test_records_and_render_of_instances() -> None:
     task = get_task("segment")
     names = {0: "road", 1: "car"}
-    records = task.records(_instances(), names)
+    records = _instances().to_records(names)
     assert len(records) == 1
     record = records[0]
     assert record["class_id"] == 1 and record["class_name"] == "car"

@@ -203,10 +203,6 @@ class Task(ABC):
         """What a batch run writes per image for this task (`BatchOutput`)."""
         raise TaskError(f"The {self.name} task has no batch outputs yet.")
 
-    def records(self, prediction: Any, names: Mapping[int, str]) -> list[dict]:
-        """One JSON-ready dict per predicted item (box, class, instance)."""
-        raise TaskError(f"The {self.name} task has no response schema yet.")
-
     def render(
         self, frame: np.ndarray, prediction: Any, names: Mapping[int, str]
     ) -> np.ndarray:

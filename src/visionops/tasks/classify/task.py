@@ -111,10 +111,6 @@ class ClassifyTask(Task):
 
         return ClassifyBatchOutput(out_dir, names, folder, files)
 
-    def records(self, prediction: Any, names: Mapping[int, str]) -> list[dict]:
-        """The most probable classes: class id, name and probability, highest first."""
-        return prediction.to_records(names)
-
     def render(
         self, frame: np.ndarray, prediction: Any, names: Mapping[int, str]
     ) -> np.ndarray:

@@ -101,10 +101,6 @@ class DetectTask(Task):
 
         return DetectBatchOutput(out_dir, names, folder, files)
 
-    def records(self, prediction: Any, names: Mapping[int, str]) -> list[dict]:
-        """`Detections.to_records`: class, confidence and pixel box per detection."""
-        return prediction.to_records(names)
-
     def render(
         self, frame: np.ndarray, prediction: Any, names: Mapping[int, str]
     ) -> np.ndarray:

@@ -108,10 +108,6 @@ class SegmentTask(Task):
 
         return SegmentBatchOutput(out_dir, names, folder, files)
 
-    def records(self, prediction: Any, names: Mapping[int, str]) -> list[dict]:
-        """Class, confidence, pixel box and outline `[[x, y], ...]` per instance."""
-        return prediction.to_records(names)
-
     def render(
         self, frame: np.ndarray, prediction: Any, names: Mapping[int, str]
     ) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -264,6 +265,21 @@ def evaluation_html(report: EvalReport, plot_dir: Path) -> str:
         f"{table}{metrics}</table><h3>Per class</h3>{table}<tr>{header}</tr>"
         f"{per_class}</table><h3>Normalised confusion matrix</h3>{image}</body></html>"
     )
+
+
+def side_file_paths(
+    files: Sequence[Path], folder: Path, directory: str, suffix: str
+) -> list[str]:
+    """`<directory>/<relative path><suffix>` per image of `folder` (a batch run's
+    label or mask files); `a.jpg` and `a.png` keep their own suffix, so stay apart."""
+    stems = Counter(f.relative_to(folder).with_suffix("").as_posix() for f in files)
+    paths = []
+    for path in files:
+        relative = path.relative_to(folder)
+        stem = relative.with_suffix("").as_posix()
+        name = stem if stems[stem] == 1 else relative.as_posix()
+        paths.append(f"{directory}/{name}{suffix}")
+    return paths
 
 
 class BatchOutput(ABC):

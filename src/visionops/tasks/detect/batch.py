@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from visionops.data.report import draw_boxes
-from visionops.tasks.base import BatchOutput
+from visionops.tasks.base import BatchOutput, side_file_paths
 
 LABELS_DIR = "labels"
 COLUMNS = ("image", "class_id", "class_name", "confidence", "x1", "y1", "x2", "y2")
@@ -31,16 +31,13 @@ def yolo_lines(detections: Any, width: int, height: int) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
-def label_paths(files: Sequence[Path], folder: Path) -> list[str]:
-    """`labels/<relative path>.txt` per image; `a.jpg` and `a.png` stay apart."""
-    stems = Counter(f.relative_to(folder).with_suffix("").as_posix() for f in files)
-    paths = []
-    for path in files:
-        relative = path.relative_to(folder)
-        stem = relative.with_suffix("").as_posix()
-        name = stem if stems[stem] == 1 else relative.as_posix()
-        paths.append(f"{LABELS_DIR}/{name}.txt")
-    return paths
+def box_rows(relative: str, records: list[dict[str, Any]]) -> list[tuple]:
+    """`predictions.csv` rows (`COLUMNS`) of an image's records with a pixel box."""
+    return [
+        (relative, r["class_id"], r["class_name"], r["confidence"])
+        + tuple(r["box"].values())
+        for r in records
+    ]
 
 
 class DetectBatchOutput(BatchOutput):
@@ -54,7 +51,7 @@ class DetectBatchOutput(BatchOutput):
         self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
     ) -> None:
         super().__init__(out_dir, names, folder, files)
-        self.labels = label_paths(files, folder)
+        self.labels = side_file_paths(files, folder, LABELS_DIR, ".txt")
 
     def add(
         self, index: int, relative: str, image: np.ndarray, prediction: Any
@@ -64,12 +61,8 @@ class DetectBatchOutput(BatchOutput):
         label = self.out_dir / self.labels[index]
         label.parent.mkdir(parents=True, exist_ok=True)
         label.write_text(yolo_lines(prediction, width, height))
-        boxes = _rounded(prediction.to_records(dict(enumerate(self.names))))
-        rows = [
-            (relative, b["class_id"], b["class_name"], b["confidence"])
-            + tuple(b["box"].values())
-            for b in boxes
-        ]
+        boxes = rounded_boxes(prediction.to_records(dict(enumerate(self.names))))
+        rows = box_rows(relative, boxes)
         return {"label": self.labels[index], "detections": boxes}, rows
 
     def draw(
@@ -105,7 +98,7 @@ class DetectBatchOutput(BatchOutput):
         }
 
 
-def _rounded(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def rounded_boxes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Pixels to 0.01 and confidences to 1e-5, the same in the JSON and the CSV."""
     for record in records:
         record["confidence"] = round(record["confidence"], 5)

@@ -11,26 +11,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from visionops.tasks.base import BatchOutput
+from visionops.tasks.base import BatchOutput, side_file_paths
+from visionops.tasks.detect.batch import COLUMNS, box_rows, rounded_boxes
 from visionops.tasks.segment.masks import class_map_to_mask
 from visionops.tasks.segment.render import render_segmentation
 
 MASKS_DIR = "masks"
 # A predicted mask's pixels no instance claims (uint8 class indices below it).
 MASK_BACKGROUND = 255
-COLUMNS = ("image", "class_id", "class_name", "confidence", "x1", "y1", "x2", "y2")
-
-
-def mask_paths(files: Sequence[Path], folder: Path) -> list[str]:
-    """`masks/<relative path>.png` per image; `a.jpg` and `a.png` stay apart."""
-    stems = Counter(f.relative_to(folder).with_suffix("").as_posix() for f in files)
-    paths = []
-    for path in files:
-        relative = path.relative_to(folder)
-        stem = relative.with_suffix("").as_posix()
-        name = stem if stems[stem] == 1 else relative.as_posix()
-        paths.append(f"{MASKS_DIR}/{name}.png")
-    return paths
 
 
 class SegmentBatchOutput(BatchOutput):
@@ -46,7 +34,7 @@ class SegmentBatchOutput(BatchOutput):
         self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
     ) -> None:
         super().__init__(out_dir, names, folder, files)
-        self.masks = mask_paths(files, folder)
+        self.masks = side_file_paths(files, folder, MASKS_DIR, ".png")
         self.names_by_id = dict(enumerate(self.names))
 
     def add(
@@ -60,11 +48,7 @@ class SegmentBatchOutput(BatchOutput):
         if not cv2.imwrite(str(mask), png):
             raise OSError(f"could not write {mask}")
         instances = _rounded(prediction.to_records(self.names_by_id))
-        rows = [
-            (relative, i["class_id"], i["class_name"], i["confidence"])
-            + tuple(i["box"].values())
-            for i in instances
-        ]
+        rows = box_rows(relative, instances)
         ids, counts = np.unique(class_map[class_map >= 0], return_counts=True)
         pixels = {
             self.names[c]: int(n)
@@ -115,8 +99,6 @@ class SegmentBatchOutput(BatchOutput):
 
 def _rounded(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Pixels to 0.01 and confidences to 1e-5, the same in the JSON and the CSV."""
-    for record in records:
-        record["confidence"] = round(record["confidence"], 5)
-        record["box"] = {k: round(v, 2) for k, v in record["box"].items()}
+    for record in rounded_boxes(records):
         record["polygon"] = [[round(x, 2), round(y, 2)] for x, y in record["polygon"]]
     return records

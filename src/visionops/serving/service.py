@@ -269,6 +269,15 @@ class VisionService:
         timing["total"] = sum(timing.values())
         return frame, result, faces, timing
 
+    def _answer(self, frame: np.ndarray, timing: dict[str, float]) -> dict[str, Any]:
+        """What every task's answer carries: the image's size, the model, the
+        stages in milliseconds."""
+        return {
+            "image": {"width": int(frame.shape[1]), "height": int(frame.shape[0])},
+            "model": self.model_card,
+            "timing_ms": {k: round(v, 2) for k, v in timing.items()},
+        }
+
     def _response(
         self,
         frame: np.ndarray,
@@ -280,10 +289,8 @@ class VisionService:
         return DetectResponse(
             detections=[Detection(**r) for r in result.to_records(names)],
             counts=result.counts(names),
-            image={"width": int(frame.shape[1]), "height": int(frame.shape[0])},
-            model=self.model_card,
             faces_blurred=faces,
-            timing_ms={k: round(v, 2) for k, v in timing.items()},
+            **self._answer(frame, timing),
         )
 
     @upload_api
@@ -360,9 +367,7 @@ class VisionService:
             predictions=[
                 ClassPrediction(**r) for r in result.to_records(self.names, k=top_k)
             ],
-            image={"width": int(frame.shape[1]), "height": int(frame.shape[0])},
-            model=self.model_card,
-            timing_ms={k: round(v, 2) for k, v in timing.items()},
+            **self._answer(frame, timing),
         )
 
     @upload_api
@@ -380,9 +385,7 @@ class VisionService:
         return SegmentResponse(
             instances=[SegmentInstance(**r) for r in result.to_records(self.names)],
             class_pixels=result.class_pixels(self.names),
-            image={"width": int(frame.shape[1]), "height": int(frame.shape[0])},
-            model=self.model_card,
-            timing_ms={k: round(v, 2) for k, v in timing.items()},
+            **self._answer(frame, timing),
         )
 
     @upload_api

@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from visionops import registry  # noqa: E402
+from visionops.app import registry  # noqa: E402
 from visionops.config import ConfigError, load_parameters  # noqa: E402
 
 EXAMPLES = """examples:
@@ -198,7 +198,7 @@ def _stack_settings() -> dict:
     """Docker settings when the active stack runs steps in containers, else none."""
     from zenml.client import Client
 
-    from visionops.docker import pipeline_settings
+    from visionops.app.docker import pipeline_settings
 
     return pipeline_settings(Client().active_stack_model.name)
 
@@ -243,7 +243,7 @@ def _mlflow_ui() -> int:
     except TrackingError as err:
         print(f"Stack error: {err}", file=sys.stderr)
         return 2
-    from visionops.dashboards import mlflow_ui_command
+    from visionops.app.dashboards import mlflow_ui_command
 
     print(f"MLflow UI for {uri} at http://127.0.0.1:5000 (Ctrl-C stops it)")
     command, env = mlflow_ui_command(uri, 5000)
@@ -255,7 +255,7 @@ def _mlflow_ui() -> int:
 
 def _backup_or_restore(args: argparse.Namespace) -> int:
     """Backs up the active stack's MLflow tracker, or restores a backup into it."""
-    from visionops.backup import (
+    from visionops.app.backup import (
         BackupError,
         backup,
         format_backup,
@@ -285,7 +285,7 @@ def _backup_or_restore(args: argparse.Namespace) -> int:
 
 def _dashboard(action: str) -> int:
     """Starts the dashboards in the background and prints their URLs, or stops them."""
-    from visionops import dashboards
+    from visionops.app import dashboards
 
     if action == "stop":
         stopped = dashboards.stop()
@@ -392,8 +392,8 @@ def _report_failure(err: Exception, args: argparse.Namespace) -> int:
     """One line on what failed and what to do; the traceback goes to a log file."""
     import traceback
 
-    from visionops.env import state_dir
-    from visionops.stacks import redact
+    from visionops.app.stacks import redact
+    from visionops.core.env import state_dir
 
     steps = _failed_steps(args.running)
     text = "".join(traceback.format_exception(err))
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     if not any((*what, args.backup, args.restore)):
         parser.print_help()
         return 2
-    from visionops import console
+    from visionops.core import console
 
     console.set_quiet(args.quiet)
     if not args.verbose:
@@ -450,10 +450,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """Runs what the (valid) arguments ask for, in order."""
-    from visionops.stacks import redact
+    from visionops.app.stacks import redact
 
     if args.stack:
-        from visionops.stacks import StackError, apply_stack, load_stack_spec
+        from visionops.app.stacks import StackError, apply_stack, load_stack_spec
 
         try:
             name = apply_stack(load_stack_spec(args.stack))
@@ -466,7 +466,7 @@ def _run(args: argparse.Namespace) -> int:
         return _backup_or_restore(args)
 
     if args.pipeline:
-        from visionops.stacks import StackError, check_active_stack
+        from visionops.app.stacks import StackError, check_active_stack
 
         try:  # the servers the stack needs answer, before any work
             check_active_stack()
@@ -498,7 +498,7 @@ def _run(args: argparse.Namespace) -> int:
         return _mlflow_ui()
 
     if args.status:
-        from visionops.status import StatusError, collect_status, format_status
+        from visionops.app.status import StatusError, collect_status, format_status
 
         training = _status_training(args)
         try:

@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import visionops  # noqa: E402, F401
+from visionops.core.parallel import resolve_workers  # noqa: E402
 from visionops.data.anonymize import AnonymizeSettings, anonymize_dataset  # noqa: E402
 from visionops.data.sources import stage_source  # noqa: E402
 from visionops.data.validate import ValidationSettings, validate_dataset  # noqa: E402
-from visionops.parallel import resolve_workers  # noqa: E402
 
 
 def _time_stages(staged: Path, workers: int, scratch: Path) -> dict[str, float]:

@@ -58,7 +58,7 @@ def main() -> None:
     os.chdir(ROOT)  # the demos' relative source paths
 
     import run  # imports visionops first: offline environment, state in `state`
-    from visionops.champion import Champion
+    from visionops.training.champion import Champion
     from visionops.training.tracking import configure_tracking
 
     rows = []

@@ -200,7 +200,7 @@ def main() -> None:  # noqa: C901, PLR0915
     import httpx
     from ultralytics import YOLO
 
-    from visionops.inference import export_onnx
+    from visionops.engine.onnx import export_onnx
     from visionops.serving.bento import build_bento, save_model
 
     server = None

@@ -7,7 +7,7 @@ Usage: python bench/serving.py [--tasks detect,classify,segment] [--imgsz PX]
 For each task, in a throwaway state folder and on the same model and images: a
 random-init yolo11n of the task (`yolo11n.yaml`, `-cls`, `-seg`; latency does not
 depend on the weights) exported to ONNX, quantized to static INT8 with
-`visionops.quantize.quantize` (calibrated on the task's bundled sample images, as
+`visionops.engine.quantize.quantize` (calibrated on the task's bundled sample images, as
 deployment does on the validation split), the INT8 model stored with
 `save_model` and built with `build_bento` as deployment does, and served with
 `bentoml serve` in the service's own configuration (one worker per core, one
@@ -86,8 +86,8 @@ class Bench:
         import cv2
         from ultralytics import YOLO
 
-        from visionops.inference import export_onnx
-        from visionops.quantize import quantize
+        from visionops.engine.onnx import export_onnx
+        from visionops.engine.quantize import quantize
         from visionops.serving.bento import build_bento, save_model
         from visionops.tasks import get_task
 

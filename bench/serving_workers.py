@@ -93,7 +93,7 @@ def main() -> None:
     import visionops  # noqa: F401  (offline environment, state in `state`)
 
     YOLO = importlib.import_module("ultralytics").YOLO  # after visionops' settings
-    from visionops.inference import export_onnx
+    from visionops.engine.onnx import export_onnx
     from visionops.serving.bento import build_bento, save_model
 
     uploads = [(p.name, p.read_bytes()) for p in sorted(SAMPLE.rglob("*.jpg"))[:16]]

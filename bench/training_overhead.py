@@ -153,8 +153,8 @@ def main() -> None:
     low, high = sorted(int(e) for e in args.epochs.split(","))
 
     import run
-    from visionops.lookup import find_dataset
-    from visionops.training.yolo import configure_ultralytics
+    from visionops.app.lookup import find_dataset
+    from visionops.engine.ultralytics import configure_ultralytics
 
     wall: dict[tuple[str, int], list[float]] = {
         (p, e): [] for p in PATHS for e in (low, high)

@@ -1,4 +1,4 @@
-# A CPU parent image for the Docker stack's step images (src/visionops/docker.py,
+# A CPU parent image for the Docker stack's step images (src/visionops/app/docker.py,
 # VISIONOPS_PARENT_IMAGE) where no image registry is reachable: a Debian bookworm
 # base built locally (tests/docker_env.py) with the project's pinned requirements
 # preinstalled from a wheelhouse served over HTTP on the host's loopback during the

@@ -1,6 +1,6 @@
 # The project on CUDA, for `docker compose --profile gpu run --rm train`: the same
 # parent image, apt packages and pinned requirements as the images ZenML builds for
-# the docker stacks (src/visionops/docker.py).
+# the docker stacks (src/visionops/app/docker.py).
 ARG PARENT_IMAGE=pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime
 FROM ${PARENT_IMAGE}
 RUN apt-get update \

@@ -3,8 +3,8 @@
 from zenml import pipeline
 
 from steps.batch import load_champion, predict_folder
+from visionops.app.lookup import find_dataset
 from visionops.config import BatchParameters, dataset_split
-from visionops.lookup import find_dataset
 
 
 @pipeline(name="batch")

@@ -9,8 +9,8 @@ from steps.training import (
     select_candidate,
     train_candidate,
 )
+from visionops.app.lookup import select_training_dataset
 from visionops.config import TrainingParameters
-from visionops.lookup import select_training_dataset
 from visionops.training.candidates import expand_candidates
 
 

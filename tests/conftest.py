@@ -177,7 +177,7 @@ def tiny_weights(tiny_dataset, tmp_path_factory: pytest.TempPathFactory) -> Path
     """A YOLO11n trained from its architecture for 2 epochs at 128 px on the sample."""
     from ultralytics import YOLO
 
-    from visionops.training.yolo import configure_ultralytics
+    from visionops.engine.ultralytics import configure_ultralytics
 
     # Ultralytics turns its own MLflow callback on in tests named test_mlflow*,
     # writing ./mlruns; the project's settings switch it off everywhere.
@@ -234,7 +234,7 @@ def cls_weights(
     import torch
     from ultralytics import YOLO
 
-    from visionops.training.yolo import configure_ultralytics
+    from visionops.engine.ultralytics import configure_ultralytics
 
     def settle_batchnorm(trainer) -> None:
         for module in trainer.model.modules():

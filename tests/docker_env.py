@@ -223,7 +223,7 @@ def wheelhouse_requirements() -> list[str]:
     """
     from zenml.integrations.mlflow import MlflowIntegration
 
-    from visionops.docker import project_requirements
+    from visionops.app.docker import project_requirements
 
     return sorted({*project_requirements(), *MlflowIntegration.get_requirements()})
 

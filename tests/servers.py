@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from visionops import background
+from visionops.core import background
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 180  # seconds; an MLflow or ZenML server takes 15-40 s on 2 busy cores

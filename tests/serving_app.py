@@ -29,7 +29,7 @@ LINEAGE = {
 
 @pytest.fixture(scope="session")
 def onnx_path(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from visionops.inference import export_onnx
+    from visionops.engine.onnx import export_onnx
 
     return export_onnx(tiny_weights, IMGSZ, tmp_path_factory.mktemp("serving-onnx"))
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.servers import free_port
-from visionops import background
-from visionops.dashboards import port_open
+from visionops.app.dashboards import port_open
+from visionops.core import background
 
 
 def _http_server(tmp_path: Path, port: int) -> list[str]:

@@ -56,8 +56,8 @@ def _populate(onnx: Path, weights: Path, example: Path) -> None:
     import mlflow
     from mlflow.entities import Metric
 
-    from visionops.backup import stack_artifact_location
-    from visionops.mlflow_model import log_pyfunc_model
+    from visionops.app.backup import stack_artifact_location
+    from visionops.tasks.detect.pyfunc import log_pyfunc_model
     from visionops.training.tracking import register_version, set_alias
 
     client = mlflow.MlflowClient()
@@ -117,7 +117,7 @@ def _server_stack(trackers: dict) -> None:
 
 @pytest.fixture(scope="module")
 def onnx_file(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from visionops.inference import export_onnx
+    from visionops.engine.onnx import export_onnx
 
     return export_onnx(tiny_weights, 128, tmp_path_factory.mktemp("backup-onnx"))
 
@@ -172,7 +172,7 @@ def trackers(
 
 
 def _strip(tags: dict[str, str]) -> dict[str, str]:
-    from visionops.backup import ORIGIN_TAGS
+    from visionops.app.backup import ORIGIN_TAGS
 
     return {k: v for k, v in tags.items() if k not in ORIGIN_TAGS}
 
@@ -298,7 +298,7 @@ def _counts(mlflow_server: MlflowServer) -> dict[str, int]:
 def _frame(tiny_dataset):
     import pandas as pd
 
-    from visionops.mlflow_model import image_to_b64
+    from visionops.tasks.detect.pyfunc import image_to_b64
 
     images = sorted((tiny_dataset.root / "images" / "test").glob("*"))[:2]
     return pd.DataFrame({"image": [image_to_b64(p) for p in images]})
@@ -407,7 +407,7 @@ def _other_backup(work: Path) -> Path:
     """A backup of another tracker that uses the same experiment and model names."""
     import mlflow
 
-    from visionops.backup import backup
+    from visionops.app.backup import backup
 
     uri = f"sqlite:///{work}/other.db"
     client = mlflow.MlflowClient(uri, registry_uri=uri)
@@ -474,7 +474,7 @@ def test_restore_into_the_local_stack_keeps_files_out_of_the_checkout(
     import mlflow
     import pandas as pd
 
-    from visionops.env import project_root
+    from visionops.core.env import project_root
 
     archive = trackers["work"] / "server-backup.zip"
     assert _main("--backup", str(archive))[0] == 0  # the server stack is active

@@ -61,7 +61,7 @@ def _state(uri: str) -> dict:
 @pytest.fixture(scope="module")
 def small_backup(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A backup of one experiment with two runs and one registered model."""
-    from visionops.backup import backup
+    from visionops.app.backup import backup
 
     root = tmp_path_factory.mktemp("plan-origin")
     uri = f"sqlite:///{root}/origin.db"
@@ -88,7 +88,7 @@ def _target(tmp_path: Path) -> str:
 
 def _restore(path: Path, uri: str, tmp_path: Path, dry_run: bool = False):
     """A restore whose new experiments keep their artifacts under tmp_path."""
-    from visionops.backup import restore
+    from visionops.app.backup import restore
 
     return restore(
         path,
@@ -100,7 +100,7 @@ def _restore(path: Path, uri: str, tmp_path: Path, dry_run: bool = False):
 
 
 def _plan(path: Path, uri: str, on_conflict: str = "skip"):
-    from visionops.backup import open_backup, plan_restore, read_target
+    from visionops.app.backup import open_backup, plan_restore, read_target
 
     with open_backup(path) as opened:
         target = read_target(_client(uri), uri)
@@ -162,8 +162,8 @@ def test_a_skipped_experiment_takes_its_versions_with_it(
 
 def test_plan_restore_is_a_function_of_its_arguments(small_backup: Path) -> None:
     """No tracker at all: the target's state is a value."""
-    from visionops.backup import TargetState, open_backup, plan_restore
-    from visionops.backup.plan import TargetExperiment
+    from visionops.app.backup import TargetState, open_backup, plan_restore
+    from visionops.app.backup.plan import TargetExperiment
 
     target = TargetState(
         "memory://target",
@@ -189,7 +189,7 @@ def test_planning_and_a_dry_run_write_nothing(
     The run a restore was writing when it stopped keeps its `restore_incomplete` tag;
     planning used to delete it, even for a dry run.
     """
-    from visionops.backup.archive import INCOMPLETE_TAG
+    from visionops.app.backup.archive import INCOMPLETE_TAG
 
     uri = _target(tmp_path)
     done = _restore(small_backup, uri, tmp_path)

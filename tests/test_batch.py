@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY_TRAINING
-from visionops.batch import (
+from visionops.batch.predict import (
     BAD_FILES_CSV,
     PREDICTIONS_CSV,
     PREDICTIONS_JSON,
@@ -21,7 +21,7 @@ from visionops.batch import (
     PredictionSet,
     predict_folder,
 )
-from visionops.inference import OnnxDetector, export_onnx
+from visionops.engine.onnx import OnnxDetector, export_onnx
 
 IMGSZ = 128  # the size `tiny_weights` was trained at
 SETTINGS = BatchSettings(conf=0.01, max_det=20, batch=3, threads=1, grid_size=4)
@@ -137,7 +137,7 @@ def test_sample_grid_decodes(result: PredictionSet) -> None:
 def test_materializer_round_trip_and_html(
     result: PredictionSet, tmp_path: Path
 ) -> None:
-    from visionops.materializers import PredictionSetMaterializer
+    from visionops.app.materializers import PredictionSetMaterializer
 
     materializer = PredictionSetMaterializer(uri=str(tmp_path / "artifact"))
     materializer.save(PredictionSet(result.root))

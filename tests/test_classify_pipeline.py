@@ -44,7 +44,7 @@ def classified() -> dict:
 def test_classifier_trained_evaluated_and_promoted(classified: dict) -> None:
     import mlflow
 
-    from visionops.champion import Champion
+    from visionops.training.champion import Champion
     from visionops.training.tracking import configure_tracking
 
     run = classified["run"]
@@ -92,7 +92,7 @@ def test_champion_onnx_is_the_evaluated_classifier(
     import cv2
     import numpy as np
 
-    from visionops.champion import Champion
+    from visionops.training.champion import Champion
 
     champion = Champion.get("image-classifier")
     onnx = champion.fetch_onnx(tmp_path)

@@ -30,7 +30,7 @@ LINEAGE = {
 
 @pytest.fixture(scope="module")
 def cls_onnx(cls_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from visionops.inference import export_onnx
+    from visionops.engine.onnx import export_onnx
 
     return export_onnx(cls_weights, CLS_IMGSZ, tmp_path_factory.mktemp("cls-serve"))
 
@@ -146,13 +146,13 @@ def test_info_says_the_task(client) -> None:
 def test_batch_writes_a_row_per_image_with_every_probability(
     classify_folder: Path, cls_onnx: Path, tmp_path: Path
 ) -> None:
-    from visionops.batch import (
+    from visionops.batch.predict import (
         PREDICTIONS_CSV,
         PREDICTIONS_JSON,
         BatchSettings,
         predict_folder,
     )
-    from visionops.batch_report import write_report
+    from visionops.batch.report import write_report
     from visionops.tasks.classify.onnx import OnnxClassifier
 
     folder = classify_folder / "test"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from visionops import registry
+from visionops.app import registry
 from visionops.config import PARAMETER_MODELS
-from visionops.env import project_path, project_root
+from visionops.core.env import project_path, project_root
 
 RUN_PY = Path(__file__).resolve().parents[1] / "run.py"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from visionops import docker as vdocker
+from visionops.app import docker as vdocker
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"

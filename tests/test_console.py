@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from visionops import console
+from visionops.core import console
 from visionops.data.anonymize import AnonymizeSettings, anonymize_dataset
 from visionops.data.sources import stage_source
 from visionops.data.validate import ValidationSettings, validate_dataset

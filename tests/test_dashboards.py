@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.servers import free_port
-from visionops.dashboards import port_open
+from visionops.app.dashboards import port_open
 
 
 def _status(url: str) -> int:
@@ -42,7 +42,7 @@ def test_dashboard_starts_both_uis_and_stops_them(
     from zenml.client import Client
 
     import run
-    from visionops import dashboards
+    from visionops.app import dashboards
 
     zenml_port, mlflow_port = free_port(), free_port()
     monkeypatch.setenv(dashboards.ZENML_PORT_ENV, str(zenml_port))
@@ -148,7 +148,7 @@ def test_dashboard_refuses_a_taken_port(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     import run
-    from visionops import dashboards
+    from visionops.app import dashboards
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -11,15 +11,15 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from visionops.champion import Champion
-from visionops.config import ConfigError, load_parameters
-from visionops.lookup import (
+from visionops.app.lookup import (
     DatasetError,
     DatasetFacts,
     check_split,
     check_training_dataset,
     resolve_dataset,
 )
+from visionops.config import ConfigError, load_parameters
+from visionops.training.champion import Champion
 
 COUNTS = {"train": 40, "val": 9, "test": 9}
 
@@ -208,9 +208,9 @@ def _save(dataset) -> str:
     """Saves a dataset version as the `dataset` artifact; returns its version."""
     from zenml import save_artifact
 
+    from visionops.app.materializers import DatasetVersionMaterializer
+    from visionops.core.names import DATASET
     from visionops.data.version import DatasetVersion
-    from visionops.materializers import DatasetVersionMaterializer
-    from visionops.names import DATASET
 
     artifact = save_artifact(
         DatasetVersion(dataset.root),  # the materializer re-points `root`
@@ -264,7 +264,7 @@ def _register_champion(name: str, tags: dict[str, str], card: dict | None) -> No
     """A registered version with alias `champion`, as training leaves it (no model)."""
     import mlflow
 
-    from visionops.env import state_dir
+    from visionops.core.env import state_dir
     from visionops.training.tracking import configure_tracking
 
     configure_tracking()

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import TINY_TRAINING
 from tests.servers import free_port
-from visionops.dashboards import port_open
+from visionops.app.dashboards import port_open
 
 MODEL = "deploy-detector"
 TINY = [*TINY_TRAINING, "grid={lr0: [0.01]}", f"model.name={MODEL}"]
@@ -21,7 +21,7 @@ TINY = [*TINY_TRAINING, "grid={lr0: [0.01]}", f"model.name={MODEL}"]
 
 def stop_server(port: int, timeout: float = 30.0) -> None:
     """Stops the `bentoml serve` started on `port` (its whole process group)."""
-    from visionops.env import state_dir
+    from visionops.core.env import state_dir
 
     pid_file = state_dir() / "bentoml" / f"serve-{port}.pid"
     if not pid_file.is_file():
@@ -47,7 +47,7 @@ def deployed(sample_dir: Path):
 
     import run
     from tests.conftest import OUTBOUND
-    from visionops.names import BENTO
+    from visionops.core.names import BENTO
 
     assert run.main(["--stack", "local"]) == 0
     ingest = ["--source", str(sample_dir), "--set", "anonymize.enabled=false"]
@@ -90,8 +90,8 @@ def test_bento_in_store_with_its_lineage(deployed: dict) -> None:
     import bentoml
     import mlflow
 
-    from visionops.inference import OnnxDetector
-    from visionops.lookup import find_dataset
+    from visionops.app.lookup import find_dataset
+    from visionops.engine.onnx import OnnxDetector
 
     bento = bentoml.get(deployed["bento_tag"])
     assert bento.tag.name == MODEL
@@ -189,7 +189,7 @@ def test_served_bad_input_and_metrics(deployed: dict) -> None:
 
 
 def test_stopping_the_server_closes_the_port(deployed: dict) -> None:
-    from visionops.env import state_dir
+    from visionops.core.env import state_dir
 
     port = deployed["port"]
     assert (state_dir() / "bentoml" / f"serve-{port}.pid").is_file()

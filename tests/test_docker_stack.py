@@ -1,7 +1,7 @@
 """The `docker` stack run for real: every step in a container on this machine's engine.
 
 Ingestion and a 1-epoch training go through `run.py` on `stacks/docker.yaml`, with
-the step images built by ZenML from `visionops.docker` on a CPU parent image built
+the step images built by ZenML from `visionops.app.docker` on a CPU parent image built
 here (tests/docker_env.py). Needs a Docker engine: started when root, else skipped
 with the command that prepares it.
 """
@@ -147,8 +147,8 @@ def test_docker_stack_shares_the_local_stores_and_requests_no_gpu() -> None:
     from zenml.client import Client
     from zenml.enums import StackComponentType
 
-    from visionops import docker as vdocker
-    from visionops.stacks import apply_stack, load_stack_spec
+    from visionops.app import docker as vdocker
+    from visionops.app.stacks import apply_stack, load_stack_spec
 
     apply_stack(load_stack_spec("docker", env_file=Path("/nonexistent/.env")))
     apply_stack(load_stack_spec("local", env_file=Path("/nonexistent/.env")))

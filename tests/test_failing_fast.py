@@ -87,10 +87,10 @@ def test_artifact_types_have_one_import_name_under_any_source_root() -> None:
     """With the checkout as ZenML's source root (after `make init`), not `src.`."""
     from zenml.utils import source_utils
 
-    from visionops.batch import PredictionSet
+    from visionops.app.materializers import DatasetVersionMaterializer
+    from visionops.batch.predict import PredictionSet
     from visionops.config import TrainingParameters
     from visionops.data.version import DatasetVersion, StagedDataset
-    from visionops.materializers import DatasetVersionMaterializer
     from visionops.training.candidates import ModelFile
 
     classes = [
@@ -169,7 +169,7 @@ def test_credentials_in_a_tracking_uri_are_never_printed_or_stored(
     from zenml.client import Client
 
     import run
-    from visionops.stacks import LABEL_SERVICES, redact
+    from visionops.app.stacks import LABEL_SERVICES, redact
 
     port = free_port()
     monkeypatch.setenv(
@@ -213,7 +213,7 @@ def test_credentials_in_a_tracking_uri_are_never_printed_or_stored(
 def test_a_restore_with_an_escaping_member_writes_nothing(tmp_path: Path) -> None:
     import mlflow
 
-    from visionops.backup import BackupError, backup, restore
+    from visionops.app.backup import BackupError, backup, restore
 
     origin = f"sqlite:///{tmp_path}/origin.db"
     client = mlflow.MlflowClient(origin, registry_uri=origin)

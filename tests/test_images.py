@@ -1,4 +1,4 @@
-"""visionops.images: one decoder, one truncation check, one format sniffing."""
+"""visionops.core.images: one decoder, one truncation check, one format sniffing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visionops import images
+from visionops.core import images
 
 
 def _encoded(fmt: str, size: tuple[int, int] = (64, 48), **options) -> bytes:
@@ -115,11 +115,11 @@ def test_exif_orientation_is_applied() -> None:
 
 def test_every_caller_maps_the_same_reasons(tmp_path) -> None:
     """Batch rows, HTTP statuses and pyfunc errors come from the one decoder."""
-    from visionops.batch import read_image
-    from visionops.mlflow_model import decode_image as pyfunc_decode
-    from visionops.mlflow_model import image_to_b64
+    from visionops.batch.predict import read_image
     from visionops.serving.limits import InputError
     from visionops.serving.limits import decode_image as service_decode
+    from visionops.tasks.detect.pyfunc import decode_image as pyfunc_decode
+    from visionops.tasks.detect.pyfunc import image_to_b64
 
     cut = _encoded("JPEG")[:300]
     path = tmp_path / "cut.jpg"

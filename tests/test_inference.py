@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from visionops.inference import (
+from visionops.engine.onnx import (
     Detections,
     OnnxDetector,
     export_onnx,
@@ -197,7 +197,7 @@ def test_nms_keeps_one_of_an_overlapping_pair_per_class() -> None:
 def test_nms_matrix_keeps_what_the_row_loop_keeps(
     classes: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import visionops.inference as inference
+    import visionops.engine.onnx as inference
 
     rng = np.random.default_rng(7)
     corners = rng.uniform(0, 600, (1500, 2))

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from visionops.config import load_parameters
+from visionops.core.names import DATASET
 from visionops.data.version import DatasetVersion, content_hash
-from visionops.names import DATASET
 
 REPO = Path(__file__).resolve().parents[1]
 

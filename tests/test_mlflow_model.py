@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from visionops.inference import OnnxDetector, export_onnx
-from visionops.mlflow_model import (
+from visionops.engine.onnx import OnnxDetector, export_onnx
+from visionops.tasks.detect.pyfunc import (
     OUTPUT_DTYPES,
     image_to_b64,
     log_pyfunc_model,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from visionops.env import state_dir
+from visionops.core.env import state_dir
 
 
 def test_guard_refuses_and_records_outbound(outbound: list[str]) -> None:

@@ -9,8 +9,8 @@ import numpy as np
 import onnx
 import pytest
 
-from visionops.inference import OnnxDetector, export_onnx
-from visionops.quantize import QUANTIZATION_KEY, QuantizationError, quantize
+from visionops.engine.onnx import OnnxDetector, export_onnx
+from visionops.engine.quantize import QUANTIZATION_KEY, QuantizationError, quantize
 
 IMGSZ = 128  # the size `tiny_weights` was trained at
 
@@ -101,7 +101,7 @@ def test_undecodable_calibration_image_is_named(fp32: Path, tmp_path: Path) -> N
 
 
 def test_calibration_sees_what_the_predictors_feed(fp32: Path, tiny_dataset) -> None:
-    from visionops.inference import letterbox
+    from visionops.engine.onnx import letterbox
 
     detector = OnnxDetector(fp32)
     path = sorted((tiny_dataset.root / "images" / "val").iterdir())[0]

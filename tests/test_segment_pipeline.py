@@ -44,7 +44,7 @@ def segmented() -> dict:
 def test_segmenter_trained_evaluated_and_promoted_on_miou(segmented: dict) -> None:
     import mlflow
 
-    from visionops.champion import Champion
+    from visionops.training.champion import Champion
     from visionops.training.tracking import configure_tracking
 
     run = segmented["run"]
@@ -91,7 +91,7 @@ def test_champion_onnx_segments_inside_the_image(
 ) -> None:
     import cv2
 
-    from visionops.champion import Champion
+    from visionops.training.champion import Champion
 
     champion = Champion.get("image-segmenter")
     predictor = champion.get_task().predictor(champion.fetch_onnx(tmp_path))

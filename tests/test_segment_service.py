@@ -37,7 +37,7 @@ def seg_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A yolo11n-seg trained from its architecture for 1 epoch on the sample."""
     from ultralytics import YOLO
 
-    from visionops.training.yolo import configure_ultralytics
+    from visionops.engine.ultralytics import configure_ultralytics
 
     root = tmp_path_factory.mktemp("shoes")
     for split in ("train", "valid"):  # Ultralytics writes label caches beside them
@@ -75,7 +75,7 @@ def seg_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def seg_onnx(seg_weights: Path) -> Path:
-    from visionops.inference import export_onnx
+    from visionops.engine.onnx import export_onnx
 
     return export_onnx(seg_weights, IMGSZ, seg_weights.parent.parent / "onnx")
 
@@ -170,13 +170,13 @@ def test_render_overlays_masks_and_other_endpoints_answer_404(client, soles) -> 
 def test_batch_writes_a_mask_png_per_image(
     seg_onnx: Path, soles, tmp_path: Path
 ) -> None:
-    from visionops.batch import (
+    from visionops.batch.predict import (
         PREDICTIONS_CSV,
         PREDICTIONS_JSON,
         BatchSettings,
         predict_folder,
     )
-    from visionops.batch_report import write_report
+    from visionops.batch.report import write_report
 
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)

@@ -43,7 +43,7 @@ def _error(response) -> str:
 
 @pytest.fixture(scope="module")
 def reference(onnx_path: Path):
-    from visionops.inference import OnnxDetector
+    from visionops.engine.onnx import OnnxDetector
 
     return OnnxDetector(onnx_path, threads=1)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from visionops import docker as vdocker
-from visionops.stacks import (
+from visionops.app import docker as vdocker
+from visionops.app.stacks import (
     ServiceSpec,
     StackError,
     apply_stack,
@@ -352,7 +352,7 @@ def test_run_py_refuses_to_run_a_pipeline_when_a_service_is_down(
     capsys: pytest.CaptureFixture,
 ) -> None:
     import run
-    from visionops.stacks import check_active_stack
+    from visionops.app.stacks import check_active_stack
 
     port = _closed_port()
     path = tmp_path / "needs-mlflow.yaml"
@@ -471,7 +471,7 @@ def test_image_build_context_leaves_credentials_and_state_out(tmp_path: Path) ->
         return {f for f, path in context.get_files().items() if Path(path).is_file()}
 
     files = context_files(REPO)
-    assert {"pyproject.toml", "run.py", "src/visionops/docker.py"} <= files
+    assert {"pyproject.toml", "run.py", "src/visionops/app/docker.py"} <= files
     assert {"configs/training.yaml", "pipelines/training.py"} <= files
     assert not [f for f in files if f.startswith((".venv/", ".git/", ".visionops/"))]
 
@@ -482,4 +482,4 @@ def test_image_build_context_leaves_credentials_and_state_out(tmp_path: Path) ->
     (tmp_path / "src" / "visionops").mkdir(parents=True)
     (tmp_path / "src" / "visionops" / "env.py").write_text("")
     (tmp_path / ".env.example").write_text("")
-    assert context_files(tmp_path) == {"src/visionops/env.py", ".env.example"}
+    assert context_files(tmp_path) == {"src/visionops/core/env.py", ".env.example"}

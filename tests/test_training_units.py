@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from visionops.config import PromotionSettings, TrainingParameters, TrainSettings
+from visionops.engine.report import EvalReport
 from visionops.training.candidates import CandidateResult, best_index, expand_candidates
-from visionops.training.evaluate import EvalReport
 from visionops.training.promotion import decide, decision_markdown
 from visionops.training.yolo import PretrainedWeightsError, resolve_weights, train
 
@@ -240,8 +240,8 @@ def test_promotion_on_any_metric_with_floors() -> None:
 
 
 def test_prepare_training_follows_the_dataset_task() -> None:
+    from visionops.app.preflight import prepare_training
     from visionops.config import ConfigError
-    from visionops.preflight import prepare_training
 
     classes = ["NORMAL", "PNEUMONIA"]
     meta = {"task": "classify", "classes": classes, "dataset_hash": "ab"}
@@ -298,7 +298,7 @@ def local_mlflow(tmp_path: Path):
 def test_champion_reads_what_registration_wrote(local_mlflow, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from visionops.champion import (
+    from visionops.training.champion import (
         Champion,
         NoChampionError,
         TaskMismatchError,
@@ -408,8 +408,9 @@ def test_int8_gate_serves_int8_within_the_drop_and_fp32_beyond() -> None:
 
 
 def test_decision_report_and_tags_carry_the_int8_decision() -> None:
-    from visionops.champion import Champion
-    from visionops.training.quantization import QuantizationReport, gate
+    from visionops.engine.report import QuantizationReport
+    from visionops.training.champion import Champion
+    from visionops.training.quantization import gate
 
     precision, reason = gate("map50_95", 0.40, 0.395, 0.01)
     quantization = QuantizationReport(

@@ -21,7 +21,7 @@ from PIL import Image
 
 from tests.servers import free_port
 from tests.test_deployment_pipeline import stop_server
-from visionops.dashboards import port_open
+from visionops.app.dashboards import port_open
 
 MODEL = "web-ui-detector"
 IMGSZ = 128  # the size `tiny_weights` was trained at
@@ -72,7 +72,7 @@ def _chromium() -> str:
 @pytest.fixture(scope="module")
 def served(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory):
     """A Bento around `tiny_weights`, served on a free loopback port."""
-    from visionops.inference import export_onnx
+    from visionops.engine.onnx import export_onnx
     from visionops.serving.bento import build_bento, save_model, start_server
 
     onnx = export_onnx(tiny_weights, IMGSZ, tmp_path_factory.mktemp("web-ui-onnx"))

@@ -1,7 +1,7 @@
 """VisionOps: ZenML pipelines for YOLO object detection."""
 
-from visionops import env as _env
-from visionops import import_name as _import_name
+from visionops.core import env as _env
+from visionops.core import import_name as _import_name
 
 _env.configure()
 _import_name.install()

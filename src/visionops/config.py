@@ -19,11 +19,11 @@ from pydantic import (
     model_validator,
 )
 
+from visionops.core.env import project_root
 from visionops.data.anonymize import AnonymizeSettings
 from visionops.data.sources.archive import ArchiveLimits
 from visionops.data.validate import ValidationSettings
-from visionops.env import project_root
-from visionops.tasks.base import MODEL_FILE_SUFFIXES, MODEL_NAME
+from visionops.engine.task import MODEL_FILE_SUFFIXES, MODEL_NAME
 
 Workers = int | Literal["auto"]
 

@@ -5,16 +5,16 @@ from typing import Annotated
 from zenml import log_metadata, step
 from zenml.types import HTMLString
 
-from visionops import batch
-from visionops.batch import PredictionSet
-from visionops.batch_report import write_report
-from visionops.champion import Champion
+from visionops.app.materializers import work_dir
+from visionops.batch import predict as batch
+from visionops.batch.predict import PredictionSet
+from visionops.batch.report import write_report
 from visionops.config import BatchSettings, dataset_split
+from visionops.core.env import project_path
+from visionops.core.names import BATCH_REPORT, PREDICTIONS
 from visionops.data.version import DatasetVersion
-from visionops.env import project_path
-from visionops.materializers import work_dir
-from visionops.names import BATCH_REPORT, PREDICTIONS
 from visionops.training.candidates import ModelFile
+from visionops.training.champion import Champion
 
 
 # Never cached: a folder can change behind the same path, and the champion with it.

@@ -6,7 +6,7 @@ import bentoml
 from mlflow.tracking import MlflowClient
 from zenml import log_metadata, step
 
-from visionops.names import BENTO
+from visionops.core.names import BENTO
 from visionops.serving.bento import build_bento as build
 from visionops.serving.bento import save_model
 from visionops.training.candidates import ModelFile

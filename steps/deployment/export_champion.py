@@ -5,10 +5,10 @@ from typing import Annotated, Any
 from zenml import ArtifactConfig, log_metadata, step
 from zenml.enums import ArtifactType
 
-from visionops.champion import Champion
-from visionops.materializers import work_dir
-from visionops.names import CHAMPION_LINEAGE, CHAMPION_ONNX, CHAMPION_WEIGHTS
+from visionops.app.materializers import work_dir
+from visionops.core.names import CHAMPION_LINEAGE, CHAMPION_ONNX, CHAMPION_WEIGHTS
 from visionops.training.candidates import ModelFile
+from visionops.training.champion import Champion
 from visionops.training.tracking import configure_tracking
 
 

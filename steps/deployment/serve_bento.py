@@ -5,7 +5,7 @@ from typing import Annotated
 import bentoml
 from zenml import log_metadata, step
 
-from visionops.names import SERVICE_URL
+from visionops.core.names import SERVICE_URL
 from visionops.serving.bento import start_server
 
 

@@ -4,11 +4,11 @@ from typing import Annotated
 
 from zenml import log_metadata, step
 
+from visionops.app.materializers import work_dir
+from visionops.core.names import ANONYMIZED_DATASET, FACE_REPORT
+from visionops.core.parallel import resolve_workers
 from visionops.data.anonymize import AnonymizeSettings, FaceReport, anonymize_dataset
 from visionops.data.version import StagedDataset
-from visionops.materializers import work_dir
-from visionops.names import ANONYMIZED_DATASET, FACE_REPORT
-from visionops.parallel import resolve_workers
 
 
 @step

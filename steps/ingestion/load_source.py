@@ -4,11 +4,11 @@ from typing import Annotated
 
 from zenml import log_metadata, step
 
+from visionops.app.materializers import work_dir
+from visionops.core.env import project_path, state_dir
+from visionops.core.names import STAGED_DATASET
 from visionops.data.sources import ArchiveLimits, stage_source
 from visionops.data.version import StagedDataset
-from visionops.env import project_path, state_dir
-from visionops.materializers import work_dir
-from visionops.names import STAGED_DATASET
 
 
 # Not cached: the source folder or platform can change behind the same string.

@@ -5,9 +5,9 @@ from typing import Annotated
 from zenml import log_metadata, step
 
 from visionops.config import SplitSettings
+from visionops.core.names import SPLIT_PLAN
 from visionops.data.split import SplitPlan, plan_split
 from visionops.data.version import StagedDataset
-from visionops.names import SPLIT_PLAN
 
 
 @step

@@ -4,15 +4,15 @@ from typing import Annotated
 
 from zenml import log_metadata, step
 
+from visionops.app.materializers import work_dir
+from visionops.core.names import VALIDATED_DATASET, VALIDATION_REPORT
+from visionops.core.parallel import resolve_workers
 from visionops.data.validate import (
     ValidationReport,
     ValidationSettings,
     validate_dataset,
 )
 from visionops.data.version import StagedDataset
-from visionops.materializers import work_dir
-from visionops.names import VALIDATED_DATASET, VALIDATION_REPORT
-from visionops.parallel import resolve_workers
 
 
 @step

@@ -4,12 +4,12 @@ from typing import Annotated, Any
 
 from zenml import log_metadata, step
 
+from visionops.app.materializers import work_dir
+from visionops.core.names import DATASET
 from visionops.data.anonymize import FaceReport
 from visionops.data.split import SplitPlan
 from visionops.data.validate import ValidationReport
 from visionops.data.version import DatasetVersion, StagedDataset, build_dataset_version
-from visionops.materializers import work_dir
-from visionops.names import DATASET
 
 
 @step

@@ -4,10 +4,10 @@ from typing import Annotated
 
 from zenml import log_metadata, step
 
+from visionops.app.materializers import work_dir
 from visionops.config import EvaluationSettings
+from visionops.core.names import CHAMPION_EVALUATION
 from visionops.data.version import DatasetVersion
-from visionops.materializers import work_dir
-from visionops.names import CHAMPION_EVALUATION
 from visionops.training.stages import ChampionScore
 from visionops.training.stages import evaluate_champion as evaluate
 from visionops.training.tracking import configure_tracking

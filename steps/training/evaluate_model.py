@@ -5,12 +5,12 @@ from typing import Annotated
 from zenml import log_metadata, step
 from zenml.types import HTMLString
 
+from visionops.app.materializers import work_dir
 from visionops.config import EvaluationSettings
+from visionops.core.names import EVALUATION_REPORT, ONNX_MODEL, TEST_EVALUATION
 from visionops.data.version import DatasetVersion
-from visionops.materializers import work_dir
-from visionops.names import EVALUATION_REPORT, ONNX_MODEL, TEST_EVALUATION
+from visionops.engine.report import EvalReport
 from visionops.training.candidates import CandidateResult, ModelFile
-from visionops.training.evaluate import EvalReport
 from visionops.training.stages import evaluate_challenger
 from visionops.training.tracking import configure_tracking
 

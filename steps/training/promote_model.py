@@ -6,9 +6,9 @@ from zenml import get_step_context, log_metadata, step
 from zenml.types import MarkdownString
 
 from visionops.config import PromotionSettings
-from visionops.names import DECISION_REPORT, PROMOTION_DECISION
+from visionops.core.names import DECISION_REPORT, PROMOTION_DECISION
+from visionops.engine.report import EvalReport
 from visionops.training.candidates import CandidateResult, ModelFile
-from visionops.training.evaluate import EvalReport
 from visionops.training.promotion import Decision
 from visionops.training.stages import ChampionScore, promote_challenger
 from visionops.training.tracking import configure_tracking

@@ -7,7 +7,7 @@ from zenml import ArtifactConfig, log_metadata, step
 from zenml.enums import ArtifactType
 from zenml.types import HTMLString
 
-from visionops.names import (
+from visionops.core.names import (
     CANDIDATE_COMPARISON,
     CANDIDATE_COMPARISON_HTML,
     MODEL,

@@ -4,8 +4,8 @@ from typing import Annotated
 
 from zenml import get_step_context, log_metadata, step
 
+from visionops.core.names import CANDIDATE_RESULT, CANDIDATE_WEIGHTS
 from visionops.data.version import DatasetVersion
-from visionops.names import CANDIDATE_RESULT, CANDIDATE_WEIGHTS
 from visionops.training.candidates import CandidateResult, CandidateSpec, ModelFile
 from visionops.training.stages import train_candidate as train
 

@@ -12,17 +12,17 @@ from PIL import Image
 
 from visionops.data.anonymize import FaceReport
 from visionops.data.manifest import Item, Manifest
-from visionops.data.sources import SourceError, stage_source
-from visionops.data.split import plan_split
-from visionops.data.validate import QUARANTINE_DIR, ValidationSettings, validate_dataset
-from visionops.data.version import build_dataset_version
-from visionops.tasks.segment import layout
-from visionops.tasks.segment.masks import (
+from visionops.data.masks import (
     BACKGROUND,
     IGNORE,
     parse_polygon_line,
     polygon_lines_to_class_map,
 )
+from visionops.data.sources import SourceError, stage_source
+from visionops.data.split import plan_split
+from visionops.data.validate import QUARANTINE_DIR, ValidationSettings, validate_dataset
+from visionops.data.version import build_dataset_version
+from visionops.tasks.segment import layout
 
 REPO = Path(__file__).resolve().parents[2]
 SHOE_SOLES = REPO / "data" / "sample" / "shoe-soles"

@@ -93,11 +93,11 @@ def test_build_refuses_a_non_empty_destination(versions: dict, tmp_path: Path) -
 
 
 def test_materializer_round_trip(versions: dict, tmp_path: Path) -> None:
-    from visionops.materializers import DatasetVersionMaterializer
+    from visionops.app.materializers import DatasetVersionMaterializer
 
     original = versions["one"]
     copy_source = tmp_path / "src"
-    from visionops.fsutil import copy_tree
+    from visionops.core.files import copy_tree
 
     copy_tree(original.root, copy_source)
     materializer = DatasetVersionMaterializer(uri=str(tmp_path / "artifact"))

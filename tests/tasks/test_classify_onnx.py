@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import CLS_IMGSZ as IMGSZ
 from tests.conftest import CLS_NAMES as NAMES
-from visionops.inference import export_onnx
+from visionops.engine.onnx import export_onnx
 from visionops.tasks.classify.onnx import (
     Classification,
     OnnxClassifier,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from visionops.tasks.segment.masks import (
+from visionops.data.masks import (
     BACKGROUND,
     IGNORE,
     class_map_to_instances,

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from visionops.tasks.segment.masks import BACKGROUND, IGNORE
+from visionops.data.masks import BACKGROUND, IGNORE
 from visionops.tasks.segment.metrics import (
     SemanticAccumulator,
     confusion_matrix,

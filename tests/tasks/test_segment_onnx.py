@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from tests.conftest import SHARED_DATASETS
-from visionops.inference import export_onnx
-from visionops.tasks.segment.masks import fill_polygons
+from visionops.data.masks import fill_polygons
+from visionops.engine.onnx import export_onnx
 from visionops.tasks.segment.onnx import Instances, OnnxSegmenter
 
 SHOES = SHARED_DATASETS / "shoe-soles-seg"
@@ -53,7 +53,7 @@ def seg_weights(shoes_subset: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """A YOLO11n-seg trained from its architecture for 1 epoch at 64 px."""
     from ultralytics import YOLO
 
-    from visionops.training.yolo import configure_ultralytics
+    from visionops.engine.ultralytics import configure_ultralytics
 
     configure_ultralytics()
     out = tmp_path_factory.mktemp("seg-weights")
@@ -95,7 +95,7 @@ def _lively(arch: str, images: list[Path], weights: Path) -> Path:
     import torch
     from ultralytics import YOLO
 
-    from visionops.inference import letterbox
+    from visionops.engine.onnx import letterbox
 
     torch.manual_seed(0)
     model = YOLO(arch)

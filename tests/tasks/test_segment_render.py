@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from visionops.tasks.segment.masks import BACKGROUND, IGNORE
+from visionops.data.masks import BACKGROUND, IGNORE
 from visionops.tasks.segment.render import class_areas, class_color, render_segmentation
 
 NAMES = {0: "road", 1: "car", 2: "tree"}

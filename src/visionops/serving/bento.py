@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from visionops.env import project_root
+from visionops.core.env import project_root
 
 ONNX_FILE = "model.onnx"
 WEIGHTS_FILE = "model.pt"
@@ -85,7 +85,7 @@ def server_command(bento_tag: str, port: int, host: str = "127.0.0.1") -> list[s
 
 def pid_file(port: int) -> Path:
     """Where `start_server` records its server on `port` (read by `make serve-stop`)."""
-    from visionops.env import state_dir
+    from visionops.core.env import state_dir
 
     return state_dir() / "bentoml" / f"serve-{port}.pid"
 
@@ -99,7 +99,7 @@ def start_server(bento_tag: str, port: int = 3000, timeout: float = 120.0) -> st
         BackgroundError: the server exited or did not get ready in time (the
             message names its log and shows its tail); it is stopped then.
     """
-    from visionops import background
+    from visionops.core import background
 
     log = pid_file(port).with_suffix(".log")
     log.unlink(missing_ok=True)  # this server's output only

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from visionops import images
+from visionops.core import images
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # one image file
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024  # the whole request, form overhead too
@@ -42,7 +42,7 @@ def decode_image(data: bytes) -> np.ndarray:
     """Decodes upload bytes into a BGR array, applying EXIF orientation.
 
     The format is sniffed from the bytes, never taken from a declared type
-    (`visionops.images`); the size and the pixel count are checked before any
+    (`visionops.core.images`); the size and the pixel count are checked before any
     pixel is decoded.
 
     Raises:

@@ -1,7 +1,7 @@
 """The tasks registry: a task name to the object that holds what differs per task.
 
 Each task lives in its own package (`detect/`, `classify/`, `segment/`) whose
-`__init__` exposes `TASK`, an instance of `visionops.tasks.base.Task`. A task is
+`__init__` exposes `TASK`, an instance of `visionops.engine.task.Task`. A task is
 imported on first use, so a task under construction costs the others nothing.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from functools import cache
 
-from visionops.tasks.base import Task, TaskError
+from visionops.engine.task import Task, TaskError
 
 # Task name -> the package whose `TASK` implements it. A new task adds one line.
 REGISTRY: dict[str, str] = {

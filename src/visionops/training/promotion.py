@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from visionops.config import PromotionSettings
+from visionops.engine.report import EvalReport
 from visionops.tasks import get_task
-from visionops.training.evaluate import EvalReport
 
 
 class Decision(BaseModel):

@@ -4,109 +4,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
+from visionops.engine.report import Precision, QuantizationReport
 
 if TYPE_CHECKING:
     from visionops.config import EvaluationSettings
     from visionops.data.version import DatasetVersion
-    from visionops.tasks.base import Task
+    from visionops.engine.task import Task
 
 logger = logging.getLogger(__name__)
 INT8_SUFFIX = ".int8.onnx"
-Precision = Literal["int8", "fp32"]
-
-
-class QuantizationReport(BaseModel):
-    """FP32 and INT8 ONNX exports measured the same way, and which one is served.
-
-    Both scores come from the task's evaluation of the `.onnx` itself (Ultralytics
-    runs it through ONNX Runtime) on the test split at the serving size, so the
-    drop is INT8 against FP32 and nothing else.
-
-    Attributes:
-        metric: The promotion metric the gate compares.
-        max_drop: The largest absolute drop that still serves INT8.
-        fp32_score: The FP32 ONNX export's metric.
-        int8_score: The INT8 model's metric (None: quantization failed).
-        fp32_metrics: Every test metric of the FP32 ONNX export.
-        int8_metrics: Every test metric of the INT8 model.
-        fp32_latency_ms: Median CPU latency of the FP32 export (one thread).
-        int8_latency_ms: The same for the INT8 model.
-        calibration_images: Validation images the INT8 model was calibrated on.
-        precision: What is served: `int8` or `fp32`.
-        reason: Why, in one sentence.
-    """
-
-    metric: str
-    max_drop: float
-    fp32_score: float
-    int8_score: float | None = None
-    fp32_metrics: dict[str, float] = {}
-    int8_metrics: dict[str, float] = {}
-    fp32_latency_ms: float | None = None
-    int8_latency_ms: float | None = None
-    calibration_images: int = 0
-    precision: Precision = "fp32"
-    reason: str = ""
-
-    @property
-    def drop(self) -> float | None:
-        """FP32 score minus INT8 score (positive: INT8 is worse)."""
-        return None if self.int8_score is None else self.fp32_score - self.int8_score
-
-    def mlflow_metrics(self) -> dict[str, float]:
-        """`test_onnx_{fp32,int8}_<metric>` and latencies, for the candidate's run."""
-        values = {
-            f"test_onnx_fp32_{self.metric}": self.fp32_score,
-            f"test_onnx_int8_{self.metric}": self.int8_score,
-            "test_onnx_fp32_latency_ms": self.fp32_latency_ms,
-            "test_onnx_int8_latency_ms": self.int8_latency_ms,
-        }
-        return {k: v for k, v in values.items() if v is not None}
-
-    def tags(self) -> dict[str, str]:
-        """`precision` and `quantization.*`: run and registered-version tags."""
-
-        def fmt(value: float | None) -> str:
-            return "" if value is None else f"{value:.6f}"
-
-        return {
-            "precision": self.precision,
-            "quantization.reason": self.reason,
-            "quantization.metric": self.metric,
-            "quantization.max_drop": f"{self.max_drop:g}",
-            "quantization.fp32_score": fmt(self.fp32_score),
-            "quantization.int8_score": fmt(self.int8_score),
-            "quantization.fp32_latency_ms": fmt(self.fp32_latency_ms),
-            "quantization.int8_latency_ms": fmt(self.int8_latency_ms),
-        }
-
-    def markdown(self) -> str:
-        """The decision report's section: both scores, both latencies, the verdict."""
-
-        def cell(value: float | None, pattern: str) -> str:
-            return "-" if value is None else format(value, pattern)
-
-        return "\n".join(
-            [
-                f"## Served precision: {self.precision.upper()}",
-                "",
-                f"**Rule:** serve INT8 if its {self.metric} is within "
-                f"{self.max_drop:g} of FP32 (both ONNX, test split). {self.reason}.",
-                "",
-                "| | FP32 ONNX | INT8 ONNX |",
-                "|---|---|---|",
-                f"| {self.metric} | {cell(self.fp32_score, '.4f')} | "
-                f"{cell(self.int8_score, '.4f')} |",
-                f"| latency (ms, CPU, 1 thread) | {cell(self.fp32_latency_ms, '.1f')} "
-                f"| {cell(self.int8_latency_ms, '.1f')} |",
-                "",
-                f"INT8: static QDQ, calibrated on {self.calibration_images} "
-                "validation images.",
-            ]
-        )
 
 
 def gate(
@@ -163,8 +71,8 @@ def quantize_and_gate(
     Raises:
         ValueError: The task's evaluation has no such metric.
     """
-    from visionops.quantize import QuantizationError, quantize
-    from visionops.training.latency import onnx_latency_ms
+    from visionops.engine.latency import onnx_latency_ms
+    from visionops.engine.quantize import QuantizationError, quantize
 
     predictor = task.predictor(fp32_onnx)
     serving_imgsz = predictor.imgsz[0]
@@ -185,7 +93,7 @@ def quantize_and_gate(
     test_images = task.split_images(dataset, "test")
     if fp32_latency_ms is None:
         fp32_latency_ms = onnx_latency_ms(
-            fp32_onnx, test_images, settings.latency_runs, task.name
+            task, fp32_onnx, test_images, settings.latency_runs
         )
     report = QuantizationReport(
         metric=metric,
@@ -220,7 +128,7 @@ def quantize_and_gate(
     report.int8_score = int8.metrics.get(metric)
     report.int8_metrics = int8.metrics
     report.int8_latency_ms = onnx_latency_ms(
-        int8_onnx, test_images, settings.latency_runs, task.name
+        task, int8_onnx, test_images, settings.latency_runs
     )
     report.calibration_images = min(len(calibration), settings.calibration_images)
     report.precision, report.reason = gate(

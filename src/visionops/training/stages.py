@@ -16,16 +16,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from visionops.champion import (
-    CHALLENGER,
-    CHAMPION,
-    Champion,
-    TaskMismatchError,
-    version_tags,
-)
 from visionops.config import EvaluationSettings, PromotionSettings
+from visionops.core.env import state_dir
 from visionops.data.version import CARD_FILE, DatasetVersion
-from visionops.env import state_dir
+from visionops.engine.latency import onnx_latency_ms
+from visionops.engine.report import EvalReport
 from visionops.tasks import get_task
 from visionops.training.candidates import (
     CandidateResult,
@@ -35,8 +30,13 @@ from visionops.training.candidates import (
     comparison_html,
     comparison_rows,
 )
-from visionops.training.evaluate import EvalReport
-from visionops.training.latency import onnx_latency_ms
+from visionops.training.champion import (
+    CHALLENGER,
+    CHAMPION,
+    Champion,
+    TaskMismatchError,
+    version_tags,
+)
 from visionops.training.promotion import Decision, decide, decision_markdown
 from visionops.training.tracking import (
     code_version,
@@ -246,7 +246,7 @@ def evaluate_challenger(
     """
     from mlflow.tracking import MlflowClient
 
-    from visionops.inference import export_onnx
+    from visionops.engine.onnx import export_onnx
     from visionops.training.quantization import quantize_and_gate
 
     task = get_task(selected.task)
@@ -400,7 +400,7 @@ def promote_challenger(
     """
     import mlflow
 
-    from visionops.champion import check_model_task
+    from visionops.training.champion import check_model_task
 
     task = get_task(challenger.task)
     check_model_task(model_name, task.name)

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from visionops.env import project_root
+from visionops.core.env import project_root
 
 PACKAGES = (
     "ultralytics",

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from visionops.core.env import state_dir
 from visionops.data.manifest import Manifest
 from visionops.data.sources.archive import ArchiveLimits, check_zip, extract_zip
 from visionops.data.sources.base import Source, SourceError, is_image
@@ -24,7 +25,6 @@ from visionops.data.sources.picsellia import (
     PicselliaSource,
 )
 from visionops.data.sources.yolo import CLASSES_FILE, YoloSource, find_dataset_yaml
-from visionops.env import state_dir
 
 SUPPORTED_LAYOUTS = (
     "Supported layouts:\n"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from visionops.core.files import ensure_empty_dir
 from visionops.data.manifest import (
     IMAGE_SUFFIXES,
     Item,
@@ -19,7 +20,6 @@ from visionops.data.manifest import (
     group_key,
     safe_id,
 )
-from visionops.fsutil import ensure_empty_dir
 
 logger = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from visionops.data.manifest import Manifest
+from visionops.data.masks import format_polygon_line, mask_polygons
 from visionops.data.sources.base import (
     Entry,
     SourceError,
@@ -25,7 +26,6 @@ from visionops.data.sources.base import (
     split_from_path,
     write_staged,
 )
-from visionops.tasks.segment.masks import format_polygon_line, mask_polygons
 
 logger = logging.getLogger(__name__)
 

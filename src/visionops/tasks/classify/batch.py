@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from visionops.tasks.base import BatchOutput
+from visionops.engine.task import BatchOutput
 from visionops.tasks.classify.render import draw_classification
 
 PROBABILITY_PREFIX = "p_"  # `p_<class name>` columns of predictions.csv

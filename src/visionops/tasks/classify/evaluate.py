@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from visionops.fsutil import sha256_file
-from visionops.training.evaluate import EvalReport
-from visionops.training.yolo import configure_ultralytics, resolve_device
+from visionops.core.files import sha256_file
+from visionops.engine.report import EvalReport
+from visionops.engine.ultralytics import configure_ultralytics, resolve_device
 
 if TYPE_CHECKING:
     from visionops.data.version import DatasetVersion

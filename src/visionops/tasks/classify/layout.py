@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from visionops.core.files import link_or_copy
 from visionops.data.manifest import IMAGE_SUFFIXES, Item
-from visionops.fsutil import link_or_copy
 
 SPLITS = ("train", "val", "test")
 # What the content hash covers, relative to the version root.

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from visionops.inference import (
+from visionops.engine.onnx import (
     StageTimer,
     _check_image,
     _metadata_value,
@@ -151,7 +151,7 @@ class OnnxClassifier:
 
         Args:
             onnx_path: An `.onnx` of a `-cls` model written by
-                `visionops.inference.export_onnx` (or Ultralytics).
+                `visionops.engine.onnx.export_onnx` (or Ultralytics).
             threads: ONNX Runtime intra-op threads.
             providers: ONNX Runtime execution providers, CPU when omitted.
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from visionops.data.report import PALETTE, text_color
-from visionops.inference import _check_image, _name
+from visionops.engine.onnx import _check_image, _name
 from visionops.tasks.classify.onnx import Classification
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX

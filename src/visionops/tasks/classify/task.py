@@ -6,13 +6,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visionops.tasks.base import Task, TaskError
+from visionops.engine.task import Task, TaskError
 
 if TYPE_CHECKING:
     import numpy as np
 
     from visionops.data.version import DatasetVersion
-    from visionops.training.evaluate import EvalReport
+    from visionops.engine.report import EvalReport
 
 PER_CLASS = ("precision", "recall", "f1", "support")
 TWO_CLASS = ("roc_auc", "pr_auc", "sensitivity", "specificity")

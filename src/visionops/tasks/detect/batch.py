@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from visionops.data.report import draw_boxes
-from visionops.tasks.base import BatchOutput, side_file_paths
+from visionops.engine.task import BatchOutput, side_file_paths
 
 LABELS_DIR = "labels"
 COLUMNS = ("image", "class_id", "class_name", "confidence", "x1", "y1", "x2", "y2")

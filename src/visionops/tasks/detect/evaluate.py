@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from visionops.fsutil import sha256_file
-from visionops.training.evaluate import EvalReport
-from visionops.training.yolo import configure_ultralytics, resolve_device
+from visionops.core.files import sha256_file
+from visionops.engine.report import EvalReport
+from visionops.engine.ultralytics import configure_ultralytics, resolve_device
 
 
 def evaluate_weights(

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from visionops.core.files import link_or_copy
 from visionops.data.manifest import IMAGE_SUFFIXES, Item
-from visionops.fsutil import link_or_copy
 
 DATA_YAML = "data.yaml"
 # What the content hash covers, relative to the version root.

@@ -6,13 +6,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visionops.tasks.base import Task
+from visionops.engine.task import Task
 
 if TYPE_CHECKING:
     import numpy as np
 
     from visionops.data.version import DatasetVersion
-    from visionops.training.evaluate import EvalReport
+    from visionops.engine.report import EvalReport
 
 METRICS = ("map50_95", "map50", "precision", "recall", "f1")
 
@@ -83,13 +83,13 @@ class DetectTask(Task):
         self, onnx_path: Path, *, threads: int = 1, providers: list[str] | None = None
     ) -> Any:
         """`OnnxDetector`: letterbox, decode, NMS, as `YOLO.predict`."""
-        from visionops.inference import OnnxDetector
+        from visionops.engine.onnx import OnnxDetector
 
         return OnnxDetector(onnx_path, threads=threads, providers=providers)
 
     def log_model(self, onnx_path: Path, metadata: dict[str, Any]) -> Any:
-        """The pyfunc around the ONNX detector (`visionops.mlflow_model`)."""
-        from visionops.mlflow_model import log_pyfunc_model
+        """The pyfunc around the ONNX detector (`visionops.tasks.detect.pyfunc`)."""
+        from visionops.tasks.detect.pyfunc import log_pyfunc_model
 
         return log_pyfunc_model(onnx_path, name="model", metadata=metadata)
 

@@ -11,9 +11,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from visionops.tasks.base import BatchOutput, side_file_paths
+from visionops.data.masks import class_map_to_mask
+from visionops.engine.task import BatchOutput, side_file_paths
 from visionops.tasks.detect.batch import COLUMNS, box_rows, rounded_boxes
-from visionops.tasks.segment.masks import class_map_to_mask
 from visionops.tasks.segment.render import render_segmentation
 
 MASKS_DIR = "masks"

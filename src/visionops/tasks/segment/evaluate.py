@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from visionops.fsutil import sha256_file
+from visionops.core.files import sha256_file
+from visionops.data.masks import BACKGROUND
+from visionops.engine.report import EvalReport
+from visionops.engine.ultralytics import configure_ultralytics, resolve_device
 from visionops.tasks.classify.metrics import metric_key
-from visionops.tasks.segment.masks import BACKGROUND
 from visionops.tasks.segment.metrics import (
     SemanticAccumulator,
     plot_class_iou,
@@ -20,8 +22,6 @@ from visionops.tasks.segment.metrics import (
     rasterise_instances,
     semantic_metrics,
 )
-from visionops.training.evaluate import EvalReport
-from visionops.training.yolo import configure_ultralytics, resolve_device
 
 if TYPE_CHECKING:
     from visionops.data.version import DatasetVersion
@@ -238,7 +238,7 @@ def _normalised(confusion: np.ndarray) -> np.ndarray:
 
 def evaluation_html(report: EvalReport, plot_dir: Path) -> str:
     """The shared evaluation page plus the IoU chart and the pixel confusion."""
-    from visionops.tasks.base import evaluation_html as shared_html
+    from visionops.engine.task import evaluation_html as shared_html
 
     page = shared_html(report, plot_dir)
     sections = ""

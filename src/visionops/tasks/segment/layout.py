@@ -16,20 +16,20 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from visionops.core.files import link_or_copy
 from visionops.data.manifest import Item
-from visionops.fsutil import link_or_copy
-from visionops.tasks.detect import layout as detect
-from visionops.tasks.segment.masks import (
+from visionops.data.masks import (
     BACKGROUND,
     IGNORE,
+    MASK_BACKGROUND,
+    MASK_IGNORE,
     polygon_lines_to_class_map,
 )
+from visionops.tasks.detect import layout as detect
 
 DATA_YAML = detect.DATA_YAML
 MASKS_DIR = "masks"
 # Values of a versioned mask that are no class (class ids stay below both).
-MASK_IGNORE = 255
-MASK_BACKGROUND = 254
 # What the content hash covers, relative to the version root.
 HASHED = ("images", "labels", MASKS_DIR, DATA_YAML)
 # The card counts label lines per class as instances.

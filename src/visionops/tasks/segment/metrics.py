@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from visionops.data.masks import BACKGROUND, IGNORE, fill_polygons
+
 # One confusion-matrix drawing and one metric-key rule for every task.
 from visionops.tasks.classify.metrics import _plot_matrix, metric_key
-from visionops.tasks.segment.masks import BACKGROUND, IGNORE, fill_polygons
 
 
 def rasterise_instances(

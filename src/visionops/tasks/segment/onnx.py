@@ -10,7 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from visionops.inference import (
+from visionops.data.masks import mask_polygons
+from visionops.engine.onnx import (
     MAX_NMS,
     Detections,
     OnnxDetector,
@@ -19,7 +20,6 @@ from visionops.inference import (
     _to_image,
     nms,
 )
-from visionops.tasks.segment.masks import mask_polygons
 from visionops.tasks.segment.metrics import rasterise_instances
 
 
@@ -105,7 +105,7 @@ class OnnxSegmenter(OnnxDetector):
 
         Args:
             onnx_path: An `.onnx` of a segmentation model written by
-                `visionops.inference.export_onnx` (or Ultralytics).
+                `visionops.engine.onnx.export_onnx` (or Ultralytics).
             threads: ONNX Runtime intra-op threads.
             providers: ONNX Runtime execution providers, CPU when omitted.
 
@@ -118,7 +118,7 @@ class OnnxSegmenter(OnnxDetector):
         if len(outputs) < 2 or len(outputs[1].shape) != 4:
             raise ValueError(
                 f"{self.path} has no mask prototype output; export a segmentation "
-                "model (e.g. yolo11n-seg) with visionops.inference.export_onnx"
+                "model (e.g. yolo11n-seg) with visionops.engine.onnx.export_onnx"
             )
         self._proto_name = outputs[1].name
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from visionops.data.report import PALETTE
-from visionops.inference import _name
+from visionops.engine.onnx import _name
 
 
 def class_color(class_id: int) -> tuple[int, int, int]:

@@ -6,13 +6,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visionops.tasks.base import Task
+from visionops.engine.task import Task
 
 if TYPE_CHECKING:
     import numpy as np
 
     from visionops.data.version import DatasetVersion
-    from visionops.training.evaluate import EvalReport
+    from visionops.engine.report import EvalReport
 
 # Ultralytics' validation keys, `(M)` for masks and `(B)` for boxes.
 VAL_KEYS = {

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from visionops.champion import Champion
 from visionops.config import HASH_PREFIX, ConfigError
+from visionops.core.names import DATASET
 from visionops.data.split import SPLITS
-from visionops.names import DATASET
 from visionops.tasks import get_task
+from visionops.training.champion import Champion
 
 # What each split is needed for, said when it is missing.
 SPLIT_USE = {

@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from visionops.champion import (
+from visionops.config import ConfigError, TrainingParameters
+from visionops.tasks import DEFAULT_TASK, TaskError, get_task
+from visionops.training.champion import (
     Champion,
     NoChampionError,
     TaskMismatchError,
     check_model_task,
 )
-from visionops.config import ConfigError, TrainingParameters
-from visionops.tasks import DEFAULT_TASK, TaskError, get_task
 
 
 def dataset_facts(meta: Mapping[str, Any]) -> tuple[str, list[str]]:
@@ -30,7 +30,7 @@ def default_model_name(task: str | None) -> str:
 
 def latest_dataset_task() -> str:
     """The task of the latest dataset version (detect when there is none)."""
-    from visionops.lookup import find_dataset
+    from visionops.app.lookup import find_dataset
 
     try:
         return dataset_facts(find_dataset("latest").run_metadata)[0]
@@ -171,7 +171,7 @@ def _bento_task(model_name: str) -> str | None:
     return str(newest.info.metadata.get("task") or DEFAULT_TASK)
 
 
-# --- each pipeline's checks before any work (`visionops.registry` names them) ------
+# --- each pipeline's checks before any work (`visionops.app.registry` names them) ---
 
 
 def _tracking() -> None:
@@ -192,8 +192,8 @@ def check_ingestion(params: Any, upstream: bool = False) -> Any:
     """
     if params.source.startswith("picsellia://"):
         return params
+    from visionops.core.env import project_path
     from visionops.data.sources import SourceError, open_source
-    from visionops.env import project_path
 
     try:
         open_source(project_path(params.source), archive_limits=params.archive)
@@ -215,7 +215,7 @@ def check_training(params: TrainingParameters, upstream: bool = False) -> Any:
 
     _tracking()
     if not upstream:
-        from visionops.lookup import select_training_dataset
+        from visionops.app.lookup import select_training_dataset
 
         choice = select_training_dataset(params.dataset, params.model.name)
         print(f"Training on {choice.describe()}")
@@ -235,7 +235,7 @@ def prepare_training_run(params: TrainingParameters) -> TrainingParameters:
     same command, which did not exist when `check_training` ran."""
     if params.task is not None:
         return params
-    from visionops.lookup import find_dataset
+    from visionops.app.lookup import find_dataset
 
     return prepare_training(params, find_dataset(params.dataset).run_metadata)
 
@@ -281,14 +281,14 @@ def check_batch(params: Any, upstream: bool = False) -> Any:
         )
     split = dataset_split(params.source)
     if split:
-        from visionops.lookup import check_split, resolve_dataset
+        from visionops.app.lookup import check_split, resolve_dataset
 
         choice = resolve_dataset(params.dataset)  # DatasetError is a ConfigError
         check_split(choice.facts, split)
         print(f"Batch on the {split} split of {choice.describe()}")
         return params
-    from visionops.batch import list_inputs
-    from visionops.env import project_path
+    from visionops.batch.predict import list_inputs
+    from visionops.core.env import project_path
 
     folder = project_path(params.source)
     if not folder.is_dir():

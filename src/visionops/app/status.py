@@ -18,7 +18,7 @@ class StatusError(RuntimeError):
 def _training_dataset(selector: str, model_name: str | None) -> dict[str, Any] | None:
     """The dataset `--pipeline training` would use now, and whether it would pass
     (`model_name` None: the default name of the dataset's task)."""
-    from visionops.lookup import (
+    from visionops.app.lookup import (
         DatasetError,
         check_training_dataset,
         dataset_versions,
@@ -78,7 +78,7 @@ def _champion_facts(name: str, versions: list[Any]) -> Any:
     from mlflow.exceptions import MlflowException
     from zenml.client import Client
 
-    from visionops.lookup import champion_facts
+    from visionops.app.lookup import champion_facts
 
     if not _tracking(Client()):
         return None
@@ -92,8 +92,8 @@ def _champion(client: Any, name: str) -> dict[str, Any] | None:
     """The MLflow `champion` of model `name`, if the stack tracks one."""
     from mlflow.exceptions import MlflowException
 
-    from visionops.champion import Champion
-    from visionops.stacks import redact
+    from visionops.app.stacks import redact
+    from visionops.training.champion import Champion
     from visionops.training.tracking import configure_tracking
 
     if not _tracking(client):
@@ -129,9 +129,9 @@ def _reports() -> dict[str, str | None]:
     from zenml.client import Client
     from zenml.materializers.structured_string_materializer import HTML_FILENAME
 
-    from visionops.batch import REPORT_HTML
-    from visionops.materializers import DATA_DIR, DATASET_HTML
-    from visionops.names import DATASET, EVALUATION_REPORT, PREDICTIONS
+    from visionops.app.materializers import DATA_DIR, DATASET_HTML
+    from visionops.batch.predict import REPORT_HTML
+    from visionops.core.names import DATASET, EVALUATION_REPORT, PREDICTIONS
 
     found: dict[str, str | None] = {}
     for key, artifact, file in (
@@ -167,7 +167,7 @@ def collect_status(
     """
     from zenml.client import Client
 
-    from visionops.stacks import StackError, check_active_stack, redact
+    from visionops.app.stacks import StackError, check_active_stack, redact
 
     try:  # a service that is down is named at once, not reported as "none yet"
         check_active_stack()

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
-from visionops.console import track
+from visionops.core.console import track
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,7 +42,7 @@ def pmap(
     `func` and `initializer` must be module-level (picklable). With one worker
     everything runs in this process, which keeps tracebacks and profiling simple.
     With `progress` (its description), a progress bar counts the results on
-    stderr unless `visionops.console.quiet()`.
+    stderr unless `visionops.core.console.quiet()`.
     """
     total = len(items) if hasattr(items, "__len__") else None
     if workers <= 1:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from visionops.backup.archive import (
+from visionops.app.backup.archive import (
     DATA,
     FORMAT,
     FORMAT_VERSION,
@@ -21,7 +21,7 @@ from visionops.backup.archive import (
     RUN_FILES,
     BackupError,
 )
-from visionops.backup.tracker import (
+from visionops.app.backup.tracker import (
     PAGE,
     check_tracker,
     describe,

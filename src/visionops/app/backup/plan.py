@@ -3,7 +3,7 @@
 `read_target` reads what the target tracker holds that a restore decides on (it only
 searches); `plan_restore` decides, from that snapshot and the backup, what is created,
 completed, renamed or skipped, without touching any tracker. A dry run prints the
-plan; a restore applies it (`visionops.backup.restore`).
+plan; a restore applies it (`visionops.app.backup.restore`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from visionops.backup.archive import (
+from visionops.app.backup.archive import (
     INCOMPLETE_TAG,
     ORIGIN_MODEL_TAG,
     ORIGIN_RUN_TAG,
@@ -20,7 +20,7 @@ from visionops.backup.archive import (
     ORIGIN_VERSION_TAG,
     BackupError,
 )
-from visionops.backup.tracker import PAGE, name_filter, pages
+from visionops.app.backup.tracker import PAGE, name_filter, pages
 
 ON_CONFLICT = ("skip", "rename")
 

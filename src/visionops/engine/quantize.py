@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 import visionops  # noqa: F401  (offline settings, before Ultralytics is imported)
-from visionops.inference import OnnxDetector
+from visionops.engine.onnx import OnnxDetector
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def quantize(
     ...) is copied over, so `OnnxDetector` opens the result like the original.
 
     Args:
-        onnx_path: The FP32 `.onnx` from `visionops.inference.export_onnx`.
+        onnx_path: The FP32 `.onnx` from `visionops.engine.onnx.export_onnx`.
         calibration_images: A folder of images (searched recursively) or image
             paths, representative of what will be served (e.g. the validation
             split); at most `max_images` are used, spread evenly.

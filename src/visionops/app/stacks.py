@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from visionops.env import project_root
+from visionops.core.env import project_root
 
 _ENV_REF = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
 _ONE_ENV_REF = re.compile(r"\$\{[A-Z0-9_]+\}")

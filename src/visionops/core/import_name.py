@@ -12,7 +12,10 @@ of the module on loading, whose `DatasetVersion` no materializer knows
 - every class defined in a `visionops` module answers ZenML's `__zenml_source__`
   lookup with its real import name, whatever the working directory or `sys.path`;
 - `src.visionops.*`, as stores written before this fix recorded it, imports as the
-  very same modules, so those artifacts still load.
+  very same modules, so those artifacts still load;
+- a module's name from before the library was layered (`MOVED`:
+  `visionops.materializers`, `visionops.mlflow_model`, ...) imports as the module it
+  became, so artifacts and registered models that recorded the old name still load.
 """
 
 from __future__ import annotations
@@ -28,6 +31,45 @@ from typing import Any
 PACKAGE = "visionops"
 _OLD_PREFIX = "src."  # the name ZenML derived from the checkout's folder layout
 ATTRIBUTE = "__zenml_source__"  # zenml.utils.source_utils.ZENML_SOURCE_ATTRIBUTE_NAME
+
+# Old module name -> the module it became when the library was layered
+# (core/ engine/ tasks/ ... app/). Stores and registered models name the old ones.
+MOVED = {
+    "visionops.env": "visionops.core.env",
+    "visionops.names": "visionops.core.names",
+    "visionops.images": "visionops.core.images",
+    "visionops.fsutil": "visionops.core.files",
+    "visionops.parallel": "visionops.core.parallel",
+    "visionops.console": "visionops.core.console",
+    "visionops.background": "visionops.core.background",
+    "visionops.import_name": "visionops.core.import_name",
+    "visionops.tasks.base": "visionops.engine.task",
+    "visionops.training.evaluate": "visionops.engine.report",
+    "visionops.training.latency": "visionops.engine.latency",
+    "visionops.inference": "visionops.engine.onnx",
+    "visionops.quantize": "visionops.engine.quantize",
+    "visionops.mlflow_model": "visionops.tasks.detect.pyfunc",
+    "visionops.batch_report": "visionops.batch.report",
+    "visionops.champion": "visionops.training.champion",
+    "visionops.tasks.segment.masks": "visionops.data.masks",
+    "visionops.lookup": "visionops.app.lookup",
+    "visionops.preflight": "visionops.app.preflight",
+    "visionops.registry": "visionops.app.registry",
+    "visionops.status": "visionops.app.status",
+    "visionops.dashboards": "visionops.app.dashboards",
+    "visionops.stacks": "visionops.app.stacks",
+    "visionops.docker": "visionops.app.docker",
+    "visionops.materializers": "visionops.app.materializers",
+    "visionops.backup": "visionops.app.backup",
+}
+
+
+def _moved(name: str) -> str | None:
+    """The current name of a module recorded under its name before the move."""
+    for old, new in MOVED.items():
+        if name == old or name.startswith(old + "."):
+            return new + name[len(old) :]
+    return None
 
 
 def _ours(name: str) -> bool:
@@ -105,8 +147,9 @@ class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(
         self, fullname: str, path: Any = None, target: Any = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname.startswith(_OLD_PREFIX) and _ours(fullname[len(_OLD_PREFIX) :]):
-            real = importlib.import_module(fullname[len(_OLD_PREFIX) :])
+        name = fullname.removeprefix(_OLD_PREFIX)
+        if name != fullname and _ours(name) or _moved(name):
+            real = importlib.import_module(_moved(name) or name)
             return importlib.util.spec_from_loader(
                 fullname, _AliasLoader(real), is_package=hasattr(real, "__path__")
             )

@@ -24,7 +24,7 @@ def project_root() -> Path:
     """
     if os.environ.get(ROOT_ENV):
         return Path(os.environ[ROOT_ENV]).resolve()
-    checkout = Path(__file__).resolve().parents[2]
+    checkout = Path(__file__).resolve().parents[3]
     if (checkout / "pyproject.toml").is_file() and (checkout / "run.py").is_file():
         return checkout
     return Path.cwd().resolve()

@@ -21,8 +21,8 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 import visionops
-from visionops import images
-from visionops.inference import Detections, OnnxDetector
+from visionops.core import images
+from visionops.engine.onnx import Detections, OnnxDetector
 
 INPUT_COLUMN = "image"
 ONNX_ARTIFACT = "onnx"
@@ -45,7 +45,7 @@ SERVING_PACKAGES = (
     "opencv-python-headless",
     "numpy",
     "pandas",
-    "pillow",  # visionops.images sniffs formats and reads headers with it
+    "pillow",  # visionops.core.images sniffs formats and reads headers with it
 )
 EXAMPLE_SIDE = 160  # longest side of the logged input example, to keep it small
 # Logged as "model from code": MLflow runs this at load time instead of
@@ -53,7 +53,7 @@ EXAMPLE_SIDE = 160  # longest side of the logged input example, to keep it small
 MODEL_CODE = """\
 import mlflow
 
-from visionops.mlflow_model import YoloOnnxModel
+from visionops.tasks.detect.pyfunc import YoloOnnxModel
 
 mlflow.models.set_model(YoloOnnxModel())
 """
@@ -251,7 +251,7 @@ def log_pyfunc_model(
     and MLflow.
 
     Args:
-        onnx_path: The graph written by `visionops.inference.export_onnx`.
+        onnx_path: The graph written by `visionops.engine.onnx.export_onnx`.
         name: The model's name within the run (`runs:/<run_id>/<name>`).
         metadata: Extra MLmodel metadata, merged over the class names, input size
             and head kind read from the graph.
@@ -284,7 +284,7 @@ def log_pyfunc_model(
     example = pd.DataFrame({INPUT_COLUMN: [_example_image_b64(example_image)]})
 
     with tempfile.TemporaryDirectory(prefix="visionops-pyfunc-") as tmp:
-        # The model code imports `visionops.mlflow_model` and `visionops.inference`;
+        # The model code imports `visionops.tasks.detect.pyfunc` and the engine;
         # ship the package (without bytecode caches) so neither must be installed.
         package = Path(tmp) / "visionops"
         shutil.copytree(

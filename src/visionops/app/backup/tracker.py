@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from visionops.backup.archive import BackupError
+from visionops.app.backup.archive import BackupError
 
 PAGE = 1000
 # MLflow's log_batch limits per request.

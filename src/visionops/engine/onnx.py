@@ -427,7 +427,7 @@ def open_session(
     if not isinstance(names, dict):
         raise ValueError(
             f"{onnx_path} has no Ultralytics class names in its metadata; "
-            "export it with visionops.inference.export_onnx"
+            "export it with visionops.engine.onnx.export_onnx"
         )
     return session, meta, {int(k): str(v) for k, v in names.items()}
 

@@ -1,4 +1,4 @@
-"""Restore: apply a plan (`visionops.backup.plan`) to the target tracker.
+"""Restore: apply a plan (`visionops.app.backup.plan`) to the target tracker.
 
 Restoring never merges into, nor overwrites, what the target already has: an
 experiment or registered model whose name is taken is skipped or restored under a
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from visionops.backup.archive import (
+from visionops.app.backup.archive import (
     INCOMPLETE_TAG,
     MODEL_FILES,
     ORIGIN_MODEL_TAG,
@@ -27,7 +27,7 @@ from visionops.backup.archive import (
     BackupError,
     open_backup,
 )
-from visionops.backup.plan import (
+from visionops.app.backup.plan import (
     ON_CONFLICT,
     Action,
     Plan,
@@ -37,7 +37,7 @@ from visionops.backup.plan import (
     plan_restore,
     read_target,
 )
-from visionops.backup.tracker import (
+from visionops.app.backup.tracker import (
     MAX_METRICS,
     MAX_PARAMS,
     MAX_TAGS,

@@ -23,11 +23,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from visionops import images
 from visionops.config import BatchSettings
+from visionops.core import images
+from visionops.core.files import ensure_empty_dir
+from visionops.core.parallel import resolve_workers
 from visionops.data.manifest import IMAGE_SUFFIXES
-from visionops.fsutil import ensure_empty_dir
-from visionops.parallel import resolve_workers
 from visionops.tasks import DEFAULT_TASK, get_task
 
 # Image formats OpenCV may not decode: tried anyway, reported as unsupported if not.
@@ -113,7 +113,7 @@ def list_inputs(folder: Path) -> Inputs:
 
 
 def read_image(path: Path) -> tuple[np.ndarray | None, str, str]:
-    """Decodes an image as BGR uint8, the way Ultralytics reads it (`visionops.images`).
+    """Decodes an image as BGR uint8, as Ultralytics reads it (`visionops.core.images`).
 
     Returns:
         The image (None when bad), and for a bad file its reason (`zero_byte`,
@@ -248,7 +248,7 @@ def predict_folder(
 
     Args:
         folder: The images, searched recursively.
-        onnx_path: An `.onnx` exported by `visionops.inference.export_onnx`.
+        onnx_path: An `.onnx` exported by `visionops.engine.onnx.export_onnx`.
         out_dir: A new or empty folder.
         settings: Thresholds, batch size, threads, device, grid size.
         task: The model's task (`Champion.task`).

@@ -6,7 +6,7 @@ import base64
 import csv
 import html
 
-from visionops.batch import BAD_FILES_CSV, PredictionSet
+from visionops.batch.predict import BAD_FILES_CSV, PredictionSet
 
 _MAX_BAD_ROWS = 200
 

@@ -5,23 +5,23 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 
-from visionops.tasks import DEFAULT_TASK, get_task
+if TYPE_CHECKING:
+    from visionops.engine.task import Task
 
 
 def onnx_latency_ms(
-    onnx_path: Path, images: list[Path], runs: int = 20, task: str = DEFAULT_TASK
+    task: Task, onnx_path: Path, images: list[Path], runs: int = 20
 ) -> float:
     """Median single-image CPU latency of the ONNX model (one thread, as served).
 
     Preprocessing, inference and postprocessing are all inside the timing, after
     one warm-up run.
     """
-    detector = get_task(task).predictor(
-        onnx_path, threads=1, providers=["CPUExecutionProvider"]
-    )
+    detector = task.predictor(onnx_path, threads=1, providers=["CPUExecutionProvider"])
     frames = [f for f in (cv2.imread(str(p)) for p in images[:8]) if f is not None]
     if not frames:
         raise ValueError("No readable image to time the model on.")

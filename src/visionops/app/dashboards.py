@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from visionops import background
-from visionops.env import state_dir
+from visionops.core import background
+from visionops.core.env import state_dir
 
 HOST = "127.0.0.1"
 ZENML_PORT_ENV = "VISIONOPS_ZENML_PORT"

@@ -13,12 +13,12 @@ from zenml.io import fileio
 from zenml.materializers.base_materializer import BaseMaterializer
 from zenml.metadata.metadata_types import MetadataType
 
-from visionops.batch import PredictionSet
-from visionops.batch_report import batch_html
+from visionops.batch.predict import PredictionSet
+from visionops.batch.report import batch_html
+from visionops.core.env import state_dir
+from visionops.core.files import copy_tree, link_or_copy
 from visionops.data.report import dataset_html
 from visionops.data.version import CARD_FILE, DatasetVersion, StagedDataset
-from visionops.env import state_dir
-from visionops.fsutil import copy_tree, link_or_copy
 from visionops.training.candidates import ModelFile
 
 DATA_DIR = "data"

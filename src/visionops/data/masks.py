@@ -13,6 +13,9 @@ import numpy as np
 # however many classes, can collide with them.
 BACKGROUND = -1
 IGNORE = -2
+# The pixel values of a stored mask PNG (segmentation layout): excluded, no object.
+MASK_IGNORE = 255
+MASK_BACKGROUND = 254
 
 # cv2.fillPoly takes fixed-point vertices: 8 fractional bits, 1/256 px.
 _SHIFT = 8

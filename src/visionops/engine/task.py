@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from visionops.data.version import DatasetVersion
-    from visionops.training.evaluate import EvalReport
+    from visionops.engine.report import EvalReport
 
 # `yolo11n`, `yolo26s-cls`, `yolo11m-seg`: family, scale, task suffix.
 MODEL_NAME = re.compile(r"^yolo(11|26)[nsmlx](?P<suffix>-cls|-seg)?$")
@@ -285,7 +285,7 @@ def side_file_paths(
 class BatchOutput(ABC):
     """A task's share of a batch run: its CSV rows, JSON fields, files and figures.
 
-    `visionops.batch.predict_folder` does the shared part (inputs, decoding, bad
+    `visionops.batch.predict.predict_folder` does the shared part (inputs, decoding, bad
     files, the sample grid, `predictions.json`, `summary.json`); one instance per
     run, made by `Task.batch_output`, adds what differs per task.
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from visionops import preflight
+from visionops.app import preflight
 from visionops.config import PARAMETER_MODELS, StrictModel, load_parameters
 
 
@@ -122,7 +122,7 @@ def _finished_run(run: Any, name: str) -> Any:
 
 def report_deployment(run: Any, params: Any) -> None:
     """Prints the Bento tag and how to serve it."""
-    from visionops.names import BENTO, SERVICE_URL
+    from visionops.core.names import BENTO, SERVICE_URL
 
     run = _finished_run(run, "deployment")
     bento = run.steps["build_bento"].outputs[BENTO][0].load()
@@ -136,9 +136,9 @@ def report_deployment(run: Any, params: Any) -> None:
 
 def report_batch(run: Any, params: Any) -> None:
     """Prints the batch summary and where its files are (copied to output_dir)."""
-    from visionops.batch import export_predictions, format_summary
-    from visionops.env import project_path
-    from visionops.names import PREDICTIONS
+    from visionops.batch.predict import export_predictions, format_summary
+    from visionops.core.env import project_path
+    from visionops.core.names import PREDICTIONS
 
     run = _finished_run(run, "batch")
     predictions = run.steps["predict_folder"].outputs[PREDICTIONS][0].load()

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from visionops.env import project_root
+from visionops.core.env import project_root
 
 # The official PyTorch image with exactly the torch the project pins: PyPI's
 # torch==2.14.1 for Linux x86_64 is the CUDA 13.0 build (cuBLAS 13.1, cuDNN 9.24),

@@ -15,7 +15,7 @@ tracking servers are alike on either side.
 docs/backup.md describes the archive and the restore rules.
 """
 
-from visionops.backup.archive import (
+from visionops.app.backup.archive import (
     FORMAT,
     FORMAT_VERSION,
     ORIGIN_TAGS,
@@ -23,8 +23,8 @@ from visionops.backup.archive import (
     BackupError,
     open_backup,
 )
-from visionops.backup.export import BackupSummary, backup, format_backup
-from visionops.backup.plan import (
+from visionops.app.backup.export import BackupSummary, backup, format_backup
+from visionops.app.backup.plan import (
     Action,
     Plan,
     RestoreReport,
@@ -32,8 +32,12 @@ from visionops.backup.plan import (
     plan_restore,
     read_target,
 )
-from visionops.backup.restore import apply_plan, restore
-from visionops.backup.tracker import check_tracker, public_uri, stack_artifact_location
+from visionops.app.backup.restore import apply_plan, restore
+from visionops.app.backup.tracker import (
+    check_tracker,
+    public_uri,
+    stack_artifact_location,
+)
 
 __all__ = [
     "FORMAT",

@@ -2,9 +2,11 @@
 
 A copy of the working tree (tracked and untracked-but-not-ignored files, never the
 checkout's `.zen/`, `.visionops/` or `outputs/`), initialised as `make init` does,
-then the documented commands in order, each its own `run.py` process with the
-clone's library first on `sys.path` (as the editable install of that clone puts it)
-and a throwaway $HOME. The other tests run in an isolated store; this one runs where
+then the commands of the README's "Running pipelines" block, read from README.md
+and run in its order, each its own `run.py` process with the clone's library first
+on `sys.path` (as the editable install of that clone puts it) and a throwaway $HOME.
+Only the training settings are shrunk (and face blurring, which finds no face in
+the sample, is off). The other tests run in an isolated store; this one runs where
 a user's state lives: the clone's own `.zen/` and `.visionops/`, which is where the
 `src.visionops` import name and the reset active stack came from.
 """
@@ -13,9 +15,11 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,9 +42,123 @@ SESSION_ONLY = (
     "ORT_DISABLE_TELEMETRY",
     "MLFLOW_TRACKING_URI",
 )
-# `make init`'s `zenml init`, through visionops (see the Makefile).
-ZENML_INIT = 'import visionops; from zenml.cli.cli import cli; cli(["init"])'
-TINY = [*TINY_TRAINING, "train.epochs=2"]
+# The README section whose first bash block is the walk this test replays.
+WALK_HEADING = "## Running pipelines"
+# What the walk adds to a pipeline's command, so that it takes minutes, not hours.
+SHRUNK = {
+    "ingestion": ["anonymize.enabled=false"],
+    "training": [*TINY_TRAINING, "train.epochs=2"],
+}
+# The commands the assertions below need, each found in the walk by what it does.
+Args = list[str]
+EXPECTED: dict[str, tuple[str, Callable[[Args], bool]]] = {
+    "stack": ("run.py --stack local", lambda a: a == ["--stack", "local"]),
+    "ingestion": ("run.py --pipeline ingestion", lambda a: a == _pipeline("ingestion")),
+    "training": ("run.py --pipeline training", lambda a: a == _pipeline("training")),
+    "deployment": (
+        "run.py --pipeline deployment",
+        lambda a: a == _pipeline("deployment"),
+    ),
+    "batch folder": (
+        "run.py --pipeline batch --source <a folder of images>",
+        lambda a: (
+            a[:3] == [*_pipeline("batch"), "--source"]
+            and not a[3].startswith("dataset:")
+        ),
+    ),
+    "batch dataset": (
+        "run.py --pipeline batch --source dataset:<split>",
+        lambda a: (
+            a[:3] == [*_pipeline("batch"), "--source"] and a[3].startswith("dataset:")
+        ),
+    ),
+    "status": ("run.py --status", lambda a: a == ["--status"]),
+    "backup": ("run.py --backup <file>.zip", lambda a: a[:1] == ["--backup"]),
+    "restore": (
+        "run.py --restore <file>.zip --dry-run",
+        lambda a: a[:1] == ["--restore"] and "--dry-run" in a,
+    ),
+}
+
+
+def _pipeline(name: str) -> Args:
+    return ["--pipeline", name]
+
+
+def bash_blocks(text: str) -> list[tuple[str, list[str]]]:
+    """The commands of each ```bash block, with the `##` heading above it.
+
+    Continued lines (ending in a backslash) are joined; comments and blank lines
+    are dropped.
+    """
+    blocks: list[tuple[str, list[str]]] = []
+    heading, block, pending = "", None, ""
+    for line in text.splitlines():
+        if block is None:
+            if line.startswith("## "):
+                heading = line.strip()
+            elif line.strip() == "```bash":
+                block = []
+            continue
+        if line.strip() == "```":
+            blocks.append((heading, block))
+            block = None
+            continue
+        pending += line
+        if pending.endswith("\\"):
+            pending = pending[:-1] + " "
+            continue
+        words = shlex.split(pending, comments=True)
+        pending = ""
+        if words:
+            block.append(shlex.join(words))
+    return blocks
+
+
+def run_py_args(command: str) -> Args | None:
+    """The arguments of a `run.py` command (`python run.py ...`), else None."""
+    words = shlex.split(command)
+    if len(words) >= 2 and words[1] == "run.py" and words[0].endswith("python"):
+        return words[2:]
+    return None
+
+
+def readme_walk(readme: Path = REPO / "README.md") -> list[tuple[str, Args]]:
+    """The walk's `run.py` commands, in the README's order, each with its name.
+
+    Raises:
+        pytest.fail: When the walk's block is missing, or lacks a command that the
+            assertions need; the message names the command and where it belongs.
+    """
+    walks = [
+        commands
+        for heading, commands in bash_blocks(readme.read_text())
+        if heading == WALK_HEADING
+    ]
+    if not walks:
+        pytest.fail(f"{readme.name} has no ```bash block under `{WALK_HEADING}`")
+    walk: list[tuple[str, Args]] = []
+    for command in walks[0]:
+        args = run_py_args(command)
+        if args is None:
+            continue
+        name = next((n for n, (_, is_it) in EXPECTED.items() if is_it(args)), command)
+        walk.append((name, args))
+    missing = [usage for n, (usage, _) in EXPECTED.items() if n not in dict(walk)]
+    if missing:
+        pytest.fail(
+            f"The first ```bash block under `{WALK_HEADING}` in {readme.name} lacks "
+            f"{', '.join(f'`{m}`' for m in missing)}: tests/test_readme_path.py "
+            "replays that block and checks what these commands leave behind."
+        )
+    return walk
+
+
+def make_variable(name: str) -> str:
+    """A `NAME := value` variable of the Makefile (`make init` runs them)."""
+    found = re.search(rf"^{name} := (.+)$", (REPO / "Makefile").read_text(), re.M)
+    assert found, f"Makefile has no `{name} :=` line"
+    return found[1]
 
 
 def _clone(dest: Path) -> Path:
@@ -102,16 +220,12 @@ def walked(tmp_path_factory: pytest.TempPathFactory) -> dict:
     clone = _clone(root / "visionops")
     user = User(clone, home)
     seen: dict[str, str] = {}
-    # make init
-    seen["init"] = user.run(code=ZENML_INIT)
-    seen["stack"] = user.run("--stack", "local")
-    # Running pipelines, in the README's order.
-    sets = [arg for item in TINY for arg in ("--set", item)]
-    seen["ingestion"] = user.run(
-        "--pipeline", "ingestion", "--set", "anonymize.enabled=false"
-    )
-    seen["training"] = user.run("--pipeline", "training", *sets)
-    seen["deployment"] = user.run("--pipeline", "deployment")
+    walk = readme_walk()
+    seen["init"] = user.run(code=make_variable("ZENML_INIT"))  # `make init`
+    for name, args in walk:
+        if args[:1] == ["--pipeline"]:
+            args = [*args, *(w for s in SHRUNK.get(args[1], []) for w in ("--set", s))]
+        seen[name] = user.run(*args)
     # `make serve` (dry run: the command it would start), with this session's venv.
     venv = Path(sys.executable).parent.parent
     seen["make serve"] = subprocess.run(
@@ -123,13 +237,32 @@ def walked(tmp_path_factory: pytest.TempPathFactory) -> dict:
         timeout=300,
         check=True,
     ).stdout
-    photos = clone / "data" / "sample" / "boards" / "test" / "images"
-    seen["batch folder"] = user.run("--pipeline", "batch", "--source", str(photos))
-    seen["batch dataset"] = user.run("--pipeline", "batch", "--source", "dataset:val")
-    seen["status"] = user.run("--status")
-    seen["backup"] = user.run("--backup", "mlflow-backup.zip")
-    seen["restore"] = user.run("--restore", "mlflow-backup.zip", "--dry-run")
-    return {"clone": clone, "home": home, "seen": seen, "photos": photos}
+    photos = clone / dict(walk)["batch folder"][3]  # relative to the project root
+    backup = clone / dict(walk)["backup"][1]
+    return {
+        "clone": clone,
+        "home": home,
+        "seen": seen,
+        "photos": photos,
+        "backup": backup,
+    }
+
+
+def test_the_readme_holds_every_command_the_walk_replays() -> None:
+    assert set(EXPECTED) <= {name for name, _ in readme_walk()}
+    readme = (REPO / "README.md").read_text()
+    commands = [command for _, block in bash_blocks(readme) for command in block]
+    assert "make serve" in commands, "README.md: no `make serve` in a ```bash block"
+
+
+def test_a_command_missing_from_the_readme_is_named(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    text = (REPO / "README.md").read_text()
+    readme.write_text(
+        re.sub(r"^.*run\.py --pipeline deployment\b.*\n", "", text, flags=re.M)
+    )
+    with pytest.raises(pytest.fail.Exception, match="`run.py --pipeline deployment`"):
+        readme_walk(readme)
 
 
 def test_every_step_of_the_readme_succeeds_for_a_user(walked: dict) -> None:
@@ -151,7 +284,7 @@ def test_every_step_of_the_readme_succeeds_for_a_user(walked: dict) -> None:
     assert "Champion: board-detector v1" in seen["status"]
     dataset = next(x for x in seen["status"].splitlines() if x.startswith("Dataset"))
     assert "version 1," in dataset
-    assert (clone / "mlflow-backup.zip").is_file()
+    assert walked["backup"].is_file()
     assert "Dry run: restore" in seen["restore"]
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import bentoml
 import numpy as np
@@ -177,7 +177,7 @@ def _task_endpoints(task: Task) -> dict[str, Any]:
             serving.endpoint,
             {"image": (DecodedImage, ...), **endpoints.request_fields(serving)},
             response,
-            f"The {task.name} model's answer to one image: "
+            f"Answers one image with the {task.name} model: "
             f"{serving.response.__doc__ or ''}",
             lambda self, image, **values: self._one(task, image, values),
         )
@@ -200,14 +200,10 @@ def _task_endpoints(task: Task) -> dict[str, Any]:
     return apis
 
 
-def _render(self: Any, image: DecodedImage, **values: Any) -> PILImage.Image:
-    blur = values.pop("blur_faces")
-    frame, result, _, _ = self._predict(image, blur, values)
-    drawn = self.task.render(frame, result, self.names)
-    return PILImage.fromarray(drawn[:, :, ::-1])
+ServiceClass = TypeVar("ServiceClass", bound=type)
 
 
-def with_endpoints(cls: type) -> type:
+def with_endpoints(cls: ServiceClass) -> ServiceClass:
     """Adds every served task's endpoints (`_task_endpoints`) and `/render` to
     the service class, before `bentoml.service` reads its APIs."""
     for task in endpoints.served_tasks():
@@ -217,10 +213,9 @@ def with_endpoints(cls: type) -> type:
         "render",
         {"image": (DecodedImage, ...), **endpoints.render_fields()},
         PILImage.Image,
-        "The image with the prediction drawn (PNG): boxes and labels for "
-        "detection, the top class and its probability for classification, "
-        "translucent class-coloured masks and a legend for segmentation.",
-        _render,
+        "The image with the served model's prediction drawn on it (PNG), as its "
+        "task draws it (boxes and labels, the top class, class-coloured masks).",
+        lambda self, image, **values: self._render(image, values),
     )
     return cls
 
@@ -389,6 +384,13 @@ class VisionService:
             timing["total"] = sum(timing.values())
             answers.append(self._answer(image.frame, next(results), timing, values))
         return answers
+
+    def _render(self, image: DecodedImage, values: dict[str, Any]) -> PILImage.Image:
+        """Answers `/render`: the prediction drawn by the served task."""
+        blur = values.pop("blur_faces")
+        frame, result, _, _ = self._predict(image, blur, values)
+        drawn = self.task.render(frame, result, self.names)
+        return PILImage.fromarray(drawn[:, :, ::-1])
 
     @upload_api
     def info(self) -> dict:

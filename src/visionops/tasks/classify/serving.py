@@ -20,8 +20,7 @@ class ClassPrediction(BaseModel):
 
 
 class ClassifyAnswer(BaseModel):
-    """Classification's share of an answer: the most probable classes, highest
-    first."""
+    """The most probable classes and their probabilities, highest first."""
 
     predictions: list[ClassPrediction]
 

@@ -30,7 +30,7 @@ class Detection(BaseModel):
 
 
 class DetectAnswer(BaseModel):
-    """Detection's share of an answer: the boxes, and how many per class."""
+    """The objects found (box, class, confidence) and how many per class."""
 
     detections: list[Detection]
     counts: dict[str, int]

@@ -23,8 +23,8 @@ class SegmentInstance(BaseModel):
 
 
 class SegmentAnswer(BaseModel):
-    """Segmentation's share of an answer: instances, and pixels per class of the
-    class map in which the most confident instance wins a pixel."""
+    """The instances (class, box, outline polygon `[[x, y], ...]`) and the pixels
+    of each class in the class map where the most confident instance wins a pixel."""
 
     instances: list[SegmentInstance]
     class_pixels: dict[str, int]

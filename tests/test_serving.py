@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import tempfile
+import textwrap
 from pathlib import Path
 
 import cv2
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.serving_app import LINEAGE, MODEL
+from tests.serving_app import LINEAGE, MODEL, fresh_metrics, import_service
 
 pytest_plugins = ["tests.serving_app"]  # the app under test, one per session
 LOW_CONF = 0.001  # the 2-epoch model scores low; this keeps some boxes
@@ -360,6 +361,16 @@ def test_web_page_and_openapi(client) -> None:
     assert {"/detect", "/detect_batch", "/render", "/info"} <= paths
     assert {"/healthz", "/readyz", "/metrics"} <= paths
     assert client.get("/readyz").status_code == 200
+    # The page draws with the view that `/info` names, served from the task.
+    info = client.post("/info", json={}).json()
+    assert info["endpoint"] == "/detect" and info["view"] == "/ui/views/detect.js"
+    assert info["parameters"] == ["conf", "iou", "max_det", "blur_faces"]
+    view = client.get(info["view"])
+    assert view.status_code == 200
+    assert view.headers["content-type"].startswith("text/javascript")
+    assert "export default" in view.text and "body.detections" in view.text
+    missing = client.get("/ui/views/nothing.js")
+    assert missing.status_code == 404 and "nothing" in _error(missing)
 
 
 def test_uploads_are_never_written_to_disk(
@@ -429,3 +440,98 @@ def test_uploads_are_never_written_to_disk(
 
     anyio.run(parse)
     assert spooled
+
+
+# A fourth task, written as a user would add one: one package (here outside the
+# project, on sys.path) with its task, its answer and its view, and one line in
+# `visionops.tasks.REGISTRY`. It counts the detector's boxes.
+COUNT_TASK = textwrap.dedent(
+    '''
+    """Counting: how many objects the detector finds, at least `at_least`."""
+
+    from pathlib import Path
+
+    from pydantic import BaseModel, Field
+
+    from visionops.engine.task import Serving
+    from visionops.tasks.detect.task import DetectTask
+
+
+    class CountAnswer(BaseModel):
+        """How many objects."""
+
+        objects: int
+
+
+    class CountTask(DetectTask):
+        name = "count"
+
+        def serving(self):
+            return Serving(
+                endpoint="count",
+                response=CountAnswer,
+                view=Path(__file__).with_name("view.js"),
+                thresholds=("conf",),
+                parameters={"at_least": (int, Field(0, ge=0))},
+            )
+
+        def answer(self, prediction, names, at_least):
+            return {"objects": max(len(prediction.boxes), at_least)}
+
+
+    TASK = CountTask()
+    '''
+)
+COUNT_VIEW = "export default {noun: 'counter', what: 'the count', render: () => ({})};"
+
+
+@pytest.fixture(scope="module")
+def counter(onnx_path: Path, tiny_weights: Path, tmp_path_factory):
+    """The service serving a model of the fourth task, through `to_asgi()`."""
+    from starlette.testclient import TestClient
+
+    from visionops.serving.bento import save_model
+    from visionops.tasks import REGISTRY, get_task
+
+    package = tmp_path_factory.mktemp("plugin") / "count_task"
+    package.mkdir()
+    (package / "__init__.py").write_text(COUNT_TASK)
+    (package / "view.js").write_text(COUNT_VIEW)
+    patch = pytest.MonkeyPatch()
+    patch.syspath_prepend(str(package.parent))
+    patch.setitem(REGISTRY, "count", "count_task")
+    lineage = {"model_name": "test-counter", "task": "count", "mlflow_version": "1"}
+    try:
+        save_model("test-counter", onnx_path, tiny_weights, lineage)
+        module = import_service("test-counter")
+        fresh_metrics()  # another module's app may hold BentoML's metrics
+        app = module.VisionService.to_asgi()
+        with TestClient(app, raise_server_exceptions=False) as client:
+            yield client
+    finally:
+        patch.undo()
+        get_task.cache_clear()
+
+
+def test_a_fourth_task_is_one_folder(counter, reference, frames) -> None:
+    info = counter.post("/info", json={}).json()
+    assert info["task"] == "count" and info["endpoint"] == "/count"
+    assert info["parameters"] == ["conf", "at_least"]
+    view = counter.get(info["view"])
+    assert view.status_code == 200 and view.text == COUNT_VIEW
+    assert "/count" in counter.get("/docs.json").json()["paths"]
+
+    upload = {"image": ("x.png", _png(frames[0]), "image/png")}
+    body = counter.post("/count", files=upload, data={"conf": str(LOW_CONF)}).json()
+    expected = reference.predict(frames[0], conf=LOW_CONF)
+    assert body["objects"] == len(expected.boxes) > 0
+    assert body["image"] == {"width": frames[0].shape[1], "height": frames[0].shape[0]}
+    assert body["model"]["name"] == "test-counter" and body["timing_ms"]["total"] > 0
+    many = counter.post("/count", files=upload, data={"conf": "0.99", "at_least": "7"})
+    assert many.json()["objects"] == 7
+    refused = counter.post("/count", files=upload, data={"at_least": "-1"})
+    assert refused.status_code == 400 and "at_least" in _error(refused)
+    for path in ("/detect", "/classify", "/segment"):
+        other = counter.post(path, files=upload)
+        assert other.status_code == 404, path
+        assert "count model" in _error(other) and "use /count" in _error(other)

@@ -1,9 +1,10 @@
 """The web page in a real headless Chromium.
 
 Detection runs against a real `bentoml serve` of a tiny detector. The classify and
-segment views are checked with Playwright routes that answer `/info` and the task's
-endpoint with canned JSON of the documented response shapes: that tests the page's
-rendering logic honestly, not the models behind those endpoints.
+segment views are checked with Playwright routes that answer `/info` (with what the
+service says of that task), the task's view (its module from the task's folder)
+and the task's endpoint with canned JSON of the documented response shapes: that
+tests the page's rendering logic honestly, not the models behind those endpoints.
 """
 
 from __future__ import annotations
@@ -176,11 +177,18 @@ def _check_label(pixels: np.ndarray, label: dict) -> float:
     return float(np.percentile(_contrast(text, fill), 90))
 
 
-# A page served without a model: Playwright answers the page, `/info` and the task's
-# endpoint. The origin is loopback and no request leaves the browser.
-def _routed(page, tmp_path: Path, info: dict, endpoint: str, answer: dict) -> str:
+# A page served without a model: Playwright answers the page, `/info` (the model
+# card given, and what the service says of `task`: its endpoint, fields and view),
+# the task's view and its endpoint. The origin is loopback and no request leaves
+# the browser.
+def _routed(page, task: str, card: dict, answer: dict) -> str:
+    from visionops.serving.endpoints import describe
+    from visionops.tasks import get_task
+
     origin = f"http://127.0.0.1:{free_port()}"
     html = INDEX.read_text()
+    info = {**card, **describe(get_task(task))}
+    view = get_task(task).serving().view.read_text()
 
     def handle(route) -> None:
         path = route.request.url.removeprefix(origin).split("?")[0]
@@ -188,7 +196,9 @@ def _routed(page, tmp_path: Path, info: dict, endpoint: str, answer: dict) -> st
             route.fulfill(status=200, content_type="text/html", body=html)
         elif path == "/info":
             route.fulfill(status=200, json=info)
-        elif path == endpoint:
+        elif path == info["view"]:
+            route.fulfill(status=200, content_type="text/javascript", body=view)
+        elif path == info["endpoint"]:
             route.fulfill(status=200, json=answer)
         else:
             route.fulfill(status=404, json={"error": f"No route {path}."})
@@ -333,7 +343,7 @@ def test_labels_scale_with_the_image_and_read_on_white_and_black(
             "counts": {f"class{c}": 1 for c in range(10)},
             "timing_ms": {"total": 1.0},
         }
-        origin = _routed(page, tmp_path, {"task": "detect"}, "/detect", answer)
+        origin = _routed(page, "detect", {}, answer)
         _open(page, origin)
         upload = _image(tmp_path / f"{w}.png", size, color)
         page.set_input_files("#file", str(upload))
@@ -441,7 +451,7 @@ def test_webcam_answers_are_drawn_over_the_video(page, tmp_path: Path) -> None:
         "counts": {"board": 1},
         "timing_ms": {"total": 2.0},
     }
-    origin = _routed(page, tmp_path, {"model_name": "m"}, "/detect", answer)
+    origin = _routed(page, "detect", {"model_name": "m"}, answer)
     _open(page, origin)
     page.click("#cam")
     page.wait_for_function("Number(document.body.dataset.frames || 0) >= 3")
@@ -460,8 +470,7 @@ def test_webcam_answers_are_drawn_over_the_video(page, tmp_path: Path) -> None:
 
 def test_classify_view_shows_the_top_classes_as_bars(page, tmp_path: Path) -> None:
     """Canned `/info` and `/classify` answers (see the module docstring)."""
-    info = {
-        "task": "classify",
+    card = {
         "model_name": "leaf-classifier",
         "zenml_model_version": "7",
         "mlflow_version": "3",
@@ -478,7 +487,7 @@ def test_classify_view_shows_the_top_classes_as_bars(page, tmp_path: Path) -> No
         ],
         "timing_ms": {"total": 3.5},
     }
-    origin = _routed(page, tmp_path, info, "/classify", answer)
+    origin = _routed(page, "classify", card, answer)
     _open(page, origin)
     header = page.inner_text("header")
     for text in ("leaf-classifier", "version 7", "MLflow v3", "INT8", "top-1 0.912"):
@@ -519,7 +528,7 @@ def test_classify_view_shows_the_top_classes_as_bars(page, tmp_path: Path) -> No
 
 def test_segment_view_fills_polygons_with_a_legend(page, tmp_path: Path) -> None:
     """Canned `/info` and `/segment` answers (see the module docstring)."""
-    info = {"task": "segment", "model_name": "cell-segmenter"}
+    card = {"model_name": "cell-segmenter"}
     square = [[100, 100], [300, 100], [300, 300], [100, 300]]
     triangle = [[350, 50], [390, 250], [310, 250]]
     answer = {
@@ -542,7 +551,7 @@ def test_segment_view_fills_polygons_with_a_legend(page, tmp_path: Path) -> None
         "class_pixels": {"cell": 40_000, "nucleus": 8_000},
         "timing_ms": {"total": 4.0},
     }
-    origin = _routed(page, tmp_path, info, "/segment", answer)
+    origin = _routed(page, "segment", card, answer)
     _open(page, origin)
     assert page.title() == "VisionOps segmenter"
     assert page.inner_text("#model") == "model cell-segmenter"

@@ -6,6 +6,7 @@ import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,6 +23,36 @@ MODEL_FILE_SUFFIXES = (".pt", ".yaml", ".yml")
 
 class TaskError(ValueError):
     """A value does not fit the task (model name, metric, pipeline)."""
+
+
+@dataclass(frozen=True)
+class Serving:
+    """How the service serves a task's models (`Task.serving`).
+
+    Attributes:
+        endpoint: `/<endpoint>` answers one image (and `/<endpoint>_batch`
+            several, with `batch`).
+        response: The pydantic model of the task's share of one image's answer
+            (what `Task.answer` returns); the service adds what every answer
+            carries (the image's size, the model, the timings).
+        thresholds: The service's thresholds the endpoint takes (of `conf`,
+            `iou`, `max_det`), passed to `Task.predict`.
+        parameters: The endpoint's own request fields, passed to `Task.answer`:
+            name -> (type, default or pydantic `Field`).
+        blur_faces: Whether the endpoint offers blurring faces before predicting
+            (its answer then has `faces_blurred`).
+        batch: Whether `/<endpoint>_batch` answers several images at once.
+        view: The web page's view of an answer: a JavaScript module whose
+            default export has `noun`, `what` and `render(ctx, body, draw)`.
+    """
+
+    endpoint: str
+    response: type
+    view: Path
+    thresholds: tuple[str, ...] = ()
+    parameters: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
+    blur_faces: bool = False
+    batch: bool = False
 
 
 class Task(ABC):
@@ -209,6 +240,25 @@ class Task(ABC):
     ) -> np.ndarray:
         """A copy of a BGR frame with the prediction drawn on it."""
         raise TaskError(f"The {self.name} task has no renderer yet.")
+
+    def serving(self) -> Serving | None:
+        """How the service serves this task's models; None: not served yet."""
+        return None
+
+    def answer(
+        self, prediction: Any, names: Mapping[int, str], **parameters: Any
+    ) -> dict[str, Any]:
+        """The task's share of the service's answer for one image.
+
+        Args:
+            prediction: What `predict` returned for the image.
+            names: Class names by index.
+            **parameters: The request's values of `Serving.parameters`.
+
+        Returns:
+            The fields of `Serving.response`.
+        """
+        raise TaskError(f"The {self.name} task has no endpoint yet.")
 
     def require(self, pipeline: str) -> None:
         """Fails when a pipeline cannot run a model of this task yet.

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from visionops.core.env import project_root
+from visionops.tasks import get_task
 
 ONNX_FILE = "model.onnx"
 WEIGHTS_FILE = "model.pt"
@@ -46,6 +47,7 @@ def build_bento(model_tag: str, lineage: dict[str, Any]) -> Any:
     import bentoml
 
     name = model_tag.split(":")[0]
+    task = get_task(lineage.get("task")).name
     previous = os.environ.get("VISIONOPS_BENTO_MODEL")
     os.environ["VISIONOPS_BENTO_MODEL"] = name  # the service resolves `<name>:latest`
     # The service reads its model tag at import: a module cached by an earlier build
@@ -56,16 +58,18 @@ def build_bento(model_tag: str, lineage: dict[str, Any]) -> Any:
             service=SERVICE,
             name=name,
             build_ctx=str(project_root() / "src"),
-            include=["visionops/**/*.py", "visionops/serving/static/*"],
+            # The tasks' web-page views (`Serving.view`) too.
+            include=[
+                "visionops/**/*.py",
+                "visionops/**/*.js",
+                "visionops/serving/static/*",
+            ],
             labels={
                 k: str(v)
                 for k, v in lineage.items()
                 if isinstance(v, str | int | float)
             },
-            description=(
-                f"YOLO {lineage.get('task', 'detect')} model `{name}` ({model_tag}), "
-                "ONNX Runtime."
-            ),
+            description=f"YOLO {task} model `{name}` ({model_tag}), ONNX Runtime.",
             args={"model_tag": model_tag},  # the service serves this exact model
         )
     finally:

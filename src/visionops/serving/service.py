@@ -1,32 +1,37 @@
 """The BentoML service: the champion's task over ONNX Runtime, and a web page.
 
-One service class for every task: the served model's lineage names its task, and
-that task's endpoint (`/detect`, `/classify`, `/segment`) answers; another task's
-endpoint answers 404 naming the served task and its endpoint. `/render` and
+One service class for every task: each registered task's endpoint (`/detect`,
+`/classify`, `/segment`, as its `Serving` names it) is built from the task, the
+served model's lineage names its task, and that task's endpoint answers; another
+task's endpoint answers 404 naming the served task and its endpoint. `/render` and
 `/info` serve every task.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import bentoml
 import numpy as np
 from PIL import Image as PILImage
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 import visionops  # noqa: F401  (offline, telemetry-free environment first)
+from visionops.engine.task import Task
+from visionops.serving import endpoints
 from visionops.serving.bento import LINEAGE_FILE, ONNX_FILE
-from visionops.serving.limits import decode_image
+from visionops.serving.limits import MAX_FILES, decode_image
 from visionops.serving.uploads import (
     DecodedImage,
     ErrorShape,
@@ -94,75 +99,8 @@ IMAGE = (
 )
 
 
-class Box(BaseModel):
-    """A box in pixels of the uploaded image."""
-
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-
-
-class Detection(BaseModel):
-    """One detected object."""
-
-    class_id: int
-    class_name: str
-    confidence: float
-    box: Box
-
-
-class DetectResponse(BaseModel):
-    """What `detect` answers."""
-
-    detections: list[Detection]
-    counts: dict[str, int]
-    image: dict[str, int]
-    model: dict[str, str]
-    faces_blurred: int = 0
-    timing_ms: dict[str, float]
-
-
-class ClassPrediction(BaseModel):
-    """One class and its probability."""
-
-    class_id: int
-    class_name: str
-    probability: float
-
-
-class ClassifyResponse(BaseModel):
-    """What `classify` answers: the most probable classes, highest first."""
-
-    predictions: list[ClassPrediction]
-    image: dict[str, int]
-    model: dict[str, str]
-    timing_ms: dict[str, float]
-
-
-class SegmentInstance(BaseModel):
-    """One segmented object: its class, box and outline in image pixels."""
-
-    class_id: int
-    class_name: str
-    confidence: float
-    box: Box
-    polygon: list[list[float]]
-
-
-class SegmentResponse(BaseModel):
-    """What `segment` answers: instances, and pixels per class of the class map
-    in which the most confident instance wins a pixel."""
-
-    instances: list[SegmentInstance]
-    class_pixels: dict[str, int]
-    image: dict[str, int]
-    model: dict[str, str]
-    timing_ms: dict[str, float]
-
-
 class ImageErrorResponse(BaseModel):
-    """In `detect_batch`'s answer, in place of an image that could not be read."""
+    """In a batch answer, in place of an image that could not be read."""
 
     error: str
 
@@ -171,7 +109,9 @@ def _ui(request: Request) -> Response:
     return FileResponse(STATIC / "index.html")
 
 
-ui_app = Starlette(routes=[Route("/", _ui)])
+ui_app = Starlette(
+    routes=[Route("/", _ui), Route(endpoints.VIEW_ROUTE, endpoints.view)]
+)
 # `/docs` (the address people try, and the web page links) is BentoML's Swagger UI
 # at `/`.
 docs_app = Starlette(routes=[Route("/", lambda _: RedirectResponse("/", 307))])
@@ -186,6 +126,100 @@ def bento_tag(model_tag: str) -> str:
     return model_tag
 
 
+def _api(
+    name: str,
+    fields: dict[str, Any],
+    returns: Any,
+    doc: str,
+    call: Callable[..., Any],
+) -> Any:
+    """An `upload_api` endpoint `/<name>` whose request fields are `fields`.
+
+    Args:
+        name: The endpoint's name (its route and its attribute on the class).
+        fields: Its request fields: name -> (type, default or pydantic `Field`).
+        returns: Its answer's type (the OpenAPI schema, the serialisation).
+        doc: Its description (the OpenAPI page shows it).
+        call: `call(self, **values)` answers a request.
+    """
+
+    def endpoint(self: Any, **values: Any) -> Any:
+        return call(self, **values)
+
+    parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for field, (annotation, default) in fields.items():
+        parameters.append(
+            inspect.Parameter(
+                field,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=default,
+                annotation=annotation,
+            )
+        )
+    endpoint.__name__ = endpoint.__qualname__ = name
+    endpoint.__doc__ = doc
+    endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        parameters, return_annotation=returns
+    )
+    endpoint.__annotations__ = {
+        **{field: annotation for field, (annotation, _) in fields.items()},
+        "return": returns,
+    }
+    return upload_api(endpoint)
+
+
+def _task_endpoints(task: Task) -> dict[str, Any]:
+    """The task's endpoints: `/<endpoint>`, and `/<endpoint>_batch` if it has one."""
+    serving = endpoints.serving_of(task)
+    response = endpoints.response_model(task.name)
+    apis = {
+        serving.endpoint: _api(
+            serving.endpoint,
+            {"image": (DecodedImage, ...), **endpoints.request_fields(serving)},
+            response,
+            f"Answers one image with the {task.name} model: "
+            f"{serving.response.__doc__ or ''}",
+            lambda self, image, **values: self._one(task, image, values),
+        )
+    }
+    if serving.batch:
+        name = f"{serving.endpoint}_batch"
+        apis[name] = _api(
+            name,
+            {
+                "images": (list[DecodedImage], ...),
+                **endpoints.request_fields(serving, batch=True),
+            },
+            list[response | ImageErrorResponse],  # type: ignore[valid-type]
+            f"Several images (up to {MAX_FILES}), one answer each in order, as "
+            f"one ONNX batch (`/{serving.endpoint}`'s answers). An image that "
+            'cannot be read gets `{"error": ...}` in its place; the other images '
+            "are answered as usual (each was decoded on its own).",
+            lambda self, images, **values: self._batch(task, images, values),
+        )
+    return apis
+
+
+ServiceClass = TypeVar("ServiceClass", bound=type)
+
+
+def with_endpoints(cls: ServiceClass) -> ServiceClass:
+    """Adds every served task's endpoints (`_task_endpoints`) and `/render` to
+    the service class, before `bentoml.service` reads its APIs."""
+    for task in endpoints.served_tasks():
+        for name, api in _task_endpoints(task).items():
+            setattr(cls, name, api)
+    cls.render = _api(  # type: ignore[attr-defined]
+        "render",
+        {"image": (DecodedImage, ...), **endpoints.render_fields()},
+        PILImage.Image,
+        "The image with the served model's prediction drawn on it (PNG), as its "
+        "task draws it (boxes and labels, the top class, class-coloured masks).",
+        lambda self, image, **values: self._render(image, values),
+    )
+    return cls
+
+
 @bentoml.service(
     name="visionops",
     image=IMAGE,
@@ -198,8 +232,9 @@ def bento_tag(model_tag: str) -> str:
         {"name": "YOLO_OFFLINE", "value": "1"},
     ],
 )
-@bentoml.asgi_app(ui_app, path="/ui")
+@bentoml.asgi_app(ui_app, path=endpoints.UI)
 @bentoml.asgi_app(docs_app, path="/docs")
+@with_endpoints
 class VisionService:
     """Serves the promoted model, exported to ONNX, for the task it was trained for."""
 
@@ -228,26 +263,22 @@ class VisionService:
         _, jpeg = cv2.imencode(".jpg", np.full((64, 64, 3), 127, np.uint8))
         self.task.predict(self.predictor, [decode_image(jpeg.tobytes())])
 
-    def _serves(self, task: str) -> None:
+    def _serves(self, task: Task) -> None:
         """Refuses an endpoint of another task than the served model's.
 
         Raises:
             RequestError: 404, naming the served task and its endpoint.
         """
-        if task != self.task.name:
+        if task.name != self.task.name:
+            endpoint = endpoints.describe(self.task)["endpoint"]
             raise RequestError(
                 f"This service serves a {self.task.name} model ({MODEL_NAME}), not "
-                f"a {task} model: use /{self.task.name} (and /render, /info).",
+                f"a {task.name} model: use {endpoint} (and /render, /info).",
                 404,
             )
 
     def _predict(
-        self,
-        image: DecodedImage,
-        conf: float = 0.25,
-        iou: float = 0.7,
-        max_det: int = 300,
-        blur_faces: bool = False,
+        self, image: DecodedImage, blur_faces: bool, thresholds: dict[str, Any]
     ) -> tuple[np.ndarray, Any, int, dict[str, float]]:
         start = time.perf_counter()
         timing = {
@@ -264,67 +295,69 @@ class VisionService:
             frame, faces = blur(frame, AnonymizeSettings())
             timing["blur"] = (time.perf_counter() - start) * 1000
         (result,) = self.task.predict(
-            self.predictor, [frame], conf=conf, iou=iou, max_det=max_det, timing=timing
+            self.predictor, [frame], timing=timing, **thresholds
         )
         timing["total"] = sum(timing.values())
         return frame, result, faces, timing
 
-    def _answer(self, frame: np.ndarray, timing: dict[str, float]) -> dict[str, Any]:
-        """What every task's answer carries: the image's size, the model, the
-        stages in milliseconds."""
-        return {
-            "image": {"width": int(frame.shape[1]), "height": int(frame.shape[0])},
-            "model": self.model_card,
-            "timing_ms": {k: round(v, 2) for k, v in timing.items()},
-        }
-
-    def _response(
+    def _answer(
         self,
         frame: np.ndarray,
         result: Any,
-        faces: int,
         timing: dict[str, float],
-    ) -> DetectResponse:
-        names = self.names
-        return DetectResponse(
-            detections=[Detection(**r) for r in result.to_records(names)],
-            counts=result.counts(names),
-            faces_blurred=faces,
-            **self._answer(frame, timing),
+        parameters: dict[str, Any],
+        **extra: Any,
+    ) -> BaseModel:
+        """The served task's answer to one image (`endpoints.response_model`): the
+        task's share, and what every answer carries (the image's size, the model,
+        the stages in milliseconds)."""
+        response = endpoints.response_model(self.task.name)
+        return response(
+            **self.task.answer(result, self.names, **parameters),
+            image={"width": int(frame.shape[1]), "height": int(frame.shape[0])},
+            model=self.model_card,
+            timing_ms={k: round(v, 2) for k, v in timing.items()},
+            **extra,
         )
 
-    @upload_api
-    def detect(
-        self,
-        image: DecodedImage,
-        conf: float = Field(0.25, ge=0.0, le=1.0),
-        iou: float = Field(0.7, gt=0.0, le=1.0),
-        max_det: int = Field(300, ge=1, le=1000),
-        blur_faces: bool = False,
-    ) -> DetectResponse:
-        """Detects objects in one image: boxes, class names, confidences, counts."""
-        self._serves("detect")
-        return self._response(*self._predict(image, conf, iou, max_det, blur_faces))
+    def _one(self, task: Task, image: DecodedImage, values: dict[str, Any]) -> Any:
+        """Answers `/<endpoint>` of `task` for one image.
+
+        Args:
+            task: The task whose endpoint was called.
+            image: The upload.
+            values: The request's fields (`endpoints.request_fields`).
+        """
+        self._serves(task)
+        serving = endpoints.serving_of(task)
+        thresholds = {k: values.pop(k) for k in serving.thresholds}
+        blur = values.pop("blur_faces", None)  # offered by `serving.blur_faces`
+        frame, result, faces, timing = self._predict(image, bool(blur), thresholds)
+        extra = {} if blur is None else {"faces_blurred": faces}
+        return self._answer(frame, result, timing, values, **extra)
 
     # Not `batchable`: BentoML's adaptive batching, which merged concurrent calls
     # into one ONNX Runtime call, did not help on CPU (bench/serving.py: -12% images/s
     # at 640 px and 16 clients, within the noise at 160 px), since a batch costs
     # about the sum of its images there and one merged call runs on one core where
     # separate calls run on all. On a GPU it should help; not measured (no GPU here).
-    @upload_api
-    def detect_batch(
+    def _batch(
         self,
-        images: list[DecodedImage],
-        conf: float = Field(0.25, ge=0.0, le=1.0),
-        iou: float = Field(0.7, gt=0.0, le=1.0),
-        max_det: int = Field(300, ge=1, le=1000),
-    ) -> list[DetectResponse | ImageErrorResponse]:
-        """Several images (up to 64), one answer each in order, as one ONNX batch.
+        task: Task,
+        images: list[DecodedImage | ImageError],
+        values: dict[str, Any],
+    ) -> list[Any]:
+        """Answers `/<endpoint>_batch` of `task`: one ONNX batch of the readable
+        images, `ImageErrorResponse` in place of the others.
 
-        An image that cannot be read gets `{"error": ...}` in its place; the
-        other images are answered as usual (each was decoded on its own).
+        Args:
+            task: The task whose endpoint was called.
+            images: The uploads, decoded or not.
+            values: The request's fields (`endpoints.request_fields`).
         """
-        self._serves("detect")
+        self._serves(task)
+        serving = endpoints.serving_of(task)
+        thresholds = {k: values.pop(k) for k in serving.thresholds}
         start = time.perf_counter()
         good = [image for image in images if isinstance(image, DecodedImage)]
         stages: dict[str, float] = {}
@@ -332,14 +365,12 @@ class VisionService:
             self.task.predict(
                 self.predictor,
                 [image.frame for image in good],
-                conf=conf,
-                iou=iou,
-                max_det=max_det,
                 timing=stages,
+                **thresholds,
             )
         )
         share = {k: v / max(len(good), 1) for k, v in stages.items()}
-        answers: list[DetectResponse | ImageErrorResponse] = []
+        answers: list[Any] = []
         for image in images:
             if isinstance(image, ImageError):
                 answers.append(ImageErrorResponse(error=image.message))
@@ -351,68 +382,24 @@ class VisionService:
                 **share,  # the batch's stages, per image
             }
             timing["total"] = sum(timing.values())
-            answers.append(self._response(image.frame, next(results), 0, timing))
+            answers.append(self._answer(image.frame, next(results), timing, values))
         return answers
 
-    @upload_api
-    def classify(
-        self,
-        image: DecodedImage,
-        top_k: int = Field(5, ge=1, le=1000),
-    ) -> ClassifyResponse:
-        """Classifies one image: the `top_k` most probable classes, highest first."""
-        self._serves("classify")
-        frame, result, _, timing = self._predict(image)
-        return ClassifyResponse(
-            predictions=[
-                ClassPrediction(**r) for r in result.to_records(self.names, k=top_k)
-            ],
-            **self._answer(frame, timing),
-        )
-
-    @upload_api
-    def segment(
-        self,
-        image: DecodedImage,
-        conf: float = Field(0.25, ge=0.0, le=1.0),
-        iou: float = Field(0.7, gt=0.0, le=1.0),
-        max_det: int = Field(300, ge=1, le=1000),
-    ) -> SegmentResponse:
-        """Segments one image: instances with class, box and outline polygon
-        `[[x, y], ...]`, and the pixels of each class, in the image's pixels."""
-        self._serves("segment")
-        frame, result, _, timing = self._predict(image, conf, iou, max_det)
-        return SegmentResponse(
-            instances=[SegmentInstance(**r) for r in result.to_records(self.names)],
-            class_pixels=result.class_pixels(self.names),
-            **self._answer(frame, timing),
-        )
-
-    @upload_api
-    def render(
-        self,
-        image: DecodedImage,
-        conf: float = Field(0.25, ge=0.0, le=1.0),
-        iou: float = Field(0.7, gt=0.0, le=1.0),
-        max_det: int = Field(300, ge=1, le=1000),
-        blur_faces: bool = False,
-    ) -> PILImage.Image:
-        """The image with the prediction drawn (PNG): boxes and labels for
-        detection, the top class and its probability for classification,
-        translucent class-coloured masks and a legend for segmentation."""
-        frame, result, _, _ = self._predict(image, conf, iou, max_det, blur_faces)
+    def _render(self, image: DecodedImage, values: dict[str, Any]) -> PILImage.Image:
+        """Answers `/render`: the prediction drawn by the served task."""
+        blur = values.pop("blur_faces")
+        frame, result, _, _ = self._predict(image, blur, values)
         drawn = self.task.render(frame, result, self.names)
         return PILImage.fromarray(drawn[:, :, ::-1])
 
     @upload_api
     def info(self) -> dict:
         """Model version, lineage (MLflow, ZenML, dataset hash), test metrics, the
-        task and the Bento tag."""
+        task, its endpoint and web-page view, and the Bento tag."""
         return {
             **self.model_card,
             "bento_tag": bento_tag(self.model_card["bento_model"]),
-            "task": self.task.name,
-            "endpoint": f"/{self.task.name}",
+            **endpoints.describe(self.task),
             "classes": self.names,
             "precision": "fp32",  # Bentos built before the INT8 gate
             **self.lineage,

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visionops.engine.task import Task, TaskError
+from visionops.engine.task import Serving, Task, TaskError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -118,3 +118,17 @@ class ClassifyTask(Task):
         from visionops.tasks.classify.render import draw_classification
 
         return draw_classification(frame, prediction, names)
+
+    def serving(self) -> Serving:
+        """`/classify`, with `top_k` (`tasks.classify.serving`)."""
+        from visionops.tasks.classify.serving import SERVING
+
+        return SERVING
+
+    def answer(
+        self, prediction: Any, names: Mapping[int, str], **parameters: Any
+    ) -> dict[str, Any]:
+        """The service's answer fields of one prediction (`serving.answer`)."""
+        from visionops.tasks.classify.serving import answer
+
+        return answer(prediction, names, **parameters)

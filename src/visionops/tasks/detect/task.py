@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visionops.engine.task import Task
+from visionops.engine.task import Serving, Task
 
 if TYPE_CHECKING:
     import numpy as np
@@ -108,3 +108,17 @@ class DetectTask(Task):
         from visionops.tasks.detect.render import draw_detections
 
         return draw_detections(frame, prediction, dict(names))
+
+    def serving(self) -> Serving:
+        """`/detect` and `/detect_batch` (`tasks.detect.serving`)."""
+        from visionops.tasks.detect.serving import SERVING
+
+        return SERVING
+
+    def answer(
+        self, prediction: Any, names: Mapping[int, str], **parameters: Any
+    ) -> dict[str, Any]:
+        """The service's answer fields of one prediction (`serving.answer`)."""
+        from visionops.tasks.detect.serving import answer
+
+        return answer(prediction, names)

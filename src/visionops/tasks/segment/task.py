@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visionops.engine.task import Task
+from visionops.engine.task import Serving, Task
 
 if TYPE_CHECKING:
     import numpy as np
@@ -115,3 +115,17 @@ class SegmentTask(Task):
         from visionops.tasks.segment.render import render_segmentation
 
         return render_segmentation(frame, prediction.class_map(), names)
+
+    def serving(self) -> Serving:
+        """`/segment` (`tasks.segment.serving`)."""
+        from visionops.tasks.segment.serving import SERVING
+
+        return SERVING
+
+    def answer(
+        self, prediction: Any, names: Mapping[int, str], **parameters: Any
+    ) -> dict[str, Any]:
+        """The service's answer fields of one prediction (`serving.answer`)."""
+        from visionops.tasks.segment.serving import answer
+
+        return answer(prediction, names)

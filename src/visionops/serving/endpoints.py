@@ -1,0 +1,106 @@
+"""The service's endpoints, answers and web-page views, read from the tasks.
+
+Each task's `Serving` (`Task.serving`) names its endpoint, its answer model, the
+thresholds and parameters it takes and its view; this module turns those into the
+request fields, the response models and the `/info` description the service and
+its web page use, so that a new task needs no change here.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel, Field, create_model
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from visionops.engine.task import Serving, Task, TaskError
+from visionops.tasks import available_tasks, get_task
+
+# The service's request fields that several endpoints share (`/render` takes them
+# all); a task's `Serving` names the ones its endpoint takes.
+THRESHOLDS: dict[str, tuple[Any, Any]] = {
+    "conf": (float, Field(0.25, ge=0.0, le=1.0)),
+    "iou": (float, Field(0.7, gt=0.0, le=1.0)),
+    "max_det": (int, Field(300, ge=1, le=1000)),
+}
+BLUR_FACES: tuple[Any, Any] = (bool, False)
+FACES_BLURRED: tuple[Any, Any] = (int, 0)
+# Where the service mounts its web page, and where the page loads a task's view.
+UI = "/ui"
+VIEW_ROUTE = "/views/{task}.js"
+
+
+def served_tasks() -> list[Task]:
+    """The registered tasks that have an endpoint, in registry order."""
+    return [t for t in map(get_task, available_tasks()) if t.serving() is not None]
+
+
+def serving_of(task: Task) -> Serving:
+    """The task's `Serving`.
+
+    Raises:
+        TaskError: The task has no endpoint.
+    """
+    serving = task.serving()
+    if serving is None:
+        raise TaskError(f"The {task.name} task has no endpoint yet.")
+    return serving
+
+
+def request_fields(serving: Serving, batch: bool = False) -> dict[str, Any]:
+    """The endpoint's request fields besides its image(s): name -> (type, default).
+
+    Args:
+        serving: The task's serving declaration.
+        batch: For `/<endpoint>_batch`, which does not blur faces.
+    """
+    fields = {name: THRESHOLDS[name] for name in serving.thresholds}
+    if serving.blur_faces and not batch:
+        fields["blur_faces"] = BLUR_FACES
+    return {**fields, **serving.parameters}
+
+
+def render_fields() -> dict[str, Any]:
+    """`/render`'s request fields: every threshold, and blurring faces."""
+    return {**THRESHOLDS, "blur_faces": BLUR_FACES}
+
+
+@cache
+def response_model(task_name: str) -> type[BaseModel]:
+    """The answer to one image: the task's share (`Serving.response`) and what
+    every answer carries (the image's size, the model, the timings)."""
+    serving = serving_of(get_task(task_name))
+    extra = {"faces_blurred": FACES_BLURRED} if serving.blur_faces else {}
+    return create_model(  # type: ignore[call-overload]
+        f"{serving.endpoint.title()}Response",
+        __base__=serving.response,
+        __module__=__name__,
+        __doc__=f"What `/{serving.endpoint}` answers for one image.",
+        image=(dict[str, int], ...),
+        model=(dict[str, str], ...),
+        **extra,
+        timing_ms=(dict[str, float], ...),
+    )
+
+
+def describe(task: Task) -> dict[str, Any]:
+    """What `/info` says of the served task: its endpoint, the request fields the
+    web page may send it, and the web page's view of its answers."""
+    serving = serving_of(task)
+    return {
+        "task": task.name,
+        "endpoint": f"/{serving.endpoint}",
+        "parameters": list(request_fields(serving)),
+        "view": UI + VIEW_ROUTE.format(task=task.name),
+    }
+
+
+def view(request: Request) -> Response:
+    """A task's view, the JavaScript module at `/ui/views/<task>.js`."""
+    name = request.path_params["task"]
+    tasks = {task.name: task for task in served_tasks()}
+    if name not in tasks:
+        return JSONResponse({"error": f"No view {name!r}."}, status_code=404)
+    return FileResponse(serving_of(tasks[name]).view, media_type="text/javascript")

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from visionops.engine.onnx import OnnxDetector, export_onnx
+from visionops.engine.onnx import export_onnx
+from visionops.tasks.detect.onnx import OnnxDetector
 from visionops.tasks.detect.pyfunc import (
     OUTPUT_DTYPES,
     image_to_b64,

@@ -22,7 +22,7 @@ from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 import visionops
 from visionops.core import images
-from visionops.engine.onnx import Detections, OnnxDetector
+from visionops.tasks.detect.onnx import Detections, OnnxDetector
 
 INPUT_COLUMN = "image"
 ONNX_ARTIFACT = "onnx"

@@ -83,7 +83,7 @@ class DetectTask(Task):
         self, onnx_path: Path, *, threads: int = 1, providers: list[str] | None = None
     ) -> Any:
         """`OnnxDetector`: letterbox, decode, NMS, as `YOLO.predict`."""
-        from visionops.engine.onnx import OnnxDetector
+        from visionops.tasks.detect.onnx import OnnxDetector
 
         return OnnxDetector(onnx_path, threads=threads, providers=providers)
 

@@ -442,7 +442,8 @@ class OnnxPredictor:
             providers: ONNX Runtime execution providers, CPU when omitted.
 
         Raises:
-            ValueError: If the graph lacks Ultralytics' class names.
+            ValueError: If the graph lacks Ultralytics' class names, or is not
+                the task's model (`_read_graph`).
         """
         self.path = Path(onnx_path)
         self.session, self.metadata, self.names = open_session(
@@ -463,6 +464,14 @@ class OnnxPredictor:
         # The outputs `_decode` receives; a subclass may name more.
         self.output_names = [self.session.get_outputs()[0].name]
         self._buffers = _Buffers()
+        self._read_graph()
+
+    def _read_graph(self) -> None:
+        """Reads what the task's decoding needs from the opened graph.
+
+        Raises:
+            ValueError: If the graph is not the task's model.
+        """
 
     def meta(self, key: str) -> Any:
         """An Ultralytics metadata value as a Python value (None when absent)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,26 +131,12 @@ class OnnxClassifier(OnnxPredictor):
 
     default_imgsz = 224
 
-    def __init__(
-        self,
-        onnx_path: Path | str,
-        *,
-        threads: int = 1,
-        providers: list[str] | None = None,
-    ) -> None:
-        """Opens the ONNX model and reads Ultralytics' metadata from it.
-
-        Args:
-            onnx_path: An `.onnx` of a `-cls` model written by
-                `visionops.engine.onnx.export_onnx` (or Ultralytics).
-            threads: ONNX Runtime intra-op threads.
-            providers: ONNX Runtime execution providers, CPU when omitted.
+    def _read_graph(self) -> None:
+        """Checks that the graph is a classifier.
 
         Raises:
-            ValueError: If the graph lacks Ultralytics' class names or is not a
-                classifier (e.g. a detector's export).
+            ValueError: If it is not (e.g. a detector's export).
         """
-        super().__init__(onnx_path, threads=threads, providers=providers)
         task = self.metadata.get("task")
         output = self.session.get_outputs()[0]
         if (task is not None and task != "classify") or len(output.shape) != 2:

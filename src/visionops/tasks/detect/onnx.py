@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -93,25 +92,8 @@ class OnnxDetector(OnnxPredictor):
     # coefficients); a detector's rows end with the scores.
     extra_channels: ClassVar[str] = ""
 
-    def __init__(
-        self,
-        onnx_path: Path | str,
-        *,
-        threads: int = 1,
-        providers: list[str] | None = None,
-    ) -> None:
-        """Opens the ONNX model and reads Ultralytics' metadata from it.
-
-        Args:
-            onnx_path: An `.onnx` written by `visionops.engine.onnx.export_onnx`
-                (or Ultralytics).
-            threads: ONNX Runtime intra-op threads.
-            providers: ONNX Runtime execution providers, CPU when omitted.
-
-        Raises:
-            ValueError: If the graph lacks Ultralytics' class names.
-        """
-        super().__init__(onnx_path, threads=threads, providers=providers)
+    def _read_graph(self) -> None:
+        """Tells the head's kind: NMS-free `(batch, k, 6)` or raw."""
         output = self.session.get_outputs()[0]
         end2end = self.meta("end2end")
         if end2end is None:  # foreign exports: tell the heads apart by the shape

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -91,26 +90,14 @@ class OnnxSegmenter(OnnxDetector):
 
     extra_channels = "mask coefficients"
 
-    def __init__(
-        self,
-        onnx_path: Path | str,
-        *,
-        threads: int = 1,
-        providers: list[str] | None = None,
-    ) -> None:
-        """Opens the ONNX model and reads Ultralytics' metadata from it.
-
-        Args:
-            onnx_path: An `.onnx` of a segmentation model written by
-                `visionops.engine.onnx.export_onnx` (or Ultralytics).
-            threads: ONNX Runtime intra-op threads.
-            providers: ONNX Runtime execution providers, CPU when omitted.
+    def _read_graph(self) -> None:
+        """The detector's head, plus the mask prototypes as a second output.
 
         Raises:
-            ValueError: If the graph lacks Ultralytics' class names, or is not a
-                segmentation model (no prototype output).
+            ValueError: If the graph is not a segmentation model (no prototype
+                output).
         """
-        super().__init__(onnx_path, threads=threads, providers=providers)
+        super()._read_graph()
         outputs = self.session.get_outputs()
         if len(outputs) < 2 or len(outputs[1].shape) != 4:
             raise ValueError(

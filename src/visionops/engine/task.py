@@ -151,9 +151,10 @@ class Task(ABC):
     ) -> Any:
         """The ONNX Runtime predictor of this task's exports.
 
-        It has `names`, `imgsz`, `predict(image_bgr)`, `predict_batch(frames)`
-        and `preprocess(image_bgr)`, the (1, 3, h, w) input blob `predict` feeds
-        the graph (what INT8 calibration runs on).
+        A subclass of `visionops.engine.onnx.OnnxPredictor`: `names`, `imgsz`,
+        `predict(image_bgr)`, `predict_batch(frames)` and
+        `preprocess(image_bgr)`, the (1, 3, h, w) input blob `predict` feeds the
+        graph (what INT8 calibration runs on).
         """
 
     @abstractmethod

@@ -57,7 +57,8 @@ def _populate(onnx: Path, weights: Path, example: Path) -> None:
     from mlflow.entities import Metric
 
     from visionops.app.backup import stack_artifact_location
-    from visionops.tasks.detect.pyfunc import log_pyfunc_model
+    from visionops.engine.pyfunc import log_pyfunc_model
+    from visionops.tasks.detect.pyfunc import YoloOnnxModel
     from visionops.training.tracking import register_version, set_alias
 
     client = mlflow.MlflowClient()
@@ -86,7 +87,10 @@ def _populate(onnx: Path, weights: Path, example: Path) -> None:
                 mlflow.log_text("epoch,loss\n0,2.0\n1,1.0\n", "training/results.csv")
                 mlflow.log_dict({"lr0": lr0}, "training/plots/args.json")
                 info = log_pyfunc_model(
-                    onnx, metadata={"candidate": f"c{i}"}, example_image=example
+                    YoloOnnxModel,
+                    onnx,
+                    metadata={"candidate": f"c{i}"},
+                    example_image=example,
                 )
                 version = register_version(
                     MODEL,
@@ -298,7 +302,7 @@ def _counts(mlflow_server: MlflowServer) -> dict[str, int]:
 def _frame(tiny_dataset):
     import pandas as pd
 
-    from visionops.tasks.detect.pyfunc import image_to_b64
+    from visionops.engine.pyfunc import image_to_b64
 
     images = sorted((tiny_dataset.root / "images" / "test").glob("*"))[:2]
     return pd.DataFrame({"image": [image_to_b64(p) for p in images]})

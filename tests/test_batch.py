@@ -21,7 +21,8 @@ from visionops.batch.predict import (
     PredictionSet,
     predict_folder,
 )
-from visionops.engine.onnx import OnnxDetector, export_onnx
+from visionops.engine.onnx import export_onnx
+from visionops.tasks.detect.onnx import OnnxDetector
 
 IMGSZ = 128  # the size `tiny_weights` was trained at
 SETTINGS = BatchSettings(conf=0.01, max_det=20, batch=3, threads=1, grid_size=4)

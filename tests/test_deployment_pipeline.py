@@ -91,7 +91,7 @@ def test_bento_in_store_with_its_lineage(deployed: dict) -> None:
     import mlflow
 
     from visionops.app.lookup import find_dataset
-    from visionops.engine.onnx import OnnxDetector
+    from visionops.tasks.detect.onnx import OnnxDetector
 
     bento = bentoml.get(deployed["bento_tag"])
     assert bento.tag.name == MODEL

@@ -116,10 +116,10 @@ def test_exif_orientation_is_applied() -> None:
 def test_every_caller_maps_the_same_reasons(tmp_path) -> None:
     """Batch rows, HTTP statuses and pyfunc errors come from the one decoder."""
     from visionops.batch.predict import read_image
+    from visionops.engine.pyfunc import decode_image as pyfunc_decode
+    from visionops.engine.pyfunc import image_to_b64
     from visionops.serving.limits import InputError
     from visionops.serving.limits import decode_image as service_decode
-    from visionops.tasks.detect.pyfunc import decode_image as pyfunc_decode
-    from visionops.tasks.detect.pyfunc import image_to_b64
 
     cut = _encoded("JPEG")[:300]
     path = tmp_path / "cut.jpg"

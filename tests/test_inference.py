@@ -8,13 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from visionops.engine.onnx import (
-    Detections,
-    OnnxDetector,
-    export_onnx,
-    letterbox,
-    nms,
-)
+from visionops.engine.onnx import export_onnx, letterbox, nms
+from visionops.tasks.detect.onnx import Detections, OnnxDetector
 
 IMGSZ = 128  # the size `tiny_weights` was trained at
 

@@ -1,4 +1,4 @@
-"""The promoted model round-trips through MLflow as a pyfunc, offline."""
+"""The promoted model of every task round-trips through MLflow as a pyfunc, offline."""
 
 from __future__ import annotations
 
@@ -16,15 +16,31 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from visionops.engine.onnx import OnnxDetector, export_onnx
-from visionops.tasks.detect.pyfunc import (
-    OUTPUT_DTYPES,
+from tests.conftest import CLS_IMGSZ, CLS_NAMES
+from visionops.engine.onnx import export_onnx
+from visionops.engine.pyfunc import (
     image_to_b64,
     log_pyfunc_model,
     serving_requirements,
 )
+from visionops.tasks import get_task
+from visionops.tasks.classify.onnx import OnnxClassifier
+from visionops.tasks.detect.onnx import OnnxDetector
+from visionops.tasks.detect.pyfunc import YoloOnnxModel
+from visionops.tasks.segment.onnx import OnnxSegmenter
 
 REPO = Path(__file__).resolve().parents[1]
+SHOES = REPO / "data" / "sample" / "shoe-soles"  # bundled Roboflow YOLO-seg export
+BOX_DTYPES = {
+    "image_index": "int64",
+    "class_id": "int64",
+    "class_name": "object",
+    "confidence": "float64",
+    "x1": "float64",
+    "y1": "float64",
+    "x2": "float64",
+    "y2": "float64",
+}
 
 
 def _repo_mlflow_files() -> set[Path]:
@@ -69,29 +85,36 @@ def images(tiny_dataset) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def logged(onnx_path: Path, images: list[Path], tmp_path_factory):
-    """The pyfunc logged (and registered) in a throwaway sqlite store."""
-    from tests.conftest import OUTBOUND
-
+def store(tmp_path_factory) -> Iterator[dict]:
+    """A throwaway sqlite store, current for the module's tests."""
     store = tmp_path_factory.mktemp("mlflow")
     with tracking_store(store):
         experiment = mlflow.create_experiment(
             "pyfunc-test", artifact_location=str(store / "artifacts")
         )
-        OUTBOUND.clear()
-        with mlflow.start_run(experiment_id=experiment) as run:
-            info = log_pyfunc_model(
-                onnx_path,
-                metadata={"dataset": "tiny"},
-                registered_model_name="boards-detector",
-                example_image=images[0],
-            )
-        yield {
-            "run_id": run.info.run_id,
-            "info": info,
-            "outbound": list(OUTBOUND),
-            "store": store,
-        }
+        yield {"path": store, "experiment": experiment}
+
+
+@pytest.fixture(scope="module")
+def logged(store: dict, onnx_path: Path, images: list[Path]):
+    """The detector's pyfunc logged (and registered) in the throwaway store."""
+    from tests.conftest import OUTBOUND
+
+    OUTBOUND.clear()
+    with mlflow.start_run(experiment_id=store["experiment"]) as run:
+        info = log_pyfunc_model(
+            YoloOnnxModel,
+            onnx_path,
+            metadata={"dataset": "tiny"},
+            registered_model_name="boards-detector",
+            example_image=images[0],
+        )
+    return {
+        "run_id": run.info.run_id,
+        "info": info,
+        "outbound": list(OUTBOUND),
+        "store": store["path"],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +137,7 @@ def test_rows_equal_the_onnx_detector(
 ) -> None:
     rows = pyfunc.predict(_frame(images), params={"conf": 0.001})
 
-    assert list(rows.columns) == list(OUTPUT_DTYPES)
-    assert rows.dtypes.astype(str).to_dict() == OUTPUT_DTYPES
+    assert rows.dtypes.astype(str).to_dict() == BOX_DTYPES  # the columns in order
     detector = OnnxDetector(onnx_path)
     for index, path in enumerate(images):
         expected = detector.predict(cv2.imread(str(path)), conf=0.001)
@@ -199,6 +221,79 @@ def test_loads_without_visionops_installed(logged, images: list[Path]) -> None:
     assert "HEAVY []" in result.stdout, result.stdout
 
 
+def _champion(store: dict, task: str, onnx: Path, name: str):
+    """Logs `onnx` as the promotion step does (the task's `log_model`), registers
+    it as the champion of `name` and loads `models:/<name>@champion`."""
+    from visionops.training.champion import CHAMPION
+    from visionops.training.tracking import register_version, set_alias
+
+    with mlflow.start_run(experiment_id=store["experiment"]):
+        info = get_task(task).log_model(onnx, metadata={"dataset_hash": "tiny"})
+    version = register_version(name, info.model_uri, tags={"task": task})
+    set_alias(name, CHAMPION, version)
+    return mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+
+
+@pytest.fixture(scope="module")
+def cls_onnx(cls_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_onnx(cls_weights, CLS_IMGSZ, tmp_path_factory.mktemp("cls-onnx"))
+
+
+def test_classifier_champion_answers_every_class_probability(
+    store: dict, cls_onnx: Path, classify_folder: Path
+) -> None:
+    xrays = sorted((classify_folder / "test").rglob("*.jpeg"))
+    model = _champion(store, "classify", cls_onnx, "xray-classifier")
+    rows = model.predict(_frame(xrays))
+
+    assert rows.dtypes.astype(str).to_dict() == {
+        "image_index": "int64",
+        "class_id": "int64",
+        "class_name": "object",
+        "probability": "float64",
+    }
+    classifier = OnnxClassifier(cls_onnx)
+    for index, path in enumerate(xrays):
+        expected = classifier.predict(cv2.imread(str(path)))
+        got = rows[rows.image_index == index]
+        assert got.class_id.tolist() == expected.top(len(CLS_NAMES))[0].tolist()
+        assert got.class_name.tolist() == [CLS_NAMES[c] for c in got.class_id]
+        np.testing.assert_allclose(
+            got.probability, expected.probabilities[got.class_id], atol=1e-6
+        )
+        assert got.probability.sum() == pytest.approx(1.0, abs=1e-5)
+    meta = mlflow.models.get_model_info("models:/xray-classifier@champion").metadata
+    assert meta["task"] == "classify"
+    assert meta["class_names"] == list(CLS_NAMES.values())
+
+
+def test_segmenter_champion_answers_instances_with_polygons(
+    store: dict, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Random weights suffice: the rows must equal what the ONNX segmenter finds.
+    onnx = export_onnx(Path("yolo11n-seg.yaml"), 96, tmp_path_factory.mktemp("seg"))
+    soles = sorted((SHOES / "test" / "images").iterdir())[:2]
+    model = _champion(store, "segment", onnx, "soles-segmenter")
+    params = {"conf": 0.0, "max_det": 5}
+    rows = model.predict(_frame(soles), params=params)
+
+    assert rows.dtypes.astype(str).to_dict() == {**BOX_DTYPES, "polygon": "object"}
+    segmenter = OnnxSegmenter(onnx)
+    for index, path in enumerate(soles):
+        expected = segmenter.predict(cv2.imread(str(path)), **params)
+        got = rows[rows.image_index == index]
+        assert len(got) == len(expected) > 0
+        np.testing.assert_allclose(
+            got[["x1", "y1", "x2", "y2"]].to_numpy(), expected.boxes, atol=1e-4
+        )
+        assert got.polygon.tolist() == [
+            r["polygon"] for r in expected.to_records(segmenter.names)
+        ]
+        assert all(len(polygon) >= 3 for polygon in got.polygon)
+    signature = mlflow.models.get_model_info("models:/soles-segmenter@champion")
+    assert [p.name for p in signature.signature.params] == ["conf", "iou", "max_det"]
+
+
 def test_tracking_store_puts_the_uri_back(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
     with tracking_store(tmp_path):
@@ -210,3 +305,11 @@ def test_tracking_store_puts_the_uri_back(tmp_path: Path, monkeypatch) -> None:
     with tracking_store(tmp_path):
         pass
     assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_registered_detectors_model_code_still_imports() -> None:
+    """Detectors registered before the re-layering run `from
+    visionops.mlflow_model import YoloOnnxModel` when they load."""
+    from visionops.mlflow_model import YoloOnnxModel as registered
+
+    assert registered is YoloOnnxModel

@@ -9,8 +9,9 @@ import numpy as np
 import onnx
 import pytest
 
-from visionops.engine.onnx import OnnxDetector, export_onnx
+from visionops.engine.onnx import export_onnx
 from visionops.engine.quantize import QUANTIZATION_KEY, QuantizationError, quantize
+from visionops.tasks.detect.onnx import OnnxDetector
 
 IMGSZ = 128  # the size `tiny_weights` was trained at
 
@@ -24,7 +25,10 @@ def fp32(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def int8(fp32: Path, tiny_dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
     # Calibrated on the validation split, compared on the test split.
-    return quantize(fp32, tiny_dataset.root / "images" / "val", out)
+    preprocess = OnnxDetector(fp32).preprocess
+    return quantize(
+        fp32, tiny_dataset.root / "images" / "val", out, preprocess=preprocess
+    )
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -84,12 +88,14 @@ def test_no_calibration_images_is_a_clear_error(fp32: Path, tmp_path: Path) -> N
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("not an image")
+    preprocess = OnnxDetector(fp32).preprocess
+    out = tmp_path / "out.onnx"
     with pytest.raises(QuantizationError, match="No calibration images"):
-        quantize(fp32, empty, tmp_path / "out.onnx")
+        quantize(fp32, empty, out, preprocess=preprocess)
     with pytest.raises(QuantizationError, match="No calibration images"):
-        quantize(fp32, [], tmp_path / "out.onnx")
+        quantize(fp32, [], out, preprocess=preprocess)
     with pytest.raises(QuantizationError, match="not found: .*missing.jpg"):
-        quantize(fp32, [tmp_path / "missing.jpg"], tmp_path / "out.onnx")
+        quantize(fp32, [tmp_path / "missing.jpg"], out, preprocess=preprocess)
     assert not (tmp_path / "out.onnx").exists()
 
 
@@ -97,7 +103,12 @@ def test_undecodable_calibration_image_is_named(fp32: Path, tmp_path: Path) -> N
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
     with pytest.raises(QuantizationError, match="broken.jpg cannot be decoded"):
-        quantize(fp32, [broken], tmp_path / "out.onnx")
+        quantize(
+            fp32,
+            [broken],
+            tmp_path / "out.onnx",
+            preprocess=OnnxDetector(fp32).preprocess,
+        )
 
 
 def test_calibration_sees_what_the_predictors_feed(fp32: Path, tiny_dataset) -> None:

@@ -44,7 +44,7 @@ def _error(response) -> str:
 
 @pytest.fixture(scope="module")
 def reference(onnx_path: Path):
-    from visionops.engine.onnx import OnnxDetector
+    from visionops.tasks.detect.onnx import OnnxDetector
 
     return OnnxDetector(onnx_path, threads=1)
 

@@ -21,14 +21,14 @@ def onnx_latency_ms(
     Preprocessing, inference and postprocessing are all inside the timing, after
     one warm-up run.
     """
-    detector = task.predictor(onnx_path, threads=1, providers=["CPUExecutionProvider"])
+    predictor = task.predictor(onnx_path, threads=1, providers=["CPUExecutionProvider"])
     frames = [f for f in (cv2.imread(str(p)) for p in images[:8]) if f is not None]
     if not frames:
         raise ValueError("No readable image to time the model on.")
-    detector.predict(frames[0])
+    predictor.predict(frames[0])
     timings = []
     for i in range(runs):
         start = time.perf_counter()
-        detector.predict(frames[i % len(frames)])
+        predictor.predict(frames[i % len(frames)])
         timings.append((time.perf_counter() - start) * 1000)
     return statistics.median(timings)

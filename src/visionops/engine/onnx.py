@@ -1,4 +1,4 @@
-"""ONNX export and ONNX Runtime detection that reproduces Ultralytics' predict."""
+"""ONNX export and what every task's ONNX Runtime predictor shares with Ultralytics."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -41,7 +40,7 @@ def export_onnx(
     """Exports YOLO weights to a simplified ONNX graph with Ultralytics, offline.
 
     The graph carries Ultralytics' metadata (names, imgsz, stride, end2end, ...),
-    which `OnnxDetector` reads back.
+    which the task's predictor (`OnnxPredictor`) reads back.
 
     Args:
         weights: A `.pt` checkpoint, or an architecture yaml such as "yolo11n.yaml"
@@ -89,66 +88,6 @@ def export_onnx(
         target = out_dir / exported.name
         shutil.move(str(exported), target)
     return target
-
-
-@dataclass(eq=False)
-class Detections:
-    """Detections of one image, in the original image's pixel coordinates.
-
-    Attributes:
-        boxes: (n, 4) float32 boxes as x1, y1, x2, y2.
-        scores: (n,) float32 confidences, highest first.
-        class_ids: (n,) int64 class indices.
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    class_ids: np.ndarray
-
-    @classmethod
-    def empty(cls) -> Detections:
-        """Returns detections with no box."""
-        return cls(
-            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-        )
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-    def to_records(self, names: Mapping[int, str] | Sequence[str]) -> list[dict]:
-        """Returns one JSON-ready dict per box.
-
-        Args:
-            names: Class names by index (a dict or a list).
-
-        Returns:
-            `[{"class_id", "class_name", "confidence", "box": {"x1", "y1", "x2",
-            "y2"}}]`, in the order of the detections.
-        """
-        records = []
-        for (x1, y1, x2, y2), score, class_id in zip(
-            self.boxes.tolist(),
-            self.scores.tolist(),
-            self.class_ids.tolist(),
-            strict=True,
-        ):
-            records.append(
-                {
-                    "class_id": int(class_id),
-                    "class_name": _name(names, class_id),
-                    "confidence": float(score),
-                    "box": {"x1": x1, "y1": y1, "x2": x2, "y2": y2},
-                }
-            )
-        return records
-
-    def counts(self, names: Mapping[int, str] | Sequence[str]) -> dict[str, int]:
-        """Returns the number of boxes per class name, in class-index order."""
-        ids, numbers = np.unique(self.class_ids, return_counts=True)
-        return {
-            _name(names, c): int(n)
-            for c, n in zip(ids.tolist(), numbers.tolist(), strict=True)
-        }
 
 
 def _name(names: Mapping[int, str] | Sequence[str], class_id: int) -> str:
@@ -432,25 +371,60 @@ def open_session(
     return session, meta, {int(k): str(v) for k, v in names.items()}
 
 
-class OnnxDetector:
-    """Runs an Ultralytics-exported ONNX detector with ONNX Runtime, no torch.
+def scale_boxes(
+    boxes: np.ndarray, shape: tuple[int, int], input_shape: tuple[int, int]
+) -> np.ndarray:
+    """Maps letterboxed input-space boxes back onto the original image.
 
-    Preprocessing and decoding mirror `YOLO.predict`: letterbox (to the next
-    stride multiple for graphs with dynamic height and width, like predict's
-    `rect`, else to the full size), RGB /255, confidence filter, class-aware NMS,
-    max_det, boxes scaled back and clipped. Results agree with the PyTorch
-    model up to float noise.
+    Ultralytics' `scale_boxes`: it re-derives the gain and padding from the
+    padded input's shape and uses per-axis gains of the rounded resized size;
+    so does this. Boxes are clipped to the image.
+
+    Args:
+        boxes: (n, 4) x1, y1, x2, y2 boxes in the input's pixels.
+        shape: The original image's (height, width).
+        input_shape: The letterboxed input's (height, width).
+
+    Returns:
+        (n, 4) contiguous float32 boxes in the original image's pixels.
+    """
+    h, w = shape
+    gain = min(input_shape[0] / h, input_shape[1] / w)
+    new_h, new_w = max(round(h * gain), 1), max(round(w * gain), 1)
+    pad_x = round((input_shape[1] - new_w) / 2 - 0.1)
+    pad_y = round((input_shape[0] - new_h) / 2 - 0.1)
+    scale = np.array([new_w / w, new_h / h] * 2, np.float32)
+    boxes = (
+        boxes.astype(np.float32) - np.array([pad_x, pad_y] * 2, np.float32)
+    ) / scale
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+    return np.ascontiguousarray(boxes, np.float32)
+
+
+class OnnxPredictor:
+    """Runs an Ultralytics ONNX export with ONNX Runtime, no torch.
+
+    What every task's predictor shares: the session, the class names and input
+    size from Ultralytics' metadata, image checks, batching (images that share
+    an input shape share one ONNX Runtime call) and the stage timing. Inputs
+    are letterboxed as `YOLO.predict` does (to the next stride multiple for
+    graphs with dynamic height and width, like predict's `rect`, else to the
+    full size), RGB, /255. A task's predictor subclasses it with its decoding
+    (`_decode`) and, where its preprocessing differs, `_input_shape` and `_fill`.
 
     Attributes:
         names: Class names by index, from the ONNX metadata.
         imgsz: The (height, width) images are fitted into.
         stride: The model's largest stride.
-        end2end: Whether the graph emits NMS-free `(batch, k, 6)` detections.
         input_name: The graph's image input.
         dynamic_batch: Whether one call can take a batch of any size.
-        rect: Whether images are padded only to a stride multiple (the graph
-            takes any height and width).
+        rect: Whether the graph takes any height and width.
+        metadata: Ultralytics' metadata, as the graph stores it (text values).
     """
+
+    # The input size of graphs with dynamic height and width and no `imgsz`.
+    default_imgsz: ClassVar[int] = 640
 
     def __init__(
         self,
@@ -468,11 +442,13 @@ class OnnxDetector:
             providers: ONNX Runtime execution providers, CPU when omitted.
 
         Raises:
-            ValueError: If the graph lacks Ultralytics' class names.
+            ValueError: If the graph lacks Ultralytics' class names, or is not
+                the task's model (`_read_graph`).
         """
         self.path = Path(onnx_path)
-        self.session, meta, self.names = open_session(self.path, threads, providers)
-
+        self.session, self.metadata, self.names = open_session(
+            self.path, threads, providers
+        )
         graph_input = self.session.get_inputs()[0]
         self.input_name: str = graph_input.name
         batch, _, height, width = graph_input.shape
@@ -480,136 +456,137 @@ class OnnxDetector:
         self._batch = None if self.dynamic_batch else batch
         self.rect = not (isinstance(height, int) and isinstance(width, int))
         self.imgsz: tuple[int, int] = (
-            _size_pair(_metadata_value(meta.get("imgsz")) or 640)
+            _size_pair(self.meta("imgsz") or self.default_imgsz)
             if self.rect
             else (height, width)
         )
-        self.stride = int(_metadata_value(meta.get("stride")) or 32)
-
-        output = self.session.get_outputs()[0]
-        self._output_name = output.name
-        end2end = _metadata_value(meta.get("end2end"))
-        if end2end is None:  # foreign exports: tell the heads apart by the shape
-            end2end = output.shape[-1] == 6 and output.shape[1] != 4 + len(self.names)
-        self.end2end = bool(end2end)
+        self.stride = int(self.meta("stride") or 32)
+        # The outputs `_decode` receives; a subclass may name more.
+        self.output_names = [self.session.get_outputs()[0].name]
         self._buffers = _Buffers()
+        self._read_graph()
+
+    def _read_graph(self) -> None:
+        """Reads what the task's decoding needs from the opened graph.
+
+        Raises:
+            ValueError: If the graph is not the task's model.
+        """
+
+    def meta(self, key: str) -> Any:
+        """An Ultralytics metadata value as a Python value (None when absent)."""
+        return _metadata_value(self.metadata.get(key))
 
     def predict(
         self,
         image_bgr: np.ndarray,
-        conf: float = 0.25,
-        iou: float = 0.7,
-        max_det: int = 300,
         *,
         timing: dict[str, float] | None = None,
-    ) -> Detections:
-        """Detects objects in one BGR image.
+        **options: Any,
+    ) -> Any:
+        """Predicts one BGR image.
 
         Args:
             image_bgr: A uint8 (H, W, 3) BGR image, as from `cv2.imread`.
-            conf: Keep boxes scoring above this.
-            iou: NMS IoU threshold (unused by NMS-free graphs).
-            max_det: Keep at most this many boxes.
             timing: When given, receives the milliseconds of each stage:
-                `preprocess` (letterbox, RGB, /255), `inference` (the ONNX
-                Runtime call) and `postprocess` (decoding, NMS, scaling).
+                `preprocess` (resizing, the input blob), `inference` (the ONNX
+                Runtime call) and `postprocess` (decoding, results).
+            **options: The task's decoding options (thresholds).
 
         Returns:
-            The detections in the image's pixel coordinates.
+            The task's prediction for the image.
 
         Raises:
             ValueError: If the image is not a non-empty uint8 (H, W, 3) array.
         """
-        return self.predict_batch(
-            [image_bgr], conf=conf, iou=iou, max_det=max_det, timing=timing
-        )[0]
-
-    def preprocess(self, image_bgr: np.ndarray) -> np.ndarray:
-        """The input blob `predict` feeds the graph for one BGR image.
-
-        Letterbox (to the next stride multiple for graphs with dynamic height and
-        width), BGR to RGB, HWC to NCHW, /255: what INT8 calibration must see.
-
-        Returns:
-            A (1, 3, h, w) float32 array, the caller's own copy.
-        """
-        image = _check_image(image_bgr)
-        shape = _padded_shape(image.shape[:2], self.imgsz, self.rect, self.stride)
-        return self._blob([image], shape)[:1].copy()
+        return self.predict_batch([image_bgr], timing=timing, **options)[0]
 
     def predict_batch(
         self,
         images: Sequence[np.ndarray],
-        conf: float = 0.25,
-        iou: float = 0.7,
-        max_det: int = 300,
         *,
         timing: dict[str, float] | None = None,
-    ) -> list[Detections]:
-        """Detects objects in several BGR images, batching what the graph allows.
+        **options: Any,
+    ) -> list[Any]:
+        """Predicts several BGR images, batching what the graph allows.
 
-        Images that letterbox to the same input shape (all of them for a
-        fixed-size graph, same-sized images otherwise) share one ONNX Runtime
-        call when the graph has a dynamic batch axis, so the results equal
+        Images that come to the same input shape (all of them for a fixed-size
+        graph) share one ONNX Runtime call when the graph has a dynamic batch
+        axis (a fixed batch is filled chunk by chunk), so the results equal
         `predict` image by image.
 
         Args:
             images: uint8 (H, W, 3) BGR images of any sizes.
-            conf: Keep boxes scoring above this.
-            iou: NMS IoU threshold (unused by NMS-free graphs).
-            max_det: Keep at most this many boxes per image.
             timing: When given, receives the milliseconds of each stage, summed
                 over the batch (see `predict`).
+            **options: The task's decoding options (thresholds).
 
         Returns:
-            One `Detections` per image, in order.
+            One prediction per image, in order.
 
         Raises:
             ValueError: If an image is invalid (the message names its index).
         """
         timer = StageTimer()
-        checked, groups = self._group(images)
-        results: list[Detections | None] = [None] * len(checked)
-        decode = self._decode_end2end if self.end2end else self._decode_raw
-        for input_shape, indices in groups.items():
-            blob = self._blob([checked[i] for i in indices], input_shape)
-            timer.lap("preprocess")
-            (raw,) = self._run(blob, len(indices))
-            timer.lap("inference")
-            for row, i in enumerate(indices):
-                boxes, scores, class_ids = decode(raw[row], conf, iou, max_det)
-                results[i] = _to_image(
-                    boxes, scores, class_ids, checked[i].shape[:2], input_shape
-                )
-            timer.lap("postprocess")
-        timer.report(timing)
-        return results  # type: ignore[return-value]
-
-    def _group(
-        self, images: Sequence[np.ndarray]
-    ) -> tuple[list[np.ndarray], dict[tuple[int, int], list[int]]]:
-        """Checks the images and groups their indices by letterboxed input shape.
-
-        Raises:
-            ValueError: If `images` is no list, or an image is invalid (the
-                message names its index).
-        """
         if images is None or isinstance(images, np.ndarray):
             raise ValueError("predict_batch takes a list of images")
         checked = [_check_image(image, i) for i, image in enumerate(images)]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(checked):
-            shape = _padded_shape(image.shape[:2], self.imgsz, self.rect, self.stride)
-            groups.setdefault(shape, []).append(i)
-        return checked, groups
+            groups.setdefault(self._input_shape(image), []).append(i)
+        results: list[Any] = [None] * len(checked)
+        for input_shape, indices in groups.items():
+            blob = self._blob([checked[i] for i in indices], input_shape)
+            timer.lap("preprocess")
+            outputs = self._run(blob, len(indices))
+            timer.lap("inference")
+            for row, i in enumerate(indices):
+                results[i] = self._decode(
+                    [output[row] for output in outputs],
+                    checked[i].shape[:2],
+                    input_shape,
+                    **options,
+                )
+            timer.lap("postprocess")
+        timer.report(timing)
+        return results
+
+    def preprocess(self, image_bgr: np.ndarray) -> np.ndarray:
+        """The input blob `predict` feeds the graph for one BGR image.
+
+        What INT8 calibration must see.
+
+        Returns:
+            A (1, 3, h, w) float32 array, the caller's own copy.
+        """
+        image = _check_image(image_bgr)
+        return self._blob([image], self._input_shape(image))[:1].copy()
+
+    def _decode(
+        self,
+        outputs: list[np.ndarray],
+        shape: tuple[int, int],
+        input_shape: tuple[int, int],
+        **options: Any,
+    ) -> Any:
+        """Turns one image's rows of the graph's outputs into its prediction.
+
+        Args:
+            outputs: The image's row of each output in `output_names`.
+            shape: The original image's (height, width).
+            input_shape: The (height, width) it was fed to the graph at.
+            **options: The task's decoding options.
+        """
+        raise NotImplementedError
+
+    def _input_shape(self, image: np.ndarray) -> tuple[int, int]:
+        """The (height, width) the image is fed to the graph at (letterboxed)."""
+        return _padded_shape(image.shape[:2], self.imgsz, self.rect, self.stride)
 
     def _blob(self, images: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-        """Letterboxes images that pad to `shape` into this thread's kept input
-        buffer: RGB, CHW, /255 in float32, as `letterbox` and predict do.
+        """Fills images of one input shape into this thread's kept input buffer.
 
-        Each image is resized once (into a kept buffer) and converted once into
-        the blob; only the padding strips are filled. A fixed-batch graph gets
-        its batch filled up with blank images.
+        A fixed-batch graph gets its batch filled up with blank images.
         """
         step = self._batch or len(images)
         rows = -(-len(images) // step) * step
@@ -617,107 +594,53 @@ class OnnxDetector:
         blob = self._buffers.get(
             ("blob", rows, height, width), (rows, 3, height, width), np.float32
         )
-        pad = np.float32(PAD_VALUE) / np.float32(255)
         for out, image in zip(blob, images, strict=False):
-            _, (new_w, new_h), (top, _, left, _) = _letterbox_params(
-                image.shape[:2], self.imgsz, self.rect, self.stride
-            )
-            resized = image
-            if image.shape[:2] != (new_h, new_w):
-                resized = self._buffers.get(
-                    ("resized", new_h, new_w), (new_h, new_w, 3), np.uint8
-                )
-                cv2.resize(
-                    image, (new_w, new_h), dst=resized, interpolation=cv2.INTER_LINEAR
-                )
-            bottom, right = top + new_h, left + new_w
-            out[:, :top] = pad
-            out[:, bottom:] = pad
-            out[:, top:bottom, :left] = pad
-            out[:, top:bottom, right:] = pad
-            # BGR->RGB and HWC->CHW as views; one uint8 -> float32 pass, divided
-            # in float32 exactly like predict's `im.float() / 255`.
-            np.divide(
-                resized[..., ::-1].transpose(2, 0, 1),
-                np.float32(255),
-                out=out[:, top:bottom, left:right],
-            )
+            self._fill(out, image)
         blob[len(images) :] = 0.0
         return blob
 
-    def _run(
-        self, blob: np.ndarray, real: int, outputs: Sequence[str] | None = None
-    ) -> list[np.ndarray]:
+    def _fill(self, out: np.ndarray, image: np.ndarray) -> None:
+        """Letterboxes one image into its (3, h, w) row of the blob: RGB, CHW,
+        /255 in float32, as `letterbox` and predict do.
+
+        The image is resized once (into a kept buffer) and converted once into
+        the row; only the padding strips are filled.
+        """
+        _, (new_w, new_h), (top, _, left, _) = _letterbox_params(
+            image.shape[:2], self.imgsz, self.rect, self.stride
+        )
+        resized = image
+        if image.shape[:2] != (new_h, new_w):
+            resized = self._buffers.get(
+                ("resized", new_h, new_w), (new_h, new_w, 3), np.uint8
+            )
+            cv2.resize(
+                image, (new_w, new_h), dst=resized, interpolation=cv2.INTER_LINEAR
+            )
+        pad = np.float32(PAD_VALUE) / np.float32(255)
+        bottom, right = top + new_h, left + new_w
+        out[:, :top] = pad
+        out[:, bottom:] = pad
+        out[:, top:bottom, :left] = pad
+        out[:, top:bottom, right:] = pad
+        # BGR->RGB and HWC->CHW as views; one uint8 -> float32 pass, divided in
+        # float32 exactly like predict's `im.float() / 255`.
+        np.divide(
+            resized[..., ::-1].transpose(2, 0, 1),
+            np.float32(255),
+            out=out[:, top:bottom, left:right],
+        )
+
+    def _run(self, blob: np.ndarray, real: int) -> list[np.ndarray]:
         """Runs a blob through the graph, in chunks of its fixed batch if it has
-        one; returns the rows of the first `real` images of each output (the
-        detections only, unless `outputs` names others)."""
-        names = list(outputs or [self._output_name])
+        one; returns the rows of the first `real` images of each output in
+        `output_names`."""
         step = self._batch or len(blob)
         chunks = [
-            self.session.run(names, {self.input_name: blob[i : i + step]})
+            self.session.run(self.output_names, {self.input_name: blob[i : i + step]})
             for i in range(0, len(blob), step)
         ]
         return [
             (parts[0] if len(parts) == 1 else np.concatenate(parts))[:real]
             for parts in zip(*chunks, strict=True)
         ]
-
-    def _decode_raw(
-        self, pred: np.ndarray, conf: float, iou: float, max_det: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Decodes one image of a `(4 + nc, anchors)` head: cx, cy, w, h, scores."""
-        if pred.ndim != 2 or pred.shape[0] != 4 + len(self.names):
-            raise ValueError(
-                f"unexpected output {pred.shape} for {len(self.names)} classes; "
-                f"expected (4 + nc, anchors)"
-            )
-        class_scores = pred[4:]
-        best = class_scores.max(axis=0)
-        candidates = np.flatnonzero(best > conf)
-        if candidates.size > MAX_NMS:
-            top = np.argsort(-best[candidates], kind="stable")[:MAX_NMS]
-            candidates = candidates[top]
-        scores = best[candidates]
-        class_ids = class_scores[:, candidates].argmax(axis=0).astype(np.int64)
-        cx, cy, w, h = pred[:4, candidates]
-        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-        keep = nms(boxes, scores, iou, class_ids)[:max_det]
-        return boxes[keep], scores[keep], class_ids[keep]
-
-    @staticmethod
-    def _decode_end2end(
-        pred: np.ndarray, conf: float, iou: float, max_det: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Decodes one image of a `(k, 6)` NMS-free head: x1, y1, x2, y2, score, cls."""
-        if pred.ndim != 2 or pred.shape[1] != 6:
-            raise ValueError(f"unexpected end2end output {pred.shape}; expected (k, 6)")
-        pred = pred[pred[:, 4] > conf][:max_det]
-        return pred[:, :4], pred[:, 4], pred[:, 5].astype(np.int64)
-
-
-def _to_image(
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    class_ids: np.ndarray,
-    shape: tuple[int, int],
-    input_shape: tuple[int, int],
-) -> Detections:
-    """Maps input-space boxes back onto the original image, like `scale_boxes`."""
-    h, w = shape
-    # Ultralytics re-derives the gain and padding from the padded input's shape
-    # and uses per-axis gains of the rounded resized size; so does this.
-    gain = min(input_shape[0] / h, input_shape[1] / w)
-    new_h, new_w = max(round(h * gain), 1), max(round(w * gain), 1)
-    pad_x = round((input_shape[1] - new_w) / 2 - 0.1)
-    pad_y = round((input_shape[0] - new_h) / 2 - 0.1)
-    scale = np.array([new_w / w, new_h / h] * 2, np.float32)
-    boxes = (
-        boxes.astype(np.float32) - np.array([pad_x, pad_y] * 2, np.float32)
-    ) / scale
-    boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
-    boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
-    return Detections(
-        np.ascontiguousarray(boxes, np.float32),
-        np.ascontiguousarray(scores, np.float32),
-        np.ascontiguousarray(class_ids, np.int64),
-    )

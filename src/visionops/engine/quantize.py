@@ -12,12 +12,11 @@ import cv2
 import numpy as np
 
 import visionops  # noqa: F401  (offline settings, before Ultralytics is imported)
-from visionops.engine.onnx import OnnxDetector
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-# Metadata key recording how the model was quantized; OnnxDetector ignores it.
+# Metadata key recording how the model was quantized; the predictors ignore it.
 QUANTIZATION_KEY = "visionops_quantization"
 
 Preprocess = Callable[[np.ndarray], np.ndarray]
@@ -132,7 +131,7 @@ def quantize(
     calibration_images: Path | str | Iterable[Path | str],
     out: Path | str,
     *,
-    preprocess: Preprocess | None = None,
+    preprocess: Preprocess,
     max_images: int = 200,
     per_channel: bool = True,
 ) -> Path:
@@ -145,7 +144,8 @@ def quantize(
     `per_channel`), the activation ranges calibrated (MinMax) on the given
     images. The head's box and score decoding stays in float
     (`head_decode_nodes`). Ultralytics' metadata (names, imgsz, stride, task,
-    ...) is copied over, so `OnnxDetector` opens the result like the original.
+    ...) is copied over, so the task's predictor opens the result like the
+    original.
 
     Args:
         onnx_path: The FP32 `.onnx` from `visionops.engine.onnx.export_onnx`.
@@ -155,7 +155,6 @@ def quantize(
         out: The `.onnx` file to write.
         preprocess: Turns one BGR uint8 image into the model's input blob: the
             task's predictor's `preprocess` (`Task.predictor(onnx).preprocess`).
-            Defaults to `OnnxDetector.preprocess` (letterbox, detection).
         max_images: The most calibration images to run.
         per_channel: Quantize weights per output channel (more accurate) rather
             than per tensor.
@@ -164,8 +163,8 @@ def quantize(
         The path of the quantized model (`out`).
 
     Raises:
-        QuantizationError: If there are no calibration images, one cannot be
-            decoded, or the model lacks Ultralytics metadata.
+        QuantizationError: If there are no calibration images or one cannot be
+            decoded.
         FileNotFoundError: If `onnx_path` does not exist.
     """
     import onnx
@@ -190,14 +189,6 @@ def quantize(
         raise QuantizationError(f"out must differ from the input model {onnx_path}.")
 
     source = onnx.load(str(onnx_path))
-    if preprocess is None:
-        try:
-            preprocess = OnnxDetector(onnx_path).preprocess
-        except ValueError as err:
-            raise QuantizationError(
-                f"{onnx_path} is not an Ultralytics detection export ({err}); pass "
-                "`preprocess` for other models."
-            ) from err
     input_name = source.graph.input[0].name
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="visionops-quantize-") as tmp:

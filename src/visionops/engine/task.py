@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from visionops.data.version import DatasetVersion
+    from visionops.engine.pyfunc import OnnxPyfunc
     from visionops.engine.report import EvalReport
 
 # `yolo11n`, `yolo26s-cls`, `yolo11m-seg`: family, scale, task suffix.
@@ -181,27 +182,30 @@ class Task(ABC):
     ) -> Any:
         """The ONNX Runtime predictor of this task's exports.
 
-        It has `names`, `imgsz`, `predict(image_bgr)`, `predict_batch(frames)`
-        and `preprocess(image_bgr)`, the (1, 3, h, w) input blob `predict` feeds
-        the graph (what INT8 calibration runs on).
+        A subclass of `visionops.engine.onnx.OnnxPredictor`: `names`, `imgsz`,
+        `predict(image_bgr)`, `predict_batch(frames)` and
+        `preprocess(image_bgr)`, the (1, 3, h, w) input blob `predict` feeds the
+        graph (what INT8 calibration runs on).
         """
 
-    def log_model(self, onnx_path: Path, metadata: dict[str, Any]) -> Any:
-        """Logs the ONNX export as an MLflow model into the active run.
+    @abstractmethod
+    def pyfunc_model(self) -> type[OnnxPyfunc]:
+        """The MLflow pyfunc class of this task's exports (`engine.pyfunc`):
+        base64 images in, one row per record of the task's predictions out."""
 
-        The registry versions it. This default logs the plain ONNX flavour; a
-        task with a pyfunc (base64 images in, a table out) overrides it.
+    def log_model(self, onnx_path: Path, metadata: dict[str, Any]) -> Any:
+        """Logs the ONNX export as this task's pyfunc into the active MLflow run.
+
+        The registry versions it; `mlflow.pyfunc.load_model` of the champion
+        answers a DataFrame of base64 images with the task's records.
 
         Returns:
             MLflow's `ModelInfo` (its `model_uri` is registered).
         """
-        import mlflow.onnx
-        import onnx
+        from visionops.engine.pyfunc import log_pyfunc_model
 
-        return mlflow.onnx.log_model(
-            onnx.load(str(onnx_path)),
-            name="model",
-            metadata={"task": self.name, **metadata},
+        return log_pyfunc_model(
+            self.pyfunc_model(), onnx_path, metadata={"task": self.name, **metadata}
         )
 
     def predict(

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from visionops.engine.onnx import (
-    StageTimer,
-    _check_image,
-    _metadata_value,
-    _name,
-    _size_pair,
-    open_session,
-)
+from visionops.engine.onnx import OnnxPredictor, _name, _size_pair
 
 # `ultralytics.data.augment.DEFAULT_MEAN` / `DEFAULT_STD`, which
 # `classify_transforms` normalises with: inputs stay in 0..1.
@@ -126,132 +119,45 @@ def classify_preprocess(
     return (rgb - MEAN[:, None, None]) / STD[:, None, None]
 
 
-class OnnxClassifier:
+class OnnxClassifier(OnnxPredictor):
     """Runs an Ultralytics-exported ONNX classifier with ONNX Runtime, no torch.
 
     Preprocessing mirrors `YOLO(...).predict` for classify models (see
     `classify_preprocess`) and the graph ends with Ultralytics' softmax, so the
-    probabilities equal the PyTorch model's up to float noise.
-
-    Attributes:
-        names: Class names by index, from the ONNX metadata.
-        imgsz: The (height, width) images are resized and cropped to.
-        input_name: The graph's image input.
-        dynamic_batch: Whether one call can take a batch of any size.
+    probabilities equal the PyTorch model's up to float noise. Every image is
+    brought to `imgsz`, so a graph with a dynamic batch axis takes a whole
+    batch at once. `predict` returns a `Classification` and takes no threshold.
     """
 
-    def __init__(
-        self,
-        onnx_path: Path | str,
-        *,
-        threads: int = 1,
-        providers: list[str] | None = None,
-    ) -> None:
-        """Opens the ONNX model and reads Ultralytics' metadata from it.
+    default_imgsz = 224
 
-        Args:
-            onnx_path: An `.onnx` of a `-cls` model written by
-                `visionops.engine.onnx.export_onnx` (or Ultralytics).
-            threads: ONNX Runtime intra-op threads.
-            providers: ONNX Runtime execution providers, CPU when omitted.
+    def _read_graph(self) -> None:
+        """Checks that the graph is a classifier.
 
         Raises:
-            ValueError: If the graph lacks Ultralytics' class names or is not a
-                classifier (e.g. a detector's export).
+            ValueError: If it is not (e.g. a detector's export).
         """
-        self.path = Path(onnx_path)
-        self.session, meta, self.names = open_session(self.path, threads, providers)
-        task = meta.get("task")
+        task = self.metadata.get("task")
         output = self.session.get_outputs()[0]
         if (task is not None and task != "classify") or len(output.shape) != 2:
             raise ValueError(
                 f"{self.path} is not a classifier (task {task!r}, output shape "
                 f"{output.shape}); export a -cls model"
             )
-        self._output_name = output.name
 
-        graph_input = self.session.get_inputs()[0]
-        self.input_name: str = graph_input.name
-        batch, _, height, width = graph_input.shape
-        self.dynamic_batch = not isinstance(batch, int)
-        self._batch = None if self.dynamic_batch else batch
-        if isinstance(height, int) and isinstance(width, int):
-            self.imgsz: tuple[int, int] = (height, width)
-        else:
-            self.imgsz = _size_pair(_metadata_value(meta.get("imgsz")) or 224)
-
-    def predict(
-        self, image_bgr: np.ndarray, *, timing: dict[str, float] | None = None
-    ) -> Classification:
-        """Classifies one BGR image.
-
-        Args:
-            image_bgr: A uint8 (H, W, 3) BGR image, as from `cv2.imread`.
-            timing: When given, receives the milliseconds of each stage:
-                `preprocess` (resize, crop, the input blob), `inference` (the
-                ONNX Runtime call, softmax included) and `postprocess` (the
-                probabilities per image).
-
-        Returns:
-            The class probabilities.
-
-        Raises:
-            ValueError: If the image is not a non-empty uint8 (H, W, 3) array.
-        """
-        return self.predict_batch([image_bgr], timing=timing)[0]
-
-    def preprocess(self, image_bgr: np.ndarray) -> np.ndarray:
-        """The input blob `predict` feeds the graph for one BGR image.
-
-        Returns:
-            A (1, 3, height, width) float32 array (`classify_preprocess`).
-        """
-        return classify_preprocess(_check_image(image_bgr), self.imgsz)[None]
-
-    def predict_batch(
+    def _decode(
         self,
-        images: Sequence[np.ndarray],
-        *,
-        timing: dict[str, float] | None = None,
-    ) -> list[Classification]:
-        """Classifies several BGR images of any sizes, in as few calls as allowed.
+        outputs: list[np.ndarray],
+        shape: tuple[int, int],
+        input_shape: tuple[int, int],
+        **options: Any,
+    ) -> Classification:
+        return Classification(np.ascontiguousarray(outputs[0], np.float32))
 
-        Every image is brought to `imgsz`, so a graph with a dynamic batch axis
-        takes them all at once (a fixed batch is filled chunk by chunk).
+    def _input_shape(self, image: np.ndarray) -> tuple[int, int]:
+        """Every image is resized and cropped to `imgsz`."""
+        return self.imgsz
 
-        Args:
-            images: uint8 (H, W, 3) BGR images.
-            timing: When given, receives the milliseconds of each stage, summed
-                over the batch (see `predict`).
-
-        Returns:
-            One `Classification` per image, in order.
-
-        Raises:
-            ValueError: If an image is invalid (the message names its index).
-        """
-        timer = StageTimer()
-        if images is None or isinstance(images, np.ndarray):
-            raise ValueError("predict_batch takes a list of images")
-        checked = [_check_image(image, i) for i, image in enumerate(images)]
-        if not checked:
-            timer.report(timing)
-            return []
-        blob = np.stack([classify_preprocess(image, self.imgsz) for image in checked])
-        step = self._batch or len(blob)
-        outputs = []
-        for start in range(0, len(blob), step):
-            chunk = blob[start : start + step]
-            real = len(chunk)
-            if real < step:  # a fixed batch larger than what is left: pad with blanks
-                blank = np.zeros((step - real, *chunk.shape[1:]), np.float32)
-                chunk = np.concatenate([chunk, blank])
-            timer.lap("preprocess")
-            out = self.session.run([self._output_name], {self.input_name: chunk})[0]
-            timer.lap("inference")
-            outputs.append(out[:real])
-        probabilities = np.concatenate(outputs).astype(np.float32, copy=False)
-        found = [Classification(np.ascontiguousarray(row)) for row in probabilities]
-        timer.lap("postprocess")
-        timer.report(timing)
-        return found
+    def _fill(self, out: np.ndarray, image: np.ndarray) -> None:
+        """Writes `classify_preprocess` of one image into its row of the blob."""
+        out[...] = classify_preprocess(image, self.imgsz)

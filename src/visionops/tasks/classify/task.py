@@ -103,6 +103,12 @@ class ClassifyTask(Task):
         """Class probabilities per frame; a classifier has no thresholds."""
         return predictor.predict_batch(frames, timing=timing)
 
+    def pyfunc_model(self) -> Any:
+        """`ClassifierOnnxModel`: every class's probability per image."""
+        from visionops.tasks.classify.pyfunc import ClassifierOnnxModel
+
+        return ClassifierOnnxModel
+
     def batch_output(
         self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
     ) -> Any:

@@ -83,15 +83,15 @@ class DetectTask(Task):
         self, onnx_path: Path, *, threads: int = 1, providers: list[str] | None = None
     ) -> Any:
         """`OnnxDetector`: letterbox, decode, NMS, as `YOLO.predict`."""
-        from visionops.engine.onnx import OnnxDetector
+        from visionops.tasks.detect.onnx import OnnxDetector
 
         return OnnxDetector(onnx_path, threads=threads, providers=providers)
 
-    def log_model(self, onnx_path: Path, metadata: dict[str, Any]) -> Any:
-        """The pyfunc around the ONNX detector (`visionops.tasks.detect.pyfunc`)."""
-        from visionops.tasks.detect.pyfunc import log_pyfunc_model
+    def pyfunc_model(self) -> Any:
+        """`YoloOnnxModel`: one row per box (`tasks.detect.pyfunc`)."""
+        from visionops.tasks.detect.pyfunc import YoloOnnxModel
 
-        return log_pyfunc_model(onnx_path, name="model", metadata=metadata)
+        return YoloOnnxModel
 
     def batch_output(
         self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]

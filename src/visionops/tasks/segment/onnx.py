@@ -5,21 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from visionops.data.masks import mask_polygons
-from visionops.engine.onnx import (
-    MAX_NMS,
-    Detections,
-    OnnxDetector,
-    StageTimer,
-    _name,
-    _to_image,
-    nms,
-)
+from visionops.engine.onnx import _name, scale_boxes
+from visionops.tasks.detect.onnx import Detections, OnnxDetector
 from visionops.tasks.segment.metrics import rasterise_instances
 
 
@@ -87,166 +80,52 @@ class Instances(Detections):
 class OnnxSegmenter(OnnxDetector):
     """Runs an Ultralytics-exported ONNX segmentation model with ONNX Runtime.
 
-    Boxes are decoded exactly as `OnnxDetector` does (same letterbox, NMS and
-    box scaling); each kept box's mask coefficients combine the prototypes into
-    mask logits that are upsampled to the original image and cropped to the box,
-    as `YOLO.predict(..., retina_masks=True)` does (`ops.process_mask_native`).
-    Instances whose mask is empty are dropped, as predict drops them.
+    Boxes are decoded by `OnnxDetector` (same letterbox, NMS and box scaling,
+    the thresholds of its `predict`); each kept box's mask coefficients combine
+    the prototypes into mask logits that are upsampled to the original image and
+    cropped to the box, as `YOLO.predict(..., retina_masks=True)` does
+    (`ops.process_mask_native`). Instances whose mask is empty are dropped, as
+    predict drops them. `predict` returns `Instances`.
     """
 
-    def __init__(
-        self,
-        onnx_path: Path | str,
-        *,
-        threads: int = 1,
-        providers: list[str] | None = None,
-    ) -> None:
-        """Opens the ONNX model and reads Ultralytics' metadata from it.
+    extra_channels = "mask coefficients"
 
-        Args:
-            onnx_path: An `.onnx` of a segmentation model written by
-                `visionops.engine.onnx.export_onnx` (or Ultralytics).
-            threads: ONNX Runtime intra-op threads.
-            providers: ONNX Runtime execution providers, CPU when omitted.
+    def _read_graph(self) -> None:
+        """The detector's head, plus the mask prototypes as a second output.
 
         Raises:
-            ValueError: If the graph lacks Ultralytics' class names, or is not a
-                segmentation model (no prototype output).
+            ValueError: If the graph is not a segmentation model (no prototype
+                output).
         """
-        super().__init__(onnx_path, threads=threads, providers=providers)
+        super()._read_graph()
         outputs = self.session.get_outputs()
         if len(outputs) < 2 or len(outputs[1].shape) != 4:
             raise ValueError(
                 f"{self.path} has no mask prototype output; export a segmentation "
                 "model (e.g. yolo11n-seg) with visionops.engine.onnx.export_onnx"
             )
-        self._proto_name = outputs[1].name
+        self.output_names.append(outputs[1].name)
 
-    def predict(
+    def _decode(
         self,
-        image_bgr: np.ndarray,
-        conf: float = 0.25,
-        iou: float = 0.7,
-        max_det: int = 300,
-        *,
-        timing: dict[str, float] | None = None,
+        outputs: list[np.ndarray],
+        shape: tuple[int, int],
+        input_shape: tuple[int, int],
+        **thresholds: Any,
     ) -> Instances:
-        """Segments one BGR image.
-
-        Args:
-            image_bgr: A uint8 (H, W, 3) BGR image, as from `cv2.imread`.
-            conf: Keep instances scoring above this.
-            iou: NMS IoU threshold (unused by NMS-free graphs).
-            max_det: Keep at most this many instances.
-            timing: When given, receives the milliseconds of each stage:
-                `preprocess` (letterbox, RGB, /255), `inference` (the ONNX
-                Runtime call) and `postprocess` (decoding, NMS, masks, outlines).
-
-        Returns:
-            The instances in the image's pixel coordinates.
-
-        Raises:
-            ValueError: If the image is not a non-empty uint8 (H, W, 3) array.
-        """
-        return self.predict_batch(
-            [image_bgr], conf=conf, iou=iou, max_det=max_det, timing=timing
-        )[0]
-
-    def predict_batch(  # type: ignore[override]
-        self,
-        images: Sequence[np.ndarray],
-        conf: float = 0.25,
-        iou: float = 0.7,
-        max_det: int = 300,
-        *,
-        timing: dict[str, float] | None = None,
-    ) -> list[Instances]:
-        """Segments several BGR images, batching what the graph allows.
-
-        Args:
-            images: uint8 (H, W, 3) BGR images of any sizes.
-            conf: Keep instances scoring above this.
-            iou: NMS IoU threshold (unused by NMS-free graphs).
-            max_det: Keep at most this many instances per image.
-            timing: When given, receives the milliseconds of each stage, summed
-                over the batch (see `predict`).
-
-        Returns:
-            One `Instances` per image, in order.
-
-        Raises:
-            ValueError: If an image is invalid (the message names its index).
-        """
-        timer = StageTimer()
-        checked, groups = self._group(images)
-        results: list[Instances | None] = [None] * len(checked)
-        decode = self._decode_end2end_seg if self.end2end else self._decode_raw_seg
-        outputs = [self._output_name, self._proto_name]
-        for input_shape, indices in groups.items():
-            blob = self._blob([checked[i] for i in indices], input_shape)
-            timer.lap("preprocess")
-            raw, protos = self._run(blob, len(indices), outputs)
-            timer.lap("inference")
-            for row, i in enumerate(indices):
-                boxes, scores, class_ids, coeffs = decode(raw[row], conf, iou, max_det)
-                shape = checked[i].shape[:2]
-                dets = _to_image(boxes, scores, class_ids, shape, input_shape)
-                results[i] = _instances(dets, coeffs, protos[row], shape)
-            timer.lap("postprocess")
-        timer.report(timing)
-        return results  # type: ignore[return-value]
-
-    def _decode_raw_seg(
-        self, pred: np.ndarray, conf: float, iou: float, max_det: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Decodes a `(4 + nc + nm, anchors)` head: cx, cy, w, h, scores, coeffs."""
-        nc = len(self.names)
-        if pred.ndim != 2 or pred.shape[0] <= 4 + nc:
-            raise ValueError(
-                f"unexpected output {pred.shape} for {nc} classes; expected "
-                "(4 + nc + mask coefficients, anchors)"
-            )
-        class_scores = pred[4 : 4 + nc]
-        best = class_scores.max(axis=0)
-        candidates = np.flatnonzero(best > conf)
-        if candidates.size > MAX_NMS:
-            top = np.argsort(-best[candidates], kind="stable")[:MAX_NMS]
-            candidates = candidates[top]
-        scores = best[candidates]
-        class_ids = class_scores[:, candidates].argmax(axis=0).astype(np.int64)
-        cx, cy, w, h = pred[:4, candidates]
-        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-        keep = nms(boxes, scores, iou, class_ids)[:max_det]
-        coeffs = pred[4 + nc :, candidates].T
-        return boxes[keep], scores[keep], class_ids[keep], coeffs[keep]
-
-    @staticmethod
-    def _decode_end2end_seg(
-        pred: np.ndarray, conf: float, iou: float, max_det: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Decodes a `(k, 6 + nm)` NMS-free head: x1, y1, x2, y2, score, cls, coeffs."""
-        if pred.ndim != 2 or pred.shape[1] <= 6:
-            raise ValueError(
-                f"unexpected end2end output {pred.shape}; expected (k, 6 + coeffs)"
-            )
-        pred = pred[pred[:, 4] > conf][:max_det]
-        return pred[:, :4], pred[:, 4], pred[:, 5].astype(np.int64), pred[:, 6:]
-
-
-def _instances(
-    dets: Detections, coeffs: np.ndarray, protos: np.ndarray, shape: tuple[int, int]
-) -> Instances:
-    """Builds masks and outlines for detections already in image pixels."""
-    masks = _native_masks(protos, coeffs, dets.boxes, shape)
-    keep = masks.any(axis=(1, 2))
-    masks = masks[keep]
-    return Instances(
-        dets.boxes[keep],
-        dets.scores[keep],
-        dets.class_ids[keep],
-        masks,
-        [mask_polygons(m) for m in masks],
-    )
+        raw, protos = outputs
+        boxes, scores, class_ids, coeffs = self._boxes(raw, **thresholds)
+        boxes = scale_boxes(boxes, shape, input_shape)
+        masks = _native_masks(protos, coeffs, boxes, shape)
+        keep = masks.any(axis=(1, 2))
+        masks = masks[keep]
+        return Instances(
+            boxes[keep],
+            np.ascontiguousarray(scores[keep], np.float32),
+            np.ascontiguousarray(class_ids[keep], np.int64),
+            masks,
+            [mask_polygons(m) for m in masks],
+        )
 
 
 def _native_masks(

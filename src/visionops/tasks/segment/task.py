@@ -100,6 +100,12 @@ class SegmentTask(Task):
 
         return OnnxSegmenter(onnx_path, threads=threads, providers=providers)
 
+    def pyfunc_model(self) -> Any:
+        """`SegmenterOnnxModel`: one row per instance, with its polygon."""
+        from visionops.tasks.segment.pyfunc import SegmenterOnnxModel
+
+        return SegmenterOnnxModel
+
     def batch_output(
         self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
     ) -> Any:

@@ -87,5 +87,5 @@ mlflow-ui: install ## Serve the MLflow UI of the active stack on http://127.0.0.
 dashboard: install ## Start the ZenML dashboard and MLflow UI in the background (stop: run.py --dashboard stop)
 	$(PY) run.py --dashboard
 
-clean: ## Remove local state (ZenML store, datasets, runs); keeps .venv
+clean: ## Remove local state (ZenML store, datasets, runs, the Docker tests' wheelhouse); keeps .venv and Docker images
 	rm -rf .visionops .zen runs mlruns

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import os
 import shutil
@@ -36,6 +37,12 @@ os.environ["ZENML_REPOSITORY_PATH"] = str(_NO_REPO)
 import pytest  # noqa: E402
 
 import visionops  # noqa: E402, F401  (configures the offline environment)
+
+# ZenML keeps the `sys.stdout.write` it finds at import for its console logs: imported
+# first inside a test's capsys, it would write into that capture once it is closed
+# ("--- Logging error ---" in every later run.py test). Imported here, before any
+# test, and after `visionops` has pointed its config at the throwaway state.
+importlib.import_module("zenml")
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample" / "boards"

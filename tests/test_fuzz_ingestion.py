@@ -404,13 +404,13 @@ def test_run_pre_check_refuses_a_zip_bomb_with_exit_2(tmp_path, capsys):
     ids=["zip-bad-crc", "category-id-list", "annotations-object", "image-string"],
 )
 def test_run_pre_check_refuses_a_malformed_export_with_exit_2(
-    tmp_path, capfd, make, named
+    tmp_path, capsys, make, named
 ):
     import run
 
     source = make(tmp_path)
     assert run.main(["--pipeline", "ingestion", "--source", str(source)]) == 2
-    out, err = capfd.readouterr()
+    out, err = capsys.readouterr()
     assert err.startswith("Configuration error: source: ") and named in err
     assert len(err.strip().splitlines()) == 1, err
     assert "Skipping step" not in out + err  # no pipeline started

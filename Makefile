@@ -10,12 +10,15 @@ STAMP := $(VENV)/.installed
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
+# pip's download cache stays in the checkout's state folder too, not in ~/.cache.
+PIP := PIP_CACHE_DIR=$(CURDIR)/.visionops/cache/pip $(PY) -m pip
+
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PIP) install -q --upgrade pip setuptools wheel
 	# One pip command for everything: installing zenml separately leaves
 	# conflicting fastapi/opentelemetry versions behind.
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev]'
 	$(PY) -m pip check
 	@touch $@
 
@@ -87,5 +90,5 @@ mlflow-ui: install ## Serve the MLflow UI of the active stack on http://127.0.0.
 dashboard: install ## Start the ZenML dashboard and MLflow UI in the background (stop: run.py --dashboard stop)
 	$(PY) run.py --dashboard
 
-clean: ## Remove local state (ZenML store, datasets, runs); keeps .venv
+clean: ## Remove local state (ZenML store, datasets, runs, the Docker tests' wheelhouse); keeps .venv and Docker images
 	rm -rf .visionops .zen runs mlruns

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import os
 import shutil
 import socket
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 # Isolate every bit of state (ZenML store, MLflow, BentoML, YOLO settings) in a
@@ -35,6 +37,12 @@ os.environ["ZENML_REPOSITORY_PATH"] = str(_NO_REPO)
 import pytest  # noqa: E402
 
 import visionops  # noqa: E402, F401  (configures the offline environment)
+
+# ZenML keeps the `sys.stdout.write` it finds at import for its console logs: imported
+# first inside a test's capsys, it would write into that capture once it is closed
+# ("--- Logging error ---" in every later run.py test). Imported here, before any
+# test, and after `visionops` has pointed its config at the throwaway state.
+importlib.import_module("zenml")
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample" / "boards"
@@ -105,27 +113,43 @@ def boards_dir() -> Path:
     return BOARDS
 
 
-# The checkout's own state, which no test may read or write.
+# The checkout's own state, which no test may read or write, but for the Docker
+# tests' wheelhouse (tests/docker_env.py), kept there between runs.
 CHECKOUT_STATE = (".zen", ".visionops", "outputs", "mlruns", "runs")
+TEST_CACHES = (".visionops/docker-wheelhouse",)
+# The user's cache folder, which no test may write into either.
+HOME_CACHE = Path.home() / ".cache"
+
+
+def _watched(root: Path) -> Iterator[Path]:
+    """The checkout's state folders and what is in them, ~/.cache and what lies
+    directly in it (a new folder is a write), and its `visionops` folder."""
+    for top in [root / name for name in CHECKOUT_STATE]:
+        if top.exists():
+            yield top
+            yield from top.rglob("*")
+    if HOME_CACHE.exists():
+        yield HOME_CACHE
+        yield from HOME_CACHE.iterdir()
+        yield from (HOME_CACHE / "visionops").rglob("*")
 
 
 def _fingerprint(root: Path) -> dict[str, tuple[int, int]]:
-    """Size and modification time of every file under the checkout's state folders."""
+    """Size and modification time of every file `_watched` lists."""
     found = {}
-    for name in CHECKOUT_STATE:
-        top = root / name
-        if not top.exists():
+    skipped = {root / name for name in TEST_CACHES}
+    for path in _watched(root):
+        if path in skipped or skipped.intersection(path.parents):
             continue
-        for path in [top, *top.rglob("*")]:
-            try:
-                info = path.lstat()
-            except OSError:  # removed while listing: a change all the same
-                found[str(path)] = (-1, -1)
-                continue
-            if not path.is_dir():
-                found[str(path)] = (info.st_size, info.st_mtime_ns)
-            else:
-                found[str(path)] = (0, 0)
+        try:
+            info = path.lstat()
+        except OSError:  # removed while listing: a change all the same
+            found[str(path)] = (-1, -1)
+            continue
+        if not path.is_dir():
+            found[str(path)] = (info.st_size, info.st_mtime_ns)
+        else:
+            found[str(path)] = (0, 0)
     return found
 
 
@@ -144,7 +168,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if changed:
         listing = "\n  ".join(changed[:20])
         print(
-            f"\nThe tests changed the checkout's own state ({len(changed)} paths):"
+            f"\nThe tests changed the checkout's own state or ~/.cache "
+            f"({len(changed)} paths):"
             f"\n  {listing}",
             file=sys.stderr,
         )

@@ -4,7 +4,8 @@ No image registry is reachable from the machines this project runs on, so every
 image starts from a Debian bookworm root built here with `debootstrap` and imported
 as `visionops-base:bookworm` (kept between runs: it is the cache). Python packages
 come from a wheelhouse downloaded once on the host with its pip configuration
-(`~/.cache/visionops/docker-wheelhouse`), served over HTTP on 127.0.0.1 for the
+(`.visionops/docker-wheelhouse/` of the checkout, or `VISIONOPS_WHEELHOUSE`; `make
+clean` removes it with the rest of `.visionops/`), served over HTTP on 127.0.0.1 for the
 length of a build that runs on the host's network (`docker build --network host`):
 builds need neither a registry nor this machine's CA bundle, and nothing but
 loopback is ever a target.
@@ -49,12 +50,11 @@ BASE_PACKAGES = (
     "libgl1",
     "libglib2.0-0",
 )
-WHEELHOUSE = Path(
-    os.environ.get(
-        "VISIONOPS_WHEELHOUSE",
-        Path.home() / ".cache" / "visionops" / "docker-wheelhouse",
-    )
-)
+# Where the wheelhouse is kept between runs when VISIONOPS_WHEELHOUSE names no other
+# folder: the checkout's own state folder (not the tests' throwaway state folder,
+# which goes at the end of a session), never the user's ~/.cache.
+WHEELHOUSE_ENV = "VISIONOPS_WHEELHOUSE"
+WHEELHOUSE_DEFAULT = REPO / ".visionops" / "docker-wheelhouse"
 # The Bento base image's uv reads the wheelhouse here (a fixed port: it is written
 # into that image, which is kept between runs).
 BENTO_WHEELHOUSE_PORT = 38765
@@ -228,6 +228,11 @@ def wheelhouse_requirements() -> list[str]:
     return sorted({*project_requirements(), *MlflowIntegration.get_requirements()})
 
 
+def wheelhouse_dir() -> Path:
+    """The folder holding the downloaded wheelhouses (`VISIONOPS_WHEELHOUSE`)."""
+    return Path(os.environ.get(WHEELHOUSE_ENV) or WHEELHOUSE_DEFAULT).expanduser()
+
+
 def build_wheelhouse(requirements: list[str]) -> Path:
     """Downloads the wheels for `requirements` with this machine's pip settings.
 
@@ -235,35 +240,17 @@ def build_wheelhouse(requirements: list[str]) -> Path:
     resolves to exactly the versions this machine's pip chose (one of each).
     """
     digest = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:16]
-    dest = WHEELHOUSE / digest
+    dest = wheelhouse_dir() / digest
     stamp = dest / ".complete"
     if stamp.exists():
         return dest
     dest.mkdir(parents=True, exist_ok=True)
     reqs = dest / "requirements.txt"
     reqs.write_text("\n".join(requirements) + "\n")
-    download = [sys.executable, "-m", "pip", "download", "-q", "-d", str(dest)]
+    # No pip cache: it would be a second copy of the wheels, under ~/.cache.
+    download = [sys.executable, "-m", "pip", "download", "-q", "--no-cache-dir"]
+    download += ["-d", str(dest)]
     subprocess.run([*download, "-r", str(reqs)], check=True, capture_output=True)
-    stamp.write_text("")
-    return dest
-    dest.mkdir(parents=True, exist_ok=True)
-    reqs = dest / f"requirements-{digest}.txt"
-    reqs.write_text("\n".join(requirements) + "\n")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "-q",
-            "-d",
-            str(dest),
-            "-r",
-            str(reqs),
-        ],
-        check=True,
-        capture_output=True,
-    )
     stamp.write_text("")
     return dest
 
@@ -301,8 +288,10 @@ def build_parent_image(base: str = BASE_IMAGE) -> str:
     """
     requirements = wheelhouse_requirements()
     dockerfile = (REPO / "docker" / "cpu-parent.Dockerfile").read_text()
+    # PyTorch's CPU wheel index, where reachable: a small image (the Dockerfile).
+    torch_index = os.environ.get("VISIONOPS_TORCH_INDEX_URL", "")
     digest = hashlib.sha256(
-        "\n".join([base, dockerfile, *requirements]).encode()
+        "\n".join([base, dockerfile, torch_index, *requirements]).encode()
     ).hexdigest()
     tag = f"{DEPS_REPOSITORY}:{digest[:12]}"
     if image_exists(tag):
@@ -322,6 +311,8 @@ def build_parent_image(base: str = BASE_IMAGE) -> str:
                 f"BASE_IMAGE={base}",
                 "--build-arg",
                 f"WHEELHOUSE_URL={url}",
+                "--build-arg",
+                f"TORCH_INDEX_URL={torch_index}",
                 "-t",
                 tag,
                 context,

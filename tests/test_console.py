@@ -104,3 +104,19 @@ def test_pipeline_run_hints_at_run_py_dashboard_not_zenml_login(
     assert run.main(["--pipeline", "ingestion", "--no-cache", *source]) == 0
     assert "zenml login --local" not in caplog.text
     assert console.DASHBOARD_HINT in caplog.text
+
+
+def test_zenml_pro_model_advice_becomes_the_project_hint(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The line ZenML logs for a pipeline with a model, on a store without Pro."""
+    from types import SimpleNamespace
+
+    from zenml.orchestrators.step_run_utils import log_model_version_dashboard_url
+
+    console.replace_zenml_hints()
+    caplog.set_level(logging.INFO)
+    version = SimpleNamespace(project_id="p", id="v", name="1", model=None)
+    log_model_version_dashboard_url(version)  # type: ignore[arg-type]
+    assert "ZenML Pro" not in caplog.text and "free trial" not in caplog.text
+    assert console.MODEL_HINT in caplog.text

@@ -312,3 +312,27 @@ def test_onnx_runtime_writes_nothing_under_home(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "1.0"
     assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []
+
+
+def test_docker_wheelhouse_stays_in_the_checkout_or_where_the_user_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Docker tests' 3.6 GB wheelhouse goes to `.visionops/`, not ~/.cache."""
+    from tests import docker_env
+
+    monkeypatch.delenv(docker_env.WHEELHOUSE_ENV, raising=False)
+    default = docker_env.wheelhouse_dir()
+    assert default == REPO / ".visionops" / "docker-wheelhouse"
+    assert Path.home() / ".cache" not in default.parents
+    monkeypatch.setenv(docker_env.WHEELHOUSE_ENV, str(tmp_path / "wheels"))
+    assert docker_env.wheelhouse_dir() == tmp_path / "wheels"
+
+    # `make clean` removes the default wheelhouse's top folder, and says so.
+    def make(*args: str) -> str:
+        return subprocess.run(
+            ["make", "-s", "-C", str(REPO), *args], capture_output=True, text=True
+        ).stdout
+
+    assert default.relative_to(REPO).parts[0] in make("-n", "clean").split()
+    (line,) = [x for x in make("help").splitlines() if "make clean" in x]
+    assert "wheelhouse" in line

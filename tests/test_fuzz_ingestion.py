@@ -146,7 +146,8 @@ def test_bom_label_is_accepted_as_written(tmp_path):
     assert result["report"].counts_by_fix() == {"label_bom_removed": 1}
 
 
-def test_zip_member_with_bad_crc_is_one_error(tmp_path):
+def _bad_crc_zip(tmp_path: Path) -> Path:
+    """A zip whose member `train/images/img1.jpg` fails its CRC when read."""
     archive = _zip(_yolo(tmp_path / "export"), tmp_path / "bad.zip")
     data = bytearray(archive.read_bytes())
     with zipfile.ZipFile(archive) as zf:
@@ -155,6 +156,11 @@ def test_zip_member_with_bad_crc_is_one_error(tmp_path):
     start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 5
     data[start] ^= 0xFF
     archive.write_bytes(bytes(data))
+    return archive
+
+
+def test_zip_member_with_bad_crc_is_one_error(tmp_path):
+    archive = _bad_crc_zip(tmp_path)
     result = _ingest(archive, tmp_path / "w")
     assert "bad.zip" in result["error"] and "img1.jpg" in result["error"]
 
@@ -216,6 +222,12 @@ def test_coco_file_names_never_leave_the_export(tmp_path, outside):
     result = _ingest(_coco(tmp_path / "export", doc), tmp_path / "w")
     assert result["report"].items_in == 4
     assert result["report"].accepted == 1  # only a.jpg, which is in the export
+    # Quarantined for the real reason, as placeholders named by their entry.
+    assert sorted(_reasons(result).values()) == ["outside_export"] * 3
+    staged = [p.name for p in (tmp_path / "w/staged/images").iterdir()]
+    assert not [n for n in staged if "stolen" in n or "hostname" in n], staged
+    details = [q.detail for q in result["report"].quarantined]
+    assert any("/etc/hostname" in d for d in details), details
 
 
 @pytest.mark.parametrize("how", ["absolute", "climbing", "path-key"])
@@ -367,3 +379,38 @@ def test_run_pre_check_refuses_a_zip_bomb_with_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bomb.zip" in err and "zip bomb" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "named"),
+    [
+        (_bad_crc_zip, "img1.jpg"),
+        (
+            lambda t: _coco(
+                t / "export",
+                _coco_doc(categories=[{"id": [1], "name": "thing"}]),
+            ),
+            "categories[0].id",
+        ),
+        (
+            lambda t: _coco(t / "export", _coco_doc(annotations={"1": {}})),
+            "`annotations` is a dict",
+        ),
+        (
+            lambda t: _coco(t / "export", _coco_doc(images=["a.jpg", "b.jpg"])),
+            "images[0] is a str",
+        ),
+    ],
+    ids=["zip-bad-crc", "category-id-list", "annotations-object", "image-string"],
+)
+def test_run_pre_check_refuses_a_malformed_export_with_exit_2(
+    tmp_path, capsys, make, named
+):
+    import run
+
+    source = make(tmp_path)
+    assert run.main(["--pipeline", "ingestion", "--source", str(source)]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("Configuration error: source: ") and named in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Skipping step" not in out + err  # no pipeline started

@@ -174,6 +174,8 @@ def test_info_returns_the_lineage(client, service) -> None:
     for key in ("mlflow_version", "dataset_hash", "zenml_model_version"):
         assert info[key] == LINEAGE[key]
     assert info["test_metrics"] == LINEAGE["test_metrics"]
+    # The display names the web page shows, from the task.
+    assert info["metric_labels"] == {"map50": "mAP50", "map50_95": "mAP50-95"}
     assert info["classes"] == {"0": "board"}
     # Outside a served Bento, the Bento tag falls back to the model store tag.
     assert info["bento_tag"] == tag and info["task"] == "detect"

@@ -74,6 +74,7 @@ def test_weights_fall_back_offline_and_required_fails(tmp_path: Path) -> None:
 def _report(score: float, latency: float | None = 10.0) -> EvalReport:
     metrics = {k: score for k in ("map50_95", "map50", "precision", "recall", "f1")}
     return EvalReport(
+        task="detect",
         split="test",
         dataset_hash="h" * 64,
         weights_sha256="w",
@@ -108,8 +109,8 @@ def test_decision_report_shows_both_models_rule_and_verdict() -> None:
     decision = decide(_report(0.4), _report(0.5), PromotionSettings(), "2")
     text = decision_markdown(decision, _report(0.4), _report(0.5), "det")
     assert "NOT PROMOTED" in text and "champion v2" in text
-    assert "| map50_95 **(rule)** | 0.4000 | 0.5000 |" in text
-    assert "promote if map50_95 > champion + 0" in text
+    assert "| mAP50-95 **(rule)** | 0.4000 | 0.5000 |" in text
+    assert "promote if mAP50-95 > champion + 0" in text
 
 
 def test_resume_continues_from_the_last_checkpoint(
@@ -234,7 +235,7 @@ def test_promotion_on_any_metric_with_floors() -> None:
     with pytest.raises(ValueError, match="not a test metric"):
         decide(good, None, PromotionSettings(metric="map50_95"))
     text = decision_markdown(refused, unsafe, weak, "image-classifier")
-    assert "| recall_PNEUMONIA **(rule)** | 0.9900 | 0.7000 |" in text
+    assert "| recall PNEUMONIA **(rule)** | 0.9900 | 0.7000 |" in text
     assert "| specificity (floor 0.8) | 0.6000 | 0.9000 |" in text
     assert "specificity >= 0.8" in text
 
@@ -428,7 +429,7 @@ def test_decision_report_and_tags_carry_the_int8_decision() -> None:
     decision = decide(challenger, None, PromotionSettings())
     text = decision_markdown(decision, challenger, None, "det")
     assert "## Served precision: INT8" in text
-    assert "| map50_95 | 0.4000 | 0.3950 |" in text
+    assert "| mAP50-95 | 0.4000 | 0.3950 |" in text
     assert "| latency (ms, CPU, 1 thread) | 12.0 | 7.0 |" in text
     assert "50 validation images" in text
     tags = quantization.tags()

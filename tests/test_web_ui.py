@@ -478,6 +478,7 @@ def test_classify_view_shows_the_top_classes_as_bars(page, tmp_path: Path) -> No
         "bento_model": "leaf-classifier:def456",
         "precision": "int8",
         "test_metrics": {"top1": 0.912, "top5": 0.99},
+        "metric_labels": {"top1": "top-1", "top5": "top-5"},
     }
     answer = {
         "predictions": [
@@ -528,7 +529,14 @@ def test_classify_view_shows_the_top_classes_as_bars(page, tmp_path: Path) -> No
 
 def test_segment_view_fills_polygons_with_a_legend(page, tmp_path: Path) -> None:
     """Canned `/info` and `/segment` answers (see the module docstring)."""
-    card = {"model_name": "cell-segmenter"}
+    card = {
+        "model_name": "cell-segmenter",
+        "test_metrics": {"mask_map50_95": 0.5, "iou_general_trashbag": 0.25},
+        "metric_labels": {
+            "mask_map50_95": "mask mAP50-95",
+            "iou_general_trashbag": "IoU general_trashbag",
+        },
+    }
     square = [[100, 100], [300, 100], [300, 300], [100, 300]]
     triangle = [[350, 50], [390, 250], [310, 250]]
     answer = {
@@ -555,6 +563,10 @@ def test_segment_view_fills_polygons_with_a_legend(page, tmp_path: Path) -> None
     _open(page, origin)
     assert page.title() == "VisionOps segmenter"
     assert page.inner_text("#model") == "model cell-segmenter"
+    # The names /info gives, never derived by the page.
+    assert page.inner_text("#metrics") == (
+        "test mask mAP50-95 0.500 · IoU general_trashbag 0.250"
+    )
     page.set_input_files("#file", str(_image(tmp_path / "b.png", (400, 400), (0,) * 3)))
     page.wait_for_function("document.body.dataset.boxes === '2'")
     assert page.inner_text("#status").startswith("2 instances · server 4.0 ms")

@@ -5,7 +5,7 @@ from typing import Annotated
 from zenml import log_metadata, step
 
 from visionops.app.materializers import work_dir
-from visionops.core.env import project_path, state_dir
+from visionops.core.env import project_path
 from visionops.core.names import STAGED_DATASET
 from visionops.data.sources import ArchiveLimits, stage_source
 from visionops.data.version import StagedDataset
@@ -36,7 +36,6 @@ def load_source(
         source,
         dest,
         task=task,
-        cache_dir=state_dir() / "source-cache",
         archive_limits=archive,
     )
     log_metadata(

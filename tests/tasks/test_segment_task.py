@@ -120,11 +120,15 @@ def test_evaluation_html_shows_iou_chart_and_pixel_confusion(tmp_path: Path) -> 
         class_names=["road", "car"],
         confusion_matrix=np.eye(3).tolist(),
     )
-    html = get_task("segment").evaluation_html(report, tmp_path)
-    assert html == evaluation_html(report, tmp_path)
+    task = get_task("segment")
+    html = task.evaluation_html(report, tmp_path)
+    assert html == evaluation_html(report, tmp_path, task.metric_label)
     assert "IoU per class" in html and "Pixel confusion matrix" in html
     assert html.count("data:image/png;base64,") == 2
-    assert "<th>miou</th><td>0.3750</td>" in html
+    # Each metric under its display name.
+    assert "<th>mIoU</th><td>0.3750</td>" in html
+    assert "<th>IoU road</th><td>0.5000</td>" in html
+    assert "<th>mask mAP50-95</th><td>0.1000</td>" in html
     # A report with only undefined values round-trips (NaN would not).
     assert EvalReport.model_validate_json(report.model_dump_json()) == report
 

@@ -185,18 +185,19 @@ def _tracking() -> None:
 
 
 def check_ingestion(params: Any, upstream: bool = False) -> Any:
-    """Fails before any work when a local source is missing or of no known layout.
+    """Fails before any work when a local source is missing, of no known layout,
+    or malformed (`visionops.data.sources.check_source`: a zip is extracted
+    into the cache the first step reuses, COCO files are parsed).
 
-    A zip is not extracted here: its directory is checked against the limits.
     A `picsellia://` source is checked against the platform by the first step.
     """
     if params.source.startswith("picsellia://"):
         return params
     from visionops.core.env import project_path
-    from visionops.data.sources import SourceError, open_source
+    from visionops.data.sources import SourceError, check_source
 
     try:
-        open_source(project_path(params.source), archive_limits=params.archive)
+        check_source(project_path(params.source), archive_limits=params.archive)
     except SourceError as err:
         raise ConfigError(f"source: {err}") from None
     return params

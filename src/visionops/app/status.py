@@ -233,8 +233,11 @@ def format_status(status: dict[str, Any]) -> str:
     if champ is None:
         lines.append("Champion: none yet (run: python run.py --pipeline training)")
     else:
+        from visionops.tasks import get_task
+
+        label = get_task(champ["task"]).metric_label
         metrics = ", ".join(
-            f"{k} {v:.4f}" for k, v in sorted(champ["test_metrics"].items())
+            f"{label(k)} {v:.4f}" for k, v in sorted(champ["test_metrics"].items())
         )
         lines += [
             f"Champion: {champ['name']} v{champ['version']} ({champ['task']})"

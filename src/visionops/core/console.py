@@ -16,11 +16,22 @@ T = TypeVar("T")
 
 QUIET_ENV = "VISIONOPS_QUIET"
 DASHBOARD_HINT = "See the runs in the dashboards: python run.py --dashboard"
-# ZenML loggers that tell the user to run `zenml login --local`, which this
-# project does for them (`run.py --dashboard` starts the server on its store).
+MODEL_HINT = (
+    "See the registered model with: python run.py --status, or in the MLflow UI "
+    "(python run.py --dashboard)"
+)
+# What ZenML advises, and what this project says instead: `zenml login --local`
+# (`run.py --dashboard` starts the server on the project's store), and ZenML
+# Pro's model pages (the registered model lives in MLflow's registry).
+_ZENML_HINTS = {
+    "zenml login --local": DASHBOARD_HINT,
+    "Models can be viewed in the dashboard using ZenML Pro": MODEL_HINT,
+}
+# The ZenML loggers that give that advice.
 _ZENML_HINT_LOGGERS = (
     "zenml.pipelines.pipeline_definition",
     "zenml.utils.visualization_utils",
+    "zenml.orchestrators.step_run_utils",
 )
 
 
@@ -93,11 +104,13 @@ def print_epoch(epoch: int, epochs: int, metrics: dict[str, float]) -> None:
 
 
 class _DashboardHint(logging.Filter):
-    """Rewrites ZenML's `zenml login --local` advice into the project's hint."""
+    """Rewrites ZenML's advice (`_ZENML_HINTS`) into the project's hints."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "zenml login --local" in record.getMessage():
-            record.msg, record.args = DASHBOARD_HINT, ()
+        message = record.getMessage()
+        for advice, hint in _ZENML_HINTS.items():
+            if advice in message:
+                record.msg, record.args = hint, ()
         return True
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel
@@ -74,8 +75,12 @@ class QuantizationReport(BaseModel):
             "quantization.int8_latency_ms": fmt(self.int8_latency_ms),
         }
 
-    def markdown(self) -> str:
-        """The decision report's section: both scores, both latencies, the verdict."""
+    def markdown(self, label: Callable[[str], str] = str) -> str:
+        """The decision report's section: both scores, both latencies, the verdict.
+
+        Args:
+            label: The metric's display name (`Task.metric_label`).
+        """
 
         def cell(value: float | None, pattern: str) -> str:
             return "-" if value is None else format(value, pattern)
@@ -84,12 +89,12 @@ class QuantizationReport(BaseModel):
             [
                 f"## Served precision: {self.precision.upper()}",
                 "",
-                f"**Rule:** serve INT8 if its {self.metric} is within "
+                f"**Rule:** serve INT8 if its {label(self.metric)} is within "
                 f"{self.max_drop:g} of FP32 (both ONNX, test split). {self.reason}.",
                 "",
                 "| | FP32 ONNX | INT8 ONNX |",
                 "|---|---|---|",
-                f"| {self.metric} | {cell(self.fp32_score, '.4f')} | "
+                f"| {label(self.metric)} | {cell(self.fp32_score, '.4f')} | "
                 f"{cell(self.int8_score, '.4f')} |",
                 f"| latency (ms, CPU, 1 thread) | {cell(self.fp32_latency_ms, '.1f')} "
                 f"| {cell(self.int8_latency_ms, '.1f')} |",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -20,6 +20,16 @@ if TYPE_CHECKING:
 # `yolo11n`, `yolo26s-cls`, `yolo11m-seg`: family, scale, task suffix.
 MODEL_NAME = re.compile(r"^yolo(11|26)[nsmlx](?P<suffix>-cls|-seg)?$")
 MODEL_FILE_SUFFIXES = (".pt", ".yaml", ".yml")
+# Display names of the metric keys several tasks report; each task adds its own
+# (`Task.metric_labels`), and `Task.metric_label` composes per-class keys.
+METRIC_LABELS: Mapping[str, str] = {
+    "map50_95": "mAP50-95",
+    "map50": "mAP50",
+    "map75": "mAP75",
+    "precision": "precision",
+    "recall": "recall",
+    "f1": "F1",
+}
 
 
 class TaskError(ValueError):
@@ -75,6 +85,8 @@ class Task(ABC):
             training, in display order (what selection may use).
         default_metric: Default selection and promotion metric.
         headline_metrics: Rows of the decision report and the status line.
+        metric_labels: Display names of this task's metric keys and per-class
+            prefixes, beside the shared `METRIC_LABELS` (see `metric_label`).
         pipelines: Pipelines that can run a model of this task.
     """
 
@@ -86,6 +98,7 @@ class Task(ABC):
     val_metrics_names: ClassVar[tuple[str, ...]]
     default_metric: ClassVar[str]
     headline_metrics: ClassVar[tuple[str, ...]]
+    metric_labels: ClassVar[Mapping[str, str]] = {}
     pipelines: ClassVar[frozenset[str]] = frozenset({"training"})
 
     @property
@@ -141,6 +154,24 @@ class Task(ABC):
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps Ultralytics' validation results dict to the project's metric names."""
 
+    def metric_label(self, key: str) -> str:
+        """The one display name of a metric key, for the page, reports and status.
+
+        A listed key has its label (`map50_95`: mAP50-95, `top1`: top-1); a key
+        made of a listed prefix and a rest reads as the prefix's label and the
+        rest's label, or the rest as it is, a class name (`iou_general_trashbag`:
+        IoU general_trashbag, `mask_map50_95`: mask mAP50-95); any other key
+        shows as it is.
+        """
+        labels = {**METRIC_LABELS, **self.metric_labels}
+        if key in labels:
+            return labels[key]
+        for prefix in sorted(labels, key=len, reverse=True):
+            rest = key.removeprefix(f"{prefix}_")
+            if rest != key and rest:
+                return f"{labels[prefix]} {labels.get(rest, rest)}"
+        return key
+
     @abstractmethod
     def test_metric_names(
         self, class_names: Sequence[str], positive_class: str | None = None
@@ -172,7 +203,7 @@ class Task(ABC):
 
     def evaluation_html(self, report: EvalReport, plot_dir: Path) -> str:
         """The test evaluation as one HTML page for the ZenML dashboard."""
-        return evaluation_html(report, plot_dir)
+        return evaluation_html(report, plot_dir, self.metric_label)
 
     # --- inference (evaluation latency, batch, service) ------------------------------
 
@@ -277,17 +308,20 @@ class Task(ABC):
             )
 
 
-def evaluation_html(report: EvalReport, plot_dir: Path) -> str:
+def evaluation_html(
+    report: EvalReport, plot_dir: Path, label: Callable[[str], str] = str
+) -> str:
     """Metrics, per-class rows and the normalised confusion matrix as one HTML page.
 
     The default page of `Task.evaluation_html`; it reads only the report's fields,
     so the tasks need not import the training package (which imports them).
+    `label` gives a metric's display name (`Task.metric_label`).
     """
     import base64
     import html
 
     metrics = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{v:.4f}</td></tr>"
+        f"<tr><th>{html.escape(label(k))}</th><td>{v:.4f}</td></tr>"
         for k, v in report.metrics.items()
     )
     if report.latency_ms is not None:

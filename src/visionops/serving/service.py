@@ -394,8 +394,8 @@ class VisionService:
 
     @upload_api
     def info(self) -> dict:
-        """Model version, lineage (MLflow, ZenML, dataset hash), test metrics, the
-        task, its endpoint and web-page view, and the Bento tag."""
+        """Model version, lineage (MLflow, ZenML, dataset hash), test metrics and
+        their display names, the task, its endpoint and web-page view, the Bento tag."""
         return {
             **self.model_card,
             "bento_tag": bento_tag(self.model_card["bento_model"]),
@@ -403,6 +403,11 @@ class VisionService:
             "classes": self.names,
             "precision": "fp32",  # Bentos built before the INT8 gate
             **self.lineage,
+            # The page shows these names; it derives none itself.
+            "metric_labels": {
+                key: self.task.metric_label(key)
+                for key in self.lineage.get("test_metrics") or {}
+            },
         }
 
 

@@ -48,8 +48,10 @@ def decide(
     score = challenger.metrics[metric]
     theirs = champion.metrics.get(metric) if champion else None
     latency = challenger.latency_ms
+    label = get_task(challenger.task).metric_label
+    shown = label(metric)  # the reason is read: display names, not keys
     below = [
-        f"{name} {challenger.metrics[name]:.4f} is below its floor {floor:.4f}"
+        f"{label(name)} {challenger.metrics[name]:.4f} is below its floor {floor:.4f}"
         for name, floor in rule.floors.items()
         if challenger.metrics[name] < floor
     ]
@@ -70,14 +72,14 @@ def decide(
     elif champion is not None and theirs is None:
         promote, reason = (
             True,
-            f"champion v{champion_version} has no {metric} to compare with",
+            f"champion v{champion_version} has no {shown} to compare with",
         )
     elif theirs is None:
         if rule.min_score is not None and score < rule.min_score:
             promote, reason = (
                 False,
                 (
-                    f"first model: {metric} {score:.4f} is below the floor "
+                    f"first model: {shown} {score:.4f} is below the floor "
                     f"{rule.min_score:.4f}"
                 ),
             )
@@ -85,12 +87,12 @@ def decide(
             floor = (
                 f" >= floor {rule.min_score:.4f}" if rule.min_score is not None else ""
             )
-            promote, reason = True, f"first model: {metric} {score:.4f}{floor}"
+            promote, reason = True, f"first model: {shown} {score:.4f}{floor}"
     elif score > theirs + rule.margin:
         promote, reason = (
             True,
             (
-                f"{metric} {score:.4f} beats champion v{champion_version} "
+                f"{shown} {score:.4f} beats champion v{champion_version} "
                 f"({theirs:.4f}) by more than {rule.margin:.4f}"
             ),
         )
@@ -98,7 +100,7 @@ def decide(
         promote, reason = (
             False,
             (
-                f"{metric} {score:.4f} does not beat champion v{champion_version} "
+                f"{shown} {score:.4f} does not beat champion v{champion_version} "
                 f"({theirs:.4f}) by more than {rule.margin:.4f}"
             ),
         )
@@ -126,27 +128,30 @@ def decision_markdown(
     """The decision report: both models side by side, the rule, the verdict."""
     verdict = "PROMOTED" if decision.promote else "NOT PROMOTED"
     rows = []
-    keys = dict.fromkeys(
-        [*get_task(challenger.task).headline_metrics, decision.metric, *decision.floors]
-    )
+    task = get_task(challenger.task)
+    label = task.metric_label
+    keys = dict.fromkeys([*task.headline_metrics, decision.metric, *decision.floors])
     for key in (k for k in keys if k in challenger.metrics):
         value = champion.metrics.get(key) if champion else None
         theirs = f"{value:.4f}" if value is not None else "-"
         mark = " **(rule)**" if key == decision.metric else ""
         mark += f" (floor {decision.floors[key]:g})" if key in decision.floors else ""
-        rows.append(f"| {key}{mark} | {challenger.metrics[key]:.4f} | {theirs} |")
+        rows.append(
+            f"| {label(key)}{mark} | {challenger.metrics[key]:.4f} | {theirs} |"
+        )
     lat = lambda r: f"{r.latency_ms:.1f}" if r and r.latency_ms is not None else "-"  # noqa: E731
     rows.append(f"| ONNX latency (ms, CPU) | {lat(challenger)} | {lat(champion)} |")
     champion_label = (
         f"champion v{decision.champion_version}" if champion else "no champion"
     )
-    rule = f"promote if {decision.metric} > champion + {decision.margin:g}"
+    metric = label(decision.metric)
+    rule = f"promote if {metric} > champion + {decision.margin:g}"
     if decision.min_score is not None:
-        rule += f"; a first model needs {decision.metric} >= {decision.min_score:g}"
+        rule += f"; a first model needs {metric} >= {decision.min_score:g}"
     if decision.max_latency_ms is not None:
         rule += f"; latency <= {decision.max_latency_ms:g} ms"
     for key, floor in decision.floors.items():
-        rule += f"; {key} >= {floor:g}"
+        rule += f"; {label(key)} >= {floor:g}"
     quantization = challenger.quantization
     return "\n".join(
         [
@@ -163,6 +168,6 @@ def decision_markdown(
             f"| metric | challenger | {champion_label} |",
             "|---|---|---|",
             *rows,
-            *(["", quantization.markdown()] if quantization else []),
+            *(["", quantization.markdown(label)] if quantization else []),
         ]
     )

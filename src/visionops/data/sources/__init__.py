@@ -68,10 +68,14 @@ class ArchiveSource:
         self.task = task
         check_zip(archive, limits)
 
+    def open_inner(self) -> Source:
+        """Extracts the archive (once, cached) and opens the export it holds."""
+        root = extract_zip(self.archive, self.cache_dir, self.limits)
+        return _open_dir(root, uri=str(self.archive), task=self.task)
+
     def stage(self, dest: Path) -> Manifest:
         """Extracts the archive and stages the export it holds into `dest`."""
-        root = extract_zip(self.archive, self.cache_dir, self.limits)
-        inner = _open_dir(root, uri=str(self.archive), task=self.task)
+        inner = self.open_inner()
         self.format = inner.format
         return inner.stage(dest)
 
@@ -93,8 +97,8 @@ def open_source(
     """Detects what `uri` is and returns the source that reads it.
 
     Nothing is extracted or downloaded here: a zip's directory is checked
-    (readable, within `archive_limits`, no member escaping), which makes this
-    the cheap pre-run check.
+    (readable, within `archive_limits`, no member escaping); `check_source`
+    goes further before a run.
 
     Args:
         uri: A dataset directory, a `.zip` of one, a dataset yaml or COCO json,
@@ -147,6 +151,34 @@ def open_source(
     if suffix == ".json" and looks_like_coco(path):
         return CocoSource(path.parent, [path], uri=str(path), task=task)
     raise SourceError(f"{path} is not a dataset export.\n{SUPPORTED_LAYOUTS}")
+
+
+def check_source(
+    uri: str | Path,
+    *,
+    cache_dir: Path | None = None,
+    archive_limits: ArchiveLimits | None = None,
+) -> None:
+    """The pre-run check: what `open_source` checks, then what staging would
+    refuse before writing anything.
+
+    A zip is extracted into the cache that staging then reuses (a corrupt
+    member only shows when it is read), and COCO files are parsed and the
+    shape of their entries checked. A Picsellia source is checked by staging.
+
+    Args:
+        uri: As for `open_source`.
+        cache_dir: As for `open_source`.
+        archive_limits: As for `open_source`.
+
+    Raises:
+        SourceError: Naming the file and what is wrong with it.
+    """
+    source = open_source(uri, cache_dir=cache_dir, archive_limits=archive_limits)
+    if isinstance(source, ArchiveSource):
+        source = source.open_inner()
+    if isinstance(source, CocoSource):
+        source.check()
 
 
 def stage_source(
@@ -269,6 +301,7 @@ __all__ = [
     "Source",
     "SourceError",
     "YoloSource",
+    "check_source",
     "default_cache_dir",
     "open_source",
     "stage_source",

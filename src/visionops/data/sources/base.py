@@ -70,6 +70,8 @@ class Entry:
             the source has no label for this image.
         class_id: The image-level class (classification sources), else None.
         mask: The mask image of class indices (mask sources), else None.
+        problem: `reason: detail` when the source knows the files must not be
+            read (e.g. a name leading outside the export), else None.
     """
 
     image: Path
@@ -78,6 +80,7 @@ class Entry:
     label: Path | str | None
     class_id: int | None = None
     mask: Path | None = None
+    problem: str | None = None
 
 
 def normalise_split(name: str | None) -> str | None:
@@ -174,7 +177,10 @@ def _write_one(task: _Write) -> bool:
 
 
 def _problem(entry: Entry, root: Path) -> str | None:
-    """Why the files of `entry` must not be read: outside `root`, or a dead link."""
+    """Why the files of `entry` must not be read: the source's reason, outside
+    `root`, or a dead link."""
+    if entry.problem:
+        return entry.problem
     image = entry.image
     if image.is_symlink() and not image.exists():
         return f"image_missing: dangling link to {os.readlink(image)}"
@@ -269,6 +275,7 @@ def write_staged(
         )
     with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) + 4)) as pool:
         placeholders = sum(pool.map(_write_one, tasks))
+    placeholders -= sum(1 for item in items if item.problem)  # not missing: refused
     if placeholders:
         logger.warning(
             "%d image(s) named by %s are missing; staged as empty files so "

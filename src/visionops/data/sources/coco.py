@@ -369,6 +369,15 @@ class CocoSource:
         self.asked = task
         self.task = "detect"
 
+    def check(self) -> None:
+        """Parses every json file and checks its shape, as staging would.
+
+        Raises:
+            SourceError: Naming the file and the first problem in it.
+        """
+        for path in self.json_files:
+            self._load(path)
+
     def stage(self, dest: Path) -> Manifest:
         """Converts the annotations and stages them into `dest`."""
         class_names, entries = self.collect()
@@ -424,7 +433,9 @@ class CocoSource:
                 found = finder.find(file_name, path.parent, split)
                 # A listed image that is not on disk is still staged (as an
                 # empty file) so validation reports it instead of it vanishing.
-                where = found or self._expected(file_name, path.parent, index)
+                where, problem = (
+                    (found, None) if found else self._expected(file_name, path, index)
+                )
                 own = by_image.get(image.get("id"), [])
                 label: str | None = None
                 class_id: int | None = None
@@ -452,6 +463,7 @@ class CocoSource:
                         split=split,
                         label=label,
                         class_id=class_id,
+                        problem=problem,
                     )
                 )
         if self.task == "classify":
@@ -472,16 +484,24 @@ class CocoSource:
             return segment_lines(class_id, annotation, width, height)
         return [yolo_line(class_id, annotation_box(annotation), width, height)]
 
-    def _expected(self, file_name: str, json_dir: Path, index: int) -> Path:
-        parts = [
-            p
-            for p in Path(file_name.replace("\\", "/")).parts
-            if p not in ("/", "..", ".")
-        ]
+    def _expected(
+        self, file_name: str, json_file: Path, index: int
+    ) -> tuple[Path, str | None]:
+        """Where a listed image the export lacks is staged from (an empty
+        placeholder), and the problem when its name leads outside the export."""
+        json_dir = json_file.parent
+        text = file_name.replace("\\", "/")
+        parts = [p for p in Path(text).parts if p not in ("/", "..", ".")]
         if not parts:
-            return json_dir / f"images[{index}] has no file_name.jpg"
+            return json_dir / f"images[{index}] has no file_name.jpg", None
+        if not is_inside(Path(os.path.normpath(json_dir / text)), self.root):
+            # Named by its entry, never after the outside path.
+            return json_dir / f"images[{index}] outside the export.jpg", (
+                f"outside_export: {json_file.name} images[{index}].file_name "
+                f"{file_name!r} leads outside the export"
+            )
         base = json_dir if self.root in (json_dir, *json_dir.parents) else self.root
-        return base.joinpath(*parts)
+        return base.joinpath(*parts), None
 
     @staticmethod
     def _load(path: Path) -> dict[str, Any]:

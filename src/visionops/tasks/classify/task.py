@@ -29,6 +29,18 @@ class ClassifyTask(Task):
     val_metrics_names = ("top1", "top5")
     default_metric = "top1"
     headline_metrics = ("top1", "top5", "macro_f1", *TWO_CLASS)
+    metric_labels = {
+        "top1": "top-1",
+        "top5": "top-5",
+        "macro_precision": "macro-precision",
+        "macro_recall": "macro-recall",
+        "macro_f1": "macro-F1",
+        "support": "support",
+        "roc_auc": "ROC-AUC",
+        "pr_auc": "PR-AUC",
+        "sensitivity": "sensitivity",
+        "specificity": "specificity",
+    }
     pipelines = frozenset({"training", "deployment", "batch"})
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:

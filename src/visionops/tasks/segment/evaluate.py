@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -236,11 +236,14 @@ def _normalised(confusion: np.ndarray) -> np.ndarray:
     )
 
 
-def evaluation_html(report: EvalReport, plot_dir: Path) -> str:
-    """The shared evaluation page plus the IoU chart and the pixel confusion."""
+def evaluation_html(
+    report: EvalReport, plot_dir: Path, label: Callable[[str], str] = str
+) -> str:
+    """The shared evaluation page (metrics shown by `label`) plus the IoU chart and
+    the pixel confusion."""
     from visionops.engine.task import evaluation_html as shared_html
 
-    page = shared_html(report, plot_dir)
+    page = shared_html(report, plot_dir, label)
     sections = ""
     for title, name in (
         ("IoU per class", IOU_PLOT),

@@ -41,6 +41,13 @@ class SegmentTask(Task):
     val_metrics_names = tuple(VAL_KEYS)
     default_metric = "mask_map50_95"
     headline_metrics = (*INSTANCE_METRICS, *SEMANTIC_METRICS)
+    metric_labels = {
+        "mask": "mask",
+        "box": "box",
+        "miou": "mIoU",
+        "pixel_accuracy": "pixel accuracy",
+        "iou": "IoU",
+    }
     pipelines = frozenset({"training", "deployment", "batch"})
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
@@ -90,7 +97,7 @@ class SegmentTask(Task):
         """The shared page plus the IoU chart and the pixel confusion matrix."""
         from visionops.tasks.segment.evaluate import evaluation_html
 
-        return evaluation_html(report, plot_dir)
+        return evaluation_html(report, plot_dir, self.metric_label)
 
     def predictor(
         self, onnx_path: Path, *, threads: int = 1, providers: list[str] | None = None

@@ -23,7 +23,7 @@ from visionops.core.env import project_root
 from visionops.data.anonymize import AnonymizeSettings
 from visionops.data.sources.archive import ArchiveLimits
 from visionops.data.validate import ValidationSettings
-from visionops.engine.task import MODEL_FILE_SUFFIXES, MODEL_NAME
+from visionops.engine.task import MODEL_FILE_SUFFIXES, MODEL_NAME, EvalSettings
 
 Workers = int | Literal["auto"]
 
@@ -191,6 +191,16 @@ class EvaluationSettings(StrictModel):
     quantize: bool = True
     max_quantization_drop: float = Field(0.01, ge=0.0, le=1.0)
     calibration_images: int = Field(100, ge=1)  # from the validation split
+
+    def for_model(self, imgsz: int, device: str) -> EvalSettings:
+        """How a model trained at `imgsz` (or its export taking `imgsz`) is
+        measured on the test split on `device`."""
+        return EvalSettings(
+            imgsz=imgsz,
+            batch=self.batch,
+            device=device,
+            positive_class=self.positive_class,
+        )
 
 
 class ModelSettings(StrictModel):

@@ -6,14 +6,17 @@ import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from visionops.core.files import sha256_file
+from visionops.engine.report import EvalReport
 
 if TYPE_CHECKING:
     import numpy as np
 
     from visionops.data.version import DatasetVersion
-    from visionops.engine.report import EvalReport
 
 # `yolo11n`, `yolo26s-cls`, `yolo11m-seg`: family, scale, task suffix.
 MODEL_NAME = re.compile(r"^yolo(11|26)[nsmlx](?P<suffix>-cls|-seg)?$")
@@ -22,6 +25,49 @@ MODEL_FILE_SUFFIXES = (".pt", ".yaml", ".yml")
 
 class TaskError(ValueError):
     """A value does not fit the task (model name, metric, pipeline)."""
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How one evaluation runs: the image size, batch, device, split and, for two
+    classes, the positive one (`EvaluationSettings.for_model` makes it)."""
+
+    imgsz: int
+    batch: int
+    device: str
+    split: str = "test"
+    positive_class: str | None = None
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """One evaluation under way, as a task's `measure` hook reads it.
+
+    Attributes:
+        task: The task measuring.
+        weights: `.pt` weights, or an ONNX export of them.
+        dataset: The dataset version.
+        images: The images of `settings.split` (never empty).
+        out_dir: Where plots go.
+        settings: How it runs.
+    """
+
+    task: Task
+    weights: Path
+    dataset: DatasetVersion
+    images: list[Path]
+    out_dir: Path
+    settings: EvalSettings
+
+
+@dataclass
+class Scores:
+    """What a task measured: the `EvalReport` fields that differ per task."""
+
+    metrics: dict[str, float]
+    class_names: list[str]
+    per_class: list[dict[str, float | str]] = field(default_factory=list)
+    confusion_matrix: list[list[float]] = field(default_factory=list)
 
 
 class Task(ABC):
@@ -63,6 +109,9 @@ class Task(ABC):
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
+
+    def __str__(self) -> str:
+        return self.name
 
     # --- models ----------------------------------------------------------------
 
@@ -115,28 +164,49 @@ class Task(ABC):
     ) -> list[str]:
         """The metrics a test evaluation yields for these classes (for promotion)."""
 
-    @abstractmethod
     def evaluate(
         self,
         weights: Path,
         dataset: DatasetVersion,
         out_dir: Path,
-        *,
-        imgsz: int,
-        batch: int = 8,
-        device: str = "auto",
-        split: str = "test",
-        positive_class: str | None = None,
+        settings: EvalSettings,
     ) -> EvalReport:
         """Measures `.pt` weights, or an ONNX export of them, on one split.
 
         Ultralytics runs an `.onnx` through ONNX Runtime with the same
         preprocessing, so FP32 and INT8 exports are measured alike. Plots land
-        in `out_dir`.
+        in `out_dir`; what is measured is the task's (`measure`).
 
         Raises:
             ValueError: The dataset has no such split (or no images in it).
         """
+        split = settings.split
+        images = self.split_images(dataset, split)
+        if not images:
+            raise ValueError(
+                f"The dataset has no {split} split ({dataset.root}); re-run ingestion "
+                f"with split.{split} > 0 so models are measured on images they never "
+                "saw."
+            )
+        scores = self.measure(
+            EvalJob(self, weights, dataset, images, out_dir, settings)
+        )
+        return EvalReport(
+            task=self.name,
+            split=split,
+            dataset_hash=dataset.hash,
+            weights_sha256=sha256_file(weights),
+            imgsz=settings.imgsz,
+            images=len(images),
+            metrics=scores.metrics,
+            per_class=scores.per_class,
+            class_names=scores.class_names,
+            confusion_matrix=scores.confusion_matrix,
+        )
+
+    @abstractmethod
+    def measure(self, job: EvalJob) -> Scores:
+        """The task's metrics, per-class rows and confusion matrix for one job."""
 
     def evaluation_html(self, report: EvalReport, plot_dir: Path) -> str:
         """The test evaluation as one HTML page for the ZenML dashboard."""

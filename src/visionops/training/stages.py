@@ -250,19 +250,12 @@ def evaluate_challenger(
     from visionops.training.quantization import quantize_and_gate
 
     task = get_task(selected.task)
-    report = task.evaluate(
-        weights,
-        dataset,
-        out_dir / "test",
-        imgsz=selected.train["imgsz"],
-        batch=settings.batch,
-        device=selected.train["device"],
-        positive_class=settings.positive_class,
-    )
+    measured = settings.for_model(selected.train["imgsz"], selected.train["device"])
+    report = task.evaluate(weights, dataset, out_dir / "test", measured)
     serving_imgsz = settings.serving_imgsz or selected.train["imgsz"]
     onnx = export_onnx(weights, serving_imgsz, out_dir=out_dir)
     report.latency_ms = onnx_latency_ms(
-        onnx, task.split_images(dataset, "test"), settings.latency_runs, task.name
+        task, onnx, task.split_images(dataset, "test"), settings.latency_runs
     )
     report.latency_imgsz = serving_imgsz
     exports, served = [onnx], onnx
@@ -334,19 +327,12 @@ def evaluate_champion(
         )
     task = champion.get_task()
     weights = champion.fetch_weights(out_dir / "weights")
-    report = task.evaluate(
-        weights,
-        dataset,
-        out_dir / "test",
-        imgsz=champion.imgsz,
-        batch=settings.batch,
-        device=_champion_device(champion),
-        positive_class=settings.positive_class,
-    )
+    measured = settings.for_model(champion.imgsz, _champion_device(champion))
+    report = task.evaluate(weights, dataset, out_dir / "test", measured)
     if champion.onnx_artifact:
         onnx = champion.fetch_onnx(out_dir / ONNX_DIR)
         report.latency_ms = onnx_latency_ms(
-            onnx, task.split_images(dataset, "test"), settings.latency_runs, task.name
+            task, onnx, task.split_images(dataset, "test"), settings.latency_runs
         )
         report.latency_imgsz = champion.serving_imgsz
     return ChampionScore(champion=champion, report=report)

@@ -11,8 +11,7 @@ from visionops.engine.task import Task, TaskError
 if TYPE_CHECKING:
     import numpy as np
 
-    from visionops.data.version import DatasetVersion
-    from visionops.engine.report import EvalReport
+    from visionops.engine.task import EvalJob, Scores
 
 PER_CLASS = ("precision", "recall", "f1", "support")
 TWO_CLASS = ("roc_auc", "pr_auc", "sensitivity", "specificity")
@@ -57,32 +56,12 @@ class ClassifyTask(Task):
             names += list(TWO_CLASS)
         return names
 
-    def evaluate(
-        self,
-        weights: Path,
-        dataset: DatasetVersion,
-        out_dir: Path,
-        *,
-        imgsz: int,
-        batch: int = 8,
-        device: str = "auto",
-        split: str = "test",
-        positive_class: str | None = None,
-    ) -> EvalReport:
+    def measure(self, job: EvalJob) -> Scores:
         """Predicts every image of the split with the `.pt` and scores the
         probabilities; confusion matrices (counts, normalised) land in `out_dir`."""
-        from visionops.tasks.classify.evaluate import evaluate_weights
+        from visionops.tasks.classify.evaluate import measure
 
-        return evaluate_weights(
-            weights,
-            dataset,
-            out_dir,
-            imgsz=imgsz,
-            batch=batch,
-            device=device,
-            split=split,
-            positive_class=positive_class,
-        )
+        return measure(job)
 
     def predictor(
         self, onnx_path: Path, *, threads: int = 1, providers: list[str] | None = None

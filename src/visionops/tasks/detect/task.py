@@ -11,14 +11,25 @@ from visionops.engine.task import Task
 if TYPE_CHECKING:
     import numpy as np
 
-    from visionops.data.version import DatasetVersion
-    from visionops.engine.report import EvalReport
+    from visionops.engine.task import EvalJob, Scores
 
 METRICS = ("map50_95", "map50", "precision", "recall", "f1")
 
 
-def _f1(precision: float, recall: float) -> float:
-    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+def box_metrics(
+    map50_95: float, map50: float, precision: float, recall: float
+) -> dict[str, float]:
+    """The five box metrics (`METRICS`), F1 from precision and recall."""
+    precision, recall = float(precision), float(recall)
+    return {
+        "map50_95": float(map50_95),
+        "map50": float(map50),
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall)
+        if precision + recall
+        else 0.0,
+    }
 
 
 class DetectTask(Task):
@@ -37,15 +48,12 @@ class DetectTask(Task):
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(B)`-style keys to the project's names."""
-        precision = float(results.get("metrics/precision(B)", 0.0))
-        recall = float(results.get("metrics/recall(B)", 0.0))
-        return {
-            "map50_95": float(results.get("metrics/mAP50-95(B)", 0.0)),
-            "map50": float(results.get("metrics/mAP50(B)", 0.0)),
-            "precision": precision,
-            "recall": recall,
-            "f1": _f1(precision, recall),
-        }
+        return box_metrics(
+            *(
+                results.get(f"metrics/{key}(B)", 0.0)
+                for key in ("mAP50-95", "mAP50", "precision", "recall")
+            )
+        )
 
     def test_metric_names(
         self, class_names: Sequence[str], positive_class: str | None = None
@@ -53,31 +61,11 @@ class DetectTask(Task):
         """The five box metrics, whatever the classes."""
         return list(METRICS)
 
-    def evaluate(
-        self,
-        weights: Path,
-        dataset: DatasetVersion,
-        out_dir: Path,
-        *,
-        imgsz: int,
-        batch: int = 8,
-        device: str = "auto",
-        split: str = "test",
-        positive_class: str | None = None,
-    ) -> EvalReport:
-        """Ultralytics validation on one split: box metrics, per-class AP, matrix."""
-        from visionops.tasks.detect.evaluate import evaluate_weights
+    def measure(self, job: EvalJob) -> Scores:
+        """Ultralytics validation: box metrics, per-class AP, confusion matrix."""
+        from visionops.tasks.detect.evaluate import measure
 
-        return evaluate_weights(
-            weights,
-            dataset.data_yaml,
-            dataset.hash,
-            out_dir,
-            imgsz=imgsz,
-            batch=batch,
-            device=device,
-            split=split,
-        )
+        return measure(job)
 
     def predictor(
         self, onnx_path: Path, *, threads: int = 1, providers: list[str] | None = None

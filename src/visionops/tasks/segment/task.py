@@ -11,8 +11,8 @@ from visionops.engine.task import Task
 if TYPE_CHECKING:
     import numpy as np
 
-    from visionops.data.version import DatasetVersion
     from visionops.engine.report import EvalReport
+    from visionops.engine.task import EvalJob, Scores
 
 # Ultralytics' validation keys, `(M)` for masks and `(B)` for boxes.
 VAL_KEYS = {
@@ -59,32 +59,13 @@ class SegmentTask(Task):
             *(metric_key("iou", c) for c in class_names),
         ]
 
-    def evaluate(
-        self,
-        weights: Path,
-        dataset: DatasetVersion,
-        out_dir: Path,
-        *,
-        imgsz: int,
-        batch: int = 8,
-        device: str = "auto",
-        split: str = "test",
-        positive_class: str | None = None,
-    ) -> EvalReport:
+    def measure(self, job: EvalJob) -> Scores:
         """Ultralytics validation (box and mask mAP) and, from the `.pt`'s
         predicted masks, IoU per class against the layout's ground truth; the
         IoU chart and pixel confusion matrix land in `out_dir`."""
-        from visionops.tasks.segment.evaluate import evaluate_weights
+        from visionops.tasks.segment.evaluate import measure
 
-        return evaluate_weights(
-            weights,
-            dataset,
-            out_dir,
-            imgsz=imgsz,
-            batch=batch,
-            device=device,
-            split=split,
-        )
+        return measure(job)
 
     def evaluation_html(self, report: EvalReport, plot_dir: Path) -> str:
         """The shared page plus the IoU chart and the pixel confusion matrix."""

@@ -272,6 +272,7 @@ def predict_folder(
     names = [predictor.names[i] for i in sorted(predictor.names)]
     output = task.batch_output(out_dir, names, folder, inputs.files)
     grid_picks = _grid_indices(len(inputs.files), settings.grid_size)
+    thresholds = {k: getattr(settings, k) for k in task.thresholds}
 
     records: list[dict[str, Any]] = []
     bad: list[dict[str, str]] = []
@@ -293,11 +294,7 @@ def predict_folder(
         rows.writerow(output.columns)
         for batch in _decoded_batches(inputs.files, settings.batch, pool):
             found = task.predict(
-                predictor,
-                [r.image for r in batch if r.image is not None],
-                conf=settings.conf,
-                iou=settings.iou,
-                max_det=settings.max_det,
+                predictor, [r.image for r in batch if r.image is not None], **thresholds
             )
             results = iter(found)
             for read in batch:
@@ -326,7 +323,7 @@ def predict_folder(
     summary = {
         **_summary(inputs, records, bad, seconds, folder, source, model, settings),
         "task": task.name,
-        "thresholds": {k: getattr(settings, k) for k in output.thresholds},
+        "thresholds": thresholds,
         "counts_title": output.counts_title,
         **output.summary(records),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -90,6 +91,13 @@ class Task(ABC):
         default_metric: Default selection and promotion metric.
         headline_metrics: Rows of the decision report and the status line.
         pipelines: Pipelines that can run a model of this task.
+        batch_outputs: Its `BatchOutput` class as `module:Class` (imported on
+            first use), None while the task has no batch outputs.
+        thresholds: The prediction thresholds its predictor takes (`conf`,
+            `iou`, `max_det`: those of `BatchSettings` and the service).
+        renderer: The function drawing one prediction on a copy of a frame,
+            `(frame, prediction, names)`, as `module:function`; None while the
+            task has none (or overrides `render`).
     """
 
     name: ClassVar[str]
@@ -101,6 +109,9 @@ class Task(ABC):
     default_metric: ClassVar[str]
     headline_metrics: ClassVar[tuple[str, ...]]
     pipelines: ClassVar[frozenset[str]] = frozenset({"training"})
+    thresholds: ClassVar[tuple[str, ...]] = ("conf", "iou", "max_det")
+    batch_outputs: ClassVar[str | None] = None
+    renderer: ClassVar[str | None] = None
 
     @property
     def default_model(self) -> str:
@@ -253,9 +264,9 @@ class Task(ABC):
     ) -> list[Any]:
         """Predicts BGR frames with the thresholds of the service and batch.
 
-        This default passes the thresholds (`conf`, `iou`, `max_det`; the
-        predictor's defaults where not given) to `predictor.predict_batch`; a
-        task without thresholds overrides it and ignores them.
+        The task's `thresholds` among those given go to
+        `predictor.predict_batch` (the predictor's defaults where not given);
+        the others are ignored (a classifier has none).
 
         Args:
             predictor: What `predictor()` returned.
@@ -266,19 +277,24 @@ class Task(ABC):
         Returns:
             One prediction per frame, in order.
         """
-        return predictor.predict_batch(frames, timing=timing, **thresholds)
+        taken = {k: v for k, v in thresholds.items() if k in self.thresholds}
+        return predictor.predict_batch(frames, timing=timing, **taken)
 
     def batch_output(
         self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
     ) -> BatchOutput:
-        """What a batch run writes per image for this task (`BatchOutput`)."""
-        raise TaskError(f"The {self.name} task has no batch outputs yet.")
+        """What a batch run writes per image for this task (`batch_outputs`)."""
+        if self.batch_outputs is None:
+            raise TaskError(f"The {self.name} task has no batch outputs yet.")
+        return _attribute(self.batch_outputs)(out_dir, names, folder, files)
 
     def render(
         self, frame: np.ndarray, prediction: Any, names: Mapping[int, str]
     ) -> np.ndarray:
-        """A copy of a BGR frame with the prediction drawn on it."""
-        raise TaskError(f"The {self.name} task has no renderer yet.")
+        """A copy of a BGR frame with the prediction drawn on it (`renderer`)."""
+        if self.renderer is None:
+            raise TaskError(f"The {self.name} task has no renderer yet.")
+        return _attribute(self.renderer)(frame, prediction, names)
 
     def require(self, pipeline: str) -> None:
         """Fails when a pipeline cannot run a model of this task yet.
@@ -291,6 +307,12 @@ class Task(ABC):
                 f"the {pipeline} pipeline does not handle {self.name} models in this "
                 f"version (it does: {', '.join(sorted(self.pipelines))})"
             )
+
+
+def _attribute(path: str) -> Any:
+    """The attribute a `module:attribute` path names, its module imported now."""
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def evaluation_html(report: EvalReport, plot_dir: Path) -> str:
@@ -362,12 +384,10 @@ class BatchOutput(ABC):
     Attributes:
         columns: The header of `predictions.csv`.
         counts_title: What `summary["per_class"]` counts, as a report heading.
-        thresholds: The `BatchSettings` the task's predictions depend on.
     """
 
     columns: tuple[str, ...]
     counts_title: str
-    thresholds: ClassVar[tuple[str, ...]] = ("conf", "iou", "max_det")
 
     def __init__(
         self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]

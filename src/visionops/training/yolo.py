@@ -203,18 +203,11 @@ def _ultralytics_train(
     """Starts or resumes Ultralytics' training with the project's fixed arguments."""
     if resumed:
         return yolo.train(resume=True)
+    # Every `TrainSettings` field is an Ultralytics training argument of that name.
     return yolo.train(
+        **{**settings.model_dump(), "device": resolve_device(settings.device)},
         data=str(data),
-        epochs=settings.epochs,
-        imgsz=settings.imgsz,
-        batch=settings.batch,
-        patience=settings.patience,
-        optimizer=settings.optimizer,
-        lr0=settings.lr0,
-        seed=settings.seed,
         deterministic=True,
-        device=resolve_device(settings.device),
-        workers=settings.workers,
         project=str(run_dir.parent),
         name=run_dir.name,
         exist_ok=True,

@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Any
 from visionops.engine.task import Task, TaskError
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from visionops.engine.task import EvalJob, Scores
 
 PER_CLASS = ("precision", "recall", "f1", "support")
@@ -29,6 +27,10 @@ class ClassifyTask(Task):
     default_metric = "top1"
     headline_metrics = ("top1", "top5", "macro_f1", *TWO_CLASS)
     pipelines = frozenset({"training", "deployment", "batch"})
+    thresholds = ()  # the top class whatever its probability
+    # Every class's probability per image; the most probable class written on.
+    batch_outputs = "visionops.tasks.classify.batch:ClassifyBatchOutput"
+    renderer = "visionops.tasks.classify.render:draw_classification"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/accuracy_top1`-style keys to `top1` and `top5`."""
@@ -70,30 +72,3 @@ class ClassifyTask(Task):
         from visionops.tasks.classify.onnx import OnnxClassifier
 
         return OnnxClassifier(onnx_path, threads=threads, providers=providers)
-
-    def predict(
-        self,
-        predictor: Any,
-        frames: Sequence[np.ndarray],
-        *,
-        timing: dict[str, float] | None = None,
-        **thresholds: Any,
-    ) -> list[Any]:
-        """Class probabilities per frame; a classifier has no thresholds."""
-        return predictor.predict_batch(frames, timing=timing)
-
-    def batch_output(
-        self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
-    ) -> Any:
-        """Every class's probability per image (`tasks.classify.batch`)."""
-        from visionops.tasks.classify.batch import ClassifyBatchOutput
-
-        return ClassifyBatchOutput(out_dir, names, folder, files)
-
-    def render(
-        self, frame: np.ndarray, prediction: Any, names: Mapping[int, str]
-    ) -> np.ndarray:
-        """The most probable class and its probability written on a copy."""
-        from visionops.tasks.classify.render import draw_classification
-
-        return draw_classification(frame, prediction, names)

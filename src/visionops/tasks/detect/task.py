@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Any
 from visionops.engine.task import Task
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from visionops.engine.task import EvalJob, Scores
 
 METRICS = ("map50_95", "map50", "precision", "recall", "f1")
@@ -45,6 +43,9 @@ class DetectTask(Task):
     default_metric = "map50_95"
     headline_metrics = METRICS
     pipelines = frozenset({"training", "deployment", "batch"})
+    # Label files and one CSV row per box; boxes and `name conf` labels drawn.
+    batch_outputs = "visionops.tasks.detect.batch:DetectBatchOutput"
+    renderer = "visionops.tasks.detect.render:draw_detections"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(B)`-style keys to the project's names."""
@@ -80,19 +81,3 @@ class DetectTask(Task):
         from visionops.tasks.detect.pyfunc import log_pyfunc_model
 
         return log_pyfunc_model(onnx_path, name="model", metadata=metadata)
-
-    def batch_output(
-        self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
-    ) -> Any:
-        """Label files, one CSV row per box (`tasks.detect.batch`)."""
-        from visionops.tasks.detect.batch import DetectBatchOutput
-
-        return DetectBatchOutput(out_dir, names, folder, files)
-
-    def render(
-        self, frame: np.ndarray, prediction: Any, names: Mapping[int, str]
-    ) -> np.ndarray:
-        """Boxes and `name conf` labels drawn on a copy of the frame."""
-        from visionops.tasks.detect.render import draw_detections
-
-        return draw_detections(frame, prediction, dict(names))

@@ -42,6 +42,8 @@ class SegmentTask(Task):
     default_metric = "mask_map50_95"
     headline_metrics = (*INSTANCE_METRICS, *SEMANTIC_METRICS)
     pipelines = frozenset({"training", "deployment", "batch"})
+    # A mask PNG per image and one CSV row per instance.
+    batch_outputs = "visionops.tasks.segment.batch:SegmentBatchOutput"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(M)`-style keys to `mask_map50_95` and friends."""
@@ -80,14 +82,6 @@ class SegmentTask(Task):
         from visionops.tasks.segment.onnx import OnnxSegmenter
 
         return OnnxSegmenter(onnx_path, threads=threads, providers=providers)
-
-    def batch_output(
-        self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
-    ) -> Any:
-        """A mask PNG per image, one CSV row per instance (`tasks.segment.batch`)."""
-        from visionops.tasks.segment.batch import SegmentBatchOutput
-
-        return SegmentBatchOutput(out_dir, names, folder, files)
 
     def render(
         self, frame: np.ndarray, prediction: Any, names: Mapping[int, str]

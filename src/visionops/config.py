@@ -23,7 +23,14 @@ from visionops.core.env import project_root
 from visionops.data.anonymize import AnonymizeSettings
 from visionops.data.sources.archive import ArchiveLimits
 from visionops.data.validate import ValidationSettings
-from visionops.engine.task import MODEL_FILE_SUFFIXES, MODEL_NAME, EvalSettings
+from visionops.engine.task import (
+    DEFAULT_CONF,
+    DEFAULT_IOU,
+    DEFAULT_MAX_DET,
+    MODEL_FILE_SUFFIXES,
+    MODEL_NAME,
+    EvalSettings,
+)
 
 Workers = int | Literal["auto"]
 
@@ -299,9 +306,9 @@ class BatchSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    conf: float = Field(0.25, ge=0.0, le=1.0)
-    iou: float = Field(0.7, gt=0.0, le=1.0)
-    max_det: int = Field(300, ge=1)
+    conf: float = Field(DEFAULT_CONF, ge=0.0, le=1.0)
+    iou: float = Field(DEFAULT_IOU, gt=0.0, le=1.0)
+    max_det: int = Field(DEFAULT_MAX_DET, ge=1)
     batch: int = Field(8, ge=1, le=1024)
     threads: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -7,10 +7,7 @@ import os
 from typing import Any
 
 from visionops.tasks import Task, get_task
-
-# `--status` answers within seconds: one MLflow request, no retries (MLflow's own
-# defaults retry with backoff for minutes before giving up).
-MLFLOW_TIMEOUT_S = 10
+from visionops.training.tracking import MLFLOW_TIMEOUT_S
 
 
 class StatusError(RuntimeError):

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 # `yolo11n`, `yolo26s-cls`, `yolo11m-seg`: family, scale, task suffix.
 MODEL_NAME = re.compile(r"^yolo(11|26)[nsmlx](?P<suffix>-cls|-seg)?$")
 MODEL_FILE_SUFFIXES = (".pt", ".yaml", ".yml")
+# The prediction thresholds' defaults (`Task.thresholds`; Ultralytics' `predict`
+# uses the same): batch settings, the service and the ONNX predictors read them.
+DEFAULT_CONF = 0.25
+DEFAULT_IOU = 0.7
+DEFAULT_MAX_DET = 300
 
 
 class TaskError(ValueError):

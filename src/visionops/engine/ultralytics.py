@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from visionops.core.env import state_dir
 
+# Ultralytics' own image size, for a run or model that recorded none.
+DEFAULT_IMGSZ = 640
+
 if TYPE_CHECKING:
     from visionops.engine.task import EvalJob
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from visionops.engine.ultralytics import DEFAULT_IMGSZ
 from visionops.tasks import DEFAULT_TASK, Task, get_task
 
 CHAMPION = "champion"
@@ -69,8 +70,8 @@ class Champion(BaseModel):
     dataset_hash: str | None = None
     zenml_model_version: str | None = None
     zenml_pipeline_run_id: str | None = None
-    imgsz: int = 640
-    serving_imgsz: int = 640
+    imgsz: int = DEFAULT_IMGSZ
+    serving_imgsz: int = DEFAULT_IMGSZ
     onnx_artifact: str | None = None
     precision: str = FP32
     artifact_uri: str = ""
@@ -144,7 +145,7 @@ class Champion(BaseModel):
         tags = dict(version.tags or {})
         run = mlflow.get_run(version.run_id)
         params = run.data.params
-        imgsz = int(params.get("imgsz", 640))
+        imgsz = int(params.get("imgsz", DEFAULT_IMGSZ))
         onnx = tags.get(ONNX_TAG) or _listed_onnx(version.run_id)
         names = tags.get(CLASS_NAMES_TAG)
         return cls(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,9 +37,14 @@ class DatasetFacts:
     @classmethod
     def of(cls, artifact: Any) -> DatasetFacts:
         """Reads the facts of a `dataset` artifact version."""
-        meta = artifact.run_metadata
+        return cls.from_metadata(artifact.run_metadata, str(artifact.version))
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any], version: str = "") -> DatasetFacts:
+        """The facts a `dataset` artifact's metadata records (its task: the
+        default where it records none)."""
         return cls(
-            version=str(artifact.version),
+            version=version,
             hash=str(meta.get("dataset_hash", "")),
             task=get_task(meta.get("task")),
             classes=[str(c) for c in meta.get("classes") or []],

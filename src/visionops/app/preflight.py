@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from visionops.app.lookup import DatasetFacts, find_dataset
 from visionops.config import ConfigError, TrainingParameters
 from visionops.tasks import DEFAULT_TASK, Task, TaskError, get_task
 from visionops.training.champion import (
@@ -16,17 +17,10 @@ from visionops.training.champion import (
 )
 
 
-def dataset_facts(meta: Mapping[str, Any]) -> tuple[Task, list[str]]:
-    """The task and class names recorded on a `dataset` artifact's metadata."""
-    return get_task(meta.get("task")), [str(c) for c in (meta.get("classes") or [])]
-
-
 def latest_dataset_task() -> Task:
     """The task of the latest dataset version (the default when there is none)."""
-    from visionops.app.lookup import find_dataset
-
     try:
-        return dataset_facts(find_dataset("latest").run_metadata)[0]
+        return DatasetFacts.of(find_dataset("latest")).task
     except LookupError:
         return get_task()
 
@@ -67,7 +61,8 @@ def prepare_training(
     Raises:
         ConfigError: Naming the key, the value and what the task allows.
     """
-    task, classes = dataset_facts(dataset_meta)
+    facts = DatasetFacts.from_metadata(dataset_meta)
+    task, classes = facts.task, facts.classes
     if params.task and params.task != task.name:
         raise ConfigError(
             f"task: {params.task}, but the dataset "
@@ -229,8 +224,6 @@ def prepare_training_run(params: TrainingParameters) -> TrainingParameters:
     same command, which did not exist when `check_training` ran."""
     if params.task is not None:
         return params
-    from visionops.app.lookup import find_dataset
-
     return prepare_training(params, find_dataset(params.dataset).run_metadata)
 
 

@@ -243,10 +243,11 @@ def _mlflow_ui() -> int:
     except TrackingError as err:
         print(f"Stack error: {err}", file=sys.stderr)
         return 2
-    from visionops.app.dashboards import mlflow_ui_command
+    from visionops.app.dashboards import DEFAULT_MLFLOW_PORT, HOST, mlflow_ui_command
 
-    print(f"MLflow UI for {uri} at http://127.0.0.1:5000 (Ctrl-C stops it)")
-    command, env = mlflow_ui_command(uri, 5000)
+    url = f"http://{HOST}:{DEFAULT_MLFLOW_PORT}"
+    print(f"MLflow UI for {uri} at {url} (Ctrl-C stops it)")
+    command, env = mlflow_ui_command(uri, DEFAULT_MLFLOW_PORT)
     try:
         return subprocess.call(command, env=env)
     except KeyboardInterrupt:

@@ -96,6 +96,7 @@ def _direct(data_yaml: Path, epochs: int, imgsz: int, out: Path) -> float:
 
 
 def _library(data_yaml: Path, epochs: int, imgsz: int, out: Path) -> float:
+    from visionops.tasks import get_task
     from visionops.training.yolo import train
 
     start = time.perf_counter()
@@ -105,6 +106,7 @@ def _library(data_yaml: Path, epochs: int, imgsz: int, out: Path) -> float:
         data_yaml,
         out / "library",
         source="yolo11n.yaml",
+        task=get_task(),
     )
     return time.perf_counter() - start
 

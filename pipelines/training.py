@@ -18,9 +18,10 @@ from visionops.training.candidates import expand_candidates
 def training(params: TrainingParameters) -> None:
     """Trains all candidates, keeps the best on val, promotes it only if it wins."""
     # Checked here too, so `--pipeline all` checks the dataset it has just ingested.
-    dataset = select_training_dataset(params.dataset, params.model.name).artifact
+    choice = select_training_dataset(params.dataset, params.model.name)
+    dataset = choice.artifact
     weights, results = [], []
-    for spec in expand_candidates(params):
+    for spec in expand_candidates(params, choice.facts.task):
         candidate_weights, result = train_candidate(
             dataset,
             spec,

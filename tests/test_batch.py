@@ -22,6 +22,7 @@ from visionops.batch.predict import (
     predict_folder,
 )
 from visionops.engine.onnx import export_onnx
+from visionops.tasks import get_task
 from visionops.tasks.detect.onnx import OnnxDetector
 
 IMGSZ = 128  # the size `tiny_weights` was trained at
@@ -62,7 +63,13 @@ def folder(tiny_dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def result(folder: Path, onnx_path: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("batch-out") / "run"
     return predict_folder(
-        folder, onnx_path, out, SETTINGS, source="my photos", progress=False
+        folder,
+        onnx_path,
+        out,
+        SETTINGS,
+        task=get_task("detect"),
+        source="my photos",
+        progress=False,
     )
 
 
@@ -159,7 +166,9 @@ def test_materializer_round_trip_and_html(
 
 def test_refuses_a_non_empty_output(folder: Path, onnx_path: Path) -> None:
     with pytest.raises(ValueError, match="not empty"):
-        predict_folder(folder, onnx_path, folder, SETTINGS, progress=False)
+        predict_folder(
+            folder, onnx_path, folder, SETTINGS, task=get_task("detect"), progress=False
+        )
 
 
 # --- one real pipeline run -----------------------------------------------------------

@@ -53,7 +53,7 @@ def test_classifier_trained_evaluated_and_promoted(classified: dict) -> None:
         for i in (0, 1)
     ]
     assert [r.model for r in results] == ["yolo11n-cls", "yolo11n-cls"]
-    assert all(r.task == "classify" and "top1" in r.val for r in results)
+    assert all(r.task.name == "classify" and "top1" in r.val for r in results)
     evaluation = run.steps["evaluate_model"].outputs["test_evaluation"][0].load()
     assert evaluation.task == "classify"
     assert evaluation.images == classified["test_images"] > 0

@@ -153,12 +153,18 @@ def test_batch_writes_a_row_per_image_with_every_probability(
         predict_folder,
     )
     from visionops.batch.report import write_report
+    from visionops.tasks import get_task
     from visionops.tasks.classify.onnx import OnnxClassifier
 
     folder = classify_folder / "test"
     settings = BatchSettings(batch=3, threads=1, grid_size=4)
     result = predict_folder(
-        folder, cls_onnx, tmp_path / "out", settings, task="classify", progress=False
+        folder,
+        cls_onnx,
+        tmp_path / "out",
+        settings,
+        task=get_task("classify"),
+        progress=False,
     )
     with (result.root / PREDICTIONS_CSV).open() as handle:
         rows = list(csv.DictReader(handle))

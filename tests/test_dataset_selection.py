@@ -19,6 +19,7 @@ from visionops.app.lookup import (
     resolve_dataset,
 )
 from visionops.config import ConfigError, load_parameters
+from visionops.tasks import get_task
 from visionops.training.champion import Champion
 
 COUNTS = {"train": 40, "val": 9, "test": 9}
@@ -134,7 +135,7 @@ def _facts(**changes) -> DatasetFacts:
     base = {
         "version": "5",
         "hash": "a" * 64,
-        "task": "detect",
+        "task": get_task("detect"),
         "classes": ["board"],
         "images": dict(COUNTS),
     }
@@ -177,7 +178,7 @@ def test_every_split_must_hold_images(split: str) -> None:
 
 def test_task_must_match_the_champion() -> None:
     with pytest.raises(DatasetError) as err:
-        check_training_dataset(_facts(task="classify"), _champion())
+        check_training_dataset(_facts(task=get_task("classify")), _champion())
     message = str(err.value)
     assert "\n" not in message
     assert "labelled for classify but the champion v3" in message

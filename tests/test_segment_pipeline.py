@@ -49,7 +49,7 @@ def test_segmenter_trained_evaluated_and_promoted_on_miou(segmented: dict) -> No
 
     run = segmented["run"]
     result = run.steps["train_candidate_0"].outputs["candidate_result"][0].load()
-    assert result.model == "yolo11n-seg" and result.task == "segment"
+    assert result.model == "yolo11n-seg" and result.task.name == "segment"
     assert {"mask_map50_95", "box_map50_95"} <= set(result.val)
     evaluation = run.steps["evaluate_model"].outputs["test_evaluation"][0].load()
     assert evaluation.task == "segment"

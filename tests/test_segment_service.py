@@ -177,6 +177,7 @@ def test_batch_writes_a_mask_png_per_image(
         predict_folder,
     )
     from visionops.batch.report import write_report
+    from visionops.tasks import get_task
 
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
@@ -185,7 +186,12 @@ def test_batch_writes_a_mask_png_per_image(
     shutil.copy(folder / "sole0.jpg", folder / "sole0.png")  # same stem, kept apart
     settings = BatchSettings(conf=CONF, batch=2, threads=1, grid_size=4)
     result = predict_folder(
-        folder, seg_onnx, tmp_path / "out", settings, task="segment", progress=False
+        folder,
+        seg_onnx,
+        tmp_path / "out",
+        settings,
+        task=get_task("segment"),
+        progress=False,
     )
     out = result.root
     masks = sorted(p.relative_to(out).as_posix() for p in (out / "masks").rglob("*"))

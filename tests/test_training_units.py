@@ -8,16 +8,19 @@ import pytest
 
 from visionops.config import PromotionSettings, TrainingParameters, TrainSettings
 from visionops.engine.report import EvalReport
+from visionops.tasks import get_task
 from visionops.training.candidates import CandidateResult, best_index, expand_candidates
 from visionops.training.promotion import decide, decision_markdown
 from visionops.training.yolo import PretrainedWeightsError, resolve_weights, train
+
+DETECT, CLASSIFY = get_task("detect"), get_task("classify")
 
 
 def test_grid_fans_out_over_models_and_settings() -> None:
     params = TrainingParameters(
         models=["yolo11n", "yolo26n"], grid={"lr0": [0.01, 0.001]}
     )
-    specs = expand_candidates(params)
+    specs = expand_candidates(params, DETECT)
     assert [(s.model, s.train.lr0) for s in specs] == [
         ("yolo11n", 0.01),
         ("yolo11n", 0.001),
@@ -28,11 +31,13 @@ def test_grid_fans_out_over_models_and_settings() -> None:
     grid_models = TrainingParameters(
         grid={"model": ["yolo11n", "yolo11s"], "imgsz": [64]}
     )
-    assert [(s.model, s.train.imgsz) for s in expand_candidates(grid_models)] == [
+    assert [
+        (s.model, s.train.imgsz) for s in expand_candidates(grid_models, DETECT)
+    ] == [
         ("yolo11n", 64),
         ("yolo11s", 64),
     ]
-    assert len(expand_candidates(TrainingParameters())) == 1
+    assert len(expand_candidates(TrainingParameters(), DETECT)) == 1
 
 
 def _result(name: str, score: float) -> CandidateResult:
@@ -91,23 +96,26 @@ def _report(score: float, latency: float | None = 10.0) -> EvalReport:
 
 def test_promotion_rule() -> None:
     rule = PromotionSettings(margin=0.01)
-    assert decide(_report(0.5), None, rule).promote is True
+    assert decide(DETECT, _report(0.5), None, rule).promote is True
     floor = PromotionSettings(min_score=0.6)
-    first = decide(_report(0.5), None, floor)
+    first = decide(DETECT, _report(0.5), None, floor)
     assert first.promote is False and "below the floor" in first.reason
-    beaten = decide(_report(0.52), _report(0.5), rule, "3")
+    beaten = decide(DETECT, _report(0.52), _report(0.5), rule, "3")
     assert beaten.promote is True and "beats champion v3" in beaten.reason
-    close = decide(_report(0.505), _report(0.5), rule, "3")
+    close = decide(DETECT, _report(0.505), _report(0.5), rule, "3")
     assert close.promote is False and "does not beat" in close.reason
     slow = decide(
-        _report(0.9, latency=50), _report(0.5), PromotionSettings(max_latency_ms=20)
+        DETECT,
+        _report(0.9, latency=50),
+        _report(0.5),
+        PromotionSettings(max_latency_ms=20),
     )
     assert slow.promote is False and "latency" in slow.reason
 
 
 def test_decision_report_shows_both_models_rule_and_verdict() -> None:
-    decision = decide(_report(0.4), _report(0.5), PromotionSettings(), "2")
-    text = decision_markdown(decision, _report(0.4), _report(0.5), "det")
+    decision = decide(DETECT, _report(0.4), _report(0.5), PromotionSettings(), "2")
+    text = decision_markdown(DETECT, decision, _report(0.4), _report(0.5), "det")
     assert "NOT PROMOTED" in text and "champion v2" in text
     assert "| mAP50-95 **(rule)** | 0.4000 | 0.5000 |" in text
     assert "promote if mAP50-95 > champion + 0" in text
@@ -129,6 +137,7 @@ def test_resume_continues_from_the_last_checkpoint(
             tiny_dataset.data_yaml,
             run_dir,
             source="yolo11n.yaml",
+            task=DETECT,
             on_epoch_end=stop_after_first_epoch,
         )
     assert (run_dir / "weights" / "last.pt").is_file()
@@ -139,6 +148,7 @@ def test_resume_continues_from_the_last_checkpoint(
         tiny_dataset.data_yaml,
         run_dir,
         source="yolo11n.yaml",
+        task=DETECT,
         resume=True,
         on_epoch_end=lambda epoch, metrics: seen.append(epoch),
     )
@@ -193,14 +203,14 @@ def test_classify_grid_trains_classify_models() -> None:
     params = TrainingParameters(
         task="classify", models=["yolo11n", "yolo26n-cls"], grid={"lr0": [0.01]}
     )
-    specs = expand_candidates(params)
-    assert [(s.model, s.task) for s in specs] == [
+    specs = expand_candidates(params, CLASSIFY)
+    assert [(s.model, s.task.name) for s in specs] == [
         ("yolo11n-cls", "classify"),
         ("yolo26n-cls", "classify"),
     ]
     assert specs[0].name == "c0-yolo11n-cls-lr0=0.01"
     # Detection keeps its names, hence its run keys and resumable checkpoints.
-    assert expand_candidates(TrainingParameters())[0].name == "c0-yolo11n"
+    assert expand_candidates(TrainingParameters(), DETECT)[0].name == "c0-yolo11n"
 
 
 def _classify_report(**metrics: float) -> EvalReport:
@@ -223,18 +233,18 @@ def test_promotion_on_any_metric_with_floors() -> None:
     good = _classify_report(top1=0.9, recall_PNEUMONIA=0.95, specificity=0.85)
     weak = _classify_report(top1=0.8, recall_PNEUMONIA=0.7, specificity=0.9)
     unsafe = _classify_report(top1=0.95, recall_PNEUMONIA=0.99, specificity=0.6)
-    default = decide(good, weak, PromotionSettings(), "1")
+    default = decide(CLASSIFY, good, weak, PromotionSettings(), "1")
     assert default.metric == "top1" and default.promote is True
     rule = PromotionSettings(metric="recall_PNEUMONIA", floors={"specificity": 0.8})
-    assert decide(good, weak, rule, "1").promote is True
-    refused = decide(unsafe, weak, rule, "1")
+    assert decide(CLASSIFY, good, weak, rule, "1").promote is True
+    refused = decide(CLASSIFY, unsafe, weak, rule, "1")
     assert refused.promote is False
     assert refused.reason == "specificity 0.6000 is below its floor 0.8000"
-    first = decide(unsafe, None, rule)
+    first = decide(CLASSIFY, unsafe, None, rule)
     assert first.promote is False and "below its floor" in first.reason
     with pytest.raises(ValueError, match="not a test metric"):
-        decide(good, None, PromotionSettings(metric="map50_95"))
-    text = decision_markdown(refused, unsafe, weak, "image-classifier")
+        decide(CLASSIFY, good, None, PromotionSettings(metric="map50_95"))
+    text = decision_markdown(CLASSIFY, refused, unsafe, weak, "image-classifier")
     assert "| recall PNEUMONIA **(rule)** | 0.9900 | 0.7000 |" in text
     assert "| specificity (floor 0.8) | 0.6000 | 0.9000 |" in text
     assert "specificity >= 0.8" in text
@@ -323,7 +333,7 @@ def test_champion_reads_what_registration_wrote(local_mlflow, tmp_path: Path) ->
     with pytest.raises(NoChampionError, match="xray has no champion"):
         Champion.get("xray")
     tags = version_tags(
-        task="classify",
+        task=CLASSIFY,
         class_names=["NORMAL", "PNEUMONIA"],
         test_metrics={"top1": 0.75, "roc_auc": 0.8},
         onnx_artifact="onnx/best.onnx",
@@ -351,10 +361,10 @@ def test_champion_reads_what_registration_wrote(local_mlflow, tmp_path: Path) ->
     assert lineage["task"] == "classify" and lineage["dataset_hash"] == "abc"
     assert lineage["mlflow_model_uri"] == "models:/xray/1"
 
-    check_model_task("xray", "classify")
-    check_model_task("never-registered", "detect")
+    check_model_task("xray", CLASSIFY)
+    check_model_task("never-registered", DETECT)
     with pytest.raises(TaskMismatchError, match="'xray' holds classify models"):
-        check_model_task("xray", "detect")
+        check_model_task("xray", DETECT)
     # Versions registered before tasks were recorded are detectors.
     client.delete_model_version_tag("xray", "1", "task")
     assert Champion.get("xray").task == "detect"
@@ -365,7 +375,7 @@ def test_selection_uses_the_task_default_metric() -> None:
 
     def result(name: str, top1: float) -> CandidateResult:
         return _result(name, 0.0).model_copy(
-            update={"task": "classify", "val": {"top1": top1, "top5": 1.0}}
+            update={"task": CLASSIFY, "val": {"top1": top1, "top5": 1.0}}
         )
 
     selection = select_candidate([result("a", 0.6), result("b", 0.9)], None)
@@ -426,8 +436,8 @@ def test_decision_report_and_tags_carry_the_int8_decision() -> None:
         reason=reason,
     )
     challenger = _report(0.4).model_copy(update={"quantization": quantization})
-    decision = decide(challenger, None, PromotionSettings())
-    text = decision_markdown(decision, challenger, None, "det")
+    decision = decide(DETECT, challenger, None, PromotionSettings())
+    text = decision_markdown(DETECT, decision, challenger, None, "det")
     assert "## Served precision: INT8" in text
     assert "| mAP50-95 | 0.4000 | 0.3950 |" in text
     assert "| latency (ms, CPU, 1 thread) | 12.0 | 7.0 |" in text

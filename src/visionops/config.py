@@ -23,7 +23,14 @@ from visionops.core.env import project_root
 from visionops.data.anonymize import AnonymizeSettings
 from visionops.data.sources.archive import ArchiveLimits
 from visionops.data.validate import ValidationSettings
-from visionops.engine.task import MODEL_FILE_SUFFIXES, MODEL_NAME
+from visionops.engine.task import (
+    DEFAULT_CONF,
+    DEFAULT_IOU,
+    DEFAULT_MAX_DET,
+    MODEL_FILE_SUFFIXES,
+    MODEL_NAME,
+    EvalSettings,
+)
 
 Workers = int | Literal["auto"]
 
@@ -192,6 +199,16 @@ class EvaluationSettings(StrictModel):
     max_quantization_drop: float = Field(0.01, ge=0.0, le=1.0)
     calibration_images: int = Field(100, ge=1)  # from the validation split
 
+    def for_model(self, imgsz: int, device: str) -> EvalSettings:
+        """How a model trained at `imgsz` (or its export taking `imgsz`) is
+        measured on the test split on `device`."""
+        return EvalSettings(
+            imgsz=imgsz,
+            batch=self.batch,
+            device=device,
+            positive_class=self.positive_class,
+        )
+
 
 class ModelSettings(StrictModel):
     """The model identity shared by the ZenML Model and the MLflow registered model."""
@@ -289,9 +306,9 @@ class BatchSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    conf: float = Field(0.25, ge=0.0, le=1.0)
-    iou: float = Field(0.7, gt=0.0, le=1.0)
-    max_det: int = Field(300, ge=1)
+    conf: float = Field(DEFAULT_CONF, ge=0.0, le=1.0)
+    iou: float = Field(DEFAULT_IOU, gt=0.0, le=1.0)
+    max_det: int = Field(DEFAULT_MAX_DET, ge=1)
     batch: int = Field(8, ge=1, le=1024)
     threads: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -52,7 +52,7 @@ def predict_folder(
         model.path,
         work_dir("predictions"),
         settings,
-        task=champion.task,
+        task=champion.get_task(),
         source=source,
         model={**champion.model_dump(), "model_uri": champion.model_uri},
     )

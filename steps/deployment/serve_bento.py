@@ -11,9 +11,15 @@ from visionops.serving.bento import start_server
 
 @step(enable_cache=False)
 def serve_bento(
-    bento: bentoml.Bento, serve: bool = False, port: int = 3000
+    bento: bentoml.Bento, serve: bool, port: int
 ) -> Annotated[str, SERVICE_URL]:
-    """Starts the server in the background; one that never gets ready fails the step."""
+    """Starts the server in the background; one that never gets ready fails the step.
+
+    Args:
+        bento: The Bento to serve.
+        serve: Serve it (else nothing happens).
+        port: The port (`DeploymentParameters.port`).
+    """
     if not serve:
         return ""
     url = start_server(str(bento.tag), port=port)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from visionops.config import HASH_PREFIX, ConfigError
 from visionops.core.names import DATASET
 from visionops.data.split import SPLITS
-from visionops.tasks import get_task
+from visionops.tasks import Task, get_task
 from visionops.training.champion import Champion
 
 # What each split is needed for, said when it is missing.
@@ -29,18 +30,23 @@ class DatasetFacts:
 
     version: str
     hash: str
-    task: str = "detect"
+    task: Task = field(default_factory=get_task)
     classes: list[str] = field(default_factory=list)
     images: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, artifact: Any) -> DatasetFacts:
         """Reads the facts of a `dataset` artifact version."""
-        meta = artifact.run_metadata
+        return cls.from_metadata(artifact.run_metadata, str(artifact.version))
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any], version: str = "") -> DatasetFacts:
+        """The facts a `dataset` artifact's metadata records (its task: the
+        default where it records none)."""
         return cls(
-            version=str(artifact.version),
+            version=version,
             hash=str(meta.get("dataset_hash", "")),
-            task=str(meta.get("task") or "detect"),
+            task=get_task(meta.get("task")),
             classes=[str(c) for c in meta.get("classes") or []],
             images={str(k): int(v) for k, v in (meta.get("images") or {}).items()},
         )
@@ -249,7 +255,7 @@ def check_training_dataset(dataset: DatasetFacts, champion: Champion | None) -> 
         return
     where = f"champion v{champion.version} of {champion.name!r}"
     other = "train under another `--set model.name=...` or pick a dataset"
-    if dataset.task != champion.task:
+    if dataset.task.name != champion.task:
         raise DatasetError(
             f"dataset: {dataset.describe()} is labelled for {dataset.task} but the "
             f"{where} is a {champion.task} model; {other} labelled for "
@@ -281,7 +287,7 @@ def select_training_dataset(selector: str, model_name: str | None) -> DatasetCho
     configure_tracking()
     versions = dataset_versions()
     choice = resolve_dataset(selector, versions)
-    model_name = model_name or get_task(choice.facts.task).default_model_name
+    model_name = model_name or choice.facts.task.default_model_name
     champ = champion_facts(model_name, versions)
     check_training_dataset(choice.facts, champ)
     return choice

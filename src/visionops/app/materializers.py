@@ -85,20 +85,34 @@ class _DirectoryMaterializer(BaseMaterializer):
             (local / ".complete").write_text("")
         return local
 
+    def _html(self, name: str, page: str) -> dict[str, VisualizationType]:
+        """Writes an HTML visualisation beside the data, for the dashboard."""
+        path = os.path.join(self.uri, name)
+        with fileio.open(path, "w") as handle:
+            handle.write(page)
+        return {path: VisualizationType.HTML}
 
-class StagedDatasetMaterializer(_DirectoryMaterializer):
+
+class _FolderMaterializer(_DirectoryMaterializer):
+    """For a type that is its folder: made from its `root`, which `save` moves to
+    the stored copy (`StagedDataset`, `DatasetVersion`, `PredictionSet`)."""
+
+    SKIP_REGISTRATION: ClassVar[bool] = True  # a base class, not for any type
+    ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.DATA
+
+    def save(self, data: Any) -> None:
+        """Stores the directory and points the object at the stored copy."""
+        data.root = self._store(data.root)
+
+    def load(self, data_type: type[Any]) -> Any:
+        """Returns the stored object (its folder downloaded first for remote stores)."""
+        return data_type(self._fetch())
+
+
+class StagedDatasetMaterializer(_FolderMaterializer):
     """Materializer for `StagedDataset` (a stage's output directory)."""
 
     ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (StagedDataset,)
-    ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.DATA
-
-    def save(self, data: StagedDataset) -> None:
-        """Stores the staged directory and points the object at the stored copy."""
-        data.root = self._store(data.root)
-
-    def load(self, data_type: type[Any]) -> StagedDataset:
-        """Returns the stored directory (downloaded first for remote stores)."""
-        return StagedDataset(self._fetch())
 
     def extract_metadata(self, data: StagedDataset) -> dict[str, MetadataType]:
         """Records how many items the stage produced."""
@@ -106,26 +120,14 @@ class StagedDatasetMaterializer(_DirectoryMaterializer):
         return {"items": len(manifest["items"]), "classes": manifest["class_names"]}
 
 
-class DatasetVersionMaterializer(_DirectoryMaterializer):
+class DatasetVersionMaterializer(_FolderMaterializer):
     """Materializer for `DatasetVersion`, with its card as metadata and an HTML view."""
 
     ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (DatasetVersion,)
-    ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.DATA
-
-    def save(self, data: DatasetVersion) -> None:
-        """Stores the dataset directory and points the object at the stored copy."""
-        data.root = self._store(data.root)
-
-    def load(self, data_type: type[Any]) -> DatasetVersion:
-        """Returns the stored dataset (downloaded first for remote stores)."""
-        return DatasetVersion(self._fetch())
 
     def save_visualizations(self, data: DatasetVersion) -> dict[str, VisualizationType]:
         """Writes the class histogram, sample grid and quarantine table as HTML."""
-        path = os.path.join(self.uri, DATASET_HTML)
-        with fileio.open(path, "w") as handle:
-            handle.write(dataset_html(data))
-        return {path: VisualizationType.HTML}
+        return self._html(DATASET_HTML, dataset_html(data))
 
     def extract_metadata(self, data: DatasetVersion) -> dict[str, MetadataType]:
         """Puts the card's headline figures on the artifact version."""
@@ -178,26 +180,14 @@ class ModelFileMaterializer(_DirectoryMaterializer):
         }
 
 
-class PredictionSetMaterializer(_DirectoryMaterializer):
+class PredictionSetMaterializer(_FolderMaterializer):
     """Materializer for `PredictionSet` (a batch run's outputs), with an HTML view."""
 
     ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (PredictionSet,)
-    ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.DATA
-
-    def save(self, data: PredictionSet) -> None:
-        """Stores the output directory and points the object at the stored copy."""
-        data.root = self._store(data.root)
-
-    def load(self, data_type: type[Any]) -> PredictionSet:
-        """Returns the stored outputs (downloaded first for remote stores)."""
-        return PredictionSet(self._fetch())
 
     def save_visualizations(self, data: PredictionSet) -> dict[str, VisualizationType]:
         """Writes the summary, boxes per class, bad files and sample grid as HTML."""
-        path = os.path.join(self.uri, "predictions.html")
-        with fileio.open(path, "w") as handle:
-            handle.write(batch_html(data))
-        return {path: VisualizationType.HTML}
+        return self._html("predictions.html", batch_html(data))
 
     def extract_metadata(self, data: PredictionSet) -> dict[str, MetadataType]:
         """Puts the summary's headline figures on the artifact version."""

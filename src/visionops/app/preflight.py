@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from visionops.app.lookup import DatasetFacts, find_dataset
 from visionops.config import ConfigError, TrainingParameters
-from visionops.tasks import DEFAULT_TASK, TaskError, get_task
+from visionops.tasks import DEFAULT_TASK, Task, TaskError, get_task
 from visionops.training.champion import (
     Champion,
     NoChampionError,
@@ -16,26 +17,12 @@ from visionops.training.champion import (
 )
 
 
-def dataset_facts(meta: Mapping[str, Any]) -> tuple[str, list[str]]:
-    """The task and class names recorded on a `dataset` artifact's metadata."""
-    return str(meta.get("task") or DEFAULT_TASK), [
-        str(c) for c in (meta.get("classes") or [])
-    ]
-
-
-def default_model_name(task: str | None) -> str:
-    """The registered model name used when `model.name` is unset."""
-    return get_task(task).default_model_name
-
-
-def latest_dataset_task() -> str:
-    """The task of the latest dataset version (detect when there is none)."""
-    from visionops.app.lookup import find_dataset
-
+def latest_dataset_task() -> Task:
+    """The task of the latest dataset version (the default when there is none)."""
     try:
-        return dataset_facts(find_dataset("latest").run_metadata)[0]
+        return DatasetFacts.of(find_dataset("latest")).task
     except LookupError:
-        return DEFAULT_TASK
+        return get_task()
 
 
 def with_model_name(params: Any) -> Any:
@@ -43,7 +30,7 @@ def with_model_name(params: Any) -> Any:
     dataset's task (deployment and batch follow the data, as training does)."""
     if params.model.name:
         return params
-    name = default_model_name(latest_dataset_task())
+    name = latest_dataset_task().default_model_name
     return params.model_copy(
         update={"model": params.model.model_copy(update={"name": name})}
     )
@@ -74,15 +61,15 @@ def prepare_training(
     Raises:
         ConfigError: Naming the key, the value and what the task allows.
     """
-    task_name, classes = dataset_facts(dataset_meta)
-    if params.task and params.task != task_name:
+    facts = DatasetFacts.from_metadata(dataset_meta)
+    task, classes = facts.task, facts.classes
+    if params.task and params.task != task.name:
         raise ConfigError(
             f"task: {params.task}, but the dataset "
             f"{str(dataset_meta.get('dataset_hash', ''))[:12]} is labelled for "
-            f"{task_name}; drop the setting or pick a {params.task} dataset"
+            f"{task}; drop the setting or pick a {params.task} dataset"
         )
     try:
-        task = get_task(task_name)
         for model in {*params.models, *_grid_models(params)}:
             task.model_name(model)
     except TaskError as err:
@@ -117,7 +104,7 @@ def prepare_training(
     name = params.model.name or task.default_model_name
     if check_registry:
         try:
-            check_model_task(name, task.name)
+            check_model_task(name, task)
         except TaskMismatchError as err:
             raise ConfigError(f"model.name: {err}") from None
     description = params.model.description or task.description
@@ -215,15 +202,17 @@ def check_training(params: TrainingParameters, upstream: bool = False) -> Any:
     from visionops.training.yolo import PretrainedWeightsError, resolve_weights
 
     _tracking()
+    task = None  # known once the dataset exists
     if not upstream:
         from visionops.app.lookup import select_training_dataset
 
         choice = select_training_dataset(params.dataset, params.model.name)
         print(f"Training on {choice.describe()}")
         params = prepare_training(params, choice.artifact.run_metadata)
+        task = choice.facts.task
     models = {v for p in params.grid_points() for k, v in p.items() if k == "model"}
     for model in models or set(params.models):
-        name = get_task(params.task).model_name(model) if params.task else model
+        name = task.model_name(model) if task else model
         try:
             resolve_weights(name, params.pretrained)
         except (PretrainedWeightsError, FileNotFoundError) as err:
@@ -236,8 +225,6 @@ def prepare_training_run(params: TrainingParameters) -> TrainingParameters:
     same command, which did not exist when `check_training` ran."""
     if params.task is not None:
         return params
-    from visionops.app.lookup import find_dataset
-
     return prepare_training(params, find_dataset(params.dataset).run_metadata)
 
 

@@ -24,10 +24,10 @@ class PipelineSpec:
     """How `run.py` runs one pipeline.
 
     Attributes:
-        name: The `--pipeline` choice, the ZenML pipeline name and the config
-            file `configs/<name>.yaml`.
-        pipeline: The ZenML pipeline function as `module:attribute`, imported when
-            the pipeline runs (the wiring lives above the library, in `pipelines/`).
+        name: The `--pipeline` choice, the ZenML pipeline name, the config
+            file `configs/<name>.yaml` and the pipeline function `<name>` of
+            `pipelines/<name>.py` (the wiring lives above the library), imported
+            when the pipeline runs.
         help: What it does, in a few words, for `--help`.
         options: Command-line flags that set one parameter (`--source` sets
             `source`); given, they win over the config and `--set`.
@@ -46,7 +46,6 @@ class PipelineSpec:
     """
 
     name: str
-    pipeline: str
     help: str
     options: Mapping[str, str] = field(default_factory=dict)
     needs: str | None = None
@@ -86,8 +85,7 @@ class PipelineSpec:
 
     def function(self) -> Any:
         """The ZenML pipeline function (imports its module)."""
-        module, _, attribute = self.pipeline.partition(":")
-        return getattr(importlib.import_module(module), attribute)
+        return getattr(importlib.import_module(f"pipelines.{self.name}"), self.name)
 
 
 # --- what runs before and after the pipelines ---------------------------------------
@@ -165,7 +163,6 @@ PIPELINES: dict[str, PipelineSpec] = {
     for spec in (
         PipelineSpec(
             name="ingestion",
-            pipeline="pipelines.ingestion:ingestion",
             help="validate, anonymise, split and version a dataset",
             options={"--source": "source"},
             in_all=True,
@@ -173,7 +170,6 @@ PIPELINES: dict[str, PipelineSpec] = {
         ),
         PipelineSpec(
             name="training",
-            pipeline="pipelines.training:training",
             help="train candidates, evaluate, promote a champion",
             options={"--resume": "resume"},
             needs="ingestion",
@@ -184,7 +180,6 @@ PIPELINES: dict[str, PipelineSpec] = {
         ),
         PipelineSpec(
             name="deployment",
-            pipeline="pipelines.deployment:deployment",
             help="build a Bento of the champion (and serve it)",
             options={"--serve": "serve"},
             needs="training",
@@ -196,7 +191,6 @@ PIPELINES: dict[str, PipelineSpec] = {
         ),
         PipelineSpec(
             name="batch",
-            pipeline="pipelines.batch:batch",
             help="the champion over a folder or a dataset split",
             options={"--source": "source"},
             check=preflight.check_batch,

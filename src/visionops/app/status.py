@@ -6,18 +6,20 @@ from __future__ import annotations
 import os
 from typing import Any
 
-# `--status` answers within seconds: one MLflow request, no retries (MLflow's own
-# defaults retry with backoff for minutes before giving up).
-MLFLOW_TIMEOUT_S = 10
+from visionops.tasks import Task, get_task
+from visionops.training.tracking import MLFLOW_TIMEOUT_S
 
 
 class StatusError(RuntimeError):
     """A service the status needs does not answer; the message names it."""
 
 
-def _training_dataset(selector: str, model_name: str | None) -> dict[str, Any] | None:
-    """The dataset `--pipeline training` would use now, and whether it would pass
-    (`model_name` None: the default name of the dataset's task)."""
+def _training_dataset(
+    selector: str, model_name: str | None
+) -> tuple[dict[str, Any] | None, Task]:
+    """The dataset `--pipeline training` would use now, whether it would pass
+    (`model_name` None: the default name of the dataset's task), and its task
+    (the default task when there is no dataset)."""
     from visionops.app.lookup import (
         DatasetError,
         check_training_dataset,
@@ -27,13 +29,14 @@ def _training_dataset(selector: str, model_name: str | None) -> dict[str, Any] |
 
     versions = dataset_versions()
     if not versions:
-        return None
+        return None, get_task()
     try:
         choice = resolve_dataset(selector, versions)
     except DatasetError as err:
-        return {"selector": selector, "version": None, "problem": str(err)}
+        return {"selector": selector, "version": None, "problem": str(err)}, get_task()
+    task = choice.facts.task
     problem = None
-    model_name = model_name or _default_name(choice.facts.task)
+    model_name = model_name or task.default_model_name
     try:
         check_training_dataset(choice.facts, _champion_facts(model_name, versions))
     except DatasetError as err:
@@ -46,7 +49,7 @@ def _training_dataset(selector: str, model_name: str | None) -> dict[str, Any] |
         "problem": problem,
         "version": str(artifact.version),
         "hash": meta.get("dataset_hash"),
-        "task": meta.get("task", "detect"),
+        "task": task.name,
         "path": meta.get("path"),
         "source": meta.get("source"),
         "classes": meta.get("classes"),
@@ -57,7 +60,7 @@ def _training_dataset(selector: str, model_name: str | None) -> dict[str, Any] |
         "faces_blurred": meta.get("faces_blurred"),
         "created": artifact.created.isoformat(),
         "artifact_id": str(artifact.id),
-    }
+    }, task
 
 
 def _tracking(client: Any) -> bool:
@@ -148,12 +151,6 @@ def _reports() -> dict[str, str | None]:
     return found
 
 
-def _default_name(task: str | None) -> str:
-    from visionops.tasks import get_task
-
-    return get_task(task).default_model_name
-
-
 def collect_status(
     model_name: str | None = None, dataset: str = "latest"
 ) -> dict[str, Any]:
@@ -181,8 +178,8 @@ def collect_status(
     client = Client()
     stack = client.active_stack_model
     tracker = client.active_stack.experiment_tracker
-    training = _training_dataset(dataset, model_name)
-    model_name = model_name or _default_name((training or {}).get("task"))
+    training, task = _training_dataset(dataset, model_name)
+    model_name = model_name or task.default_model_name
     return {
         "stack": {
             "name": stack.name,

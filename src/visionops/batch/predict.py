@@ -28,7 +28,7 @@ from visionops.core import images
 from visionops.core.files import ensure_empty_dir
 from visionops.core.parallel import resolve_workers
 from visionops.data.manifest import IMAGE_SUFFIXES
-from visionops.tasks import DEFAULT_TASK, get_task
+from visionops.tasks import Task
 
 # Image formats OpenCV may not decode: tried anyway, reported as unsupported if not.
 UNSUPPORTED_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jp2", ".ico", ".svg")
@@ -232,7 +232,7 @@ def predict_folder(
     out_dir: Path,
     settings: BatchSettings | None = None,
     *,
-    task: str = DEFAULT_TASK,
+    task: Task,
     source: str | None = None,
     model: dict[str, Any] | None = None,
     progress: bool = True,
@@ -251,7 +251,7 @@ def predict_folder(
         onnx_path: An `.onnx` exported by `visionops.engine.onnx.export_onnx`.
         out_dir: A new or empty folder.
         settings: Thresholds, batch size, threads, device, grid size.
-        task: The model's task (`Champion.task`).
+        task: The model's task (`Champion.get_task()`).
         source: What the user asked for (a path or `dataset:<split>`), recorded.
         model: What the model is (e.g. `Champion.model_dump()`), recorded.
         progress: Show a tqdm progress bar.
@@ -266,13 +266,13 @@ def predict_folder(
     ensure_empty_dir(out_dir)
     inputs = list_inputs(folder)
     threads = resolve_workers(settings.threads)
-    kind = get_task(task)
-    predictor = kind.predictor(
+    predictor = task.predictor(
         onnx_path, threads=threads, providers=providers(settings.device)
     )
     names = [predictor.names[i] for i in sorted(predictor.names)]
-    output = kind.batch_output(out_dir, names, folder, inputs.files)
+    output = task.batch_output(out_dir, names, folder, inputs.files)
     grid_picks = _grid_indices(len(inputs.files), settings.grid_size)
+    thresholds = {k: getattr(settings, k) for k in task.thresholds}
 
     records: list[dict[str, Any]] = []
     bad: list[dict[str, str]] = []
@@ -293,12 +293,8 @@ def predict_folder(
         rows = csv.writer(table)
         rows.writerow(output.columns)
         for batch in _decoded_batches(inputs.files, settings.batch, pool):
-            found = kind.predict(
-                predictor,
-                [r.image for r in batch if r.image is not None],
-                conf=settings.conf,
-                iou=settings.iou,
-                max_det=settings.max_det,
+            found = task.predict(
+                predictor, [r.image for r in batch if r.image is not None], **thresholds
             )
             results = iter(found)
             for read in batch:
@@ -326,8 +322,8 @@ def predict_folder(
 
     summary = {
         **_summary(inputs, records, bad, seconds, folder, source, model, settings),
-        "task": kind.name,
-        "thresholds": {k: getattr(settings, k) for k in output.thresholds},
+        "task": task.name,
+        "thresholds": thresholds,
         "counts_title": output.counts_title,
         **output.summary(records),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -10,12 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from visionops.core.files import sha256_file
+from visionops.engine.report import EvalReport
+
 if TYPE_CHECKING:
     import numpy as np
 
     from visionops.data.version import DatasetVersion
     from visionops.engine.pyfunc import OnnxPyfunc
-    from visionops.engine.report import EvalReport
 
 # `yolo11n`, `yolo26s-cls`, `yolo11m-seg`: family, scale, task suffix.
 MODEL_NAME = re.compile(r"^yolo(11|26)[nsmlx](?P<suffix>-cls|-seg)?$")
@@ -30,6 +33,11 @@ METRIC_LABELS: Mapping[str, str] = {
     "recall": "recall",
     "f1": "F1",
 }
+# The prediction thresholds' defaults (`Task.thresholds`; Ultralytics' `predict`
+# uses the same): batch settings, the service and the ONNX predictors read them.
+DEFAULT_CONF = 0.25
+DEFAULT_IOU = 0.7
+DEFAULT_MAX_DET = 300
 
 
 class TaskError(ValueError):
@@ -46,8 +54,6 @@ class Serving:
         response: The pydantic model of the task's share of one image's answer
             (what `Task.answer` returns); the service adds what every answer
             carries (the image's size, the model, the timings).
-        thresholds: The service's thresholds the endpoint takes (of `conf`,
-            `iou`, `max_det`), passed to `Task.predict`.
         parameters: The endpoint's own request fields, passed to `Task.answer`:
             name -> (type, default or pydantic `Field`).
         blur_faces: Whether the endpoint offers blurring faces before predicting
@@ -60,10 +66,52 @@ class Serving:
     endpoint: str
     response: type
     view: Path
-    thresholds: tuple[str, ...] = ()
     parameters: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
     blur_faces: bool = False
     batch: bool = False
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How one evaluation runs: the image size, batch, device, split and, for two
+    classes, the positive one (`EvaluationSettings.for_model` makes it)."""
+
+    imgsz: int
+    batch: int
+    device: str
+    split: str = "test"
+    positive_class: str | None = None
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """One evaluation under way, as a task's `measure` hook reads it.
+
+    Attributes:
+        task: The task measuring.
+        weights: `.pt` weights, or an ONNX export of them.
+        dataset: The dataset version.
+        images: The images of `settings.split` (never empty).
+        out_dir: Where plots go.
+        settings: How it runs.
+    """
+
+    task: Task
+    weights: Path
+    dataset: DatasetVersion
+    images: list[Path]
+    out_dir: Path
+    settings: EvalSettings
+
+
+@dataclass
+class Scores:
+    """What a task measured: the `EvalReport` fields that differ per task."""
+
+    metrics: dict[str, float]
+    class_names: list[str]
+    per_class: list[dict[str, float | str]] = field(default_factory=list)
+    confusion_matrix: list[list[float]] = field(default_factory=list)
 
 
 class Task(ABC):
@@ -88,6 +136,13 @@ class Task(ABC):
         metric_labels: Display names of this task's metric keys and per-class
             prefixes, beside the shared `METRIC_LABELS` (see `metric_label`).
         pipelines: Pipelines that can run a model of this task.
+        batch_outputs: Its `BatchOutput` class as `module:Class` (imported on
+            first use), None while the task has no batch outputs.
+        thresholds: The prediction thresholds its predictor takes (`conf`,
+            `iou`, `max_det`: those of `BatchSettings` and the service).
+        renderer: The function drawing one prediction on a copy of a frame,
+            `(frame, prediction, names)`, as `module:function`; None while the
+            task has none (or overrides `render`).
     """
 
     name: ClassVar[str]
@@ -100,6 +155,9 @@ class Task(ABC):
     headline_metrics: ClassVar[tuple[str, ...]]
     metric_labels: ClassVar[Mapping[str, str]] = {}
     pipelines: ClassVar[frozenset[str]] = frozenset({"training"})
+    thresholds: ClassVar[tuple[str, ...]] = ("conf", "iou", "max_det")
+    batch_outputs: ClassVar[str | None] = None
+    renderer: ClassVar[str | None] = None
 
     @property
     def default_model(self) -> str:
@@ -108,6 +166,9 @@ class Task(ABC):
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
+
+    def __str__(self) -> str:
+        return self.name
 
     # --- models ----------------------------------------------------------------
 
@@ -178,28 +239,49 @@ class Task(ABC):
     ) -> list[str]:
         """The metrics a test evaluation yields for these classes (for promotion)."""
 
-    @abstractmethod
     def evaluate(
         self,
         weights: Path,
         dataset: DatasetVersion,
         out_dir: Path,
-        *,
-        imgsz: int,
-        batch: int = 8,
-        device: str = "auto",
-        split: str = "test",
-        positive_class: str | None = None,
+        settings: EvalSettings,
     ) -> EvalReport:
         """Measures `.pt` weights, or an ONNX export of them, on one split.
 
         Ultralytics runs an `.onnx` through ONNX Runtime with the same
         preprocessing, so FP32 and INT8 exports are measured alike. Plots land
-        in `out_dir`.
+        in `out_dir`; what is measured is the task's (`measure`).
 
         Raises:
             ValueError: The dataset has no such split (or no images in it).
         """
+        split = settings.split
+        images = self.split_images(dataset, split)
+        if not images:
+            raise ValueError(
+                f"The dataset has no {split} split ({dataset.root}); re-run ingestion "
+                f"with split.{split} > 0 so models are measured on images they never "
+                "saw."
+            )
+        scores = self.measure(
+            EvalJob(self, weights, dataset, images, out_dir, settings)
+        )
+        return EvalReport(
+            task=self.name,
+            split=split,
+            dataset_hash=dataset.hash,
+            weights_sha256=sha256_file(weights),
+            imgsz=settings.imgsz,
+            images=len(images),
+            metrics=scores.metrics,
+            per_class=scores.per_class,
+            class_names=scores.class_names,
+            confusion_matrix=scores.confusion_matrix,
+        )
+
+    @abstractmethod
+    def measure(self, job: EvalJob) -> Scores:
+        """The task's metrics, per-class rows and confusion matrix for one job."""
 
     def evaluation_html(self, report: EvalReport, plot_dir: Path) -> str:
         """The test evaluation as one HTML page for the ZenML dashboard."""
@@ -249,9 +331,9 @@ class Task(ABC):
     ) -> list[Any]:
         """Predicts BGR frames with the thresholds of the service and batch.
 
-        This default passes the thresholds (`conf`, `iou`, `max_det`; the
-        predictor's defaults where not given) to `predictor.predict_batch`; a
-        task without thresholds overrides it and ignores them.
+        The task's `thresholds` among those given go to
+        `predictor.predict_batch` (the predictor's defaults where not given);
+        the others are ignored (a classifier has none).
 
         Args:
             predictor: What `predictor()` returned.
@@ -262,19 +344,24 @@ class Task(ABC):
         Returns:
             One prediction per frame, in order.
         """
-        return predictor.predict_batch(frames, timing=timing, **thresholds)
+        taken = {k: v for k, v in thresholds.items() if k in self.thresholds}
+        return predictor.predict_batch(frames, timing=timing, **taken)
 
     def batch_output(
         self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
     ) -> BatchOutput:
-        """What a batch run writes per image for this task (`BatchOutput`)."""
-        raise TaskError(f"The {self.name} task has no batch outputs yet.")
+        """What a batch run writes per image for this task (`batch_outputs`)."""
+        if self.batch_outputs is None:
+            raise TaskError(f"The {self.name} task has no batch outputs yet.")
+        return _attribute(self.batch_outputs)(out_dir, names, folder, files)
 
     def render(
         self, frame: np.ndarray, prediction: Any, names: Mapping[int, str]
     ) -> np.ndarray:
-        """A copy of a BGR frame with the prediction drawn on it."""
-        raise TaskError(f"The {self.name} task has no renderer yet.")
+        """A copy of a BGR frame with the prediction drawn on it (`renderer`)."""
+        if self.renderer is None:
+            raise TaskError(f"The {self.name} task has no renderer yet.")
+        return _attribute(self.renderer)(frame, prediction, names)
 
     def serving(self) -> Serving | None:
         """How the service serves this task's models; None: not served yet."""
@@ -306,6 +393,12 @@ class Task(ABC):
                 f"the {pipeline} pipeline does not handle {self.name} models in this "
                 f"version (it does: {', '.join(sorted(self.pipelines))})"
             )
+
+
+def _attribute(path: str) -> Any:
+    """The attribute a `module:attribute` path names, its module imported now."""
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def evaluation_html(
@@ -380,12 +473,10 @@ class BatchOutput(ABC):
     Attributes:
         columns: The header of `predictions.csv`.
         counts_title: What `summary["per_class"]` counts, as a report heading.
-        thresholds: The `BatchSettings` the task's predictions depend on.
     """
 
     columns: tuple[str, ...]
     counts_title: str
-    thresholds: ClassVar[tuple[str, ...]] = ("conf", "iou", "max_det")
 
     def __init__(
         self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]

@@ -1,8 +1,18 @@
-"""Ultralytics as every task runs it: pinned settings and the device to use."""
+"""Ultralytics as every task runs it: pinned settings, the device, validation and
+prediction over a split."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
 from visionops.core.env import state_dir
+
+# Ultralytics' own image size, for a run or model that recorded none.
+DEFAULT_IMGSZ = 640
+
+if TYPE_CHECKING:
+    from visionops.engine.task import EvalJob
 
 # Integrations Ultralytics would switch on by itself when their packages are
 # installed. The project logs to MLflow through its own callback instead, so
@@ -47,3 +57,55 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "0" if torch.cuda.is_available() else "cpu"
+
+
+def validate(job: EvalJob) -> Any:
+    """Ultralytics' validation of the job's weights on its split.
+
+    Its plots (curves, confusion matrix, sample predictions) land in `job.out_dir`.
+
+    Returns:
+        Ultralytics' metrics object (`box`, `seg`, `names`, `confusion_matrix`).
+    """
+    settings = job.settings
+    return load_model(job).val(
+        data=str(job.task.ultralytics_data(job.dataset)),
+        split=settings.split,
+        imgsz=settings.imgsz,
+        batch=settings.batch,
+        device=resolve_device(settings.device),
+        plots=True,
+        project=str(job.out_dir.parent),
+        name=job.out_dir.name,
+        exist_ok=True,
+        verbose=False,
+    )
+
+
+def load_model(job: EvalJob) -> Any:
+    """The job's weights as an Ultralytics `YOLO` of its task."""
+    from ultralytics import YOLO
+
+    configure_ultralytics()
+    return YOLO(str(job.weights), task=job.task.ultralytics_task)
+
+
+def predict(job: EvalJob, model: Any = None, **options: Any) -> Iterator[Any]:
+    """Ultralytics' `predict` on every image of the job, in order, `batch` at a time.
+
+    Args:
+        job: The evaluation (its images, image size, batch and device).
+        model: The loaded model (`load_model(job)` when None).
+        **options: More `predict` arguments (`retina_masks=True`, ...).
+
+    Yields:
+        One Ultralytics `Results` per image.
+    """
+    model = model or load_model(job)
+    settings = job.settings
+    device = resolve_device(settings.device)
+    for start in range(0, len(job.images), settings.batch):
+        chunk = [str(p) for p in job.images[start : start + settings.batch]]
+        yield from model.predict(
+            chunk, imgsz=settings.imgsz, device=device, verbose=False, **options
+        )

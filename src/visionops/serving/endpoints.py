@@ -15,15 +15,22 @@ from pydantic import BaseModel, Field, create_model
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from visionops.engine.task import Serving, Task, TaskError
+from visionops.engine.task import (
+    DEFAULT_CONF,
+    DEFAULT_IOU,
+    DEFAULT_MAX_DET,
+    Serving,
+    Task,
+    TaskError,
+)
 from visionops.tasks import available_tasks, get_task
 
 # The service's request fields that several endpoints share (`/render` takes them
 # all); a task's `Serving` names the ones its endpoint takes.
 THRESHOLDS: dict[str, tuple[Any, Any]] = {
-    "conf": (float, Field(0.25, ge=0.0, le=1.0)),
-    "iou": (float, Field(0.7, gt=0.0, le=1.0)),
-    "max_det": (int, Field(300, ge=1, le=1000)),
+    "conf": (float, Field(DEFAULT_CONF, ge=0.0, le=1.0)),
+    "iou": (float, Field(DEFAULT_IOU, gt=0.0, le=1.0)),
+    "max_det": (int, Field(DEFAULT_MAX_DET, ge=1, le=1000)),
 }
 BLUR_FACES: tuple[Any, Any] = (bool, False)
 FACES_BLURRED: tuple[Any, Any] = (int, 0)
@@ -49,14 +56,15 @@ def serving_of(task: Task) -> Serving:
     return serving
 
 
-def request_fields(serving: Serving, batch: bool = False) -> dict[str, Any]:
+def request_fields(task: Task, batch: bool = False) -> dict[str, Any]:
     """The endpoint's request fields besides its image(s): name -> (type, default).
 
     Args:
-        serving: The task's serving declaration.
+        task: The served task: its `thresholds` and its serving declaration.
         batch: For `/<endpoint>_batch`, which does not blur faces.
     """
-    fields = {name: THRESHOLDS[name] for name in serving.thresholds}
+    serving = serving_of(task)
+    fields = {name: THRESHOLDS[name] for name in task.thresholds}
     if serving.blur_faces and not batch:
         fields["blur_faces"] = BLUR_FACES
     return {**fields, **serving.parameters}
@@ -92,7 +100,7 @@ def describe(task: Task) -> dict[str, Any]:
     return {
         "task": task.name,
         "endpoint": f"/{serving.endpoint}",
-        "parameters": list(request_fields(serving)),
+        "parameters": list(request_fields(task)),
         "view": UI + VIEW_ROUTE.format(task=task.name),
     }
 

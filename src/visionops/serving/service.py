@@ -175,7 +175,7 @@ def _task_endpoints(task: Task) -> dict[str, Any]:
     apis = {
         serving.endpoint: _api(
             serving.endpoint,
-            {"image": (DecodedImage, ...), **endpoints.request_fields(serving)},
+            {"image": (DecodedImage, ...), **endpoints.request_fields(task)},
             response,
             f"Answers one image with the {task.name} model: "
             f"{serving.response.__doc__ or ''}",
@@ -188,7 +188,7 @@ def _task_endpoints(task: Task) -> dict[str, Any]:
             name,
             {
                 "images": (list[DecodedImage], ...),
-                **endpoints.request_fields(serving, batch=True),
+                **endpoints.request_fields(task, batch=True),
             },
             list[response | ImageErrorResponse],  # type: ignore[valid-type]
             f"Several images (up to {MAX_FILES}), one answer each in order, as "
@@ -329,8 +329,7 @@ class VisionService:
             values: The request's fields (`endpoints.request_fields`).
         """
         self._serves(task)
-        serving = endpoints.serving_of(task)
-        thresholds = {k: values.pop(k) for k in serving.thresholds}
+        thresholds = {k: values.pop(k) for k in task.thresholds}
         blur = values.pop("blur_faces", None)  # offered by `serving.blur_faces`
         frame, result, faces, timing = self._predict(image, bool(blur), thresholds)
         extra = {} if blur is None else {"faces_blurred": faces}
@@ -356,8 +355,7 @@ class VisionService:
             values: The request's fields (`endpoints.request_fields`).
         """
         self._serves(task)
-        serving = endpoints.serving_of(task)
-        thresholds = {k: values.pop(k) for k in serving.thresholds}
+        thresholds = {k: values.pop(k) for k in task.thresholds}
         start = time.perf_counter()
         good = [image for image in images if isinstance(image, DecodedImage)]
         stages: dict[str, float] = {}

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import importlib
 from functools import cache
+from typing import Annotated, Any
+
+from pydantic import PlainSerializer, PlainValidator
 
 from visionops.engine.task import Task, TaskError
 
@@ -60,12 +63,27 @@ def available_tasks() -> list[str]:
     return [n for n in REGISTRY if _load(n) is not None]
 
 
+def as_task(value: Any) -> Task:
+    """A task object as it is, a task name (`None`: the default) resolved."""
+    return value if isinstance(value, Task) else get_task(value)
+
+
+# A pydantic field holding the task object, stored as its name: step artifacts
+# (candidates, results) carry the task itself and read back as the same object.
+TaskField = Annotated[
+    Task,
+    PlainValidator(as_task),
+    PlainSerializer(lambda task: task.name, return_type=str),
+]
+
 __all__ = [
     "DEFAULT_TASK",
     "REGISTRY",
     "TASK_NAMES",
     "Task",
     "TaskError",
+    "TaskField",
+    "as_task",
     "available_tasks",
     "get_task",
 ]

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from visionops.config import TrainingParameters, TrainSettings
-from visionops.tasks import DEFAULT_TASK, get_task
+from visionops.tasks import Task, TaskField, get_task
 
 
 @dataclass
@@ -24,7 +24,7 @@ class ModelFile:
 class CandidateSpec(BaseModel):
     """One grid point: a model and its training settings."""
 
-    task: str = DEFAULT_TASK
+    task: TaskField = Field(default_factory=get_task)
     index: int
     name: str
     model: str
@@ -34,7 +34,7 @@ class CandidateSpec(BaseModel):
 class CandidateResult(BaseModel):
     """What training one candidate produced, measured on the validation split."""
 
-    task: str = DEFAULT_TASK
+    task: TaskField = Field(default_factory=get_task)
     name: str
     model: str
     train: dict[str, Any]
@@ -50,23 +50,24 @@ class CandidateResult(BaseModel):
     mlflow_parent_run_id: str | None = None
 
 
-def expand_candidates(
-    params: TrainingParameters, task: str | None = None
-) -> list[CandidateSpec]:
+def expand_candidates(params: TrainingParameters, task: Task) -> list[CandidateSpec]:
     """Crosses `models` with every grid point; each becomes one training step.
 
     Model names become the task's (`yolo11n` -> `yolo11n-cls` for classify).
 
+    Args:
+        params: The training parameters.
+        task: The dataset's task.
+
     Raises:
         TaskError: A model name belongs to another task.
     """
-    kind = get_task(task or params.task)
     specs: list[CandidateSpec] = []
     points = params.grid_points()
     models = [None] if any("model" in p for p in points) else params.models
     for model in models:
         for point in points:
-            name_model = kind.model_name(str(point.get("model", model)))
+            name_model = task.model_name(str(point.get("model", model)))
             overrides = {k: v for k, v in point.items() if k != "model"}
             train = TrainSettings.model_validate(
                 {**params.train.model_dump(), **overrides}
@@ -75,7 +76,7 @@ def expand_candidates(
             index = len(specs)
             specs.append(
                 CandidateSpec(
-                    task=kind.name,
+                    task=task,
                     index=index,
                     name=f"c{index}-{Path(str(name_model)).stem}"
                     + (f"-{label}" if label else ""),

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from visionops.engine.ultralytics import DEFAULT_IMGSZ
 from visionops.tasks import DEFAULT_TASK, Task, get_task
 
 CHAMPION = "champion"
@@ -69,8 +70,8 @@ class Champion(BaseModel):
     dataset_hash: str | None = None
     zenml_model_version: str | None = None
     zenml_pipeline_run_id: str | None = None
-    imgsz: int = 640
-    serving_imgsz: int = 640
+    imgsz: int = DEFAULT_IMGSZ
+    serving_imgsz: int = DEFAULT_IMGSZ
     onnx_artifact: str | None = None
     precision: str = FP32
     artifact_uri: str = ""
@@ -144,7 +145,7 @@ class Champion(BaseModel):
         tags = dict(version.tags or {})
         run = mlflow.get_run(version.run_id)
         params = run.data.params
-        imgsz = int(params.get("imgsz", 640))
+        imgsz = int(params.get("imgsz", DEFAULT_IMGSZ))
         onnx = tags.get(ONNX_TAG) or _listed_onnx(version.run_id)
         names = tags.get(CLASS_NAMES_TAG)
         return cls(
@@ -219,7 +220,7 @@ def parse_test_metrics(tags: dict[str, str]) -> dict[str, float]:
 
 def version_tags(
     *,
-    task: str,
+    task: Task,
     class_names: list[str],
     test_metrics: dict[str, float],
     onnx_artifact: str,
@@ -228,7 +229,7 @@ def version_tags(
 ) -> dict[str, str]:
     """The tags `Champion.from_version` reads back, for a new registered version."""
     return {
-        TASK_TAG: task,
+        TASK_TAG: task.name,
         CLASS_NAMES_TAG: json.dumps(class_names),
         ONNX_TAG: onnx_artifact,
         **{f"{TEST_PREFIX}{k}": f"{v:.6f}" for k, v in test_metrics.items()},
@@ -270,19 +271,19 @@ def registered_task(model_name: str) -> tuple[str, str] | None:
     return (newest.tags or {}).get(TASK_TAG) or DEFAULT_TASK, str(newest.version)
 
 
-def check_model_task(model_name: str, task: str) -> None:
+def check_model_task(model_name: str, task: Task) -> None:
     """Refuses to put a model of `task` under a registered model of another task.
 
     Raises:
         TaskMismatchError: Naming both tasks and the model, and what to set.
     """
     found = registered_task(model_name)
-    if found is None or found[0] == task:
+    if found is None or found[0] == task.name:
         return
     held, version = found
     raise TaskMismatchError(
         f"registered model {model_name!r} holds {held} models (v{version} is a "
         f"{held} model), but this is a {task} model; one registered model holds one "
         f"task. Set model.name to another name, or leave it unset to use "
-        f"{get_task(task).default_model_name!r}."
+        f"{task.default_model_name!r}."
     )

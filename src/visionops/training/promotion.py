@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel
 
 from visionops.config import PromotionSettings
 from visionops.engine.report import EvalReport
-from visionops.tasks import get_task
+
+if TYPE_CHECKING:
+    from visionops.tasks import Task
 
 
 class Decision(BaseModel):
@@ -26,6 +30,7 @@ class Decision(BaseModel):
 
 
 def decide(
+    task: Task,
     challenger: EvalReport,
     champion: EvalReport | None,
     rule: PromotionSettings,
@@ -35,10 +40,17 @@ def decide(
     within the latency budget and above every floor; a first model must reach the
     absolute floor.
 
+    Args:
+        task: The challenger's task (its default metric when the rule names none).
+        challenger: The challenger's test evaluation.
+        champion: The champion's, on the same split (None: no champion).
+        rule: The promotion rule.
+        champion_version: The champion's registry version.
+
     Raises:
         ValueError: The rule names a metric the evaluation does not have.
     """
-    metric = rule.metric or get_task(challenger.task).default_metric
+    metric = rule.metric or task.default_metric
     for name in (metric, *rule.floors):
         if name not in challenger.metrics:
             raise ValueError(
@@ -48,7 +60,7 @@ def decide(
     score = challenger.metrics[metric]
     theirs = champion.metrics.get(metric) if champion else None
     latency = challenger.latency_ms
-    label = get_task(challenger.task).metric_label
+    label = task.metric_label
     shown = label(metric)  # the reason is read: display names, not keys
     below = [
         f"{label(name)} {challenger.metrics[name]:.4f} is below its floor {floor:.4f}"
@@ -120,16 +132,17 @@ def decide(
 
 
 def decision_markdown(
+    task: Task,
     decision: Decision,
     challenger: EvalReport,
     champion: EvalReport | None,
     model_name: str,
 ) -> str:
-    """The decision report: both models side by side, the rule, the verdict."""
+    """The decision report: both models side by side (the task's headline
+    metrics first), the rule, the verdict."""
     verdict = "PROMOTED" if decision.promote else "NOT PROMOTED"
-    rows = []
-    task = get_task(challenger.task)
     label = task.metric_label
+    rows = []
     keys = dict.fromkeys([*task.headline_metrics, decision.metric, *decision.floors])
     for key in (k for k in keys if k in challenger.metrics):
         value = champion.metrics.get(key) if champion else None

@@ -75,16 +75,9 @@ def quantize_and_gate(
     from visionops.engine.quantize import QuantizationError, quantize
 
     predictor = task.predictor(fp32_onnx)
-    serving_imgsz = predictor.imgsz[0]
-    fp32 = task.evaluate(
-        fp32_onnx,
-        dataset,
-        out_dir / "test_onnx_fp32",
-        imgsz=serving_imgsz,
-        batch=settings.batch,
-        device="cpu",
-        positive_class=settings.positive_class,
-    )
+    # Both exports are measured at the size they take, where they are served.
+    measured = settings.for_model(predictor.imgsz[0], "cpu")
+    fp32 = task.evaluate(fp32_onnx, dataset, out_dir / "test_onnx_fp32", measured)
     if metric not in fp32.metrics:
         raise ValueError(
             f"INT8 gate: {metric!r} is not a test metric of this {task.name} model; "
@@ -116,15 +109,7 @@ def quantize_and_gate(
         logger.warning("INT8 quantization failed, serving FP32: %s", err)
         report.reason = f"quantization failed: {err}"
         return report, None
-    int8 = task.evaluate(
-        int8_onnx,
-        dataset,
-        out_dir / "test_onnx_int8",
-        imgsz=serving_imgsz,
-        batch=settings.batch,
-        device="cpu",
-        positive_class=settings.positive_class,
-    )
+    int8 = task.evaluate(int8_onnx, dataset, out_dir / "test_onnx_int8", measured)
     report.int8_score = int8.metrics.get(metric)
     report.int8_metrics = int8.metrics
     report.int8_latency_ms = onnx_latency_ms(

@@ -21,7 +21,6 @@ from visionops.core.env import state_dir
 from visionops.data.version import CARD_FILE, DatasetVersion
 from visionops.engine.latency import onnx_latency_ms
 from visionops.engine.report import EvalReport
-from visionops.tasks import get_task
 from visionops.training.candidates import (
     CandidateResult,
     CandidateSpec,
@@ -85,7 +84,7 @@ def train_candidate(
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("train_candidate logs into the active MLflow run.")
-    task = get_task(spec.task)
+    task = spec.task
     choice = resolve_weights(spec.model, pretrained)
     if not choice.pretrained:
         logger.warning("%s: %s (recorded as pretrained=false).", spec.name, choice.note)
@@ -127,7 +126,7 @@ def train_candidate(
         task.ultralytics_data(dataset),
         state_dir() / "runs" / key,
         source=choice.source,
-        task=task.name,
+        task=task,
         resume=resume,
         on_epoch_end=log_epoch,
     )
@@ -135,7 +134,7 @@ def train_candidate(
     mlflow.log_artifact(str(outcome.best), "weights")
     log_dir_artifacts(run.info.run_id, outcome.save_dir, "training", PLOTS)
     result = CandidateResult(
-        task=task.name,
+        task=task,
         name=spec.name,
         model=spec.model,
         train=spec.train.model_dump(),
@@ -182,7 +181,7 @@ def select_candidate(results: list[CandidateResult], metric: str | None) -> Sele
     """
     if not results:
         raise ValueError("No candidate to select from.")
-    task = get_task(results[0].task)
+    task = results[0].task
     metric = metric or task.default_metric
     if metric not in task.val_metrics_names:
         raise ValueError(
@@ -249,20 +248,13 @@ def evaluate_challenger(
     from visionops.engine.onnx import export_onnx
     from visionops.training.quantization import quantize_and_gate
 
-    task = get_task(selected.task)
-    report = task.evaluate(
-        weights,
-        dataset,
-        out_dir / "test",
-        imgsz=selected.train["imgsz"],
-        batch=settings.batch,
-        device=selected.train["device"],
-        positive_class=settings.positive_class,
-    )
+    task = selected.task
+    measured = settings.for_model(selected.train["imgsz"], selected.train["device"])
+    report = task.evaluate(weights, dataset, out_dir / "test", measured)
     serving_imgsz = settings.serving_imgsz or selected.train["imgsz"]
     onnx = export_onnx(weights, serving_imgsz, out_dir=out_dir)
     report.latency_ms = onnx_latency_ms(
-        onnx, task.split_images(dataset, "test"), settings.latency_runs, task.name
+        task, onnx, task.split_images(dataset, "test"), settings.latency_runs
     )
     report.latency_imgsz = serving_imgsz
     exports, served = [onnx], onnx
@@ -334,19 +326,12 @@ def evaluate_champion(
         )
     task = champion.get_task()
     weights = champion.fetch_weights(out_dir / "weights")
-    report = task.evaluate(
-        weights,
-        dataset,
-        out_dir / "test",
-        imgsz=champion.imgsz,
-        batch=settings.batch,
-        device=_champion_device(champion),
-        positive_class=settings.positive_class,
-    )
+    measured = settings.for_model(champion.imgsz, _champion_device(champion))
+    report = task.evaluate(weights, dataset, out_dir / "test", measured)
     if champion.onnx_artifact:
         onnx = champion.fetch_onnx(out_dir / ONNX_DIR)
         report.latency_ms = onnx_latency_ms(
-            onnx, task.split_images(dataset, "test"), settings.latency_runs, task.name
+            task, onnx, task.split_images(dataset, "test"), settings.latency_runs
         )
         report.latency_imgsz = champion.serving_imgsz
     return ChampionScore(champion=champion, report=report)
@@ -402,10 +387,10 @@ def promote_challenger(
 
     from visionops.training.champion import check_model_task
 
-    task = get_task(challenger.task)
-    check_model_task(model_name, task.name)
-    decision = decide(challenger, champion.report, rule, champion.version)
-    report = decision_markdown(decision, challenger, champion.report, model_name)
+    task = selected.task
+    check_model_task(model_name, task)
+    decision = decide(task, challenger, champion.report, rule, champion.version)
+    report = decision_markdown(task, decision, challenger, champion.report, model_name)
     with mlflow.start_run(run_id=selected.mlflow_run_id):
         info = task.log_model(
             onnx,
@@ -429,7 +414,7 @@ def promote_challenger(
             "dataset_hash": challenger.dataset_hash,
             "promoted": str(decision.promote).lower(),
             **version_tags(
-                task=task.name,
+                task=task,
                 class_names=challenger.class_names,
                 test_metrics=challenger.metrics,
                 onnx_artifact=f"{ONNX_DIR}/{onnx.name}",

@@ -24,6 +24,9 @@ PACKAGES = (
 )
 # MLflow keeps at most this many characters of a dataset digest.
 MLFLOW_DIGEST_CHARS = 36
+# Seconds one tracker request may take where an answer is wanted at once
+# (`--status`, a backup's health check), instead of MLflow's minutes of retries.
+MLFLOW_TIMEOUT_S = 10
 
 
 class TrackingError(RuntimeError):

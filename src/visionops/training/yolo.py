@@ -11,13 +11,15 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from visionops.config import TrainSettings
 from visionops.core.console import print_epoch
 from visionops.core.env import project_root, state_dir
 from visionops.engine.ultralytics import configure_ultralytics, resolve_device
-from visionops.tasks import DEFAULT_TASK, get_task
+
+if TYPE_CHECKING:
+    from visionops.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +117,7 @@ def train(
     run_dir: Path,
     *,
     source: str,
-    task: str = DEFAULT_TASK,
+    task: Task,
     resume: bool = False,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainOutcome:
@@ -128,7 +130,7 @@ def train(
             data.yaml for detection, the dataset folder for classification).
         run_dir: The candidate's folder (`run_key`): checkpoints, plots, results.csv.
         source: What `resolve_weights` chose to load.
-        task: The task, whose names the validation metrics get.
+        task: The dataset's task, whose names the validation metrics get.
         resume: Continue an interrupted run from its last checkpoint if there is one.
         on_epoch_end: Called after each epoch's validation with (epoch, metrics).
 
@@ -183,7 +185,7 @@ def train(
         save_dir=save_dir,
         best=best,
         last=save_dir / "weights" / "last.pt",
-        val_metrics=get_task(task).val_metrics(
+        val_metrics=task.val_metrics(
             getattr(results, "results_dict", None) or trainer.metrics
         ),
         speed_ms={
@@ -201,18 +203,11 @@ def _ultralytics_train(
     """Starts or resumes Ultralytics' training with the project's fixed arguments."""
     if resumed:
         return yolo.train(resume=True)
+    # Every `TrainSettings` field is an Ultralytics training argument of that name.
     return yolo.train(
+        **{**settings.model_dump(), "device": resolve_device(settings.device)},
         data=str(data),
-        epochs=settings.epochs,
-        imgsz=settings.imgsz,
-        batch=settings.batch,
-        patience=settings.patience,
-        optimizer=settings.optimizer,
-        lr0=settings.lr0,
-        seed=settings.seed,
         deterministic=True,
-        device=resolve_device(settings.device),
-        workers=settings.workers,
         project=str(run_dir.parent),
         name=run_dir.name,
         exist_ok=True,

@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from visionops.app.backup.archive import BackupError
+from visionops.training.tracking import MLFLOW_TIMEOUT_S
 
 PAGE = 1000
 # MLflow's log_batch limits per request.
 MAX_PARAMS, MAX_TAGS, MAX_METRICS = 100, 100, 1000
-HEALTH_TIMEOUT_S = 10
 
 
 def stack_artifact_location() -> str | None:
@@ -70,7 +70,7 @@ def check_tracker(tracking_uri: str) -> None:
     if tracking_uri.startswith(("http://", "https://")):
         try:
             urllib.request.urlopen(
-                tracking_uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT_S
+                tracking_uri.rstrip("/") + "/health", timeout=MLFLOW_TIMEOUT_S
             ).close()
         except urllib.error.HTTPError:
             pass  # it answers; authentication and the rest are checked below

@@ -19,7 +19,6 @@ class ClassifyBatchOutput(BatchOutput):
     class) and `p_<class>` per class; the JSON keeps every probability too."""
 
     counts_title = "Images per top class"
-    thresholds = ()
 
     @property
     def columns(self) -> tuple[str, ...]:  # type: ignore[override]

@@ -9,10 +9,7 @@ from typing import TYPE_CHECKING, Any
 from visionops.engine.task import Serving, Task, TaskError
 
 if TYPE_CHECKING:
-    import numpy as np
-
-    from visionops.data.version import DatasetVersion
-    from visionops.engine.report import EvalReport
+    from visionops.engine.task import EvalJob, Scores
 
 PER_CLASS = ("precision", "recall", "f1", "support")
 TWO_CLASS = ("roc_auc", "pr_auc", "sensitivity", "specificity")
@@ -42,6 +39,10 @@ class ClassifyTask(Task):
         "specificity": "specificity",
     }
     pipelines = frozenset({"training", "deployment", "batch"})
+    thresholds = ()  # the top class whatever its probability
+    # Every class's probability per image; the most probable class written on.
+    batch_outputs = "visionops.tasks.classify.batch:ClassifyBatchOutput"
+    renderer = "visionops.tasks.classify.render:draw_classification"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/accuracy_top1`-style keys to `top1` and `top5`."""
@@ -69,32 +70,12 @@ class ClassifyTask(Task):
             names += list(TWO_CLASS)
         return names
 
-    def evaluate(
-        self,
-        weights: Path,
-        dataset: DatasetVersion,
-        out_dir: Path,
-        *,
-        imgsz: int,
-        batch: int = 8,
-        device: str = "auto",
-        split: str = "test",
-        positive_class: str | None = None,
-    ) -> EvalReport:
+    def measure(self, job: EvalJob) -> Scores:
         """Predicts every image of the split with the `.pt` and scores the
         probabilities; confusion matrices (counts, normalised) land in `out_dir`."""
-        from visionops.tasks.classify.evaluate import evaluate_weights
+        from visionops.tasks.classify.evaluate import measure
 
-        return evaluate_weights(
-            weights,
-            dataset,
-            out_dir,
-            imgsz=imgsz,
-            batch=batch,
-            device=device,
-            split=split,
-            positive_class=positive_class,
-        )
+        return measure(job)
 
     def predictor(
         self, onnx_path: Path, *, threads: int = 1, providers: list[str] | None = None
@@ -104,38 +85,11 @@ class ClassifyTask(Task):
 
         return OnnxClassifier(onnx_path, threads=threads, providers=providers)
 
-    def predict(
-        self,
-        predictor: Any,
-        frames: Sequence[np.ndarray],
-        *,
-        timing: dict[str, float] | None = None,
-        **thresholds: Any,
-    ) -> list[Any]:
-        """Class probabilities per frame; a classifier has no thresholds."""
-        return predictor.predict_batch(frames, timing=timing)
-
     def pyfunc_model(self) -> Any:
         """`ClassifierOnnxModel`: every class's probability per image."""
         from visionops.tasks.classify.pyfunc import ClassifierOnnxModel
 
         return ClassifierOnnxModel
-
-    def batch_output(
-        self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
-    ) -> Any:
-        """Every class's probability per image (`tasks.classify.batch`)."""
-        from visionops.tasks.classify.batch import ClassifyBatchOutput
-
-        return ClassifyBatchOutput(out_dir, names, folder, files)
-
-    def render(
-        self, frame: np.ndarray, prediction: Any, names: Mapping[int, str]
-    ) -> np.ndarray:
-        """The most probable class and its probability written on a copy."""
-        from visionops.tasks.classify.render import draw_classification
-
-        return draw_classification(frame, prediction, names)
 
     def serving(self) -> Serving:
         """`/classify`, with `top_k` (`tasks.classify.serving`)."""

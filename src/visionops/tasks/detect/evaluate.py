@@ -2,60 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from visionops.core.files import sha256_file
-from visionops.engine.report import EvalReport
-from visionops.engine.ultralytics import configure_ultralytics, resolve_device
+from visionops.engine.task import Scores
+from visionops.engine.ultralytics import validate
+from visionops.tasks.detect.task import box_metrics
+
+if TYPE_CHECKING:
+    from visionops.engine.task import EvalJob
 
 
-def evaluate_weights(
-    weights: Path,
-    data_yaml: Path,
-    dataset_hash: str,
-    out_dir: Path,
-    *,
-    imgsz: int,
-    batch: int = 8,
-    device: str = "auto",
-    split: str = "test",
-) -> EvalReport:
-    """Runs Ultralytics validation of `weights` on one split and collects the results.
-
-    Plots (PR curves, normalised confusion matrix, sample predictions) land in
-    `out_dir`.
-
-    Raises:
-        ValueError: The dataset has no such split.
-    """
-    import yaml
-    from ultralytics import YOLO
-
-    data = yaml.safe_load(data_yaml.read_text())
-    if not data.get(split):
-        raise ValueError(
-            f"The dataset has no {split} split ({data_yaml}); re-run ingestion with "
-            f"split.{split} > 0 so models are measured on images they never saw."
-        )
-    images = len(list((data_yaml.parent / data[split]).glob("*")))
-    configure_ultralytics()
-    metrics = YOLO(str(weights), task="detect").val(
-        data=str(data_yaml),
-        split=split,
-        imgsz=imgsz,
-        batch=batch,
-        device=resolve_device(device),
-        plots=True,
-        project=str(out_dir.parent),
-        name=out_dir.name,
-        exist_ok=True,
-        verbose=False,
-    )
+def measure(job: EvalJob) -> Scores:
+    """Ultralytics validation on the job's split: box metrics, per-class AP and
+    the confusion matrix normalised per true class."""
+    metrics = validate(job)
     names = [str(n) for n in metrics.names.values()]
     box = metrics.box
-    precision, recall = float(box.mp), float(box.mr)
     per_class = []
     for i, cls in enumerate(box.ap_class_index):
         p, r, ap50, ap = box.class_result(i)
@@ -70,23 +34,9 @@ def evaluate_weights(
         )
     matrix = np.asarray(metrics.confusion_matrix.matrix, dtype=float)
     normalised = matrix / (matrix.sum(0, keepdims=True) + 1e-9)  # per true class
-    return EvalReport(
-        task="detect",
-        split=split,
-        dataset_hash=dataset_hash,
-        weights_sha256=sha256_file(weights),
-        imgsz=imgsz,
-        images=images,
-        metrics={
-            "map50_95": float(box.map),
-            "map50": float(box.map50),
-            "precision": precision,
-            "recall": recall,
-            "f1": 2 * precision * recall / (precision + recall)
-            if precision + recall
-            else 0.0,
-        },
-        per_class=per_class,
+    return Scores(
+        metrics=box_metrics(box.map, box.map50, box.mp, box.mr),
         class_names=names,
+        per_class=per_class,
         confusion_matrix=normalised.round(4).tolist(),
     )

@@ -9,11 +9,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from visionops.engine.onnx import MAX_NMS, OnnxPredictor, _name, nms, scale_boxes
+from visionops.engine.task import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET
 
 # Ultralytics' predict defaults, what the service, batch and pyfunc start from.
-CONF = 0.25
-IOU = 0.7
-MAX_DET = 300
 
 
 @dataclass(eq=False)
@@ -103,9 +101,9 @@ class OnnxDetector(OnnxPredictor):
     def predict(  # type: ignore[override]
         self,
         image_bgr: np.ndarray,
-        conf: float = CONF,
-        iou: float = IOU,
-        max_det: int = MAX_DET,
+        conf: float = DEFAULT_CONF,
+        iou: float = DEFAULT_IOU,
+        max_det: int = DEFAULT_MAX_DET,
         *,
         timing: dict[str, float] | None = None,
     ) -> Detections:
@@ -133,9 +131,9 @@ class OnnxDetector(OnnxPredictor):
     def predict_batch(  # type: ignore[override]
         self,
         images: Sequence[np.ndarray],
-        conf: float = CONF,
-        iou: float = IOU,
-        max_det: int = MAX_DET,
+        conf: float = DEFAULT_CONF,
+        iou: float = DEFAULT_IOU,
+        max_det: int = DEFAULT_MAX_DET,
         *,
         timing: dict[str, float] | None = None,
     ) -> list[Detections]:

@@ -7,7 +7,8 @@ from typing import Any
 from mlflow.types import DataType
 
 from visionops.engine.pyfunc import OnnxPyfunc
-from visionops.tasks.detect.onnx import CONF, IOU, MAX_DET, OnnxDetector
+from visionops.engine.task import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET
+from visionops.tasks.detect.onnx import OnnxDetector
 
 # A detection record's columns (`Detections.to_records`, its box spread out).
 BOX_COLUMNS: dict[str, DataType] = {
@@ -31,7 +32,7 @@ class YoloOnnxModel(OnnxPyfunc):
 
     predictor_class = OnnxDetector
     columns = BOX_COLUMNS
-    params = {"conf": CONF, "iou": IOU, "max_det": MAX_DET}
+    params = {"conf": DEFAULT_CONF, "iou": DEFAULT_IOU, "max_det": DEFAULT_MAX_DET}
 
     @classmethod
     def metadata(cls, predictor: Any) -> dict[str, Any]:

@@ -40,7 +40,6 @@ SERVING = Serving(
     endpoint="detect",
     response=DetectAnswer,
     view=Path(__file__).with_name("view.js"),
-    thresholds=("conf", "iou", "max_det"),
     blur_faces=True,
     batch=True,
 )

@@ -9,16 +9,25 @@ from typing import TYPE_CHECKING, Any
 from visionops.engine.task import Serving, Task
 
 if TYPE_CHECKING:
-    import numpy as np
-
-    from visionops.data.version import DatasetVersion
-    from visionops.engine.report import EvalReport
+    from visionops.engine.task import EvalJob, Scores
 
 METRICS = ("map50_95", "map50", "precision", "recall", "f1")
 
 
-def _f1(precision: float, recall: float) -> float:
-    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+def box_metrics(
+    map50_95: float, map50: float, precision: float, recall: float
+) -> dict[str, float]:
+    """The five box metrics (`METRICS`), F1 from precision and recall."""
+    precision, recall = float(precision), float(recall)
+    return {
+        "map50_95": float(map50_95),
+        "map50": float(map50),
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall)
+        if precision + recall
+        else 0.0,
+    }
 
 
 class DetectTask(Task):
@@ -34,18 +43,18 @@ class DetectTask(Task):
     default_metric = "map50_95"
     headline_metrics = METRICS
     pipelines = frozenset({"training", "deployment", "batch"})
+    # Label files and one CSV row per box; boxes and `name conf` labels drawn.
+    batch_outputs = "visionops.tasks.detect.batch:DetectBatchOutput"
+    renderer = "visionops.tasks.detect.render:draw_detections"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(B)`-style keys to the project's names."""
-        precision = float(results.get("metrics/precision(B)", 0.0))
-        recall = float(results.get("metrics/recall(B)", 0.0))
-        return {
-            "map50_95": float(results.get("metrics/mAP50-95(B)", 0.0)),
-            "map50": float(results.get("metrics/mAP50(B)", 0.0)),
-            "precision": precision,
-            "recall": recall,
-            "f1": _f1(precision, recall),
-        }
+        return box_metrics(
+            *(
+                results.get(f"metrics/{key}(B)", 0.0)
+                for key in ("mAP50-95", "mAP50", "precision", "recall")
+            )
+        )
 
     def test_metric_names(
         self, class_names: Sequence[str], positive_class: str | None = None
@@ -53,31 +62,11 @@ class DetectTask(Task):
         """The five box metrics, whatever the classes."""
         return list(METRICS)
 
-    def evaluate(
-        self,
-        weights: Path,
-        dataset: DatasetVersion,
-        out_dir: Path,
-        *,
-        imgsz: int,
-        batch: int = 8,
-        device: str = "auto",
-        split: str = "test",
-        positive_class: str | None = None,
-    ) -> EvalReport:
-        """Ultralytics validation on one split: box metrics, per-class AP, matrix."""
-        from visionops.tasks.detect.evaluate import evaluate_weights
+    def measure(self, job: EvalJob) -> Scores:
+        """Ultralytics validation: box metrics, per-class AP, confusion matrix."""
+        from visionops.tasks.detect.evaluate import measure
 
-        return evaluate_weights(
-            weights,
-            dataset.data_yaml,
-            dataset.hash,
-            out_dir,
-            imgsz=imgsz,
-            batch=batch,
-            device=device,
-            split=split,
-        )
+        return measure(job)
 
     def predictor(
         self, onnx_path: Path, *, threads: int = 1, providers: list[str] | None = None
@@ -92,22 +81,6 @@ class DetectTask(Task):
         from visionops.tasks.detect.pyfunc import YoloOnnxModel
 
         return YoloOnnxModel
-
-    def batch_output(
-        self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
-    ) -> Any:
-        """Label files, one CSV row per box (`tasks.detect.batch`)."""
-        from visionops.tasks.detect.batch import DetectBatchOutput
-
-        return DetectBatchOutput(out_dir, names, folder, files)
-
-    def render(
-        self, frame: np.ndarray, prediction: Any, names: Mapping[int, str]
-    ) -> np.ndarray:
-        """Boxes and `name conf` labels drawn on a copy of the frame."""
-        from visionops.tasks.detect.render import draw_detections
-
-        return draw_detections(frame, prediction, dict(names))
 
     def serving(self) -> Serving:
         """`/detect` and `/detect_batch` (`tasks.detect.serving`)."""

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from visionops.core.files import sha256_file
 from visionops.data.masks import BACKGROUND
 from visionops.engine.report import EvalReport
-from visionops.engine.ultralytics import configure_ultralytics, resolve_device
+from visionops.engine.task import Scores
+from visionops.engine.ultralytics import predict, validate
 from visionops.tasks.classify.metrics import metric_key
 from visionops.tasks.segment.metrics import (
     SemanticAccumulator,
@@ -24,7 +24,7 @@ from visionops.tasks.segment.metrics import (
 )
 
 if TYPE_CHECKING:
-    from visionops.data.version import DatasetVersion
+    from visionops.engine.task import EvalJob
 
 # The pictures of the semantic evaluation, beside Ultralytics' own plots.
 IOU_PLOT = "class_iou.png"
@@ -32,57 +32,33 @@ PIXEL_CONFUSION_PLOT = "pixel_confusion_matrix.png"
 NOT_AVAILABLE = "n/a"
 
 
-def evaluate_weights(
-    weights: Path,
-    dataset: DatasetVersion,
-    out_dir: Path,
-    *,
-    imgsz: int,
-    batch: int = 8,
-    device: str = "auto",
-    split: str = "test",
-) -> EvalReport:
-    """Scores `weights` on one split of a segmentation dataset.
+def measure(job: EvalJob) -> Scores:
+    """Scores the job's weights on one split of a segmentation dataset.
 
     Instance metrics come from Ultralytics' validation (box and mask mAP50 and
-    mAP50-95; its plots land in `out_dir`). Semantic metrics come from
-    Ultralytics' `predict` on every image of the split: the predicted instances
-    become one class map per image (`rasterise_instances`: the most confident
-    instance wins a pixel, unclaimed pixels are background), compared with the
-    ground truth of the layout (`layout.class_map`: the source's mask, else the
-    polygons): `iou_<class>`, `miou` over the classes present in the ground
-    truth and `pixel_accuracy`, plus a per-class IoU bar chart and the pixel
-    confusion matrix as PNGs in `out_dir`.
+    mAP50-95; its plots land in `job.out_dir`). Semantic metrics come from
+    Ultralytics' `predict` on every image of the split at the original
+    resolution (`retina_masks=True`, as `OnnxSegmenter` gives them) with its
+    default confidence threshold, as served: the predicted instances become one
+    class map per image (`rasterise_instances`: the most confident instance wins
+    a pixel, unclaimed pixels are background), compared with the ground truth of
+    the layout (`layout.class_map`: the source's mask, else the polygons):
+    `iou_<class>`, `miou` over the classes present in the ground truth and
+    `pixel_accuracy`, plus a per-class IoU bar chart and the pixel confusion
+    matrix as PNGs in `job.out_dir`.
 
     An undefined value (a class neither in the ground truth nor predicted, so
     IoU is 0/0) is left out of the metrics, which must be numbers to be
     tracked, compared and stored; its per-class row says `n/a`.
 
     Raises:
-        ValueError: The split is empty, or a predicted mask and its ground
-            truth differ in size.
+        ValueError: A predicted mask and its ground truth differ in size.
     """
-    images = dataset.split_images(split)
-    if not images:
-        raise ValueError(
-            f"The dataset has no {split} split ({dataset.root}); re-run ingestion "
-            f"with split.{split} > 0 so models are measured on images they never saw."
-        )
-    names, instance, per_class_ap = validate(
-        weights,
-        dataset.ultralytics_data,
-        out_dir,
-        imgsz=imgsz,
-        batch=batch,
-        device=device,
-        split=split,
-    )
+    names, instance, per_class_ap = instance_metrics(validate(job))
+    dataset, out_dir = job.dataset, job.out_dir
     accumulator = SemanticAccumulator(names)
-    for image, predicted in zip(
-        images,
-        predicted_class_maps(weights, images, imgsz=imgsz, batch=batch, device=device),
-        strict=True,
-    ):
+    for image, result in zip(job.images, predict(job, retina_masks=True), strict=True):
+        predicted = result_class_map(result)
         truth = dataset.layout.class_map(dataset.root, image)
         if predicted.shape != truth.shape:
             raise ValueError(
@@ -94,52 +70,24 @@ def evaluate_weights(
     plot_class_iou(semantic, names, out_dir / IOU_PLOT)
     plot_confusion(accumulator.confusion, names, out_dir / PIXEL_CONFUSION_PLOT)
     metrics = {**instance, **semantic}
-    return EvalReport(
-        task="segment",
-        split=split,
-        dataset_hash=dataset.hash,
-        weights_sha256=sha256_file(weights),
-        imgsz=imgsz,
-        images=len(images),
+    return Scores(
         metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
-        per_class=per_class_rows(names, semantic, per_class_ap),
         class_names=names,
+        per_class=per_class_rows(names, semantic, per_class_ap),
         confusion_matrix=_normalised(accumulator.confusion).round(4).tolist(),
     )
 
 
-def validate(
-    weights: Path,
-    data_yaml: Path,
-    out_dir: Path,
-    *,
-    imgsz: int,
-    batch: int,
-    device: str,
-    split: str,
+def instance_metrics(
+    results: Any,
 ) -> tuple[list[str], dict[str, float], dict[str, dict[str, float]]]:
-    """Ultralytics' validation of a segmentation model on one split.
+    """Ultralytics' validation results of a segmentation model, by the project's names.
 
     Returns:
         The class names, `{mask,box}_map50{,_95}`, and per class (by name, for
         the classes with ground truth) `mask_ap50`, `mask_ap50_95` and
         `box_ap50_95`.
     """
-    from ultralytics import YOLO
-
-    configure_ultralytics()
-    results = YOLO(str(weights)).val(
-        data=str(data_yaml),
-        split=split,
-        imgsz=imgsz,
-        batch=batch,
-        device=resolve_device(device),
-        plots=True,
-        project=str(out_dir.parent),
-        name=out_dir.name,
-        exist_ok=True,
-        verbose=False,
-    )
     names = [str(results.names[i]) for i in sorted(results.names)]
     box, seg = results.box, results.seg
     metrics = {
@@ -157,38 +105,6 @@ def validate(
             "box_ap50_95": float(box.class_result(i)[3]),
         }
     return names, metrics, per_class
-
-
-def predicted_class_maps(
-    weights: Path,
-    images: list[Path],
-    *,
-    imgsz: int,
-    batch: int = 8,
-    device: str = "auto",
-):
-    """Yields the predicted class map of each image, in order, at its own size.
-
-    Masks come from Ultralytics' `predict` at the original resolution
-    (`retina_masks=True`, as `OnnxSegmenter` gives them) with its default
-    confidence threshold, as served.
-    """
-    from ultralytics import YOLO
-
-    configure_ultralytics()
-    model = YOLO(str(weights))
-    for start in range(0, len(images), batch):
-        chunk = [str(p) for p in images[start : start + batch]]
-        yield from (
-            result_class_map(result)
-            for result in model.predict(
-                chunk,
-                imgsz=imgsz,
-                device=resolve_device(device),
-                retina_masks=True,
-                verbose=False,
-            )
-        )
 
 
 def result_class_map(result: Any) -> np.ndarray:

@@ -34,7 +34,6 @@ SERVING = Serving(
     endpoint="segment",
     response=SegmentAnswer,
     view=Path(__file__).with_name("view.js"),
-    thresholds=("conf", "iou", "max_det"),
 )
 
 

@@ -11,8 +11,8 @@ from visionops.engine.task import Serving, Task
 if TYPE_CHECKING:
     import numpy as np
 
-    from visionops.data.version import DatasetVersion
     from visionops.engine.report import EvalReport
+    from visionops.engine.task import EvalJob, Scores
 
 # Ultralytics' validation keys, `(M)` for masks and `(B)` for boxes.
 VAL_KEYS = {
@@ -49,6 +49,8 @@ class SegmentTask(Task):
         "iou": "IoU",
     }
     pipelines = frozenset({"training", "deployment", "batch"})
+    # A mask PNG per image and one CSV row per instance.
+    batch_outputs = "visionops.tasks.segment.batch:SegmentBatchOutput"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(M)`-style keys to `mask_map50_95` and friends."""
@@ -66,32 +68,13 @@ class SegmentTask(Task):
             *(metric_key("iou", c) for c in class_names),
         ]
 
-    def evaluate(
-        self,
-        weights: Path,
-        dataset: DatasetVersion,
-        out_dir: Path,
-        *,
-        imgsz: int,
-        batch: int = 8,
-        device: str = "auto",
-        split: str = "test",
-        positive_class: str | None = None,
-    ) -> EvalReport:
+    def measure(self, job: EvalJob) -> Scores:
         """Ultralytics validation (box and mask mAP) and, from the `.pt`'s
         predicted masks, IoU per class against the layout's ground truth; the
         IoU chart and pixel confusion matrix land in `out_dir`."""
-        from visionops.tasks.segment.evaluate import evaluate_weights
+        from visionops.tasks.segment.evaluate import measure
 
-        return evaluate_weights(
-            weights,
-            dataset,
-            out_dir,
-            imgsz=imgsz,
-            batch=batch,
-            device=device,
-            split=split,
-        )
+        return measure(job)
 
     def evaluation_html(self, report: EvalReport, plot_dir: Path) -> str:
         """The shared page plus the IoU chart and the pixel confusion matrix."""
@@ -112,14 +95,6 @@ class SegmentTask(Task):
         from visionops.tasks.segment.pyfunc import SegmenterOnnxModel
 
         return SegmenterOnnxModel
-
-    def batch_output(
-        self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
-    ) -> Any:
-        """A mask PNG per image, one CSV row per instance (`tasks.segment.batch`)."""
-        from visionops.tasks.segment.batch import SegmentBatchOutput
-
-        return SegmentBatchOutput(out_dir, names, folder, files)
 
     def render(
         self, frame: np.ndarray, prediction: Any, names: Mapping[int, str]

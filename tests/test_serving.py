@@ -467,13 +467,13 @@ COUNT_TASK = textwrap.dedent(
 
     class CountTask(DetectTask):
         name = "count"
+        thresholds = ("conf",)
 
         def serving(self):
             return Serving(
                 endpoint="count",
                 response=CountAnswer,
                 view=Path(__file__).with_name("view.js"),
-                thresholds=("conf",),
                 parameters={"at_least": (int, Field(0, ge=0))},
             )
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from visionops.engine.task import Scores
 from visionops.engine.ultralytics import validate
-from visionops.tasks.detect.task import box_metrics
+from visionops.tasks.detect.metrics import box_metrics
 
 if TYPE_CHECKING:
     from visionops.engine.task import EvalJob

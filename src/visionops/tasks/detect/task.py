@@ -7,27 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visionops.engine.task import Serving, Task
+from visionops.tasks.detect.metrics import METRICS, box_metrics
 
 if TYPE_CHECKING:
     from visionops.engine.task import EvalJob, Scores
-
-METRICS = ("map50_95", "map50", "precision", "recall", "f1")
-
-
-def box_metrics(
-    map50_95: float, map50: float, precision: float, recall: float
-) -> dict[str, float]:
-    """The five box metrics (`METRICS`), F1 from precision and recall."""
-    precision, recall = float(precision), float(recall)
-    return {
-        "map50_95": float(map50_95),
-        "map50": float(map50),
-        "precision": precision,
-        "recall": recall,
-        "f1": 2 * precision * recall / (precision + recall)
-        if precision + recall
-        else 0.0,
-    }
 
 
 class DetectTask(Task):

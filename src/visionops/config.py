@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -24,6 +25,7 @@ from visionops.data.anonymize import AnonymizeSettings
 from visionops.data.sources.archive import ArchiveLimits
 from visionops.data.validate import ValidationSettings
 from visionops.engine.task import MODEL_FILE_SUFFIXES, MODEL_NAME
+from visionops.tasks import TASK_NAMES
 
 Workers = int | Literal["auto"]
 
@@ -103,6 +105,18 @@ class SplitSettings(StrictModel):
         return self
 
 
+def _known_task(name: str) -> str:
+    if name not in TASK_NAMES:
+        raise ValueError(
+            f"unknown task {name!r}; choose one of {', '.join(TASK_NAMES)}"
+        )
+    return name
+
+
+# A task of the registry (`visionops.tasks.REGISTRY`): a new task adds no name here.
+TaskName = Annotated[str, AfterValidator(_known_task)]
+
+
 class IngestionParameters(StrictModel):
     """Everything the ingestion pipeline takes.
 
@@ -114,7 +128,7 @@ class IngestionParameters(StrictModel):
     """
 
     source: str = "data/sample/boards"
-    task: Literal["detect", "classify", "segment"] | None = None
+    task: TaskName | None = None
     workers: Workers = "auto"
     archive: ArchiveLimits = Field(default_factory=ArchiveLimits)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
@@ -127,7 +141,6 @@ DEVICE = re.compile(r"^(auto|cpu|mps|cuda|cuda:\d+|\d+(,\d+)*)$")
 # the task and the classes, checked against the dataset before training.
 METRIC_NAME = r"^[A-Za-z0-9_.-]+$"
 Metric = Annotated[str, Field(pattern=METRIC_NAME)]
-TaskName = Literal["detect", "classify", "segment"]
 
 
 class TrainSettings(StrictModel):

@@ -19,6 +19,7 @@ from visionops.core.env import state_dir
 from visionops.core.files import copy_tree, link_or_copy
 from visionops.data.report import dataset_html
 from visionops.data.version import CARD_FILE, DatasetVersion, StagedDataset
+from visionops.tasks import get_task
 from visionops.training.candidates import ModelFile
 
 DATA_DIR = "data"
@@ -124,7 +125,7 @@ class DatasetVersionMaterializer(_DirectoryMaterializer):
         """Writes the class histogram, sample grid and quarantine table as HTML."""
         path = os.path.join(self.uri, DATASET_HTML)
         with fileio.open(path, "w") as handle:
-            handle.write(dataset_html(data))
+            handle.write(dataset_html(data, get_task(data.task)))
         return {path: VisualizationType.HTML}
 
     def extract_metadata(self, data: DatasetVersion) -> dict[str, MetadataType]:

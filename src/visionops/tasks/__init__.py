@@ -60,6 +60,19 @@ def available_tasks() -> list[str]:
     return [n for n in REGISTRY if _load(n) is not None]
 
 
+def ingestion_tasks(name: str | None = None) -> list[Task]:
+    """The tasks a source may be staged for (`data.sources.stage_source`).
+
+    The task called `name`, or every available task in registry order: the
+    first whose `label_kinds` hold what the source found takes the dataset
+    (boxes or polygons: detect; class folders: classify; mask images: segment).
+
+    Raises:
+        TaskError: An unknown task, or one not available in this version.
+    """
+    return [get_task(name)] if name else [get_task(n) for n in available_tasks()]
+
+
 __all__ = [
     "DEFAULT_TASK",
     "REGISTRY",
@@ -68,4 +81,5 @@ __all__ = [
     "TaskError",
     "available_tasks",
     "get_task",
+    "ingestion_tasks",
 ]

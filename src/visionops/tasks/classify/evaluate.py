@@ -10,6 +10,7 @@ import numpy as np
 from visionops.core.files import sha256_file
 from visionops.engine.report import EvalReport
 from visionops.engine.ultralytics import configure_ultralytics, resolve_device
+from visionops.tasks.classify import layout
 
 if TYPE_CHECKING:
     from visionops.data.version import DatasetVersion
@@ -69,7 +70,7 @@ def evaluate_weights(
         save_confusion_matrices,
     )
 
-    images = dataset.split_images(split)
+    images = layout.split_images(dataset.root, split)
     if not images:
         raise ValueError(
             f"The dataset has no {split} split ({dataset.root}); re-run ingestion "
@@ -79,7 +80,7 @@ def evaluate_weights(
         weights, images, imgsz=imgsz, batch=batch, device=device
     )
     index = {name: i for i, name in enumerate(names)}
-    truth = [str(dataset.layout.image_class(dataset.root, p)) for p in images]
+    truth = [str(layout.image_class(dataset.root, p)) for p in images]
     unknown = sorted(set(truth) - set(index))
     if unknown:
         raise ValueError(

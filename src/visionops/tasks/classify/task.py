@@ -6,11 +6,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visionops.data.manifest import IMAGE_CLASS
 from visionops.engine.task import Task, TaskError
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from visionops.data.manifest import Item
+    from visionops.data.validate import CheckedLabels, LabelCheck
     from visionops.data.version import DatasetVersion
     from visionops.engine.report import EvalReport
 
@@ -30,6 +33,7 @@ class ClassifyTask(Task):
     default_metric = "top1"
     headline_metrics = ("top1", "top5", "macro_f1", *TWO_CLASS)
     pipelines = frozenset({"training", "deployment", "batch"})
+    label_kinds = (IMAGE_CLASS,)
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/accuracy_top1`-style keys to `top1` and `top5`."""
@@ -118,3 +122,14 @@ class ClassifyTask(Task):
         from visionops.tasks.classify.render import draw_classification
 
         return draw_classification(frame, prediction, names)
+
+    @property
+    def counts_key(self) -> str:
+        """Classification cards count images per class."""
+        return "images_per_class"
+
+    def check_labels(self, item: Item, check: LabelCheck) -> CheckedLabels:
+        """One known image-level class per item (`tasks.classify.labels`)."""
+        from visionops.tasks.classify.labels import check_labels
+
+        return check_labels(item, check)

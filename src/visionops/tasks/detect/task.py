@@ -6,11 +6,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visionops.data.manifest import BOXES
 from visionops.engine.task import Task
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from visionops.data.manifest import Item
+    from visionops.data.validate import CheckedLabels, LabelCheck
     from visionops.data.version import DatasetVersion
     from visionops.engine.report import EvalReport
 
@@ -34,6 +37,7 @@ class DetectTask(Task):
     default_metric = "map50_95"
     headline_metrics = METRICS
     pipelines = frozenset({"training", "deployment", "batch"})
+    label_kinds = (BOXES,)
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(B)`-style keys to the project's names."""
@@ -108,3 +112,9 @@ class DetectTask(Task):
         from visionops.tasks.detect.render import draw_detections
 
         return draw_detections(frame, prediction, dict(names))
+
+    def check_labels(self, item: Item, check: LabelCheck) -> CheckedLabels:
+        """Box lines, clipped and deduplicated (`tasks.detect.labels`)."""
+        from visionops.tasks.detect.labels import check_labels
+
+        return check_labels(item, check)

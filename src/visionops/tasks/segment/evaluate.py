@@ -15,6 +15,7 @@ from visionops.data.masks import BACKGROUND
 from visionops.engine.report import EvalReport
 from visionops.engine.ultralytics import configure_ultralytics, resolve_device
 from visionops.tasks.classify.metrics import metric_key
+from visionops.tasks.segment import layout
 from visionops.tasks.segment.metrics import (
     SemanticAccumulator,
     plot_class_iou,
@@ -62,7 +63,7 @@ def evaluate_weights(
         ValueError: The split is empty, or a predicted mask and its ground
             truth differ in size.
     """
-    images = dataset.split_images(split)
+    images = layout.split_images(dataset.root, split)
     if not images:
         raise ValueError(
             f"The dataset has no {split} split ({dataset.root}); re-run ingestion "
@@ -70,7 +71,7 @@ def evaluate_weights(
         )
     names, instance, per_class_ap = validate(
         weights,
-        dataset.ultralytics_data,
+        layout.ultralytics_data(dataset.root),
         out_dir,
         imgsz=imgsz,
         batch=batch,
@@ -83,7 +84,7 @@ def evaluate_weights(
         predicted_class_maps(weights, images, imgsz=imgsz, batch=batch, device=device),
         strict=True,
     ):
-        truth = dataset.layout.class_map(dataset.root, image)
+        truth = layout.class_map(dataset.root, image)
         if predicted.shape != truth.shape:
             raise ValueError(
                 f"{image.name}: the prediction is {predicted.shape[::-1]} pixels, "

@@ -6,11 +6,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visionops.data.manifest import BOXES, MASKS, POLYGONS
 from visionops.engine.task import Task
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from visionops.data.manifest import Item
+    from visionops.data.validate import CheckedLabels, LabelCheck
     from visionops.data.version import DatasetVersion
     from visionops.engine.report import EvalReport
 
@@ -42,6 +45,9 @@ class SegmentTask(Task):
     default_metric = "mask_map50_95"
     headline_metrics = (*INSTANCE_METRICS, *SEMANTIC_METRICS)
     pipelines = frozenset({"training", "deployment", "batch"})
+    # COCO is asked for polygons; YOLO box-or-polygon labels are taken as they are
+    # (validation quarantines box lines).
+    label_kinds = (POLYGONS, MASKS, BOXES)
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(M)`-style keys to `mask_map50_95` and friends."""
@@ -115,3 +121,9 @@ class SegmentTask(Task):
         from visionops.tasks.segment.render import render_segmentation
 
         return render_segmentation(frame, prediction.class_map(), names)
+
+    def check_labels(self, item: Item, check: LabelCheck) -> CheckedLabels:
+        """Polygon lines, or a mask image outlined (`tasks.segment.labels`)."""
+        from visionops.tasks.segment.labels import check_labels
+
+        return check_labels(item, check)

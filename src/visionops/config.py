@@ -25,7 +25,7 @@ from visionops.data.anonymize import AnonymizeSettings
 from visionops.data.sources.archive import ArchiveLimits
 from visionops.data.validate import ValidationSettings
 from visionops.engine.task import MODEL_FILE_SUFFIXES, MODEL_NAME
-from visionops.tasks import TASK_NAMES
+from visionops.tasks import REGISTRY
 
 Workers = int | Literal["auto"]
 
@@ -106,10 +106,8 @@ class SplitSettings(StrictModel):
 
 
 def _known_task(name: str) -> str:
-    if name not in TASK_NAMES:
-        raise ValueError(
-            f"unknown task {name!r}; choose one of {', '.join(TASK_NAMES)}"
-        )
+    if name not in REGISTRY:
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(REGISTRY)}")
     return name
 
 

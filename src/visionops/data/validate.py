@@ -165,8 +165,7 @@ class ValidationReport(BaseModel):
 
 
 class Reject(Exception):
-    """Raised inside the checks (a task's label check too): the item is
-    quarantined for `reason` (a key of `REASONS`), with `detail`."""
+    """A check's verdict, a task's label check's too: quarantine for `reason`."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(reason, detail)

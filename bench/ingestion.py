@@ -21,13 +21,19 @@ from visionops.core.parallel import resolve_workers  # noqa: E402
 from visionops.data.anonymize import AnonymizeSettings, anonymize_dataset  # noqa: E402
 from visionops.data.sources import stage_source  # noqa: E402
 from visionops.data.validate import ValidationSettings, validate_dataset  # noqa: E402
+from visionops.engine.task import Task  # noqa: E402
+from visionops.tasks import get_task, ingestion_tasks  # noqa: E402
 
 
-def _time_stages(staged: Path, workers: int, scratch: Path) -> dict[str, float]:
+def _time_stages(
+    staged: Path, workers: int, scratch: Path, task: Task
+) -> dict[str, float]:
     """Runs validation and anonymisation once; returns seconds per stage."""
     out = Path(tempfile.mkdtemp(dir=scratch))
     t0 = time.perf_counter()
-    validate_dataset(staged, out / "validated", ValidationSettings(), workers=workers)
+    validate_dataset(
+        staged, out / "validated", ValidationSettings(), workers=workers, task=task
+    )
     t1 = time.perf_counter()
     anonymize_dataset(
         out / "validated", out / "anonymized", AnonymizeSettings(), workers=workers
@@ -53,7 +59,10 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-ingestion-"))
     try:
-        manifest = stage_source(args.source, scratch / "staged")
+        manifest = stage_source(
+            args.source, scratch / "staged", tasks=ingestion_tasks()
+        )
+        task = get_task(manifest.task)
         n = len(manifest.items)
         all_workers = resolve_workers("auto")
         settings = sorted({1, all_workers})
@@ -62,7 +71,7 @@ def main() -> None:
             args.repeat
         ):  # interleaved, so both settings see the same machine load
             for workers in settings:
-                times = _time_stages(scratch / "staged", workers, scratch)
+                times = _time_stages(scratch / "staged", workers, scratch, task)
                 best[workers] = {
                     k: min(v, best.get(workers, {}).get(k, v)) for k, v in times.items()
                 }

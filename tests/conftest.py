@@ -184,16 +184,20 @@ def tiny_dataset(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     from visionops.data.split import plan_split
     from visionops.data.validate import ValidationSettings, validate_dataset
     from visionops.data.version import build_dataset_version
+    from visionops.tasks import get_task
 
     work = tmp_path_factory.mktemp("tiny-dataset")
-    stage_source(sample_dir, work / "staged")
-    report = validate_dataset(work / "staged", work / "valid", ValidationSettings(), 2)
+    task = get_task("detect")
+    stage_source(sample_dir, work / "staged", tasks=[task])
+    report = validate_dataset(
+        work / "staged", work / "valid", ValidationSettings(), 2, task=task
+    )
     faces = anonymize_dataset(
         work / "valid", work / "anon", AnonymizeSettings(enabled=False), 1
     )
     plan = plan_split(work / "anon", {"train": 0.7, "val": 0.15, "test": 0.15}, 42)
     return build_dataset_version(
-        work / "anon", plan, work / "dataset", validation=report, faces=faces
+        work / "anon", plan, work / "dataset", validation=report, faces=faces, task=task
     )
 
 

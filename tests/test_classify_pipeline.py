@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY_TRAINING
+from visionops.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,7 +37,7 @@ def classified() -> dict:
     dataset = Client().get_artifact_version("dataset").load()
     return {
         "run": Client().get_pipeline("training").last_run,
-        "test_images": len(dataset.split_images("test")),
+        "test_images": len(get_task(dataset.task).split_images(dataset, "test")),
         "outbound": list(OUTBOUND),
     }
 
@@ -169,7 +170,7 @@ def test_no_patient_group_crosses_splits(classified: dict) -> None:
     groups = {}
     for split in ("train", "val", "test"):
         # PNEUMONIA files are `personN_...`; a NORMAL `IM-...` file is its own group.
-        names = [p.name for p in dataset.split_images(split)]
+        names = [p.name for p in get_task(dataset.task).split_images(dataset, split)]
         found = [re.search(r"person\d+", name) for name in names]
         groups[split] = {m.group(0) for m in found if m}
         assert groups[split], names[:3]

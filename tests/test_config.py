@@ -75,6 +75,14 @@ def test_bad_files_fail_clearly(tmp_path: Path) -> None:
         load_parameters("nope")
 
 
+def test_task_is_a_registered_task() -> None:
+    for name in ("detect", "classify", "segment"):
+        assert load_parameters("training", overrides=[f"task={name}"]).task == name
+    with pytest.raises(ConfigError) as err:
+        load_parameters("ingestion", overrides=["task=pose"])
+    assert "pose" in str(err.value) and "detect, classify, segment" in str(err.value)
+
+
 def test_parse_override_shapes() -> None:
     assert parse_override("a.b.c=1") == {"a": {"b": {"c": 1}}}
     assert parse_override("parameters.source=x/y") == {"source": "x/y"}

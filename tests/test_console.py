@@ -12,12 +12,15 @@ from visionops.core import console
 from visionops.data.anonymize import AnonymizeSettings, anonymize_dataset
 from visionops.data.sources import stage_source
 from visionops.data.validate import ValidationSettings, validate_dataset
+from visionops.tasks import get_task
 
 
 def _ingest(sample_dir: Path, work: Path) -> int:
     """Stages, validates and blurs the bundled sample; returns its item count."""
     manifest = stage_source(sample_dir, work / "staged", cache_dir=work / "cache")
-    validate_dataset(work / "staged", work / "validated", ValidationSettings())
+    validate_dataset(
+        work / "staged", work / "validated", ValidationSettings(), task=get_task()
+    )
     anonymize_dataset(
         work / "validated", work / "anonymized", AnonymizeSettings(enabled=False)
     )

@@ -227,6 +227,7 @@ def _no_test_split(tiny_dataset, tmp_path_factory) -> object:
     from visionops.data.split import plan_split
     from visionops.data.validate import ValidationReport
     from visionops.data.version import build_dataset_version
+    from visionops.tasks import get_task
 
     anon = tiny_dataset.root.parent / "anon"  # the validated sample (conftest)
     plan = plan_split(anon, {"train": 0.8, "val": 0.2, "test": 0.0}, 42)
@@ -241,6 +242,7 @@ def _no_test_split(tiny_dataset, tmp_path_factory) -> object:
         tmp_path_factory.mktemp("no-test") / "dataset",
         validation=report,
         faces=FaceReport(**card["faces"]),
+        task=get_task(tiny_dataset.task),
     )
 
 

@@ -25,6 +25,7 @@ from visionops.data.manifest import safe_id
 from visionops.data.sources import ArchiveLimits, SourceError, stage_source
 from visionops.data.split import plan_split
 from visionops.data.validate import ValidationSettings, validate_dataset
+from visionops.tasks import get_task, ingestion_tasks
 
 SECRET = b"SENTINEL-outside-the-export-4f1c"
 
@@ -101,13 +102,22 @@ def _zip(root: Path, archive: Path, extra: dict[str, bytes] | None = None) -> Pa
 def _ingest(source: Path, work: Path, **kwargs) -> dict:
     """Stages and validates; returns what happened, never raising but SourceError."""
     try:
-        manifest = stage_source(source, work / "staged", cache_dir=work / "c", **kwargs)
+        manifest = stage_source(
+            source,
+            work / "staged",
+            cache_dir=work / "c",
+            tasks=ingestion_tasks(),
+            **kwargs,
+        )
     except SourceError as err:
         message = str(err)
         assert message.strip() and "Traceback" not in message
         return {"error": message}
     report = validate_dataset(
-        work / "staged", work / "validated", ValidationSettings(keep_background=True)
+        work / "staged",
+        work / "validated",
+        ValidationSettings(keep_background=True),
+        task=get_task(manifest.task),
     )
     assert report.items_in == len(manifest.items)
     assert report.items_in == report.accepted + len(report.quarantined)

@@ -13,6 +13,7 @@ import pytest
 from visionops.config import load_parameters
 from visionops.core.names import DATASET
 from visionops.data.version import DatasetVersion, content_hash
+from visionops.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +49,7 @@ def test_dataset_artifact_adds_up(ingested: dict) -> None:
     assert sum(s["images"] for s in card["splits"].values()) == card["accepted"]
     images_on_disk = sum(1 for _ in (version.root / "images").rglob("*.jpg"))
     assert images_on_disk == card["accepted"]
-    assert card["hash"] == content_hash(version.root)
+    assert card["hash"] == content_hash(version.root, get_task("detect").layout.HASHED)
     meta = ingested["artifact"].run_metadata
     assert meta["dataset_hash"] == card["hash"]
     assert meta["images"] == {s: v["images"] for s, v in card["splits"].items()}
@@ -135,11 +136,12 @@ def test_classification_sample_through_the_pipeline() -> None:
     card = version.card
     assert artifact.run_metadata["task"] == "classify" == card["task"]
     assert card["items_in"] == card["accepted"] + card["quarantined"] == 83
-    assert version.ultralytics_data == version.root
+    classify = get_task(version.task)
+    assert classify.ultralytics_data(version) == version.root
     source_of = {i.id: Path(i.source).name for i in Manifest.read(version.root).items}
     patients: dict[str, set[str]] = {}
     for split in ("train", "val", "test"):
-        images = version.split_images(split)
+        images = classify.split_images(version, split)
         assert len(images) == card["splits"][split]["images"] > 0
         achieved, target = card["split"]["achieved"], card["split"]["fractions"]
         assert abs(achieved[split] - target[split]) <= 0.03
@@ -178,11 +180,12 @@ def test_segmentation_sample_through_the_pipeline(
     assert version.task == artifact.run_metadata["task"] == card["task"] == "segment"
     assert card["items_in"] == card["accepted"] + card["quarantined"] == 62
     assert card["fix_counts"].get("polygon_to_box", 0) == 0
+    segment = get_task(version.task)
     source_of = {i.id: i.source for i in Manifest.read(version.root).items}
     instances = 0
     for split in ("train", "val", "test"):
-        for image in version.split_images(split):
-            label = version.layout.label_file(version.root, image)
+        for image in segment.split_images(version, split):
+            label = segment.layout.label_file(version.root, image)
             original = sample / source_of[image.stem]
             exported = original.parent.parent / "labels" / f"{original.stem}.txt"
             assert label.read_text() == exported.read_text()

@@ -8,11 +8,17 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY_TRAINING
+from visionops.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[1]
 
 SHOES = REPO / "data" / "sample" / "shoe-soles"  # bundled Roboflow YOLO-seg export
 CLASSES = ("shoes",)
+
+
+def _test_images(dataset) -> list[Path]:
+    """The test split of a dataset version, read with its task's layout."""
+    return get_task(dataset.task).split_images(dataset, "test")
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +59,7 @@ def test_segmenter_trained_evaluated_and_promoted_on_miou(segmented: dict) -> No
     assert {"mask_map50_95", "box_map50_95"} <= set(result.val)
     evaluation = run.steps["evaluate_model"].outputs["test_evaluation"][0].load()
     assert evaluation.task == "segment"
-    assert evaluation.images == len(segmented["dataset"].split_images("test")) > 0
+    assert evaluation.images == len(_test_images(segmented["dataset"])) > 0
     assert evaluation.class_names == list(CLASSES)
     for key in ("mask_map50_95", "mask_map50", "box_map50_95", "box_map50"):
         assert 0 <= evaluation.metrics[key] <= 1
@@ -96,7 +102,7 @@ def test_champion_onnx_segments_inside_the_image(
     champion = Champion.get("image-segmenter")
     predictor = champion.get_task().predictor(champion.fetch_onnx(tmp_path))
     assert [predictor.names[i] for i in sorted(predictor.names)] == list(CLASSES)
-    image = cv2.imread(str(segmented["dataset"].split_images("test")[0]))
+    image = cv2.imread(str(_test_images(segmented["dataset"])[0]))
     instances = predictor.predict(image, conf=0.0)
     height, width = image.shape[:2]
     assert instances.masks.shape[1:] == (height, width)
@@ -165,7 +171,7 @@ def test_deployed_segmenter_serves_polygons_and_batches_masks(
 
     module = import_service("image-segmenter")
     fresh_metrics()
-    image = segmented["dataset"].split_images("test")[0]
+    image = _test_images(segmented["dataset"])[0]
     height, width = cv2.imread(str(image)).shape[:2]
     with TestClient(module.VisionService.to_asgi()) as client:
         info = client.post("/info", json={}).json()

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -31,6 +32,7 @@ from visionops.engine.task import (
     MODEL_NAME,
     EvalSettings,
 )
+from visionops.tasks import REGISTRY
 
 Workers = int | Literal["auto"]
 
@@ -110,6 +112,16 @@ class SplitSettings(StrictModel):
         return self
 
 
+def _known_task(name: str) -> str:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(REGISTRY)}")
+    return name
+
+
+# A task of the registry (`visionops.tasks.REGISTRY`): a new task adds no name here.
+TaskName = Annotated[str, AfterValidator(_known_task)]
+
+
 class IngestionParameters(StrictModel):
     """Everything the ingestion pipeline takes.
 
@@ -121,7 +133,7 @@ class IngestionParameters(StrictModel):
     """
 
     source: str = "data/sample/boards"
-    task: Literal["detect", "classify", "segment"] | None = None
+    task: TaskName | None = None
     workers: Workers = "auto"
     archive: ArchiveLimits = Field(default_factory=ArchiveLimits)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
@@ -134,7 +146,6 @@ DEVICE = re.compile(r"^(auto|cpu|mps|cuda|cuda:\d+|\d+(,\d+)*)$")
 # the task and the classes, checked against the dataset before training.
 METRIC_NAME = r"^[A-Za-z0-9_.-]+$"
 Metric = Annotated[str, Field(pattern=METRIC_NAME)]
-TaskName = Literal["detect", "classify", "segment"]
 
 
 class TrainSettings(StrictModel):

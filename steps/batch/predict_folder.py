@@ -13,6 +13,7 @@ from visionops.config import BatchSettings, dataset_split
 from visionops.core.env import project_path
 from visionops.core.names import BATCH_REPORT, PREDICTIONS
 from visionops.data.version import DatasetVersion
+from visionops.tasks import get_task
 from visionops.training.candidates import ModelFile
 from visionops.training.champion import Champion
 
@@ -44,7 +45,7 @@ def predict_folder(
     if split is not None:
         if dataset is None:
             raise ValueError(f"{source}: pass the dataset version to read it from")
-        folder = dataset.split_dir(split)
+        folder = get_task(dataset.task).split_dir(dataset, split)
     else:
         folder = project_path(source)
     predictions = batch.predict_folder(

@@ -9,6 +9,7 @@ from visionops.core.env import project_path
 from visionops.core.names import STAGED_DATASET
 from visionops.data.sources import ArchiveLimits, stage_source
 from visionops.data.version import StagedDataset
+from visionops.tasks import ingestion_tasks
 
 
 # Not cached: the source folder or platform can change behind the same string.
@@ -35,7 +36,7 @@ def load_source(
     manifest = stage_source(
         source,
         dest,
-        task=task,
+        tasks=ingestion_tasks(task),
         archive_limits=archive,
     )
     log_metadata(

@@ -7,12 +7,14 @@ from zenml import log_metadata, step
 from visionops.app.materializers import work_dir
 from visionops.core.names import VALIDATED_DATASET, VALIDATION_REPORT
 from visionops.core.parallel import resolve_workers
+from visionops.data.manifest import Manifest
 from visionops.data.validate import (
     ValidationReport,
     ValidationSettings,
     validate_dataset,
 )
 from visionops.data.version import StagedDataset
+from visionops.tasks import get_task
 
 
 @step
@@ -25,7 +27,11 @@ def validate_items(
     """Checks images and labels; items in = accepted + quarantined."""
     dest = work_dir("validated")
     report = validate_dataset(
-        staged.root, dest, settings, workers=resolve_workers(workers)
+        staged.root,
+        dest,
+        settings,
+        workers=resolve_workers(workers),
+        task=get_task(Manifest.read(staged.root).task),
     )
     log_metadata(
         {

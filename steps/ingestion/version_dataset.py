@@ -7,9 +7,11 @@ from zenml import log_metadata, step
 from visionops.app.materializers import work_dir
 from visionops.core.names import DATASET
 from visionops.data.anonymize import FaceReport
+from visionops.data.manifest import Manifest
 from visionops.data.split import SplitPlan
 from visionops.data.validate import ValidationReport
 from visionops.data.version import DatasetVersion, StagedDataset, build_dataset_version
+from visionops.tasks import get_task
 
 
 @step
@@ -30,6 +32,7 @@ def version_dataset(
         faces=faces,
         quarantine=validated.root / "quarantine",
         settings=settings,
+        task=get_task(Manifest.read(anonymized.root).task),
     )
     log_metadata({"dataset_hash": version.hash}, infer_artifact=True)
     return version

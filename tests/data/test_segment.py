@@ -22,6 +22,7 @@ from visionops.data.sources import SourceError, stage_source
 from visionops.data.split import plan_split
 from visionops.data.validate import QUARANTINE_DIR, ValidationSettings, validate_dataset
 from visionops.data.version import build_dataset_version
+from visionops.tasks import get_task, ingestion_tasks
 from visionops.tasks.segment import layout
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +51,8 @@ def _png(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
 
 
 def _version(staged: Path, work: Path, settings: ValidationSettings = SETTINGS):
-    report = validate_dataset(staged, work / "validated", settings)
+    task = get_task(Manifest.read(staged).task)
+    report = validate_dataset(staged, work / "validated", settings, task=task)
     plan = plan_split(work / "validated", FRACTIONS, seed=0)
     version = build_dataset_version(
         work / "validated",
@@ -59,6 +61,7 @@ def _version(staged: Path, work: Path, settings: ValidationSettings = SETTINGS):
         validation=report,
         faces=NO_FACES,
         quarantine=work / "validated" / QUARANTINE_DIR,
+        task=task,
     )
     return report, version
 
@@ -67,23 +70,28 @@ def _version(staged: Path, work: Path, settings: ValidationSettings = SETTINGS):
 
 
 def test_polygon_export_is_detection_unless_segment_is_asked(tmp_path: Path) -> None:
-    assert stage_source(SHOE_SOLES, tmp_path / "a").task == "detect"
-    manifest = stage_source(SHOE_SOLES, tmp_path / "b", task="segment")
+    assert (
+        stage_source(SHOE_SOLES, tmp_path / "a", tasks=ingestion_tasks()).task
+        == "detect"
+    )
+    manifest = stage_source(
+        SHOE_SOLES, tmp_path / "b", tasks=ingestion_tasks("segment")
+    )
     assert manifest.task == "segment" and manifest.class_names == ["shoes"]
     assert len(manifest.items) == 62
 
 
 def test_yolo_seg_polygons_survive_validation_and_versioning(tmp_path: Path) -> None:
-    stage_source(SHOE_SOLES, tmp_path / "staged", task="segment")
+    stage_source(SHOE_SOLES, tmp_path / "staged", tasks=ingestion_tasks("segment"))
     report, version = _version(tmp_path / "staged", tmp_path)
     assert "polygon_to_box" not in report.counts_by_fix()
     assert report.items_in == report.accepted + len(report.quarantined)
     assert version.task == "segment"
-    assert version.ultralytics_data == version.root / "data.yaml"
+    assert layout.ultralytics_data(version.root) == version.root / "data.yaml"
     source_of = {i.id: i.source for i in Manifest.read(version.root).items}
     polygons = 0
     for split in ("train", "val", "test"):
-        for image in version.split_images(split):
+        for image in layout.split_images(version.root, split):
             label = layout.label_file(version.root, image)
             assert label is not None
             original = SHOE_SOLES / source_of[image.stem]
@@ -100,7 +108,7 @@ def test_yolo_seg_polygons_survive_validation_and_versioning(tmp_path: Path) -> 
     counted = sum(card["splits"][s]["instances_per_class"]["shoes"] for s in FRACTIONS)
     assert counted == polygons > version.card["accepted"] // 2
     # Without masks, the ground truth is the polygons rasterised.
-    image = version.split_images("test")[0]
+    image = layout.split_images(version.root, "test")[0]
     truth = layout.class_map(version.root, image)
     assert truth.shape == (480, 640)
     assert set(np.unique(truth).tolist()) == {BACKGROUND, 0}
@@ -170,7 +178,7 @@ def test_coco_polygons_keep_their_points_and_drop_the_parent_category(
             },
         ],
     )
-    manifest = stage_source(root, tmp_path / "staged", task="segment")
+    manifest = stage_source(root, tmp_path / "staged", tasks=ingestion_tasks("segment"))
     assert manifest.task == "segment"
     assert manifest.class_names == ["sole", "heel"]
     lines = (tmp_path / "staged" / manifest.items[0].label).read_text().splitlines()
@@ -181,7 +189,7 @@ def test_coco_polygons_keep_their_points_and_drop_the_parent_category(
     report, version = _version(tmp_path / "staged", tmp_path / "work")
     assert report.accepted == 1 and version.card["class_names"] == ["sole", "heel"]
     # Unasked, the same export stays a detection dataset of boxes.
-    detect = stage_source(root, tmp_path / "detect")
+    detect = stage_source(root, tmp_path / "detect", tasks=ingestion_tasks())
     assert detect.task == "detect" and detect.class_names == ["sole", "heel"]
     boxes = (tmp_path / "detect" / detect.items[0].label).read_text().splitlines()
     assert all(len(line.split()) == 5 for line in boxes)
@@ -198,12 +206,17 @@ def test_coco_rle_becomes_a_polygon_per_region(tmp_path: Path, compressed) -> No
         tmp_path / "export",
         [{"id": 1, "image_id": 1, "category_id": 2, "iscrowd": 1, "segmentation": rle}],
     )
-    manifest = stage_source(root, tmp_path / "staged", task="segment")
+    manifest = stage_source(root, tmp_path / "staged", tasks=ingestion_tasks("segment"))
     lines = (tmp_path / "staged" / manifest.items[0].label).read_text().splitlines()
     assert len(lines) == 2 and all(line.startswith("1 ") for line in lines)
     painted = polygon_lines_to_class_map(lines, (50, 100))
     assert np.array_equal(painted == 1, mask.astype(bool))
-    report = validate_dataset(tmp_path / "staged", tmp_path / "validated", SETTINGS)
+    report = validate_dataset(
+        tmp_path / "staged",
+        tmp_path / "validated",
+        SETTINGS,
+        task=get_task(Manifest.read(tmp_path / "staged").task),
+    )
     assert report.accepted == 1, report.quarantined
 
 
@@ -232,20 +245,24 @@ def _mask_export(root: Path) -> dict[str, np.ndarray]:
 
 def test_mask_images_become_polygons_and_stay_masks(tmp_path: Path) -> None:
     masks = _mask_export(tmp_path / "export")
-    manifest = stage_source(tmp_path / "export", tmp_path / "staged")
+    manifest = stage_source(
+        tmp_path / "export", tmp_path / "staged", tasks=ingestion_tasks()
+    )
     assert (manifest.task, manifest.source_format) == ("segment", "masks")
     assert manifest.class_names == ["background", "road", "car"]
     assert (manifest.mask_ignore, manifest.mask_background) == (255, 0)
     assert {i.source_split for i in manifest.items} == {"train", "val"}
     with pytest.raises(SourceError, match="segmentation masks"):
-        stage_source(tmp_path / "export", tmp_path / "detect", task="detect")
+        stage_source(
+            tmp_path / "export", tmp_path / "detect", tasks=ingestion_tasks("detect")
+        )
 
     report, version = _version(tmp_path / "staged", tmp_path / "work")
     assert report.accepted == 6 and report.counts_by_fix() == {"mask_to_polygons": 6}
     assert version.card["masks"] == {"images": 6, "ignore": 255, "background": 254}
     source_of = {i.id: Path(i.source).stem for i in Manifest.read(version.root).items}
     for split in ("train", "val", "test"):
-        for image in version.split_images(split):
+        for image in layout.split_images(version.root, split):
             mask = masks[source_of[image.stem]]
             label = layout.label_file(version.root, image)
             assert label is not None
@@ -266,7 +283,7 @@ def test_masks_without_a_class_list_say_what_to_add(tmp_path: Path) -> None:
     _jpeg(root / "images" / "a.jpg")
     _png(root / "masks" / "a.png", np.zeros((48, 64), np.uint8))
     with pytest.raises(SourceError, match="classes.json"):
-        stage_source(root, tmp_path / "staged")
+        stage_source(root, tmp_path / "staged", tasks=ingestion_tasks())
 
 
 def test_mask_problems_are_quarantined(tmp_path: Path) -> None:
@@ -292,8 +309,13 @@ def test_mask_problems_are_quarantined(tmp_path: Path) -> None:
     _jpeg(root / "images" / "label_missing.jpg", seed=9)
     _jpeg(root / "images" / "broken_mask.jpg", seed=10)
     (root / "masks" / "broken_mask.png").write_bytes(b"<html>not a png</html>")
-    stage_source(root, tmp_path / "staged")
-    report = validate_dataset(tmp_path / "staged", tmp_path / "validated", SETTINGS)
+    stage_source(root, tmp_path / "staged", tasks=ingestion_tasks())
+    report = validate_dataset(
+        tmp_path / "staged",
+        tmp_path / "validated",
+        SETTINGS,
+        task=get_task(Manifest.read(tmp_path / "staged").task),
+    )
     reasons = {q.id.removeprefix("images__"): q.reason for q in report.quarantined}
     assert reasons == {
         "mask_size_mismatch": "mask_size_mismatch",
@@ -322,8 +344,13 @@ def test_mask_of_an_exif_turned_image_is_turned_too(tmp_path: Path) -> None:
     mask = np.zeros((40, 60), np.uint8)
     mask[0:10, 0:20] = 1  # drawn on the stored pixels
     _png(root / "masks" / "turned.png", mask)
-    stage_source(root, tmp_path / "staged")
-    report = validate_dataset(tmp_path / "staged", tmp_path / "validated", SETTINGS)
+    stage_source(root, tmp_path / "staged", tasks=ingestion_tasks())
+    report = validate_dataset(
+        tmp_path / "staged",
+        tmp_path / "validated",
+        SETTINGS,
+        task=get_task(Manifest.read(tmp_path / "staged").task),
+    )
     assert report.accepted == 1
     assert report.counts_by_fix() == {"exif_rotation": 1, "mask_to_polygons": 1}
     item = Manifest.read(tmp_path / "validated").items[0]
@@ -377,7 +404,12 @@ def test_polygon_reasons_and_fixes(tmp_path: Path) -> None:
         task="segment",
         items=items,
     ).write(root)
-    report = validate_dataset(root, tmp_path / "validated", SETTINGS)
+    report = validate_dataset(
+        root,
+        tmp_path / "validated",
+        SETTINGS,
+        task=get_task(Manifest.read(root).task),
+    )
     reasons = {q.id: q.reason for q in report.quarantined}
     assert reasons == {k: v for k, (_, v) in POLYGON_CASES.items() if v}
     assert (tmp_path / "validated" / "labels" / "good.txt").read_text() == GOOD

@@ -16,6 +16,9 @@ from visionops.data.validate import (
     ValidationSettings,
     validate_dataset,
 )
+from visionops.tasks import get_task
+
+DETECT = get_task("detect")
 
 GOOD_LABEL = "0 0.5 0.5 0.2 0.2\n"
 
@@ -121,7 +124,9 @@ def staged(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module", params=[1, 2], ids=["1worker", "2workers"])
 def validated(request, staged, tmp_path_factory):
     dest = tmp_path_factory.mktemp(f"validated{request.param}") / "out"
-    report = validate_dataset(staged, dest, ValidationSettings(), workers=request.param)
+    report = validate_dataset(
+        staged, dest, ValidationSettings(), workers=request.param, task=DETECT
+    )
     return dest, report
 
 
@@ -235,7 +240,7 @@ def test_labels_are_clipped_boxed_and_deduplicated(validated):
 
 def test_keep_background_accepts_empty_labels(staged, tmp_path):
     report = validate_dataset(
-        staged, tmp_path / "out", ValidationSettings(keep_background=True)
+        staged, tmp_path / "out", ValidationSettings(keep_background=True), task=DETECT
     )
     assert "label_empty" not in report.counts_by_reason()
     assert (tmp_path / "out" / "labels" / "label_empty.txt").read_text() == "\n"
@@ -243,7 +248,7 @@ def test_keep_background_accepts_empty_labels(staged, tmp_path):
 
 def test_tolerance_decides_clip_or_quarantine(staged, tmp_path):
     report = validate_dataset(
-        staged, tmp_path / "out", ValidationSettings(clip_tolerance=0.0)
+        staged, tmp_path / "out", ValidationSettings(clip_tolerance=0.0), task=DETECT
     )
     assert {q.id for q in report.quarantined if q.reason == "box_out_of_range"} == {
         "box_out_of_range",
@@ -255,9 +260,20 @@ def test_refuses_non_empty_dest_and_missing_manifest(staged, tmp_path):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "old.txt").write_text("x")
     with pytest.raises(ValueError, match="empty"):
-        validate_dataset(staged, tmp_path / "busy", ValidationSettings())
+        validate_dataset(staged, tmp_path / "busy", ValidationSettings(), task=DETECT)
     with pytest.raises(FileNotFoundError, match="manifest.json"):
-        validate_dataset(tmp_path / "busy", tmp_path / "out", ValidationSettings())
+        validate_dataset(
+            tmp_path / "busy", tmp_path / "out", ValidationSettings(), task=DETECT
+        )
+
+
+def test_refuses_labels_the_task_does_not_take(staged, tmp_path):
+    """Box labels are no classification dataset: nothing is written."""
+    with pytest.raises(ValueError, match="classify task cannot validate"):
+        validate_dataset(
+            staged, tmp_path / "out", ValidationSettings(), task=get_task("classify")
+        )
+    assert not (tmp_path / "out").exists()
 
 
 def test_settings_reject_unknown_keys():

@@ -11,14 +11,17 @@ from visionops.data.sources import stage_source
 from visionops.data.split import plan_split
 from visionops.data.validate import ValidationSettings, validate_dataset
 from visionops.data.version import DatasetVersion, build_dataset_version, content_hash
+from visionops.tasks import get_task, ingestion_tasks
 
 FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+HASHED = get_task("detect").layout.HASHED
 
 
 def _ingest(source: Path, work: Path, workers: int, seed: int = 42) -> DatasetVersion:
-    stage_source(source, work / "staged")
+    manifest = stage_source(source, work / "staged", tasks=ingestion_tasks())
+    task = get_task(manifest.task)
     report = validate_dataset(
-        work / "staged", work / "validated", ValidationSettings(), workers
+        work / "staged", work / "validated", ValidationSettings(), workers, task=task
     )
     faces = anonymize_dataset(
         work / "validated", work / "anon", AnonymizeSettings(), workers
@@ -32,6 +35,7 @@ def _ingest(source: Path, work: Path, workers: int, seed: int = 42) -> DatasetVe
         faces=faces,
         quarantine=work / "validated" / "quarantine",
         settings={"seed": seed},
+        task=task,
     )
 
 
@@ -45,7 +49,7 @@ def versions(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 def test_hash_is_stable_across_runs_and_worker_counts(versions: dict) -> None:
     assert versions["one"].hash == versions["two"].hash
-    assert versions["one"].hash == content_hash(versions["one"].root)
+    assert versions["one"].hash == content_hash(versions["one"].root, HASHED)
 
 
 def test_hash_changes_with_settings(versions: dict) -> None:
@@ -61,6 +65,7 @@ def test_hash_changes_with_settings(versions: dict) -> None:
         work / "dataset-7",
         validation=ValidationReport(items_in=61, accepted=61),
         faces=FaceReport(images=61, images_with_faces=0, faces=0, per_image={}),
+        task=get_task("detect"),
     )
     assert other.hash != versions["two"].hash
 
@@ -88,6 +93,7 @@ def test_build_refuses_a_non_empty_destination(versions: dict, tmp_path: Path) -
             tmp_path,
             validation=None,
             faces=None,  # type: ignore[arg-type]
+            task=get_task("detect"),
         )
     assert (tmp_path / "x").read_text() == "keep me"
 
@@ -107,5 +113,5 @@ def test_materializer_round_trip(versions: dict, tmp_path: Path) -> None:
     loaded = DatasetVersionMaterializer(uri=str(tmp_path / "artifact")).load(
         DatasetVersion
     )
-    assert loaded.hash == original.hash == content_hash(loaded.root)
+    assert loaded.hash == original.hash == content_hash(loaded.root, HASHED)
     assert materializer.extract_metadata(loaded)["dataset_hash"] == original.hash

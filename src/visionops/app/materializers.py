@@ -19,6 +19,7 @@ from visionops.core.env import state_dir
 from visionops.core.files import copy_tree, link_or_copy
 from visionops.data.report import dataset_html
 from visionops.data.version import CARD_FILE, DatasetVersion, StagedDataset
+from visionops.tasks import get_task
 from visionops.training.candidates import ModelFile
 
 DATA_DIR = "data"
@@ -127,7 +128,7 @@ class DatasetVersionMaterializer(_FolderMaterializer):
 
     def save_visualizations(self, data: DatasetVersion) -> dict[str, VisualizationType]:
         """Writes the class histogram, sample grid and quarantine table as HTML."""
-        return self._html(DATASET_HTML, dataset_html(data))
+        return self._html(DATASET_HTML, dataset_html(data, get_task(data.task)))
 
     def extract_metadata(self, data: DatasetVersion) -> dict[str, MetadataType]:
         """Puts the card's headline figures on the artifact version."""

@@ -11,6 +11,13 @@ from pydantic import BaseModel, Field
 MANIFEST_FILE = "manifest.json"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
+# What a source's labels are, whatever the task they end up serving: the
+# tasks say which kinds their datasets hold (`Task.label_kinds`).
+IMAGE_CLASS = "image-level classes"
+BOXES = "boxes or polygons"
+POLYGONS = "polygons"
+MASKS = "segmentation masks"
+
 # Roboflow names every augmented copy `<source stem>_<ext>.rf.<32 hex>.<ext>`.
 _ROBOFLOW_NAME = re.compile(r"^(?P<group>.+)\.rf\.[0-9a-f]{16,}$", re.IGNORECASE)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -53,6 +60,10 @@ class Manifest(BaseModel):
     """A staged dataset: class names plus the items, in a stable order.
 
     Attributes:
+        task: The name of the task the dataset is staged for; None until a
+            task is chosen (see `visionops.data.sources.stage_source`).
+        kind: What the source's labels are (`BOXES`, `POLYGONS`, `MASKS`,
+            `IMAGE_CLASS`).
         mask_ignore: The mask value of pixels excluded from training and
             evaluation (masks only).
         mask_background: The mask value of pixels that are no object, if the
@@ -62,7 +73,8 @@ class Manifest(BaseModel):
     source: str
     source_format: str
     class_names: list[str]
-    task: str = "detect"
+    task: str | None = None
+    kind: str = BOXES
     mask_ignore: int | None = None
     mask_background: int | None = None
     items: list[Item] = Field(default_factory=list)

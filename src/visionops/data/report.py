@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import html
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -13,6 +13,9 @@ import numpy as np
 from visionops.data.manifest import MANIFEST_FILE, Manifest
 from visionops.data.split import SPLITS
 from visionops.data.version import DatasetVersion
+
+if TYPE_CHECKING:
+    from visionops.engine.task import Task
 
 PALETTE = [
     (56, 56, 255),
@@ -170,18 +173,8 @@ def _thumbnail(
     return base64.b64encode(buf.tobytes()).decode() if ok else ""
 
 
-def _counts_key(card: dict[str, Any]) -> str:
-    """Which per-class count the card's histogram shows: boxes, instances or images."""
-    if card.get("task") == "classify":
-        return "images_per_class"
-    if "instances_per_class" in card["splits"].get("train", {}):
-        return "instances_per_class"
-    return "boxes_per_class"
-
-
-def _histogram(card: dict[str, Any]) -> str:
+def _histogram(card: dict[str, Any], key: str) -> str:
     names = card["class_names"]
-    key = _counts_key(card)
     counts = {s: card["splits"][s].get(key, {}) for s in SPLITS}
     peak = max([1] + [counts[s].get(n, 0) for s in SPLITS for n in names])
     rows = []
@@ -202,12 +195,21 @@ def _original_names(root: Path) -> dict[str, str]:
     return {item.id: Path(item.source).name for item in Manifest.read(root).items}
 
 
-def dataset_html(version: DatasetVersion, samples_per_split: int = 6) -> str:
-    """Renders the card of a dataset version as one self-contained HTML page."""
+def dataset_html(
+    version: DatasetVersion, task: Task, samples_per_split: int = 6
+) -> str:
+    """Renders the card of a dataset version as one self-contained HTML page.
+
+    Args:
+        version: The dataset version.
+        task: Its task: the layout the samples are read with and the per-class
+            count the histogram shows (`Task.counts_key`).
+        samples_per_split: Thumbnails per split.
+    """
     card = version.card
     names = card["class_names"]
-    layout = version.layout
-    key = _counts_key(card)
+    layout = task.layout
+    key = task.counts_key
     noun = key.removesuffix("_per_class")
     achieved = card.get("split", {}).get("achieved", {})
     split_rows = "".join(
@@ -219,7 +221,7 @@ def dataset_html(version: DatasetVersion, samples_per_split: int = 6) -> str:
     original = _original_names(version.root)
     grids = []
     for split in SPLITS:
-        images = version.split_images(split)
+        images = task.split_images(version, split)
         # Spread the sample over the classes (split_images sorts by class).
         step = max(1, len(images) // samples_per_split)
         images = images[::step][:samples_per_split]
@@ -261,7 +263,7 @@ Fixes: {html.escape(fixes)}. Faces blurred: {faces["faces"]} in {faces["images_w
 <table><tr><th>split</th><th>images</th><th>groups</th><th>{noun}</th><th>share</th></tr>{split_rows}</table>
 <h3>{noun.capitalize()} per class (<span class="bar train" style="display:inline">train</span>
 <span class="bar val" style="display:inline">val</span> <span class="bar test" style="display:inline">test</span>)</h3>
-{_histogram(card)}
+{_histogram(card, key)}
 {"".join(grids)}
 <h3>Quarantine</h3><table><tr><th>reason</th><th>source</th><th>detail</th></tr>{quarantine_rows}</table>
 </body></html>"""

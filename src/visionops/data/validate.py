@@ -7,14 +7,12 @@ import csv
 import hashlib
 import io
 import logging
-import math
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
-import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,15 +20,10 @@ from visionops.core import images
 from visionops.core.files import ensure_empty_dir
 from visionops.core.parallel import pmap
 from visionops.data.manifest import Item, Manifest
-from visionops.data.masks import (
-    MASK_BACKGROUND,
-    MASK_IGNORE,
-    class_map_to_mask,
-    format_polygon_line,
-    mask_problem,
-    mask_to_instances,
-    polygon_problem,
-)
+from visionops.data.masks import MASK_BACKGROUND, MASK_IGNORE
+
+if TYPE_CHECKING:
+    from visionops.engine.task import Task
 
 logger = logging.getLogger(__name__)
 
@@ -171,13 +164,58 @@ class ValidationReport(BaseModel):
         return {fix: counts[fix] for fix in FIXES if counts[fix]}
 
 
-class _Reject(Exception):
-    """Raised inside the checks; carries the quarantine reason and detail."""
+class Reject(Exception):
+    """A check's verdict, a task's label check's too: quarantine for `reason`."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(reason, detail)
         self.reason = reason
         self.detail = detail
+
+
+@dataclass(frozen=True)
+class Upright:
+    """The size of an accepted image as written, and the EXIF turn applied."""
+
+    width: int
+    height: int
+    orientation: int = 1
+
+
+@dataclass(frozen=True)
+class LabelCheck:
+    """What a task's label check (`Task.check_labels`) knows besides the item.
+
+    Attributes:
+        src: The staged dataset the item's paths are relative to.
+        settings: How strict validation is.
+        num_classes: Class ids lie in [0, num_classes).
+        upright: The item's image as validation writes it.
+        mask_ignore: The ignored value of the source's masks, if any.
+        mask_background: The no-object value of the source's masks, if any.
+    """
+
+    src: Path
+    settings: ValidationSettings
+    num_classes: int
+    upright: Upright
+    mask_ignore: int | None = None
+    mask_background: int | None = None
+
+
+@dataclass
+class CheckedLabels:
+    """What a task's label check accepted.
+
+    Attributes:
+        item: The item, its `label` pointing at the label written for it.
+        writes: Relative path -> bytes of the label files to write.
+        fixes: (fix name, detail) per fix made, names from `FIXES`.
+    """
+
+    item: Item
+    writes: dict[str, bytes] = field(default_factory=dict)
+    fixes: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -193,19 +231,24 @@ class _Outcome:
 
 
 @dataclass(frozen=True)
-class _Task:
+class _Job:
     item: Item
     src: Path
     dest: Path
     settings: ValidationSettings
     num_classes: int
-    task: str = "detect"
+    task: Task
     mask_ignore: int | None = None
     mask_background: int | None = None
 
 
 def validate_dataset(
-    src: Path, dest: Path, settings: ValidationSettings, workers: int = 1
+    src: Path,
+    dest: Path,
+    settings: ValidationSettings,
+    workers: int = 1,
+    *,
+    task: Task,
 ) -> ValidationReport:
     """Writes the usable items of a staged dataset to a new staged dataset.
 
@@ -218,25 +261,33 @@ def validate_dataset(
         dest: New or empty directory for the validated dataset.
         settings: Tolerances and what to keep.
         workers: Processes that check items in parallel.
+        task: The task the dataset is for; it checks each item's labels
+            (`Task.check_labels`) and is recorded on the manifest.
 
     Returns:
         Counts, the quarantined items and the fixes applied.
 
     Raises:
         FileNotFoundError: If `src` has no manifest.json.
-        ValueError: If `dest` is not empty.
+        ValueError: If `dest` is not empty, or the staged labels are not the
+            kind `task` takes.
     """
     src, dest = Path(src), Path(dest)
     manifest = Manifest.read(src)
+    if manifest.task not in (None, task.name) or manifest.kind not in task.label_kinds:
+        raise ValueError(
+            f"{src} holds {manifest.kind} staged for {manifest.task or 'no task'}; "
+            f"the {task.name} task cannot validate it."
+        )
     ensure_empty_dir(dest)
-    tasks = [
-        _Task(
+    jobs = [
+        _Job(
             item,
             src,
             dest,
             settings,
             len(manifest.class_names),
-            manifest.task,
+            task,
             manifest.mask_ignore,
             manifest.mask_background,
         )
@@ -247,7 +298,7 @@ def validate_dataset(
     quarantined: list[QuarantinedItem] = []
     fixes: list[Fix] = []
     first_seen: dict[str, str] = {}
-    outcomes = list(pmap(_check_item, tasks, workers=workers, progress="Validating"))
+    outcomes = list(pmap(_check_item, jobs, workers=workers, progress="Validating"))
     # Only the parent sees every hash: it finds the images labelled twice.
     labels_of: dict[str, dict[int | None, str]] = {}
     for outcome in outcomes:
@@ -292,14 +343,14 @@ def validate_dataset(
             for name, detail in outcome.fixes
         )
 
-    update: dict[str, object] = {"items": accepted}
+    update: dict[str, object] = {"items": accepted, "task": task.name}
     if any(item.mask for item in manifest.items):
         # Validation rewrites every mask with these two values (see _check_mask).
         update.update(mask_ignore=MASK_IGNORE, mask_background=MASK_BACKGROUND)
     manifest.model_copy(update=update).write(dest)
     _write_quarantine_csv(dest / QUARANTINE_DIR, quarantined)
     report = ValidationReport(
-        items_in=len(tasks),
+        items_in=len(jobs),
         accepted=len(accepted),
         quarantined=quarantined,
         fixes=fixes,
@@ -342,29 +393,28 @@ def _quarantine_files(item: Item, src: Path, folder: Path) -> None:
             shutil.copyfile(src / relative, folder / name)
 
 
-def _check_item(task: _Task) -> _Outcome:
+def _check_item(job: _Job) -> _Outcome:
     """Checks one item and writes it to the accepted set or to quarantine."""
-    item, src, dest = task.item, task.src, task.dest
+    item, src, dest = job.item, job.src, job.dest
     outcome = _Outcome(item=item)
     try:
         if item.problem:
             reason, _, detail = item.problem.partition(": ")
-            raise _Reject(reason if reason in REASONS else "image_missing", detail)
+            raise Reject(reason if reason in REASONS else "image_missing", detail)
         image_bytes, image_rel, image_fixes, digest, upright = _check_image(src, item)
         outcome.sha256 = digest
-        writes = {image_rel: image_bytes}
-        if task.task == "classify":
-            label_fixes = _check_class(item, task)
-        elif item.mask is not None:
-            label_rel = f"labels/{item.id}.txt"
-            label_bytes, mask_bytes, label_fixes = _check_mask(src, item, task, upright)
-            writes.update({label_rel: label_bytes, item.mask: mask_bytes})
-            item = item.model_copy(update={"label": label_rel})
-        else:
-            label_bytes, label_fixes = _check_label(src, item, task)
-            if item.label is not None:
-                writes[item.label] = label_bytes
-    except _Reject as reject:
+        check = LabelCheck(
+            src,
+            job.settings,
+            job.num_classes,
+            upright,
+            job.mask_ignore,
+            job.mask_background,
+        )
+        checked = job.task.check_labels(item, check)
+        item = checked.item
+        writes = {image_rel: image_bytes, **checked.writes}
+    except Reject as reject:
         outcome.reason, outcome.detail = reject.reason, reject.detail
         _quarantine_files(item, src, dest / QUARANTINE_DIR / reject.reason)
         return outcome
@@ -377,59 +427,50 @@ def _check_item(task: _Task) -> _Outcome:
         path.write_bytes(data)
     outcome.item = item.model_copy(update={"image": image_rel})
     outcome.written = list(writes)
-    outcome.fixes = image_fixes + label_fixes
+    outcome.fixes = image_fixes + checked.fixes
     return outcome
-
-
-@dataclass(frozen=True)
-class _Upright:
-    """The size of an accepted image as written, and the EXIF turn applied."""
-
-    width: int
-    height: int
-    orientation: int = 1
 
 
 def _check_image(
     src: Path, item: Item
-) -> tuple[bytes, str, list[tuple[str, str]], str, _Upright]:
+) -> tuple[bytes, str, list[tuple[str, str]], str, Upright]:
     """Decodes the image once; returns its output bytes, path, fixes, hash, size.
 
     Raises:
-        _Reject: With the first image reason that applies.
+        Reject: With the first image reason that applies.
     """
     path = src / item.image
     if not path.is_file():
-        raise _Reject("image_missing", f"{item.image} not found")
+        raise Reject("image_missing", f"{item.image} not found")
     data = path.read_bytes()
     try:  # the one format sniffing and truncation check (`visionops.core.images`)
         sniffed = images.check(data)
     except images.ImageError as err:
         detail = f"{item.image} is empty" if err.reason == images.ZERO_BYTE else None
-        raise _Reject(err.reason, detail or err.detail) from None
+        raise Reject(err.reason, detail or err.detail) from None
     digest = hashlib.sha256(data).hexdigest()
     try:
         image = Image.open(io.BytesIO(data), formats=[sniffed])
     except UnidentifiedImageError:
-        raise _Reject("unreadable", "not a recognised image format") from None
+        raise Reject("unreadable", "not a recognised image format") from None
     except Exception as error:  # PIL raises many types on hostile headers
-        raise _Reject("unreadable", f"{type(error).__name__}: {error}") from None
+        raise Reject("unreadable", f"{type(error).__name__}: {error}") from None
     try:
         image.load()
     except OSError as error:
         reason = "truncated" if "truncated" in str(error) else "unreadable"
-        raise _Reject(reason, str(error)) from None
+        raise Reject(reason, str(error)) from None
     except Exception as error:
-        raise _Reject("unreadable", f"{type(error).__name__}: {error}") from None
+        raise Reject("unreadable", f"{type(error).__name__}: {error}") from None
 
     fixes: list[tuple[str, str]] = []
     image_format = image.format or sniffed
     if image_format not in _FORMAT_SUFFIXES:
-        raise _Reject("unsupported_format", f"{image_format} image")
+        raise Reject("unsupported_format", f"{image_format} image")
     if image_format in ("JPEG", "MPO") and not data.endswith(images.JPEG_EOI):
         end = images.jpeg_end(data)
         if end is None:  # pragma: no cover - images.check said truncated
-            raise _Reject("truncated", "JPEG has no end-of-image marker")
+            raise Reject("truncated", "JPEG has no end-of-image marker")
         # Ultralytics re-encodes (quality 100) any JPEG not ending in EOI, in
         # place, so trailing bytes are cut here instead.
         fixes.append(("jpeg_trailer_removed", f"{len(data) - end} bytes removed"))
@@ -444,7 +485,7 @@ def _check_image(
         fixes.append(("exif_rotation", f"orientation {orientation} applied"))
         width, height = upright.size
     if min(width, height) < _MIN_SIDE:
-        raise _Reject("image_too_small", f"{width}x{height} px")
+        raise Reject("image_too_small", f"{width}x{height} px")
 
     relative = item.image
     suffix = Path(relative).suffix.lower()
@@ -454,7 +495,7 @@ def _check_image(
         fixes.append(
             ("extension_mismatch", f"{image_format} named {suffix or '(none)'}")
         )
-    upright = _Upright(width, height, orientation if turned else 1)
+    upright = Upright(width, height, orientation if turned else 1)
     return data, relative, fixes, digest, upright
 
 
@@ -476,36 +517,24 @@ def _encode(image: Image.Image, original: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _check_class(item: Item, task: _Task) -> list[tuple[str, str]]:
-    """Checks the image-level class of a classification item.
-
-    Raises:
-        _Reject: When the item has no class or one outside the class list.
-    """
-    if item.class_id is None:
-        raise _Reject("label_missing", "no class (or several) in the source")
-    if not 0 <= item.class_id < task.num_classes:
-        raise _Reject(
-            "unknown_class",
-            f"class {item.class_id} not in 0..{task.num_classes - 1}",
-        )
-    return []
-
-
-def _check_label(
-    src: Path, item: Item, task: _Task
-) -> tuple[bytes, list[tuple[str, str]]]:
-    """Returns the label bytes to write and the fixes made to them.
+def read_label(
+    item: Item, check: LabelCheck
+) -> tuple[bytes, list[tuple[str, str]], list[tuple[int, list[str]]]]:
+    """Reads an item's label file for a task's label check.
 
     The bytes returned are what later stages read, so anything decoding
     forgave (a byte order mark) is removed from them.
 
+    Returns:
+        The label bytes, the fixes made to them and the fields of each
+        non-blank line with its line number; no lines for a kept background.
+
     Raises:
-        _Reject: With the first label reason that applies.
+        Reject: `label_missing`, `label_malformed` or `label_empty`.
     """
-    if item.label is None or not (src / item.label).is_file():
-        raise _Reject("label_missing", item.label or "no label in the source")
-    raw = (src / item.label).read_bytes()
+    if item.label is None or not (check.src / item.label).is_file():
+        raise Reject("label_missing", item.label or "no label in the source")
+    raw = (check.src / item.label).read_bytes()
     bom: list[tuple[str, str]] = []
     if raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8) :]
@@ -513,288 +542,12 @@ def _check_label(
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise _Reject("label_malformed", "label file is not UTF-8 text") from None
+        raise Reject("label_malformed", "label file is not UTF-8 text") from None
     lines = [
         (number, line.split())
         for number, line in enumerate(text.splitlines(), start=1)
         if line.strip()
     ]
-    if not lines:
-        if task.settings.keep_background:
-            return raw, bom
-        raise _Reject("label_empty", "no boxes (background image)")
-    if task.task == "segment":
-        return _check_polygons(raw, bom, lines, task)
-
-    original = dict(lines)
-    rows = [_parse_line(number, fields) for number, fields in lines]
-    for number, values in rows:
-        if not all(math.isfinite(v) for v in values):
-            raise _Reject("label_nan", f"line {number}: {' '.join(original[number])}")
-    settings = task.settings
-    boxes = [(number, values[0], *_corners(values)) for number, values in rows]
-    for number, _, xs, ys in boxes:
-        low, high = min(*xs, *ys), max(*xs, *ys)
-        if low < -settings.clip_tolerance or high > 1 + settings.clip_tolerance:
-            raise _Reject(
-                "box_out_of_range",
-                f"line {number}: corner at {low if low < 0 else high:.4g} is beyond "
-                f"[0, 1] by more than {settings.clip_tolerance}",
-            )
-    for number, cls, _, _ in boxes:
-        if not cls.is_integer() or not 0 <= cls < task.num_classes:
-            raise _Reject(
-                "unknown_class",
-                f"line {number}: class {cls:g} not in 0..{task.num_classes - 1}",
-            )
-
-    out_lines: list[str] = []
-    seen: set[tuple[int, ...]] = set()
-    clipped = polygons = duplicates = 0
-    for number, cls, (x1, x2), (y1, y2) in boxes:
-        cx1, cx2, cy1, cy2 = (min(max(v, 0.0), 1.0) for v in (x1, x2, y1, y2))
-        width, height = cx2 - cx1, cy2 - cy1
-        if width <= settings.min_box_size or height <= settings.min_box_size:
-            raise _Reject(
-                "zero_area_box",
-                f"line {number}: {width:.4g} x {height:.4g} after clipping",
-            )
-        is_polygon = len(original[number]) > 5
-        was_clipped = (cx1, cx2, cy1, cy2) != (x1, x2, y1, y2)
-        polygons += is_polygon
-        clipped += was_clipped
-        box = (int(cls), (cx1 + cx2) / 2, (cy1 + cy2) / 2, width, height)
-        key = (int(cls), *(round(v * 1e6) for v in box[1:]))
-        if key in seen:
-            duplicates += 1
-            continue
-        seen.add(key)
-        if is_polygon or was_clipped:
-            out_lines.append("{} {:.6f} {:.6f} {:.6f} {:.6f}".format(*box))
-        else:
-            out_lines.append(" ".join(original[number]))
-
-    fixes = bom + [
-        (name, f"{count} line(s)")
-        for name, count in (
-            ("polygon_to_box", polygons),
-            ("box_clipped", clipped),
-            ("duplicate_label_line", duplicates),
-        )
-        if count
-    ]
-    if len(fixes) == len(bom):
-        return raw, fixes
-    return ("\n".join(out_lines) + "\n").encode(), fixes
-
-
-def _parse_line(number: int, fields: list[str]) -> tuple[int, list[float]]:
-    """Parses a box (5 fields) or polygon (class + at least 3 points) line."""
-    count = len(fields)
-    if count != 5 and not (count >= 7 and count % 2 == 1):
-        raise _Reject(
-            "label_malformed",
-            f"line {number}: {count} fields; expected 5 (cls cx cy w h) or "
-            "a class and at least 3 x y points",
-        )
-    try:
-        return number, [float(value) for value in fields]
-    except ValueError:
-        raise _Reject(
-            "label_malformed", f"line {number}: non-numeric value in {fields}"
-        ) from None
-
-
-def _corners(values: list[float]) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Returns ((x1, x2), (y1, y2)) of a box or of a polygon's bounding box."""
-    if len(values) == 5:
-        _, cx, cy, w, h = values
-        return (cx - w / 2, cx + w / 2), (cy - h / 2, cy + h / 2)
-    xs, ys = values[1::2], values[2::2]
-    return (min(xs), max(xs)), (min(ys), max(ys))
-
-
-_ORIENTATION_TURNS = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
-
-def _check_polygons(
-    raw: bytes,
-    bom: list[tuple[str, str]],
-    lines: list[tuple[int, list[str]]],
-    task: _Task,
-) -> tuple[bytes, list[tuple[str, str]]]:
-    """Checks the polygon lines of a segmentation label; polygons stay polygons.
-
-    Raises:
-        _Reject: With the first label or polygon reason that applies.
-    """
-    rows: list[tuple[int, list[float]]] = []
-    for number, fields in lines:
-        count = len(fields)
-        if count < 3 or count % 2 == 0:
-            raise _Reject(
-                "label_malformed",
-                f"line {number}: {count} fields; expected a class and x y points",
-            )
-        try:
-            values = [float(value) for value in fields]
-        except ValueError:
-            raise _Reject(
-                "label_malformed", f"line {number}: non-numeric value in {fields}"
-            ) from None
-        if count < 7:
-            what = "a `cls cx cy w h` box" if count == 5 else "1 point"
-            raise _Reject(
-                "polygon_too_few_points",
-                f"line {number}: {what}; a polygon needs at least 3 points",
-            )
-        rows.append((number, values))
-    original = dict(lines)
-    for number, values in rows:
-        if not all(math.isfinite(v) for v in values):
-            raise _Reject("label_nan", f"line {number}: {' '.join(original[number])}")
-    tolerance = task.settings.clip_tolerance
-    for number, values in rows:
-        low, high = min(values[1:]), max(values[1:])
-        if low < -tolerance or high > 1 + tolerance:
-            raise _Reject(
-                "box_out_of_range",
-                f"line {number}: polygon point at {low if low < 0 else high:.4g} is "
-                f"beyond [0, 1] by more than {tolerance}",
-            )
-    for number, values in rows:
-        cls = values[0]
-        if not cls.is_integer() or not 0 <= cls < task.num_classes:
-            raise _Reject(
-                "unknown_class",
-                f"line {number}: class {cls:g} not in 0..{task.num_classes - 1}",
-            )
-
-    out_lines: list[str] = []
-    seen: set[tuple[int, ...]] = set()
-    clipped = duplicates = 0
-    for number, values in rows:
-        points = np.clip(np.asarray(values[1:], np.float64).reshape(-1, 2), 0.0, 1.0)
-        problem = polygon_problem(points)
-        if problem is not None:
-            reason = (
-                "polygon_too_few_points"
-                if "points" in problem
-                else "polygon_self_intersecting"
-                if "intersect" in problem
-                else "polygon_zero_area"
-            )
-            raise _Reject(reason, f"line {number}: {problem}")
-        width, height = np.ptp(points, axis=0)
-        if min(width, height) <= task.settings.min_box_size:
-            raise _Reject(
-                "zero_area_box",
-                f"line {number}: {width:.4g} x {height:.4g} after clipping",
-            )
-        key = (int(values[0]), *(round(v * 1e6) for v in points.reshape(-1)))
-        if key in seen:
-            duplicates += 1
-            continue
-        seen.add(key)
-        if np.array_equal(points.reshape(-1), values[1:]):
-            out_lines.append(" ".join(original[number]))
-        else:
-            clipped += 1
-            out_lines.append(format_polygon_line(int(values[0]), points))
-    fixes = bom + [
-        (name, f"{count} line(s)")
-        for name, count in (
-            ("polygon_clipped", clipped),
-            ("duplicate_label_line", duplicates),
-        )
-        if count
-    ]
-    if len(fixes) == len(bom):
-        return raw, fixes
-    return ("\n".join(out_lines) + "\n").encode(), fixes
-
-
-def _read_mask(path: Path) -> np.ndarray:
-    """Decodes a mask PNG to its class indices (palette indices, not colours).
-
-    Raises:
-        _Reject: `mask_unreadable` when it does not decode or has colours.
-    """
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            mode = opened.mode
-            mask = np.asarray(opened)
-    except Exception as error:  # PIL raises many types on hostile files
-        raise _Reject("mask_unreadable", f"{type(error).__name__}: {error}") from None
-    if mask.ndim == 3:
-        channels = mask[..., : min(3, mask.shape[2])]
-        if not (channels == channels[..., :1]).all():
-            raise _Reject(
-                "mask_unreadable",
-                f"{mode} mask with colours; expected one channel of class indices",
-            )
-        mask = channels[..., 0]
-    if mask.dtype == bool:
-        mask = mask.astype(np.uint8)
-    return mask
-
-
-def _check_mask(
-    src: Path, item: Item, task: _Task, upright: _Upright
-) -> tuple[bytes, bytes, list[tuple[str, str]]]:
-    """Checks a mask image and turns it into polygon lines.
-
-    A mask drawn on the stored pixels of an image that validation turned
-    upright (EXIF orientation) is turned the same way.
-
-    Returns:
-        The polygon label bytes, the mask re-encoded as a single-channel PNG
-        (class ids, `MASK_IGNORE`, `MASK_BACKGROUND`) and the fixes.
-
-    Raises:
-        _Reject: With the first mask reason that applies (or `label_empty`).
-    """
-    assert item.mask is not None
-    mask = _read_mask(src / item.mask)
-    shape = (upright.height, upright.width)
-    if mask.shape != shape and upright.orientation != 1 and mask.shape == shape[::-1]:
-        turn = _ORIENTATION_TURNS[upright.orientation]
-        mask = np.asarray(Image.fromarray(mask).transpose(turn))
-    if mask.shape != shape:
-        raise _Reject(
-            "mask_size_mismatch",
-            f"mask {mask.shape[1]}x{mask.shape[0]} px, image "
-            f"{upright.width}x{upright.height} px",
-        )
-    ignore, background = task.mask_ignore, task.mask_background
-    problem = mask_problem(mask, task.num_classes, ignore=ignore, background=background)
-    if problem is not None:
-        raise _Reject("mask_unknown_value", problem)
-    conversion, class_map = mask_to_instances(
-        mask, task.num_classes, ignore=ignore, background=background
-    )
-    lines = conversion.label_lines(shape)
-    if not lines and not task.settings.keep_background:
-        raise _Reject("label_empty", "the mask holds no class region")
-    ok, encoded = cv2.imencode(
-        ".png",
-        class_map_to_mask(class_map, ignore=MASK_IGNORE, background=MASK_BACKGROUND),
-    )
-    if not ok:
-        raise _Reject("mask_unreadable", "the mask could not be re-encoded")
-    detail = f"{len(lines)} polygon(s)"
-    if conversion.dropped:
-        detail += f", {conversion.dropped} region(s) too small to outline dropped"
-    if conversion.holes:
-        detail += f", {conversion.holes} hole(s) covered (kept in the mask)"
-    label = "".join(f"{line}\n" for line in lines).encode()
-    return label, encoded.tobytes(), [("mask_to_polygons", detail)]
+    if not lines and not check.settings.keep_background:
+        raise Reject("label_empty", "no boxes (background image)")
+    return raw, bom, lines

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from visionops.core.files import copy_tree, sha256_file
 from visionops.data.anonymize import FaceReport
@@ -16,31 +15,11 @@ from visionops.data.manifest import Manifest
 from visionops.data.split import SPLITS, SplitPlan
 from visionops.data.validate import ValidationReport
 
+if TYPE_CHECKING:
+    from visionops.engine.task import Task
+
 CARD_FILE = "dataset_card.json"
 DATA_YAML = "data.yaml"
-HASHED = ("images", "labels", DATA_YAML)
-
-
-def layout_for(task: str) -> ModuleType:
-    """Returns the dataset layout module of a task (`visionops.tasks.<task>.layout`).
-
-    Every layout module has the same functions: `place_item`, `write_config`,
-    `ultralytics_data`, `split_dir`, `split_images`, `label_file`, `image_class`,
-    and the `HASHED` paths. A layout whose label lines are instances rather than boxes
-    names the card key they are counted under (`COUNTS_KEY`).
-
-    Raises:
-        ValueError: When the task has no dataset layout.
-    """
-    name = f"visionops.tasks.{task}.layout"
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as err:
-        if err.name and name.startswith(err.name):
-            raise ValueError(
-                f"Task {task!r} has no dataset layout ({name}); use detect or classify."
-            ) from None
-        raise
 
 
 @dataclass
@@ -62,13 +41,18 @@ class DatasetVersion:
         return load_card(self.root)
 
     @property
-    def task(self) -> str:
-        """The task the dataset is labelled for: detect, classify or segment."""
-        return str(self.card.get("task", "detect"))
+    def task(self) -> str | None:
+        """The name of the task the dataset is labelled for.
+
+        None on a card written before datasets named their task (detection:
+        `visionops.tasks.get_task(None)` is the default task).
+        """
+        task = self.card.get("task")
+        return None if task is None else str(task)
 
     @property
     def hash(self) -> str:
-        """The content hash of images, labels and data.yaml."""
+        """The content hash of the files its task's layout hashes."""
         return str(self.card["hash"])
 
     @property
@@ -76,36 +60,13 @@ class DatasetVersion:
         """The `data.yaml` of a detection dataset."""
         return self.root / DATA_YAML
 
-    @property
-    def layout(self) -> ModuleType:
-        """The task's layout module (see `layout_for`)."""
-        return layout_for(self.task)
 
-    @property
-    def ultralytics_data(self) -> Path:
-        """What to pass to Ultralytics as `data=`: data.yaml, or the folder."""
-        return Path(self.layout.ultralytics_data(self.root))
-
-    def split_dir(self, split: str) -> Path:
-        """The folder holding one split's images (searched recursively)."""
-        return Path(self.layout.split_dir(self.root, split))
-
-    def split_images(self, split: str) -> list[Path]:
-        """The images of one split (train, val or test), sorted."""
-        return list(self.layout.split_images(self.root, split))
-
-
-def content_hash(root: Path, hashed: tuple[str, ...] | None = None) -> str:
+def content_hash(root: Path, hashed: Sequence[str]) -> str:
     """Hashes every file under the `hashed` paths of `root`, paths included.
 
     The same inputs and settings give the same files, hence the same hash.
-    Without `hashed`, the paths of the task on the card (detect when there is
-    no card yet) are hashed.
+    `hashed` is what the task's layout hashes (`Task.layout.HASHED`).
     """
-    if hashed is None:
-        card = root / CARD_FILE
-        task = json.loads(card.read_text()).get("task") if card.is_file() else None
-        hashed = tuple(layout_for(task or "detect").HASHED)
     digest = hashlib.sha256()
     for top in hashed:
         base = root / top
@@ -139,6 +100,7 @@ def build_dataset_version(
     faces: FaceReport,
     quarantine: Path | None = None,
     settings: dict[str, Any] | None = None,
+    task: Task,
 ) -> DatasetVersion:
     """Writes the versioned dataset at `dest` and returns it.
 
@@ -151,16 +113,22 @@ def build_dataset_version(
         quarantine: The `quarantine/` folder of the validated dataset, copied over
             so the quarantined files travel with the version.
         settings: The ingestion settings, recorded on the card.
+        task: The task the staged dataset was validated for; its layout
+            places the files (`Task.layout`).
 
     Returns:
         The dataset version; its card adds up: items in = accepted + quarantined.
-        The files follow the layout of the manifest's task (`layout_for`); the
-        final manifest is kept as `manifest.json` (original file names).
+        The files follow the layout of `task`; the final manifest is kept as
+        `manifest.json` (original file names).
     """
     if dest.exists() and any(dest.iterdir()):
         raise ValueError(f"{dest} is not empty; pass a new directory.")
     manifest = Manifest.read(staged)
-    layout = layout_for(manifest.task)
+    if manifest.task != task.name:
+        raise ValueError(
+            f"{staged} was validated for {manifest.task or 'no task'}, not {task.name}."
+        )
+    layout = task.layout
     missing = [i.id for i in manifest.items if i.id not in plan.assignment]
     if missing:
         raise ValueError(
@@ -182,7 +150,7 @@ def build_dataset_version(
     masks = sum(1 for item in manifest.items if item.mask)
     card = {
         "hash": content_hash(dest, tuple(layout.HASHED)),
-        "task": manifest.task,
+        "task": task.name,
         "source": manifest.source,
         "source_format": manifest.source_format,
         "class_names": manifest.class_names,

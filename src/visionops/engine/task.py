@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from visionops.core.files import sha256_file
@@ -17,6 +18,8 @@ from visionops.engine.report import EvalReport
 if TYPE_CHECKING:
     import numpy as np
 
+    from visionops.data.manifest import Item
+    from visionops.data.validate import CheckedLabels, LabelCheck
     from visionops.data.version import DatasetVersion
     from visionops.engine.pyfunc import OnnxPyfunc
 
@@ -143,6 +146,9 @@ class Task(ABC):
         renderer: The function drawing one prediction on a copy of a frame,
             `(frame, prediction, names)`, as `module:function`; None while the
             task has none (or overrides `render`).
+        label_kinds: The label kinds (`visionops.data.manifest`) its datasets
+            are ingested from; the first is what a source that can give several
+            (COCO: boxes or polygons) is asked for.
     """
 
     name: ClassVar[str]
@@ -158,6 +164,7 @@ class Task(ABC):
     thresholds: ClassVar[tuple[str, ...]] = ("conf", "iou", "max_det")
     batch_outputs: ClassVar[str | None] = None
     renderer: ClassVar[str | None] = None
+    label_kinds: ClassVar[tuple[str, ...]] = ()
 
     @property
     def default_model(self) -> str:
@@ -201,13 +208,49 @@ class Task(ABC):
 
     # --- data --------------------------------------------------------------------
 
+    @property
+    def layout(self) -> ModuleType:
+        """The task's dataset layout: the `layout` module beside its task module.
+
+        Every layout module has the same functions: `place_item`, `write_config`,
+        `ultralytics_data`, `split_dir`, `split_images`, `label_file`,
+        `image_class`, and the `HASHED` paths (what the content hash covers). A
+        layout whose label lines are instances rather than boxes names the card
+        key they are counted under (`COUNTS_KEY`).
+        """
+        package = type(self).__module__.rpartition(".")[0]
+        return importlib.import_module(f"{package}.layout")
+
+    @property
+    def counts_key(self) -> str:
+        """The per-class count of a dataset card that its histogram shows."""
+        return str(getattr(self.layout, "COUNTS_KEY", "boxes_per_class"))
+
     def ultralytics_data(self, dataset: DatasetVersion) -> Path:
         """What Ultralytics takes as `data=` for this dataset version."""
-        return dataset.ultralytics_data
+        return Path(self.layout.ultralytics_data(dataset.root))
+
+    def split_dir(self, dataset: DatasetVersion, split: str) -> Path:
+        """The folder holding one split's images (searched recursively)."""
+        return Path(self.layout.split_dir(dataset.root, split))
 
     def split_images(self, dataset: DatasetVersion, split: str) -> list[Path]:
-        """The image files of one split of a dataset version."""
-        return dataset.split_images(split)
+        """The image files of one split of a dataset version, sorted."""
+        return list(self.layout.split_images(dataset.root, split))
+
+    def check_labels(self, item: Item, check: LabelCheck) -> CheckedLabels:
+        """Validates the labels of one staged item (`visionops.data.validate`).
+
+        Runs in validation's worker processes, after the image passed its checks.
+
+        Returns:
+            The item (its label path may change), the files to write for it and
+            the fixes made.
+
+        Raises:
+            visionops.data.validate.Reject: With the quarantine reason.
+        """
+        raise TaskError(f"The {self.name} task has no dataset validation yet.")
 
     # --- metrics -------------------------------------------------------------------
 

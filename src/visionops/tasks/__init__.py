@@ -76,6 +76,20 @@ TaskField = Annotated[
     PlainSerializer(lambda task: task.name, return_type=str),
 ]
 
+
+def ingestion_tasks(name: str | None = None) -> list[Task]:
+    """The tasks a source may be staged for (`data.sources.stage_source`).
+
+    The task called `name`, or every available task in registry order: the
+    first whose `label_kinds` hold what the source found takes the dataset
+    (boxes or polygons: detect; class folders: classify; mask images: segment).
+
+    Raises:
+        TaskError: An unknown task, or one not available in this version.
+    """
+    return [get_task(name)] if name else [get_task(n) for n in available_tasks()]
+
+
 __all__ = [
     "DEFAULT_TASK",
     "REGISTRY",
@@ -86,4 +100,5 @@ __all__ = [
     "as_task",
     "available_tasks",
     "get_task",
+    "ingestion_tasks",
 ]

@@ -126,7 +126,7 @@ def train(
     Args:
         model: The candidate's model name (for messages).
         settings: Training arguments.
-        data: What Ultralytics takes as `data=` (`DatasetVersion.ultralytics_data`:
+        data: What Ultralytics takes as `data=` (`Task.ultralytics_data(dataset)`:
             data.yaml for detection, the dataset folder for classification).
         run_dir: The candidate's folder (`run_key`): checkpoints, plots, results.csv.
         source: What `resolve_weights` chose to load.

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from visionops.core.env import state_dir
 from visionops.data.manifest import Manifest
@@ -26,6 +26,9 @@ from visionops.data.sources.picsellia import (
 )
 from visionops.data.sources.yolo import CLASSES_FILE, YoloSource, find_dataset_yaml
 
+if TYPE_CHECKING:
+    from visionops.engine.task import Task
+
 SUPPORTED_LAYOUTS = (
     "Supported layouts:\n"
     "  - YOLO / Ultralytics / Roboflow: a data.yaml (or other *.yaml) with `names` "
@@ -41,7 +44,6 @@ SUPPORTED_LAYOUTS = (
     "picsellia://<dataset>/<version>"
 )
 _SPLIT_FOLDERS = ("train", "valid", "val", "test")
-TASKS = ("detect", "classify", "segment")
 
 
 class ArchiveSource:
@@ -59,19 +61,19 @@ class ArchiveSource:
         archive: Path,
         cache_dir: Path,
         limits: ArchiveLimits,
-        task: str | None = None,
+        kinds: tuple[str, ...] = (),
     ) -> None:
         """Reads the zip's directory only: readable, within limits, no zip-slip."""
         self.archive = archive
         self.cache_dir = cache_dir
         self.limits = limits
-        self.task = task
+        self.kinds = kinds
         check_zip(archive, limits)
 
     def open_inner(self) -> Source:
         """Extracts the archive (once, cached) and opens the export it holds."""
         root = extract_zip(self.archive, self.cache_dir, self.limits)
-        return _open_dir(root, uri=str(self.archive), task=self.task)
+        return _open_dir(root, uri=str(self.archive), kinds=self.kinds)
 
     def stage(self, dest: Path) -> Manifest:
         """Extracts the archive and stages the export it holds into `dest`."""
@@ -92,7 +94,7 @@ def open_source(
     cache_dir: Path | None = None,
     picsellia_format: AnnotationFormat = "coco",
     archive_limits: ArchiveLimits | None = None,
-    task: str | None = None,
+    kinds: tuple[str, ...] = (),
 ) -> Source:
     """Detects what `uri` is and returns the source that reads it.
 
@@ -109,8 +111,9 @@ def open_source(
             defaults to `.visionops/cache/sources` in the project.
         picsellia_format: Picsellia export format, "coco" or "yolo".
         archive_limits: Caps on what a zip may expand to; defaults when None.
-        task: The task asked for, if any: with `segment`, COCO polygons and
-            RLE masks are kept as polygons instead of becoming boxes.
+        kinds: The label kinds wanted (`visionops.data.manifest`), first
+            preferred: with `POLYGONS` first, COCO polygons and RLE masks are
+            kept as polygons instead of becoming boxes.
 
     Returns:
         A source whose `stage(dest)` writes the staged dataset.
@@ -126,7 +129,7 @@ def open_source(
             client=picsellia_client,
             cache_dir=cache,
             annotation_format=picsellia_format,
-            task=task,
+            kinds=kinds,
         )
     if "://" in text:
         raise SourceError(
@@ -140,16 +143,16 @@ def open_source(
             f"export or {SCHEME}<version id>."
         )
     if path.is_dir():
-        return _open_dir(path, uri=str(path), task=task)
+        return _open_dir(path, uri=str(path), kinds=kinds)
     suffix = path.suffix.lower()
     if suffix == ".zip":
         return ArchiveSource(
-            path, cache / "archives", archive_limits or ArchiveLimits(), task=task
+            path, cache / "archives", archive_limits or ArchiveLimits(), kinds=kinds
         )
     if suffix in (".yaml", ".yml"):
         return YoloSource(path.parent, yaml_path=path, uri=str(path))
     if suffix == ".json" and looks_like_coco(path):
-        return CocoSource(path.parent, [path], uri=str(path), task=task)
+        return CocoSource(path.parent, [path], uri=str(path), kinds=kinds)
     raise SourceError(f"{path} is not a dataset export.\n{SUPPORTED_LAYOUTS}")
 
 
@@ -182,58 +185,45 @@ def check_source(
 
 
 def stage_source(
-    uri: str | Path, dest: Path, *, task: str | None = None, **kwargs: Any
+    uri: str | Path, dest: Path, *, tasks: Sequence[Task] = (), **kwargs: Any
 ) -> Manifest:
     """Opens `uri` (see `open_source`) and stages it into the empty folder `dest`.
 
     Args:
         uri: What to stage.
         dest: A new or empty folder.
-        task: detect, classify or segment; None takes the task the source's
-            labels imply (class folders or image-level labels: classify; mask
-            images: segment; boxes or polygons: detect).
+        tasks: The tasks the dataset may be for, in order of preference: the
+            one asked for, or every task (`visionops.tasks.ingestion_tasks`).
+            The source is asked for the label kind the first prefers; the
+            manifest names the first whose `label_kinds` hold the kind the
+            source found. Empty: the manifest names no task yet.
         **kwargs: Passed to `open_source`.
 
     Returns:
-        The manifest, with its `task`.
+        The manifest, with the kind of its labels and its `task`.
 
     Raises:
-        SourceError: When the source cannot be read or its labels do not fit
-            `task`.
+        SourceError: When the source cannot be read or none of `tasks` takes
+            the kind of labels it holds.
     """
-    if task is not None and task not in TASKS:
-        raise SourceError(f"task {task!r} is not one of {', '.join(TASKS)}.")
-    if task is not None and not _has_layout(task):
+    wanted = tuple(tasks[0].label_kinds) if tasks else ()
+    manifest = open_source(uri, kinds=wanted, **kwargs).stage(dest)
+    if not tasks:
+        return manifest
+    task = next((t for t in tasks if manifest.kind in t.label_kinds), None)
+    if task is None:
+        asked = " or ".join(t.name for t in tasks)
         raise SourceError(
-            f"task={task}: this version has no dataset layout for it yet "
-            "(visionops/tasks/<task>/layout.py); use detect or classify."
+            f"{uri} holds {manifest.kind}, which a {asked} dataset does not take. "
+            f"Drop the task setting or pass a {asked} export."
         )
-    manifest = open_source(uri, task=task, **kwargs).stage(dest)
-    if task is None or task == manifest.task:
-        return manifest
-    if task == "segment" and manifest.task == "detect":
-        manifest = manifest.model_copy(update={"task": task})
-        manifest.write(dest)
-        return manifest
-    what = {
-        "classify": "image-level classes",
-        "segment": "segmentation masks",
-    }.get(manifest.task, "boxes or polygons")
-    raise SourceError(
-        f"{uri} holds {what}, which is a {manifest.task} dataset, but task={task} "
-        f"was asked for. Drop the task setting or pass a {task} export."
-    )
-
-
-def _has_layout(task: str) -> bool:
-    try:
-        return importlib.util.find_spec(f"visionops.tasks.{task}.layout") is not None
-    except ModuleNotFoundError:
-        return False
+    manifest = manifest.model_copy(update={"task": task.name})
+    manifest.write(dest)
+    return manifest
 
 
 def _open_dir(
-    root: Path, *, uri: str, task: str | None = None, depth: int = 0
+    root: Path, *, uri: str, kinds: tuple[str, ...] = (), depth: int = 0
 ) -> Source:
     mask_folders = find_mask_folders(root)
     class_file = find_class_file(root, mask_folders) if mask_folders else None
@@ -244,7 +234,7 @@ def _open_dir(
         return YoloSource(root, yaml_path=yaml_path, uri=uri)
     coco_files = find_coco_files(root)
     if coco_files:
-        return CocoSource(root, coco_files, uri=uri, task=task)
+        return CocoSource(root, coco_files, uri=uri, kinds=kinds)
     class_layout = find_class_layout(root)
     if class_layout is not None:
         return ClassFolderSource(root, class_layout, uri=uri)
@@ -260,7 +250,7 @@ def _open_dir(
     )
     # Zips and downloads often wrap the dataset in one top-level folder.
     if len(folders) == 1 and depth < 2:
-        return _open_dir(root / folders[0], uri=uri, task=task, depth=depth + 1)
+        return _open_dir(root / folders[0], uri=uri, kinds=kinds, depth=depth + 1)
     raise SourceError(_describe(root, folders))
 
 
@@ -290,7 +280,6 @@ def _describe(root: Path, folders: list[str]) -> str:
 
 
 __all__ = [
-    "TASKS",
     "ArchiveLimits",
     "ArchiveSource",
     "ClassFolderSource",

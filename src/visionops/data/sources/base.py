@@ -14,6 +14,7 @@ from typing import Protocol
 
 from visionops.core.files import ensure_empty_dir
 from visionops.data.manifest import (
+    BOXES,
     IMAGE_SUFFIXES,
     Item,
     Manifest,
@@ -200,7 +201,7 @@ def write_staged(
     source: str,
     source_format: str,
     root: Path,
-    task: str = "detect",
+    kind: str = BOXES,
     mask_ignore: int | None = None,
     mask_background: int | None = None,
 ) -> Manifest:
@@ -219,7 +220,7 @@ def write_staged(
         source: Where the dataset came from, for the manifest.
         source_format: The source's format name, for the manifest.
         root: The export's own folder; nothing outside it is read.
-        task: What the labels are for: detect, classify or segment.
+        kind: What the labels are (a kind of `visionops.data.manifest`).
         mask_ignore: The ignored value of the entries' masks, if any.
         mask_background: The no-object value of the entries' masks, if any.
 
@@ -287,7 +288,7 @@ def write_staged(
         source=source,
         source_format=source_format,
         class_names=list(class_names),
-        task=task,
+        kind=kind,
         mask_ignore=mask_ignore,
         mask_background=mask_background,
         items=items,

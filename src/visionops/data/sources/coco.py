@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from visionops.data.manifest import Manifest
+from visionops.data.manifest import BOXES, IMAGE_CLASS, POLYGONS, Manifest
 from visionops.data.masks import format_polygon_line, mask_polygons
 from visionops.data.sources.base import (
     Entry,
@@ -352,7 +352,7 @@ class CocoSource:
         json_files: list[Path],
         *,
         uri: str | None = None,
-        task: str | None = None,
+        kinds: tuple[str, ...] = (),
     ):
         """Records where the export is; nothing is parsed until staging.
 
@@ -360,14 +360,15 @@ class CocoSource:
             root: The export folder (images are searched below it).
             json_files: COCO json files, e.g. from `find_coco_files`.
             uri: What the user passed, recorded in the manifest.
-            task: With "segment", polygons and RLE masks become YOLO polygon
-                lines; otherwise every annotation becomes a box.
+            kinds: The label kinds wanted, first preferred: with `POLYGONS`
+                first, polygons and RLE masks become YOLO polygon lines;
+                otherwise every annotation becomes a box.
         """
         self.root = Path(os.path.abspath(root))
         self.json_files = [Path(os.path.abspath(path)) for path in json_files]
         self.uri = uri or str(self.root)
-        self.asked = task
-        self.task = "detect"
+        self.wanted = kinds
+        self.kind = BOXES
 
     def check(self) -> None:
         """Parses every json file and checks its shape, as staging would.
@@ -388,7 +389,7 @@ class CocoSource:
             source=self.uri,
             source_format=self.format,
             root=self.root,
-            task=self.task,
+            kind=self.kind,
         )
 
     def collect(self) -> tuple[list[str], list[Entry]]:
@@ -405,12 +406,12 @@ class CocoSource:
         class_names: list[str] = []
         docs = [(path, self._load(path)) for path in self.json_files]
         annotations_all = [a for _, doc in docs for a in doc.get("annotations") or []]
-        self.task = (
-            "classify"
+        self.kind = (
+            IMAGE_CLASS
             if annotations_all and not any(map(_has_geometry, annotations_all))
-            else "segment"
-            if self.asked == "segment"
-            else "detect"
+            else POLYGONS
+            if self.wanted[:1] == (POLYGONS,)
+            else BOXES
         )
         entries: list[Entry] = []
         finder = _ImageFinder(self.root)
@@ -439,7 +440,7 @@ class CocoSource:
                 own = by_image.get(image.get("id"), [])
                 label: str | None = None
                 class_id: int | None = None
-                if self.task == "classify":
+                if self.kind == IMAGE_CLASS:
                     ids = {class_of.get(a.get("category_id")) for a in own}
                     # None (no label, or several) is quarantined by validation.
                     class_id = ids.pop() if len(ids) == 1 else None
@@ -466,7 +467,7 @@ class CocoSource:
                         problem=problem,
                     )
                 )
-        if self.task == "classify":
+        if self.kind == IMAGE_CLASS:
             order = sorted(class_names)
             remap: dict[int | None, int] = {
                 i: order.index(name) for i, name in enumerate(class_names)
@@ -480,7 +481,7 @@ class CocoSource:
     def _lines(
         self, class_id: int, annotation: dict[str, Any], width: float, height: float
     ) -> list[str]:
-        if self.task == "segment":
+        if self.kind == POLYGONS:
             return segment_lines(class_id, annotation, width, height)
         return [yolo_line(class_id, annotation_box(annotation), width, height)]
 

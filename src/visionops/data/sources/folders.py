@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from visionops.data.manifest import Manifest
+from visionops.data.manifest import IMAGE_CLASS, Manifest
 from visionops.data.sources.base import (
     Entry,
     is_image,
@@ -85,7 +85,7 @@ class ClassFolderSource:
     """
 
     format = "folders"
-    task = "classify"
+    kind = IMAGE_CLASS
 
     def __init__(
         self,
@@ -128,5 +128,5 @@ class ClassFolderSource:
             source=self.uri,
             source_format=self.format,
             root=self.root,
-            task=self.task,
+            kind=self.kind,
         )

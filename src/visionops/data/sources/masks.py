@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from visionops.data.manifest import Manifest
+from visionops.data.manifest import MASKS, Manifest
 from visionops.data.sources.base import (
     Entry,
     SourceError,
@@ -178,7 +178,7 @@ class MaskSource:
             source=self.uri,
             source_format=self.format,
             root=self.root,
-            task="segment",
+            kind=MASKS,
             mask_ignore=self.classes.ignore,
             mask_background=self.classes.background,
         )

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from visionops.data.manifest import Manifest, safe_id
+from visionops.data.manifest import BOXES, Manifest, safe_id
 from visionops.data.sources.archive import extract_zip
 from visionops.data.sources.base import (
     Entry,
@@ -164,7 +164,7 @@ class PicselliaSource:
         client: PicselliaClient | None = None,
         cache_dir: Path,
         annotation_format: AnnotationFormat = "coco",
-        task: str | None = None,
+        kinds: tuple[str, ...] = (),
     ) -> None:
         """Checks the uri and the credentials; nothing is downloaded yet.
 
@@ -174,8 +174,7 @@ class PicselliaSource:
             cache_dir: Downloads go to `cache_dir/picsellia/<version id>`.
             annotation_format: Export the annotations as "coco" (default; the
                 class names travel in the file) or "yolo".
-            task: The task asked for; with "segment", COCO polygons stay
-                polygons.
+            kinds: The label kinds wanted, first preferred (see `CocoSource`).
 
         Raises:
             SourceError: When the uri, the format or the token is wrong.
@@ -188,7 +187,7 @@ class PicselliaSource:
                 "use 'coco' or 'yolo'."
             )
         self.annotation_format = annotation_format
-        self.task = task
+        self.kinds = kinds
         self.cache_dir = cache_dir
         self._client = client
         self._token = None if client is not None else resolve_token()
@@ -218,9 +217,9 @@ class PicselliaSource:
             annotations = extract_zip(exported, work / "unzipped")
         else:
             annotations = exported.parent
-        task = "detect"
+        kind = BOXES
         if self.annotation_format == "coco":
-            class_names, entries, task = self._coco(exported, annotations, images)
+            class_names, entries, kind = self._coco(exported, annotations, images)
         else:
             class_names, entries = self._yolo(annotations, images)
         # A dataset version has no train/val/test of its own.
@@ -232,7 +231,7 @@ class PicselliaSource:
             source=self.uri,
             source_format=self.format,
             root=work,
-            task=task,
+            kind=kind,
         )
 
     def _dataset_version(self) -> PicselliaDatasetVersion:
@@ -259,7 +258,7 @@ class PicselliaSource:
     def _coco(
         self, exported: Path, annotations: Path, images: Path
     ) -> tuple[list[str], list[Entry], str]:
-        """Reads the COCO export; image-level labels make it a classify dataset."""
+        """Reads the COCO export and tells the kind of its labels."""
         if exported.suffix.lower() == ".json" and looks_like_coco(exported):
             files = [exported]
         else:
@@ -269,9 +268,9 @@ class PicselliaSource:
                 f"The Picsellia COCO export {exported} holds no COCO json. Export "
                 "with annotation_format='yolo' or check the dataset version."
             )
-        source = CocoSource(images, files, uri=self.uri, task=self.task)
+        source = CocoSource(images, files, uri=self.uri, kinds=self.kinds)
         class_names, entries = source.collect()
-        return class_names, entries, source.task
+        return class_names, entries, source.kind
 
     def _yolo(self, annotations: Path, images: Path) -> tuple[list[str], list[Entry]]:
         # The YOLO zip is flat: <image stem>.txt per annotated asset + data.yaml.

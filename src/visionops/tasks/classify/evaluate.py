@@ -35,7 +35,7 @@ def measure(job: EvalJob) -> Scores:
     probs = np.stack(rows) if rows else np.zeros((0, len(names)))
     index = {name: i for i, name in enumerate(names)}
     dataset, split = job.dataset, job.settings.split
-    truth = [str(dataset.layout.image_class(dataset.root, p)) for p in job.images]
+    truth = [str(job.task.layout.image_class(dataset.root, p)) for p in job.images]
     unknown = sorted(set(truth) - set(index))
     if unknown:
         raise ValueError(

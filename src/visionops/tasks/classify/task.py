@@ -6,9 +6,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visionops.data.manifest import IMAGE_CLASS
 from visionops.engine.task import Serving, Task, TaskError
 
 if TYPE_CHECKING:
+    from visionops.data.manifest import Item
+    from visionops.data.validate import CheckedLabels, LabelCheck
     from visionops.engine.task import EvalJob, Scores
 
 PER_CLASS = ("precision", "recall", "f1", "support")
@@ -43,6 +46,7 @@ class ClassifyTask(Task):
     # Every class's probability per image; the most probable class written on.
     batch_outputs = "visionops.tasks.classify.batch:ClassifyBatchOutput"
     renderer = "visionops.tasks.classify.render:draw_classification"
+    label_kinds = (IMAGE_CLASS,)
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/accuracy_top1`-style keys to `top1` and `top5`."""
@@ -104,3 +108,14 @@ class ClassifyTask(Task):
         from visionops.tasks.classify.serving import answer
 
         return answer(prediction, names, **parameters)
+
+    @property
+    def counts_key(self) -> str:
+        """Classification cards count images per class."""
+        return "images_per_class"
+
+    def check_labels(self, item: Item, check: LabelCheck) -> CheckedLabels:
+        """One known image-level class per item (`tasks.classify.labels`)."""
+        from visionops.tasks.classify.labels import check_labels
+
+        return check_labels(item, check)

@@ -6,10 +6,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visionops.data.manifest import BOXES
 from visionops.engine.task import Serving, Task
 from visionops.tasks.detect.metrics import METRICS, box_metrics
 
 if TYPE_CHECKING:
+    from visionops.data.manifest import Item
+    from visionops.data.validate import CheckedLabels, LabelCheck
     from visionops.engine.task import EvalJob, Scores
 
 
@@ -29,6 +32,7 @@ class DetectTask(Task):
     # Label files and one CSV row per box; boxes and `name conf` labels drawn.
     batch_outputs = "visionops.tasks.detect.batch:DetectBatchOutput"
     renderer = "visionops.tasks.detect.render:draw_detections"
+    label_kinds = (BOXES,)
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(B)`-style keys to the project's names."""
@@ -78,3 +82,9 @@ class DetectTask(Task):
         from visionops.tasks.detect.serving import answer
 
         return answer(prediction, names)
+
+    def check_labels(self, item: Item, check: LabelCheck) -> CheckedLabels:
+        """Box lines, clipped and deduplicated (`tasks.detect.labels`)."""
+        from visionops.tasks.detect.labels import check_labels
+
+        return check_labels(item, check)

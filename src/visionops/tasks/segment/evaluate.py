@@ -59,7 +59,7 @@ def measure(job: EvalJob) -> Scores:
     accumulator = SemanticAccumulator(names)
     for image, result in zip(job.images, predict(job, retina_masks=True), strict=True):
         predicted = result_class_map(result)
-        truth = dataset.layout.class_map(dataset.root, image)
+        truth = job.task.layout.class_map(dataset.root, image)
         if predicted.shape != truth.shape:
             raise ValueError(
                 f"{image.name}: the prediction is {predicted.shape[::-1]} pixels, "

@@ -6,11 +6,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visionops.data.manifest import BOXES, MASKS, POLYGONS
 from visionops.engine.task import Serving, Task
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from visionops.data.manifest import Item
+    from visionops.data.validate import CheckedLabels, LabelCheck
     from visionops.engine.report import EvalReport
     from visionops.engine.task import EvalJob, Scores
 
@@ -51,6 +54,9 @@ class SegmentTask(Task):
     pipelines = frozenset({"training", "deployment", "batch"})
     # A mask PNG per image and one CSV row per instance.
     batch_outputs = "visionops.tasks.segment.batch:SegmentBatchOutput"
+    # COCO is asked for polygons; YOLO box-or-polygon labels are taken as they are
+    # (validation quarantines box lines).
+    label_kinds = (POLYGONS, MASKS, BOXES)
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(M)`-style keys to `mask_map50_95` and friends."""
@@ -117,3 +123,9 @@ class SegmentTask(Task):
         from visionops.tasks.segment.serving import answer
 
         return answer(prediction, names)
+
+    def check_labels(self, item: Item, check: LabelCheck) -> CheckedLabels:
+        """Polygon lines, or a mask image outlined (`tasks.segment.labels`)."""
+        from visionops.tasks.segment.labels import check_labels
+
+        return check_labels(item, check)

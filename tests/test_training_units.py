@@ -74,6 +74,7 @@ def test_weights_fall_back_offline_and_required_fails(tmp_path: Path) -> None:
 def _report(score: float, latency: float | None = 10.0) -> EvalReport:
     metrics = {k: score for k in ("map50_95", "map50", "precision", "recall", "f1")}
     return EvalReport(
+        task="detect",
         split="test",
         dataset_hash="h" * 64,
         weights_sha256="w",

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from visionops.data.version import DatasetVersion
+    from visionops.engine.bootstrap import MetricFn, PerImage
     from visionops.engine.report import EvalReport
 
 # `yolo11n`, `yolo26s-cls`, `yolo11m-seg`: family, scale, task suffix.
@@ -141,6 +142,17 @@ class Task(ABC):
     def evaluation_html(self, report: EvalReport, plot_dir: Path) -> str:
         """The test evaluation as one HTML page for the ZenML dashboard."""
         return evaluation_html(report, plot_dir)
+
+    def resample_metric(
+        self, per_image: PerImage, metric: str, class_names: Sequence[str]
+    ) -> MetricFn:
+        """`metric` recomputed from an evaluation's per-image results on resamples
+        of its images (`visionops.engine.bootstrap`).
+
+        Raises:
+            ValueError: The task cannot recompute this metric per image.
+        """
+        raise ValueError(f"the {self.name} task keeps no per-image results")
 
     # --- inference (evaluation latency, batch, service) ------------------------------
 

@@ -16,9 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from visionops.config import EvaluationSettings, PromotionSettings
+from visionops.config import BootstrapSettings, EvaluationSettings, PromotionSettings
 from visionops.core.env import state_dir
 from visionops.data.version import CARD_FILE, DatasetVersion
+from visionops.engine.bootstrap import compare_reports
 from visionops.engine.latency import onnx_latency_ms
 from visionops.engine.report import EvalReport
 from visionops.tasks import get_task
@@ -378,6 +379,7 @@ def promote_challenger(
     rule: PromotionSettings,
     model_name: str,
     lineage_tags: dict[str, str] | None = None,
+    bootstrap: BootstrapSettings | None = None,
 ) -> Promotion:
     """Registers the challenger (alias `challenger`); promotes it if the rule says so.
 
@@ -394,6 +396,8 @@ def promote_challenger(
         rule: The promotion rule.
         model_name: The registered model.
         lineage_tags: Extra version tags (ZenML model version, pipeline run).
+        bootstrap: The paired bootstrap of challenger minus champion (None:
+            the defaults).
 
     Raises:
         TaskMismatchError: The registered model holds another task.
@@ -404,7 +408,19 @@ def promote_challenger(
 
     task = get_task(challenger.task)
     check_model_task(model_name, task.name)
-    decision = decide(challenger, champion.report, rule, champion.version)
+    metric = rule.metric or task.default_metric
+    interval, note = (None, "")
+    if champion.report is not None:
+        interval, note = compare_reports(
+            task,
+            challenger,
+            champion.report,
+            metric,
+            **(bootstrap or BootstrapSettings()).model_dump(),
+        )
+    decision = decide(
+        challenger, champion.report, rule, champion.version, interval, note
+    )
     report = decision_markdown(decision, challenger, champion.report, model_name)
     with mlflow.start_run(run_id=selected.mlflow_run_id):
         info = task.log_model(
@@ -415,12 +431,9 @@ def promote_challenger(
             },
         )
         mlflow.log_text(report, "decision.md")
-        mlflow.set_tags(
-            {
-                "promotion.promoted": str(decision.promote).lower(),
-                "promotion.reason": decision.reason,
-            }
-        )
+        mlflow.set_tags(decision.tags())
+        if interval is not None:
+            mlflow.log_metrics(interval.metrics("test_vs_champion"))
     version = register_version(
         model_name,
         info.model_uri,
@@ -437,6 +450,7 @@ def promote_challenger(
                 serving_imgsz=challenger.latency_imgsz,
             ),
             **(challenger.quantization.tags() if challenger.quantization else {}),
+            **decision.tags(),
         },
         description=task.description,
     )

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from visionops.core.files import sha256_file
+from visionops.engine.bootstrap import PerImage
 from visionops.engine.report import EvalReport
 from visionops.engine.ultralytics import configure_ultralytics, resolve_device
 
@@ -100,4 +101,9 @@ def evaluate_weights(
         per_class=result.per_class,
         class_names=names,
         confusion_matrix=result.confusion_normalized.round(4).tolist(),
+        per_image=PerImage(
+            images=[p.name for p in images],
+            values={"label": [[int(v)] for v in labels], "probs": probs.tolist()},
+            params={"positive_class": positive_class} if positive_class else {},
+        ),
     )

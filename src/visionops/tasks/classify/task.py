@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from visionops.data.version import DatasetVersion
+    from visionops.engine.bootstrap import MetricFn, PerImage
     from visionops.engine.report import EvalReport
 
 PER_CLASS = ("precision", "recall", "f1", "support")
@@ -83,6 +84,14 @@ class ClassifyTask(Task):
             split=split,
             positive_class=positive_class,
         )
+
+    def resample_metric(
+        self, per_image: PerImage, metric: str, class_names: Sequence[str]
+    ) -> MetricFn:
+        """Any test metric from the kept per-image probabilities."""
+        from visionops.tasks.classify.resample import classification_metric
+
+        return classification_metric(per_image, metric, class_names)
 
     def predictor(
         self, onnx_path: Path, *, threads: int = 1, providers: list[str] | None = None

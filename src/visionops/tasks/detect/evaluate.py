@@ -9,6 +9,7 @@ import numpy as np
 from visionops.core.files import sha256_file
 from visionops.engine.report import EvalReport
 from visionops.engine.ultralytics import configure_ultralytics, resolve_device
+from visionops.tasks.detect.resample import STAT_FIELDS, collect_stats, per_image
 
 
 def evaluate_weights(
@@ -41,7 +42,9 @@ def evaluate_weights(
         )
     images = len(list((data_yaml.parent / data[split]).glob("*")))
     configure_ultralytics()
-    metrics = YOLO(str(weights), task="detect").val(
+    model = YOLO(str(weights), task="detect")
+    matches = collect_stats(model)  # per image, for the bootstrap
+    metrics = model.val(
         data=str(data_yaml),
         split=split,
         imgsz=imgsz,
@@ -89,4 +92,5 @@ def evaluate_weights(
         per_class=per_class,
         class_names=names,
         confusion_matrix=normalised.round(4).tolist(),
+        per_image=per_image(matches, ("tp", *STAT_FIELDS)),
     )

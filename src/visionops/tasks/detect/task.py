@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from visionops.data.version import DatasetVersion
+    from visionops.engine.bootstrap import MetricFn, PerImage
     from visionops.engine.report import EvalReport
 
 METRICS = ("map50_95", "map50", "precision", "recall", "f1")
@@ -78,6 +79,14 @@ class DetectTask(Task):
             device=device,
             split=split,
         )
+
+    def resample_metric(
+        self, per_image: PerImage, metric: str, class_names: Sequence[str]
+    ) -> MetricFn:
+        """Box metrics from the kept matches: mAP as `ap_per_class` computes it."""
+        from visionops.tasks.detect.resample import detection_metric
+
+        return detection_metric(per_image, metric, class_names)
 
     def predictor(
         self, onnx_path: Path, *, threads: int = 1, providers: list[str] | None = None

@@ -12,11 +12,14 @@ import numpy as np
 
 from visionops.core.files import sha256_file
 from visionops.data.masks import BACKGROUND
+from visionops.engine.bootstrap import PerImage
 from visionops.engine.report import EvalReport
 from visionops.engine.ultralytics import configure_ultralytics, resolve_device
 from visionops.tasks.classify.metrics import metric_key
+from visionops.tasks.detect.resample import STAT_FIELDS, collect_stats
 from visionops.tasks.segment.metrics import (
     SemanticAccumulator,
+    confusion_matrix,
     plot_class_iou,
     plot_confusion,
     rasterise_instances,
@@ -68,7 +71,7 @@ def evaluate_weights(
             f"The dataset has no {split} split ({dataset.root}); re-run ingestion "
             f"with split.{split} > 0 so models are measured on images they never saw."
         )
-    names, instance, per_class_ap = validate(
+    names, instance, per_class_ap, matches = validate(
         weights,
         dataset.ultralytics_data,
         out_dir,
@@ -78,6 +81,7 @@ def evaluate_weights(
         split=split,
     )
     accumulator = SemanticAccumulator(names)
+    pixels: dict[str, list[float]] = {}  # per image, for the bootstrap
     for image, predicted in zip(
         images,
         predicted_class_maps(weights, images, imgsz=imgsz, batch=batch, device=device),
@@ -89,7 +93,9 @@ def evaluate_weights(
                 f"{image.name}: the prediction is {predicted.shape[::-1]} pixels, "
                 f"its ground truth {truth.shape[::-1]}"
             )
-        accumulator.update(predicted, truth)
+        confusion = confusion_matrix(predicted, truth, len(names))
+        accumulator.confusion += confusion
+        pixels[image.name] = confusion.ravel().tolist()
     semantic = semantic_metrics(accumulator.confusion, names)
     plot_class_iou(semantic, names, out_dir / IOU_PLOT)
     plot_confusion(accumulator.confusion, names, out_dir / PIXEL_CONFUSION_PLOT)
@@ -105,6 +111,19 @@ def evaluate_weights(
         per_class=per_class_rows(names, semantic, per_class_ap),
         class_names=names,
         confusion_matrix=_normalised(accumulator.confusion).round(4).tolist(),
+        per_image=per_image_results(matches, pixels),
+    )
+
+
+def per_image_results(matches: list[dict], pixels: dict[str, list[float]]) -> PerImage:
+    """Ultralytics' box and mask matches and the pixel confusion of each image
+    (the images both hold), from which `segment_metric` recomputes the metrics."""
+    by_name = {m["im_name"]: m for m in matches}
+    names = [name for name in pixels if name in by_name]
+    fields = ("tp", "tp_m", *STAT_FIELDS)
+    values = {f: [by_name[name][f] for name in names] for f in fields}
+    return PerImage(
+        images=names, values={**values, "confusion": [pixels[n] for n in names]}
     )
 
 
@@ -117,18 +136,20 @@ def validate(
     batch: int,
     device: str,
     split: str,
-) -> tuple[list[str], dict[str, float], dict[str, dict[str, float]]]:
+) -> tuple[list[str], dict[str, float], dict[str, dict[str, float]], list[dict]]:
     """Ultralytics' validation of a segmentation model on one split.
 
     Returns:
-        The class names, `{mask,box}_map50{,_95}`, and per class (by name, for
+        The class names, `{mask,box}_map50{,_95}`, per class (by name, for
         the classes with ground truth) `mask_ap50`, `mask_ap50_95` and
-        `box_ap50_95`.
+        `box_ap50_95`, and each image's box and mask matches (`collect_stats`).
     """
     from ultralytics import YOLO
 
     configure_ultralytics()
-    results = YOLO(str(weights)).val(
+    model = YOLO(str(weights))
+    matches = collect_stats(model, ("tp", "tp_m"))
+    results = model.val(
         data=str(data_yaml),
         split=split,
         imgsz=imgsz,
@@ -156,7 +177,7 @@ def validate(
             "mask_ap50_95": float(mask_ap),
             "box_ap50_95": float(box.class_result(i)[3]),
         }
-    return names, metrics, per_class
+    return names, metrics, per_class, matches
 
 
 def predicted_class_maps(

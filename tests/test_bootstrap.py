@@ -273,3 +273,23 @@ def test_bootstrap_settings_are_validated() -> None:
     with pytest.raises(ValueError):
         BootstrapSettings(confidence=1.5)
     assert PromotionSettings().rule == "confident"
+
+
+def test_detection_evaluation_keeps_what_its_metrics_come_from(
+    tiny_weights, tiny_dataset, tmp_path
+) -> None:
+    task = get_task("detect")
+    report = task.evaluate(
+        tiny_weights, tiny_dataset, tmp_path / "test", imgsz=128, device="cpu"
+    )
+    results = report.per_image
+    assert results is not None and len(results.images) == report.images
+    assert sorted(results.images) == sorted(
+        p.name for p in tiny_dataset.split_images("test")
+    )
+    everything = np.arange(report.images)[None]
+    for metric in ("map50_95", "map50", "precision", "recall"):
+        recomputed = task.resample_metric(results, metric, report.class_names)
+        assert recomputed(everything)[0] == pytest.approx(
+            report.metrics[metric], abs=1e-9
+        )

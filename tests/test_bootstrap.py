@@ -293,3 +293,43 @@ def test_detection_evaluation_keeps_what_its_metrics_come_from(
         assert recomputed(everything)[0] == pytest.approx(
             report.metrics[metric], abs=1e-9
         )
+
+
+def test_status_repeats_the_intervals_and_the_noise() -> None:
+    from visionops.app.status import _verdict, format_status
+    from visionops.engine.bootstrap import Interval
+
+    gate = Interval(
+        metric="map50_95",
+        difference=0.012,
+        low=-0.03,
+        high=0.05,
+        confidence=0.95,
+        images=9,
+        resamples=1000,
+        seed=0,
+    )
+    tags = {"quantization.rule": "confident", **gate.tags("quantization")}
+    verdict = _verdict(tags, "quantization")
+    assert verdict["test_images"] == 9 and verdict["ci_low"] == pytest.approx(-0.03)
+    status = {
+        "stack": {"name": "local", "tracking_uri": None, "components": {}},
+        "dataset": None,
+        "champion": {
+            "name": "m",
+            "version": "1",
+            "task": "detect",
+            "mlflow_model_uri": "models:/m@champion",
+            "test_metrics": {"map50_95": 0.28},
+            "onnx": "x.onnx",
+            "precision": "int8",
+            "onnx_latency_ms": 3.0,
+            "decisions": {"quantization": verdict},
+        },
+        "reports": {},
+    }
+    text = format_status(status)
+    assert (
+        "INT8 gate (confident): INT8 - FP32 +0.0120, 95% CI -0.0300 to +0.0500 on 9 "
+        "test images; 9 test images: differences under 0.04 are noise"
+    ) in text

@@ -68,15 +68,36 @@ def _report(task: str, per_image: PerImage, metrics: dict[str, float]) -> EvalRe
 
 @pytest.mark.parametrize("images", [1, 9, 60])
 def test_vectorised_ap_is_ultralytics_ap_on_every_resample(images: int) -> None:
-    matches = Matches(_detections(images, seed=images))
+    results = _detections(images, seed=images)
+    matches = Matches(results)
     draws = np.random.default_rng(0).integers(0, images, (25, images))
     draws[0] = np.arange(images)
     ap, present = matches.average_precision(draws)
-    for row, draw in enumerate(draws):
+    maps = get_task("detect").resample_metric(results, "map50_95", ["a", "b", "c"])
+    for row, (draw, value) in enumerate(zip(draws, maps(draws), strict=True)):
         reference = matches.ultralytics(draw)
         ap_reference, classes = reference[5], reference[6]
         assert sorted(np.flatnonzero(present[row])) == sorted(classes)
         np.testing.assert_allclose(ap[row][classes], ap_reference, atol=1e-12)
+        assert value == pytest.approx(ap_reference.mean(), abs=1e-12)
+
+
+def test_a_class_predicted_but_absent_from_a_resample_is_left_out() -> None:
+    true_at_all = tp_bits(np.ones((1, 10), bool))[0]
+    results = PerImage(
+        images=["a.jpg", "b.jpg"],
+        values={
+            "tp": [[true_at_all], [0]],
+            "conf": [[0.9], [0.8]],
+            "pred_cls": [[0], [1]],  # b.jpg: a false class-1 box
+            "target_cls": [[0], [0]],
+        },
+    )
+    maps = get_task("detect").resample_metric(results, "map50_95", ["x", "y"])
+    draws = np.array([[0, 1], [1, 1], [0, 0]])
+    expected = [Matches(results).ultralytics(d)[5].mean() for d in draws]
+    assert maps(draws) == pytest.approx(expected, abs=1e-12)
+    assert expected[1] == 0.0 and expected[2] == pytest.approx(0.995)  # COCO 101 pts
 
 
 def test_known_difference_is_inside_the_interval() -> None:

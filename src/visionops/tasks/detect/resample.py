@@ -90,7 +90,8 @@ class Matches:
         bits = np.concatenate(results.arrays(field, np.int64) or [np.zeros(0)])
         targets = results.arrays("target_cls", np.int64)
         target_cls = np.concatenate(targets or [np.zeros(0, np.int64)])
-        self.classes = int(max([*cls.astype(np.int64), *target_cls, -1])) + 1
+        cls = cls.astype(np.int64)
+        self.classes = int(max(cls.max(initial=-1), target_cls.max(initial=-1))) + 1
         image = np.repeat(np.arange(n), sizes)
         order = np.lexsort((-conf, cls))  # by class, then confidence descending
         self.tp = unpack_bits(bits[order])
@@ -220,8 +221,11 @@ def map_metric(results: PerImage, field: str, iou50_only: bool) -> MetricFn:
         ap, present = matches.average_precision(
             indices, 1 if iou50_only else IOU_THRESHOLDS
         )
+        # A class predicted but absent from the resample is left out (its AP,
+        # over no target, is undefined), as `ap_per_class` leaves it out.
+        per_class = np.where(present, ap.mean(axis=2), 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return (ap.mean(axis=2) * present).sum(axis=1) / present.sum(axis=1)
+            return per_class.sum(axis=1) / present.sum(axis=1)
 
     return metric
 

@@ -263,7 +263,7 @@ def evaluate_challenger(
     serving_imgsz = settings.serving_imgsz or selected.train["imgsz"]
     onnx = export_onnx(weights, serving_imgsz, out_dir=out_dir)
     report.latency_ms = onnx_latency_ms(
-        onnx, task.split_images(dataset, "test"), settings.latency_runs, task.name
+        task, onnx, task.split_images(dataset, "test"), settings.latency_runs
     )
     report.latency_imgsz = serving_imgsz
     exports, served = [onnx], onnx
@@ -347,7 +347,7 @@ def evaluate_champion(
     if champion.onnx_artifact:
         onnx = champion.fetch_onnx(out_dir / ONNX_DIR)
         report.latency_ms = onnx_latency_ms(
-            onnx, task.split_images(dataset, "test"), settings.latency_runs, task.name
+            task, onnx, task.split_images(dataset, "test"), settings.latency_runs
         )
         report.latency_imgsz = champion.serving_imgsz
     return ChampionScore(champion=champion, report=report)

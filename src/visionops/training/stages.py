@@ -231,8 +231,9 @@ def evaluate_challenger(
 
     With `settings.quantize`, a static INT8 copy of the export (calibrated on
     the validation split) and the FP32 export are both measured on the test
-    split (`quantize_and_gate`); the INT8 one is served when its `metric` is
-    within `settings.max_quantization_drop` of FP32. The metrics (`test_<name>`,
+    split (`quantize_and_gate`); the INT8 one is served unless its `metric`
+    drops more than `settings.max_quantization_drop` below FP32 (by
+    `settings.quantization_rule`). The metrics (`test_<name>`,
     `test_onnx_{fp32,int8}_*`), the `precision` tag, `test/evaluation.json`,
     the test plots and the ONNX exports (`onnx/`) go to the candidate's MLflow
     run; the returned ONNX is the one deployment serves.

@@ -36,4 +36,12 @@ def training(params: TrainingParameters) -> None:
         model, dataset, selected, params.evaluation, params.promotion.metric
     )
     champion = evaluate_champion(dataset, params.model.name, params.evaluation)
-    promote_model(selected, report, champion, onnx, params.promotion, params.model.name)
+    promote_model(
+        selected,
+        report,
+        champion,
+        onnx,
+        params.promotion,
+        params.model.name,
+        params.evaluation.bootstrap,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import TINY_TRAINING
@@ -65,6 +66,16 @@ def test_classifier_trained_evaluated_and_promoted(classified: dict) -> None:
         assert key in evaluation.metrics
     assert evaluation.metrics["sensitivity"] == evaluation.metrics["recall_PNEUMONIA"]
     assert evaluation.latency_ms and evaluation.latency_ms > 0
+    # Kept per image, the probabilities give back every metric.
+    from visionops.tasks import get_task
+
+    assert evaluation.per_image is not None
+    everything = np.arange(evaluation.images)[None]
+    for key in ("top1", "macro_f1", "sensitivity"):
+        recomputed = get_task("classify").resample_metric(
+            evaluation.per_image, key, evaluation.class_names
+        )(everything)[0]
+        assert recomputed == pytest.approx(evaluation.metrics[key], abs=1e-9)
 
     configure_tracking()
     champion = Champion.get("image-classifier")  # the classify default name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import TINY_TRAINING
@@ -70,6 +71,17 @@ def test_segmenter_trained_evaluated_and_promoted_on_miou(segmented: dict) -> No
     assert [row["class"] for row in evaluation.per_class] == list(CLASSES)
     assert len(evaluation.confusion_matrix) == len(CLASSES) + 1  # and background
     assert evaluation.latency_ms and evaluation.latency_ms > 0
+    # Kept per image, the matches and pixel counts give back every metric.
+    from visionops.tasks import get_task
+
+    assert evaluation.per_image is not None
+    assert len(evaluation.per_image.images) == evaluation.images
+    everything = np.arange(evaluation.images)[None]
+    for key in ("mask_map50_95", "box_map50", "miou", "pixel_accuracy"):
+        recomputed = get_task("segment").resample_metric(
+            evaluation.per_image, key, evaluation.class_names
+        )(everything)[0]
+        assert recomputed == pytest.approx(evaluation.metrics[key], abs=1e-9)
     html = Path(
         run.steps["evaluate_model"]
         .outputs["evaluation_report"][0]

@@ -126,8 +126,15 @@ def test_int8_scores_decision_and_served_precision_recorded(trained: dict) -> No
     assert 0 <= quantization.fp32_score <= 1 and 0 <= quantization.int8_score <= 1
     assert quantization.fp32_latency_ms > 0 and quantization.int8_latency_ms > 0
     assert quantization.calibration_images >= 1  # from the validation split
-    drop = quantization.fp32_score - quantization.int8_score
-    expected = "int8" if drop <= quantization.max_drop + 1e-9 else "fp32"
+    # The default rule reads the paired bootstrap of INT8 - FP32 on the test split.
+    interval = quantization.interval
+    assert quantization.rule == "confident" and interval is not None
+    assert interval.images == evaluation.images and interval.resamples == 1000
+    assert interval.low <= interval.difference <= interval.high
+    assert interval.difference == pytest.approx(
+        quantization.int8_score - quantization.fp32_score, abs=1e-9
+    )
+    expected = "fp32" if -interval.high > quantization.max_drop else "int8"
     assert quantization.precision == expected
     served = run.steps["evaluate_model"].outputs["onnx_model"][0].load().path
     assert served.name.endswith(".int8.onnx") == (expected == "int8")
@@ -154,6 +161,11 @@ def test_int8_scores_decision_and_served_precision_recorded(trained: dict) -> No
     report = str(run.steps["promote_model"].outputs["decision_report"][0].load())
     assert f"## Served precision: {expected.upper()}" in report
     assert "| latency (ms, CPU, 1 thread) |" in report
+    assert f"INT8 - FP32: {interval.text()}." in report
+    assert f", {evaluation.images} images)" in report  # the test split's size
+    assert v1.tags["quantization.rule"] == "confident"
+    assert v1.tags["quantization.test_images"] == str(evaluation.images)
+    assert metrics["test_onnx_int8_vs_fp32_ci_low"] == pytest.approx(interval.low)
     # quantize: false serves the FP32 export.
     v2 = client.get_model_version(MODEL, "2")
     assert v2.tags.get("precision", "fp32") == "fp32"
@@ -200,6 +212,11 @@ def test_first_run_promoted_second_not(trained: dict) -> None:
         trained["second"].steps["promote_model"].outputs["decision_report"][0].load()
     )
     assert "NOT PROMOTED" in str(report)
+    # Challenger minus champion, on the same test images, with its interval.
+    assert second.rule == "confident" and second.interval is not None
+    assert second.interval.images == second.test_images >= 1
+    assert f"Challenger - champion, map50_95: {second.interval.text()}" in str(report)
+    assert f"{second.test_images} images" in str(report)
 
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
@@ -246,8 +263,15 @@ def test_status_reports_the_champion(
 
     served = mlflow.MlflowClient().get_model_version(MODEL, "1").tags["precision"]
     assert champ["precision"] == served and served in ("int8", "fp32")
+    # The INT8 verdict's rule, interval and test-split size.
+    gate = champ["decisions"]["quantization"]
+    assert gate["rule"] == "confident" and gate["test_images"] >= 1
+    assert gate["ci_low"] <= gate["difference"] <= gate["ci_high"]
     assert run.main(["--status", "--set", f"model.name={MODEL}"]) == 0
-    assert f"({served.upper()}, " in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert f"({served.upper()}, " in text
+    assert f"INT8 gate (confident): INT8 - FP32 {gate['difference']:+.4f}" in text
+    assert f"on {gate['test_images']} test images" in text
     assert run.main(["--status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["stack"]["name"] == "local"

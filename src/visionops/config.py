@@ -24,6 +24,7 @@ from visionops.core.env import project_root
 from visionops.data.anonymize import AnonymizeSettings
 from visionops.data.sources.archive import ArchiveLimits
 from visionops.data.validate import ValidationSettings
+from visionops.engine.report import Rule
 from visionops.engine.task import (
     DEFAULT_CONF,
     DEFAULT_IOU,
@@ -188,13 +189,34 @@ class PromotionSettings(StrictModel):
 
     `metric` unset means the task's default (detect: map50_95, classify: top1);
     `floors` are minimum test scores on other metrics, e.g. `{specificity: 0.8}`.
+    `rule`: `confident` (default) promotes when the lower bound of the paired
+    bootstrap interval of challenger minus champion is above `margin`, so a
+    difference the test split cannot tell from noise keeps the champion (a
+    retrain on the same data must not swap champions back and forth and
+    redeploy); `margin` compares the two scores alone (the rule before
+    intervals), and is what decides when no interval can be computed.
     """
 
     metric: Metric | None = None
+    rule: Rule = "confident"
     margin: float = Field(0.0, ge=0)
     min_score: float | None = Field(None, ge=0, le=1)
     max_latency_ms: float | None = Field(None, gt=0)
     floors: dict[Metric, float] = Field(default_factory=dict)
+
+
+class BootstrapSettings(StrictModel):
+    """The paired bootstrap behind the `confident` rules of promotion and INT8.
+
+    Both models are scored on the same resamples of the test images; the
+    interval of their difference says whether the split can tell them apart.
+    1,000 resamples put the 2.5% and 97.5% quantiles within a few thousandths
+    of their limit; the seed makes the verdict reproducible.
+    """
+
+    resamples: int = Field(1000, ge=100, le=100_000)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    seed: int = 0
 
 
 class EvaluationSettings(StrictModel):
@@ -208,7 +230,14 @@ class EvaluationSettings(StrictModel):
     # the test split is within `max_quantization_drop` (absolute) of the FP32 one.
     quantize: bool = True
     max_quantization_drop: float = Field(0.01, ge=0.0, le=1.0)
+    # `confident` (default): serve INT8 unless its drop is confidently larger
+    # than `max_quantization_drop` (the whole interval of INT8 minus FP32 lies
+    # below -max_quantization_drop): the same model must not be served INT8 on
+    # one machine and FP32 on another over a few test images. `margin`: the
+    # two scores alone.
+    quantization_rule: Rule = "confident"
     calibration_images: int = Field(100, ge=1)  # from the validation split
+    bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
 
     def for_model(self, imgsz: int, device: str) -> EvalSettings:
         """How a model trained at `imgsz` (or its export taking `imgsz`) is

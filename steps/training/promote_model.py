@@ -5,7 +5,7 @@ from typing import Annotated
 from zenml import get_step_context, log_metadata, step
 from zenml.types import MarkdownString
 
-from visionops.config import PromotionSettings
+from visionops.config import BootstrapSettings, PromotionSettings
 from visionops.core.names import DECISION_REPORT, PROMOTION_DECISION
 from visionops.engine.report import EvalReport
 from visionops.training.candidates import CandidateResult, ModelFile
@@ -25,6 +25,7 @@ def promote_model(
     onnx: ModelFile,
     rule: PromotionSettings,
     model_name: str,
+    bootstrap: BootstrapSettings | None = None,
 ) -> tuple[
     Annotated[Decision, PROMOTION_DECISION],
     Annotated[MarkdownString, DECISION_REPORT],
@@ -32,7 +33,8 @@ def promote_model(
     """Registers the challenger (alias `challenger`); promotes it if the rule says so.
 
     Promotion moves the MLflow alias `champion` and the ZenML model version's stage
-    to `production`. The report is written either way.
+    to `production`. The report is written either way; `bootstrap` sets the
+    paired bootstrap of challenger minus champion (`evaluation.bootstrap`).
     """
     context = get_step_context()
     zenml_model = context.model
@@ -50,6 +52,7 @@ def promote_model(
             "zenml.pipeline_run_id": str(context.pipeline_run.id),
             "zenml.pipeline_run_name": context.pipeline_run.name,
         },
+        bootstrap=bootstrap,
     )
     if result.decision.promote:
         zenml_model.set_stage(PRODUCTION, force=True)

@@ -124,6 +124,30 @@ def _champion(client: Any, name: str) -> dict[str, Any] | None:
         "zenml_model_version": champion.zenml_model_version,
         "onnx": champion.onnx_uri,
         "mlflow_run_id": champion.run_id,
+        "decisions": {
+            key: _verdict(champion.decisions, key)
+            for key in ("promotion", "quantization")
+            if f"{key}.rule" in champion.decisions
+        },
+    }
+
+
+def _verdict(tags: dict[str, str], prefix: str) -> dict[str, Any]:
+    """A decision's rule, interval and test-split size from its version tags."""
+
+    def number(key: str) -> float | None:
+        value = tags.get(f"{prefix}.{key}")
+        return float(value) if value else None
+
+    images = tags.get(f"{prefix}.test_images")
+    return {
+        "rule": tags.get(f"{prefix}.rule"),
+        "difference": number("difference"),
+        "ci_low": number("ci_low"),
+        "ci_high": number("ci_high"),
+        "confidence": number("confidence"),
+        "test_images": int(images) if images else None,
+        "noise": tags.get(f"{prefix}.noise") or None,
     }
 
 
@@ -195,6 +219,18 @@ def collect_status(
     }
 
 
+def _interval(verdict: dict[str, Any], difference: str) -> str:
+    """`INT8 - FP32 +0.0120, 95% CI -0.0100 to +0.0300; 9 test images: ...`."""
+    if verdict["ci_low"] is None:
+        return f"no interval ({verdict['test_images']} test images)"
+    text = (
+        f"{difference} {verdict['difference']:+.4f}, "
+        f"{verdict['confidence'] or 0.95:.0%} CI {verdict['ci_low']:+.4f} to "
+        f"{verdict['ci_high']:+.4f} on {verdict['test_images']} test images"
+    )
+    return f"{text}; {verdict['noise']}" if verdict["noise"] else text
+
+
 def format_status(status: dict[str, Any]) -> str:
     """Renders the status for people."""
     lines = [f"Active stack: {status['stack']['name']}"]
@@ -243,6 +279,15 @@ def format_status(status: dict[str, Any]) -> str:
             f"  ONNX: {champ['onnx']} ({champ['precision'].upper()}, "
             f"{champ['onnx_latency_ms']} ms on CPU)",
         ]
+        for key, label, difference in (
+            ("promotion", "promotion", "challenger - champion"),
+            ("quantization", "INT8 gate", "INT8 - FP32"),
+        ):
+            verdict = (champ.get("decisions") or {}).get(key)
+            if verdict:
+                lines.append(
+                    f"  {label} ({verdict['rule']}): {_interval(verdict, difference)}"
+                )
     reports = status.get("reports") or {}
     lines.append("Reports (latest):")
     for key, pipeline in (

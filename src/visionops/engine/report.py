@@ -7,7 +7,12 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from visionops.engine.bootstrap import Interval, PerImage
+
 Precision = Literal["int8", "fp32"]
+# How a verdict reads the test split: `margin` compares the two scores,
+# `confident` the bootstrap interval of their difference (see config.py).
+Rule = Literal["margin", "confident"]
 
 
 class QuantizationReport(BaseModel):
@@ -29,6 +34,10 @@ class QuantizationReport(BaseModel):
         calibration_images: Validation images the INT8 model was calibrated on.
         precision: What is served: `int8` or `fp32`.
         reason: Why, in one sentence.
+        rule: The rule that decided (`margin` or `confident`).
+        interval: INT8 minus FP32 on the metric, paired bootstrap over the
+            test images (None: not computed; `interval_note` says why).
+        interval_note: Why there is no interval.
     """
 
     metric: str
@@ -42,6 +51,9 @@ class QuantizationReport(BaseModel):
     calibration_images: int = 0
     precision: Precision = "fp32"
     reason: str = ""
+    rule: Rule = "margin"
+    interval: Interval | None = None
+    interval_note: str = ""
 
     @property
     def drop(self) -> float | None:
@@ -55,6 +67,9 @@ class QuantizationReport(BaseModel):
             f"test_onnx_int8_{self.metric}": self.int8_score,
             "test_onnx_fp32_latency_ms": self.fp32_latency_ms,
             "test_onnx_int8_latency_ms": self.int8_latency_ms,
+            **(
+                self.interval.metrics("test_onnx_int8_vs_fp32") if self.interval else {}
+            ),
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -73,6 +88,8 @@ class QuantizationReport(BaseModel):
             "quantization.int8_score": fmt(self.int8_score),
             "quantization.fp32_latency_ms": fmt(self.fp32_latency_ms),
             "quantization.int8_latency_ms": fmt(self.int8_latency_ms),
+            "quantization.rule": self.rule,
+            **(self.interval.tags("quantization") if self.interval else {}),
         }
 
     def markdown(self, label: Callable[[str], str] = str) -> str:
@@ -85,12 +102,31 @@ class QuantizationReport(BaseModel):
         def cell(value: float | None, pattern: str) -> str:
             return "-" if value is None else format(value, pattern)
 
+        if self.rule == "confident":
+            rule = (
+                f"serve INT8 unless its {label(self.metric)} drop below FP32 is "
+                "confidently "
+                f"larger than {self.max_drop:g} (the whole interval beyond it)"
+            )
+        else:
+            rule = (
+                f"serve INT8 if its {label(self.metric)} is within {self.max_drop:g} "
+                "of FP32"
+            )
+        if self.interval is not None:
+            interval = f"INT8 - FP32: {self.interval.text()}."
+            if noise := self.interval.noise():
+                interval += f" {noise[0].upper()}{noise[1:]}."
+        else:
+            interval = f"INT8 - FP32: no interval ({self.interval_note or 'none'})."
         return "\n".join(
             [
                 f"## Served precision: {self.precision.upper()}",
                 "",
-                f"**Rule:** serve INT8 if its {label(self.metric)} is within "
-                f"{self.max_drop:g} of FP32 (both ONNX, test split). {self.reason}.",
+                f"**Rule ({self.rule}):** {rule} (both ONNX, test split). "
+                f"{self.reason}.",
+                "",
+                interval,
                 "",
                 "| | FP32 ONNX | INT8 ONNX |",
                 "|---|---|---|",
@@ -126,3 +162,6 @@ class EvalReport(BaseModel):
     latency_ms: float | None = None
     latency_imgsz: int | None = None
     quantization: QuantizationReport | None = None
+    # What the task recomputes its metrics from on any resample of the images
+    # (the paired bootstrap of promotion and of the INT8 gate).
+    per_image: PerImage | None = None

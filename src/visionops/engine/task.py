@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from visionops.data.manifest import Item
     from visionops.data.validate import CheckedLabels, LabelCheck
     from visionops.data.version import DatasetVersion
+    from visionops.engine.bootstrap import MetricFn, PerImage
     from visionops.engine.pyfunc import OnnxPyfunc
 
 # `yolo11n`, `yolo26s-cls`, `yolo11m-seg`: family, scale, task suffix.
@@ -115,6 +116,9 @@ class Scores:
     class_names: list[str]
     per_class: list[dict[str, float | str]] = field(default_factory=list)
     confusion_matrix: list[list[float]] = field(default_factory=list)
+    # What each test image contributed, so the metric can be recomputed on any
+    # resample of the images (`engine.bootstrap`).
+    per_image: PerImage | None = None
 
 
 class Task(ABC):
@@ -320,6 +324,7 @@ class Task(ABC):
             per_class=scores.per_class,
             class_names=scores.class_names,
             confusion_matrix=scores.confusion_matrix,
+            per_image=scores.per_image,
         )
 
     @abstractmethod
@@ -329,6 +334,17 @@ class Task(ABC):
     def evaluation_html(self, report: EvalReport, plot_dir: Path) -> str:
         """The test evaluation as one HTML page for the ZenML dashboard."""
         return evaluation_html(report, plot_dir, self.metric_label)
+
+    def resample_metric(
+        self, per_image: PerImage, metric: str, class_names: Sequence[str]
+    ) -> MetricFn:
+        """`metric` recomputed from an evaluation's per-image results on resamples
+        of its images (`visionops.engine.bootstrap`).
+
+        Raises:
+            ValueError: The task cannot recompute this metric per image.
+        """
+        raise ValueError(f"the {self.name} task keeps no per-image results")
 
     # --- inference (evaluation latency, batch, service) ------------------------------
 

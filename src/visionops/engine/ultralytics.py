@@ -59,16 +59,21 @@ def resolve_device(device: str) -> str:
     return "0" if torch.cuda.is_available() else "cpu"
 
 
-def validate(job: EvalJob) -> Any:
+def validate(job: EvalJob, model: Any = None) -> Any:
     """Ultralytics' validation of the job's weights on its split.
 
     Its plots (curves, confusion matrix, sample predictions) land in `job.out_dir`.
+
+    Args:
+        job: The evaluation (weights, dataset, split, image size, batch, device).
+        model: The loaded model (`load_model(job)` when None), e.g. one a
+            callback was added to.
 
     Returns:
         Ultralytics' metrics object (`box`, `seg`, `names`, `confusion_matrix`).
     """
     settings = job.settings
-    return load_model(job).val(
+    return (model or load_model(job)).val(
         data=str(job.task.ultralytics_data(job.dataset)),
         split=settings.split,
         imgsz=settings.imgsz,

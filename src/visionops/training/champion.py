@@ -24,6 +24,8 @@ TASK_TAG = "task"
 CLASS_NAMES_TAG = "class_names"
 ONNX_TAG = "onnx_artifact"
 PRECISION_TAG = "precision"  # written by `QuantizationReport.tags`
+# Written by `Decision.tags` and `QuantizationReport.tags`.
+DECISION_TAG_PREFIXES = ("promotion.", "quantization.")
 FP32 = "fp32"  # versions without the tag, or registered with quantize off
 WEIGHTS_ARTIFACT = "weights/best.pt"
 # MLflow's error codes for a model or alias that does not exist.
@@ -58,6 +60,8 @@ class Champion(BaseModel):
             INT8 model when the quantization gate chose it).
         precision: What that export computes in: `int8` or `fp32`.
         artifact_uri: The run's artifact root.
+        decisions: Its `promotion.*` and `quantization.*` tags: each verdict's
+            rule, interval, test images and noise sentence.
     """
 
     name: str
@@ -75,6 +79,7 @@ class Champion(BaseModel):
     onnx_artifact: str | None = None
     precision: str = FP32
     artifact_uri: str = ""
+    decisions: dict[str, str] = Field(default_factory=dict)
 
     @property
     def model_uri(self) -> str:
@@ -166,6 +171,9 @@ class Champion(BaseModel):
             onnx_artifact=onnx,
             precision=tags.get(PRECISION_TAG) or FP32,
             artifact_uri=str(run.info.artifact_uri),
+            decisions={
+                k: v for k, v in tags.items() if k.startswith(DECISION_TAG_PREFIXES)
+            },
         )
 
     def fetch_onnx(self, dest: Path) -> Path:

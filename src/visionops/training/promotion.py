@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from visionops.config import PromotionSettings
-from visionops.engine.report import EvalReport
+from visionops.engine.bootstrap import Interval
+from visionops.engine.report import EvalReport, Rule
 
 if TYPE_CHECKING:
     from visionops.tasks import Task
@@ -27,6 +28,25 @@ class Decision(BaseModel):
     max_latency_ms: float | None
     challenger_latency_ms: float | None
     floors: dict[str, float] = {}
+    rule: Rule = "margin"
+    interval: Interval | None = None
+    interval_note: str = ""
+    test_images: int = 0
+
+    @property
+    def noise(self) -> str | None:
+        """`9 test images: differences under 0.05 are noise`, when they are."""
+        return self.interval.noise() if self.interval else None
+
+    def tags(self) -> dict[str, str]:
+        """`promotion.*` run and registered-version tags."""
+        return {
+            "promotion.promoted": str(self.promote).lower(),
+            "promotion.reason": self.reason,
+            "promotion.rule": self.rule,
+            "promotion.test_images": str(self.test_images),
+            **(self.interval.tags("promotion") if self.interval else {}),
+        }
 
 
 def decide(
@@ -35,17 +55,25 @@ def decide(
     champion: EvalReport | None,
     rule: PromotionSettings,
     champion_version: str | None = None,
+    interval: Interval | None = None,
+    interval_note: str = "",
 ) -> Decision:
     """Applies the rule: beat the champion on the metric by more than the margin,
     within the latency budget and above every floor; a first model must reach the
     absolute floor.
 
+    With `rule.rule == "confident"` and an interval, "beat by more than the
+    margin" means the interval's lower bound is above the margin; without an
+    interval the scores are compared (the `margin` rule), and the reason says so.
+
     Args:
         task: The challenger's task (its default metric when the rule names none).
         challenger: The challenger's test evaluation.
         champion: The champion's, on the same split (None: no champion).
-        rule: The promotion rule.
+        rule: The promotion settings.
         champion_version: The champion's registry version.
+        interval: Challenger minus champion on the metric, paired bootstrap.
+        interval_note: Why there is no interval, when there is none.
 
     Raises:
         ValueError: The rule names a metric the evaluation does not have.
@@ -59,6 +87,7 @@ def decide(
             )
     score = challenger.metrics[metric]
     theirs = champion.metrics.get(metric) if champion else None
+    confident = rule.rule == "confident" and interval is not None
     latency = challenger.latency_ms
     label = task.metric_label
     shown = label(metric)  # the reason is read: display names, not keys
@@ -100,22 +129,27 @@ def decide(
                 f" >= floor {rule.min_score:.4f}" if rule.min_score is not None else ""
             )
             promote, reason = True, f"first model: {shown} {score:.4f}{floor}"
-    elif score > theirs + rule.margin:
-        promote, reason = (
-            True,
-            (
-                f"{shown} {score:.4f} beats champion v{champion_version} "
-                f"({theirs:.4f}) by more than {rule.margin:.4f}"
-            ),
+    elif confident and interval is not None:
+        bounds = (
+            f"{interval.confidence:.0%} interval of the difference "
+            f"{interval.low:+.4f} to {interval.high:+.4f} over {interval.images} "
+            "test images"
+        )
+        promote = interval.low > rule.margin
+        reason = (
+            f"{shown} {score:.4f} {'beats' if promote else 'does not beat'} "
+            f"champion v{champion_version} ({theirs:.4f}) confidently by more than "
+            f"{rule.margin:g}: {bounds}"
         )
     else:
-        promote, reason = (
-            False,
-            (
-                f"{shown} {score:.4f} does not beat champion v{champion_version} "
-                f"({theirs:.4f}) by more than {rule.margin:.4f}"
-            ),
+        promote = score > theirs + rule.margin
+        reason = (
+            f"{shown} {score:.4f} {'beats' if promote else 'does not beat'} "
+            f"champion v{champion_version} ({theirs:.4f}) by more than "
+            f"{rule.margin:.4f}"
         )
+        if rule.rule == "confident":
+            reason += f" (margin rule: no interval, {interval_note or 'none'})"
     return Decision(
         promote=promote,
         reason=reason,
@@ -128,6 +162,11 @@ def decide(
         max_latency_ms=rule.max_latency_ms,
         challenger_latency_ms=latency,
         floors=dict(rule.floors),
+        # What decided: `margin` stands in for `confident` without an interval.
+        rule="margin" if theirs is not None and not confident else rule.rule,
+        interval=interval,
+        interval_note=interval_note,
+        test_images=challenger.images,
     )
 
 
@@ -158,7 +197,13 @@ def decision_markdown(
         f"champion v{decision.champion_version}" if champion else "no champion"
     )
     metric = label(decision.metric)
-    rule = f"promote if {metric} > champion + {decision.margin:g}"
+    if decision.rule == "confident":
+        rule = (
+            f"promote if the lower bound of the interval of {metric} "
+            f"(challenger - champion) > {decision.margin:g}"
+        )
+    else:
+        rule = f"promote if {metric} > champion + {decision.margin:g}"
     if decision.min_score is not None:
         rule += f"; a first model needs {metric} >= {decision.min_score:g}"
     if decision.max_latency_ms is not None:
@@ -172,15 +217,29 @@ def decision_markdown(
             "",
             f"**Verdict:** {verdict} — {decision.reason}.",
             "",
-            f"**Rule:** {rule}.",
+            f"**Rule ({decision.rule}):** {rule}.",
             "",
             "Both measured on the same test split (dataset "
             f"`{challenger.dataset_hash[:12]}`,"
             f" {challenger.images} images).",
             "",
+            *_interval_lines(decision, champion),
             f"| metric | challenger | {champion_label} |",
             "|---|---|---|",
             *rows,
             *(["", quantization.markdown(label)] if quantization else []),
         ]
     )
+
+
+def _interval_lines(decision: Decision, champion: EvalReport | None) -> list[str]:
+    """The challenger-minus-champion interval and, when it holds 0, the noise."""
+    if champion is None:
+        return []
+    if decision.interval is None:
+        note = decision.interval_note or "none"
+        return [f"Challenger - champion: no interval ({note}).", ""]
+    lines = [f"Challenger - champion, {decision.metric}: {decision.interval.text()}."]
+    if noise := decision.noise:
+        lines.append(f"{noise[0].upper()}{noise[1:]}.")
+    return [" ".join(lines), ""]

@@ -6,7 +6,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from visionops.engine.report import Precision, QuantizationReport
+from visionops.engine.bootstrap import Interval, compare_reports
+from visionops.engine.report import Precision, QuantizationReport, Rule
 
 if TYPE_CHECKING:
     from visionops.config import EvaluationSettings
@@ -18,9 +19,20 @@ INT8_SUFFIX = ".int8.onnx"
 
 
 def gate(
-    metric: str, fp32_score: float, int8_score: float | None, max_drop: float
+    metric: str,
+    fp32_score: float,
+    int8_score: float | None,
+    max_drop: float,
+    *,
+    rule: Rule = "margin",
+    interval: Interval | None = None,
 ) -> tuple[Precision, str]:
-    """Serves INT8 when its score is at most `max_drop` (absolute) below FP32.
+    """Serves INT8 unless it drops more than `max_drop` (absolute) below FP32.
+
+    `margin` compares the two scores. `confident` reads the paired bootstrap
+    interval of INT8 minus FP32: FP32 is served only when the whole interval
+    lies below `-max_drop` (the drop is confidently larger than allowed);
+    without an interval it falls back to `margin`.
 
     Returns:
         The precision to serve and the reason.
@@ -28,6 +40,21 @@ def gate(
     if int8_score is None:
         return "fp32", "no INT8 score"
     drop = fp32_score - int8_score
+    if rule == "confident" and interval is not None:
+        bounds = (
+            f"{interval.confidence:.0%} interval of INT8 - FP32 {interval.low:+.4f} "
+            f"to {interval.high:+.4f} over {interval.images} test images"
+        )
+        if -interval.high > max_drop:
+            return "fp32", (
+                f"INT8 {metric} {int8_score:.4f} drops {drop:.4f} below FP32 "
+                f"{fp32_score:.4f}, confidently more than {max_drop:g} ({bounds})"
+            )
+        return "int8", (
+            f"INT8 {metric} {int8_score:.4f} (drop {drop:+.4f} from FP32 "
+            f"{fp32_score:.4f}) is not confidently more than {max_drop:g} below "
+            f"it ({bounds})"
+        )
     # A hair of float noise must not turn an exactly-at-the-limit drop into a fail.
     if drop <= max_drop + 1e-9:
         return "int8", (
@@ -116,7 +143,17 @@ def quantize_and_gate(
         task, int8_onnx, test_images, settings.latency_runs
     )
     report.calibration_images = min(len(calibration), settings.calibration_images)
+    report.interval, report.interval_note = compare_reports(
+        task, int8, fp32, metric, **settings.bootstrap.model_dump()
+    )
+    # What decides: `margin` stands in for `confident` without an interval.
+    report.rule = settings.quantization_rule if report.interval else "margin"
     report.precision, report.reason = gate(
-        metric, report.fp32_score, report.int8_score, report.max_drop
+        metric,
+        report.fp32_score,
+        report.int8_score,
+        report.max_drop,
+        rule=settings.quantization_rule,
+        interval=report.interval,
     )
     return report, int8_onnx

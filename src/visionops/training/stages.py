@@ -16,9 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from visionops.config import EvaluationSettings, PromotionSettings
+from visionops.config import BootstrapSettings, EvaluationSettings, PromotionSettings
 from visionops.core.env import state_dir
 from visionops.data.version import CARD_FILE, DatasetVersion
+from visionops.engine.bootstrap import compare_reports
 from visionops.engine.latency import onnx_latency_ms
 from visionops.engine.report import EvalReport
 from visionops.training.candidates import (
@@ -229,8 +230,9 @@ def evaluate_challenger(
 
     With `settings.quantize`, a static INT8 copy of the export (calibrated on
     the validation split) and the FP32 export are both measured on the test
-    split (`quantize_and_gate`); the INT8 one is served when its `metric` is
-    within `settings.max_quantization_drop` of FP32. The metrics (`test_<name>`,
+    split (`quantize_and_gate`); the INT8 one is served unless its `metric`
+    drops more than `settings.max_quantization_drop` below FP32 (by
+    `settings.quantization_rule`). The metrics (`test_<name>`,
     `test_onnx_{fp32,int8}_*`), the `precision` tag, `test/evaluation.json`,
     the test plots and the ONNX exports (`onnx/`) go to the candidate's MLflow
     run; the returned ONNX is the one deployment serves.
@@ -363,6 +365,7 @@ def promote_challenger(
     rule: PromotionSettings,
     model_name: str,
     lineage_tags: dict[str, str] | None = None,
+    bootstrap: BootstrapSettings | None = None,
 ) -> Promotion:
     """Registers the challenger (alias `challenger`); promotes it if the rule says so.
 
@@ -379,6 +382,8 @@ def promote_challenger(
         rule: The promotion rule.
         model_name: The registered model.
         lineage_tags: Extra version tags (ZenML model version, pipeline run).
+        bootstrap: The paired bootstrap of challenger minus champion (None:
+            the defaults).
 
     Raises:
         TaskMismatchError: The registered model holds another task.
@@ -389,7 +394,19 @@ def promote_challenger(
 
     task = selected.task
     check_model_task(model_name, task)
-    decision = decide(task, challenger, champion.report, rule, champion.version)
+    metric = rule.metric or task.default_metric
+    interval, note = (None, "")
+    if champion.report is not None:
+        interval, note = compare_reports(
+            task,
+            challenger,
+            champion.report,
+            metric,
+            **(bootstrap or BootstrapSettings()).model_dump(),
+        )
+    decision = decide(
+        task, challenger, champion.report, rule, champion.version, interval, note
+    )
     report = decision_markdown(task, decision, challenger, champion.report, model_name)
     with mlflow.start_run(run_id=selected.mlflow_run_id):
         info = task.log_model(
@@ -400,12 +417,9 @@ def promote_challenger(
             },
         )
         mlflow.log_text(report, "decision.md")
-        mlflow.set_tags(
-            {
-                "promotion.promoted": str(decision.promote).lower(),
-                "promotion.reason": decision.reason,
-            }
-        )
+        mlflow.set_tags(decision.tags())
+        if interval is not None:
+            mlflow.log_metrics(interval.metrics("test_vs_champion"))
     version = register_version(
         model_name,
         info.model_uri,
@@ -422,6 +436,7 @@ def promote_challenger(
                 serving_imgsz=challenger.latency_imgsz,
             ),
             **(challenger.quantization.tags() if challenger.quantization else {}),
+            **decision.tags(),
         },
         description=task.description,
     )

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from visionops.engine.bootstrap import PerImage
 from visionops.engine.task import Scores
 from visionops.engine.ultralytics import load_model, predict
 
@@ -43,13 +44,17 @@ def measure(job: EvalJob) -> Scores:
             f"({names}); train on this dataset version first."
         )
     labels = np.array([index[name] for name in truth], dtype=np.int64)
-    result = classification_metrics(
-        labels, probs, names, positive_class=job.settings.positive_class
-    )
+    positive = job.settings.positive_class
+    result = classification_metrics(labels, probs, names, positive_class=positive)
     save_confusion_matrices(result, job.out_dir)
     return Scores(
         metrics=result.metrics,
         class_names=names,
         per_class=result.per_class,
         confusion_matrix=result.confusion_normalized.round(4).tolist(),
+        per_image=PerImage(
+            images=[p.name for p in job.images],
+            values={"label": [[int(v)] for v in labels], "probs": probs.tolist()},
+            params={"positive_class": positive} if positive else {},
+        ),
     )

@@ -12,6 +12,7 @@ from visionops.engine.task import Serving, Task, TaskError
 if TYPE_CHECKING:
     from visionops.data.manifest import Item
     from visionops.data.validate import CheckedLabels, LabelCheck
+    from visionops.engine.bootstrap import MetricFn, PerImage
     from visionops.engine.task import EvalJob, Scores
 
 PER_CLASS = ("precision", "recall", "f1", "support")
@@ -80,6 +81,14 @@ class ClassifyTask(Task):
         from visionops.tasks.classify.evaluate import measure
 
         return measure(job)
+
+    def resample_metric(
+        self, per_image: PerImage, metric: str, class_names: Sequence[str]
+    ) -> MetricFn:
+        """Any test metric from the kept per-image probabilities."""
+        from visionops.tasks.classify.resample import classification_metric
+
+        return classification_metric(per_image, metric, class_names)
 
     def predictor(
         self, onnx_path: Path, *, threads: int = 1, providers: list[str] | None = None

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from visionops.engine.task import Scores
-from visionops.engine.ultralytics import validate
+from visionops.engine.ultralytics import load_model, validate
 from visionops.tasks.detect.metrics import box_metrics
+from visionops.tasks.detect.resample import STAT_FIELDS, collect_stats, per_image
 
 if TYPE_CHECKING:
     from visionops.engine.task import EvalJob
@@ -16,8 +17,11 @@ if TYPE_CHECKING:
 
 def measure(job: EvalJob) -> Scores:
     """Ultralytics validation on the job's split: box metrics, per-class AP and
-    the confusion matrix normalised per true class."""
-    metrics = validate(job)
+    the confusion matrix normalised per true class, and each image's matches
+    (for the bootstrap)."""
+    model = load_model(job)
+    matches = collect_stats(model)
+    metrics = validate(job, model)
     names = [str(n) for n in metrics.names.values()]
     box = metrics.box
     per_class = []
@@ -39,4 +43,5 @@ def measure(job: EvalJob) -> Scores:
         class_names=names,
         per_class=per_class,
         confusion_matrix=normalised.round(4).tolist(),
+        per_image=per_image(matches, ("tp", *STAT_FIELDS)),
     )

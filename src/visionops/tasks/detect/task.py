@@ -13,6 +13,7 @@ from visionops.tasks.detect.metrics import METRICS, box_metrics
 if TYPE_CHECKING:
     from visionops.data.manifest import Item
     from visionops.data.validate import CheckedLabels, LabelCheck
+    from visionops.engine.bootstrap import MetricFn, PerImage
     from visionops.engine.task import EvalJob, Scores
 
 
@@ -54,6 +55,14 @@ class DetectTask(Task):
         from visionops.tasks.detect.evaluate import measure
 
         return measure(job)
+
+    def resample_metric(
+        self, per_image: PerImage, metric: str, class_names: Sequence[str]
+    ) -> MetricFn:
+        """Box metrics from the kept matches: mAP as `ap_per_class` computes it."""
+        from visionops.tasks.detect.resample import detection_metric
+
+        return detection_metric(per_image, metric, class_names)
 
     def predictor(
         self, onnx_path: Path, *, threads: int = 1, providers: list[str] | None = None

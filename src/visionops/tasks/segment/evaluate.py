@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from visionops.data.masks import BACKGROUND
+from visionops.engine.bootstrap import PerImage
 from visionops.engine.report import EvalReport
 from visionops.engine.task import Scores
-from visionops.engine.ultralytics import predict, validate
+from visionops.engine.ultralytics import load_model, predict, validate
 from visionops.tasks.classify.metrics import metric_key
+from visionops.tasks.detect.resample import STAT_FIELDS, collect_stats
 from visionops.tasks.segment.metrics import (
     SemanticAccumulator,
+    confusion_matrix,
     plot_class_iou,
     plot_confusion,
     rasterise_instances,
@@ -54,9 +57,12 @@ def measure(job: EvalJob) -> Scores:
     Raises:
         ValueError: A predicted mask and its ground truth differ in size.
     """
-    names, instance, per_class_ap = instance_metrics(validate(job))
+    model = load_model(job)
+    matches = collect_stats(model, ("tp", "tp_m"))  # per image, for the bootstrap
+    names, instance, per_class_ap = instance_metrics(validate(job, model))
     dataset, out_dir = job.dataset, job.out_dir
     accumulator = SemanticAccumulator(names)
+    pixels: dict[str, list[float]] = {}  # per image, for the bootstrap
     for image, result in zip(job.images, predict(job, retina_masks=True), strict=True):
         predicted = result_class_map(result)
         truth = job.task.layout.class_map(dataset.root, image)
@@ -65,7 +71,9 @@ def measure(job: EvalJob) -> Scores:
                 f"{image.name}: the prediction is {predicted.shape[::-1]} pixels, "
                 f"its ground truth {truth.shape[::-1]}"
             )
-        accumulator.update(predicted, truth)
+        confusion = confusion_matrix(predicted, truth, len(names))
+        accumulator.confusion += confusion
+        pixels[image.name] = confusion.ravel().tolist()
     semantic = semantic_metrics(accumulator.confusion, names)
     plot_class_iou(semantic, names, out_dir / IOU_PLOT)
     plot_confusion(accumulator.confusion, names, out_dir / PIXEL_CONFUSION_PLOT)
@@ -75,6 +83,19 @@ def measure(job: EvalJob) -> Scores:
         class_names=names,
         per_class=per_class_rows(names, semantic, per_class_ap),
         confusion_matrix=_normalised(accumulator.confusion).round(4).tolist(),
+        per_image=per_image_results(matches, pixels),
+    )
+
+
+def per_image_results(matches: list[dict], pixels: dict[str, list[float]]) -> PerImage:
+    """Ultralytics' box and mask matches and the pixel confusion of each image
+    (the images both hold), from which `segment_metric` recomputes the metrics."""
+    by_name = {m["im_name"]: m for m in matches}
+    names = [name for name in pixels if name in by_name]
+    fields = ("tp", "tp_m", *STAT_FIELDS)
+    values = {f: [by_name[name][f] for name in names] for f in fields}
+    return PerImage(
+        images=names, values={**values, "confusion": [pixels[n] for n in names]}
     )
 
 
@@ -84,7 +105,7 @@ def instance_metrics(
     """Ultralytics' validation results of a segmentation model, by the project's names.
 
     Returns:
-        The class names, `{mask,box}_map50{,_95}`, and per class (by name, for
+        The class names, `{mask,box}_map50{,_95}`, per class (by name, for
         the classes with ground truth) `mask_ap50`, `mask_ap50_95` and
         `box_ap50_95`.
     """

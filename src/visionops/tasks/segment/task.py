@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
     from visionops.data.manifest import Item
     from visionops.data.validate import CheckedLabels, LabelCheck
+    from visionops.engine.bootstrap import MetricFn, PerImage
     from visionops.engine.report import EvalReport
     from visionops.engine.task import EvalJob, Scores
 
@@ -87,6 +88,14 @@ class SegmentTask(Task):
         from visionops.tasks.segment.evaluate import evaluation_html
 
         return evaluation_html(report, plot_dir, self.metric_label)
+
+    def resample_metric(
+        self, per_image: PerImage, metric: str, class_names: Sequence[str]
+    ) -> MetricFn:
+        """Mask and box mAP from the kept matches; IoU from per-image pixel counts."""
+        from visionops.tasks.segment.resample import segment_metric
+
+        return segment_metric(per_image, metric, class_names)
 
     def predictor(
         self, onnx_path: Path, *, threads: int = 1, providers: list[str] | None = None

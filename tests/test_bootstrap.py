@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from visionops.config import BootstrapSettings, PromotionSettings
+from visionops.config import BootstrapSettings, EvaluationSettings, PromotionSettings
 from visionops.engine.bootstrap import PerImage, compare_reports, paired_bootstrap
 from visionops.engine.report import EvalReport, QuantizationReport
 from visionops.tasks import get_task
@@ -177,7 +177,9 @@ def test_same_seed_same_interval_and_verdict() -> None:
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]  # another seed draws other images
     rule = PromotionSettings(rule="confident")
-    verdicts = [decide(challenger, champion, rule, "1", i).promote for i in runs[:2]]
+    verdicts = [
+        decide(task, challenger, champion, rule, "1", i).promote for i in runs[:2]
+    ]
     assert verdicts[0] == verdicts[1]
 
 
@@ -187,28 +189,27 @@ def test_confident_rule_promotes_only_above_the_margin() -> None:
     noisy = champion_hits.copy()
     noisy[:4] = ~noisy[:4]  # the same model but four images
     clearly = rng.random(400) < 0.9
+    classify = get_task("classify")
     champion = _report("classify", _classifications(champion_hits), {})
     champion.metrics = {"top1": float(champion_hits.mean())}
     rule = PromotionSettings(rule="confident", margin=0.05)
     for hits, promoted in ((noisy, False), (clearly, True)):
         challenger = _report("classify", _classifications(hits), {})
         challenger.metrics = {"top1": float(hits.mean())}
-        interval, _ = compare_reports(
-            get_task("classify"), challenger, champion, "top1"
-        )
-        decision = decide(challenger, champion, rule, "3", interval)
+        interval, _ = compare_reports(classify, challenger, champion, "top1")
+        decision = decide(classify, challenger, champion, rule, "3", interval)
         assert decision.promote is promoted and decision.rule == "confident"
         assert decision.interval == interval and decision.test_images == 400
-        text = decision_markdown(decision, challenger, champion, "m")
+        text = decision_markdown(classify, decision, challenger, champion, "m")
         assert "**Rule (confident):**" in text
-        assert "Challenger - champion, top1: " in text and "400 images" in text
+        assert "Challenger - champion, top-1: " in text and "400 images" in text
         tags = decision.tags()
         assert tags["promotion.rule"] == "confident"
         assert float(tags["promotion.ci_low"]) == pytest.approx(interval.low, abs=1e-6)
     # Without per-image results the margin rule decides, and the reason says so.
     bare = champion.model_copy(update={"per_image": None})
-    interval, note = compare_reports(get_task("classify"), bare, champion, "top1")
-    decision = decide(bare, champion, rule, "3", interval, note)
+    interval, note = compare_reports(classify, bare, champion, "top1")
+    decision = decide(classify, bare, champion, rule, "3", interval, note)
     assert interval is None and decision.rule == "margin"
     assert "no per-image results" in decision.reason
 
@@ -300,13 +301,12 @@ def test_detection_evaluation_keeps_what_its_metrics_come_from(
     tiny_weights, tiny_dataset, tmp_path
 ) -> None:
     task = get_task("detect")
-    report = task.evaluate(
-        tiny_weights, tiny_dataset, tmp_path / "test", imgsz=128, device="cpu"
-    )
+    settings = EvaluationSettings().for_model(imgsz=128, device="cpu")
+    report = task.evaluate(tiny_weights, tiny_dataset, tmp_path / "test", settings)
     results = report.per_image
     assert results is not None and len(results.images) == report.images
     assert sorted(results.images) == sorted(
-        p.name for p in tiny_dataset.split_images("test")
+        p.name for p in task.split_images(tiny_dataset, "test")
     )
     everything = np.arange(report.images)[None]
     for metric in ("map50_95", "map50", "precision", "recall"):

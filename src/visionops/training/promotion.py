@@ -223,7 +223,7 @@ def decision_markdown(
             f"`{challenger.dataset_hash[:12]}`,"
             f" {challenger.images} images).",
             "",
-            *_interval_lines(decision, champion),
+            *_interval_lines(decision, champion, metric),
             f"| metric | challenger | {champion_label} |",
             "|---|---|---|",
             *rows,
@@ -232,14 +232,17 @@ def decision_markdown(
     )
 
 
-def _interval_lines(decision: Decision, champion: EvalReport | None) -> list[str]:
-    """The challenger-minus-champion interval and, when it holds 0, the noise."""
+def _interval_lines(
+    decision: Decision, champion: EvalReport | None, metric: str
+) -> list[str]:
+    """The challenger-minus-champion interval of `metric` (its display name) and,
+    when it holds 0, the noise."""
     if champion is None:
         return []
     if decision.interval is None:
         note = decision.interval_note or "none"
         return [f"Challenger - champion: no interval ({note}).", ""]
-    lines = [f"Challenger - champion, {decision.metric}: {decision.interval.text()}."]
+    lines = [f"Challenger - champion, {metric}: {decision.interval.text()}."]
     if noise := decision.noise:
         lines.append(f"{noise[0].upper()}{noise[1:]}.")
     return [" ".join(lines), ""]

@@ -89,3 +89,22 @@ def client(service):
     fresh_metrics()
     with TestClient(module.VisionService.to_asgi(), raise_server_exceptions=False) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def counter(onnx_path: Path, tiny_weights: Path):
+    """The service serving a model of the toy `count` task (`tests/plugins`),
+    through `to_asgi()`."""
+    from starlette.testclient import TestClient
+
+    from tests.plugin_tasks import registered
+    from visionops.serving.bento import save_model
+
+    lineage = {"model_name": "test-counter", "task": "count", "mlflow_version": "1"}
+    with registered("count"):
+        save_model("test-counter", onnx_path, tiny_weights, lineage)
+        module = import_service("test-counter")
+        fresh_metrics()  # another module's app may hold BentoML's metrics
+        app = module.VisionService.to_asgi()
+        with TestClient(app, raise_server_exceptions=False) as client:
+            yield client

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import tempfile
-import textwrap
 from pathlib import Path
 
 import cv2
@@ -13,11 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.serving_app import LINEAGE, MODEL, fresh_metrics, import_service
+from tests.plugin_tasks import PLUGINS
+from tests.serving_app import LINEAGE, MODEL
 
 pytest_plugins = ["tests.serving_app"]  # the app under test, one per session
 LOW_CONF = 0.001  # the 2-epoch model scores low; this keeps some boxes
 MB = 1024 * 1024
+# The toy fourth task's view, in its own folder (`tests/plugin_tasks.py`).
+COUNT_VIEW = PLUGINS / "count_task" / "view.js"
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -444,83 +446,15 @@ def test_uploads_are_never_written_to_disk(
     assert spooled
 
 
-# A fourth task, written as a user would add one: one package (here outside the
-# project, on sys.path) with its task, its answer and its view, and one line in
+# A fourth task, added as a user adds one: the toy `count` task is one folder of
+# its own (tests/plugins/count_task: its task, answer and view) and one line in
 # `visionops.tasks.REGISTRY`. It counts the detector's boxes.
-COUNT_TASK = textwrap.dedent(
-    '''
-    """Counting: how many objects the detector finds, at least `at_least`."""
-
-    from pathlib import Path
-
-    from pydantic import BaseModel, Field
-
-    from visionops.engine.task import Serving
-    from visionops.tasks.detect.task import DetectTask
-
-
-    class CountAnswer(BaseModel):
-        """How many objects."""
-
-        objects: int
-
-
-    class CountTask(DetectTask):
-        name = "count"
-        thresholds = ("conf",)
-
-        def serving(self):
-            return Serving(
-                endpoint="count",
-                response=CountAnswer,
-                view=Path(__file__).with_name("view.js"),
-                parameters={"at_least": (int, Field(0, ge=0))},
-            )
-
-        def answer(self, prediction, names, at_least):
-            return {"objects": max(len(prediction.boxes), at_least)}
-
-
-    TASK = CountTask()
-    '''
-)
-COUNT_VIEW = "export default {noun: 'counter', what: 'the count', render: () => ({})};"
-
-
-@pytest.fixture(scope="module")
-def counter(onnx_path: Path, tiny_weights: Path, tmp_path_factory):
-    """The service serving a model of the fourth task, through `to_asgi()`."""
-    from starlette.testclient import TestClient
-
-    from visionops.serving.bento import save_model
-    from visionops.tasks import REGISTRY, get_task
-
-    package = tmp_path_factory.mktemp("plugin") / "count_task"
-    package.mkdir()
-    (package / "__init__.py").write_text(COUNT_TASK)
-    (package / "view.js").write_text(COUNT_VIEW)
-    patch = pytest.MonkeyPatch()
-    patch.syspath_prepend(str(package.parent))
-    patch.setitem(REGISTRY, "count", "count_task")
-    lineage = {"model_name": "test-counter", "task": "count", "mlflow_version": "1"}
-    try:
-        save_model("test-counter", onnx_path, tiny_weights, lineage)
-        module = import_service("test-counter")
-        fresh_metrics()  # another module's app may hold BentoML's metrics
-        app = module.VisionService.to_asgi()
-        with TestClient(app, raise_server_exceptions=False) as client:
-            yield client
-    finally:
-        patch.undo()
-        get_task.cache_clear()
-
-
 def test_a_fourth_task_is_one_folder(counter, reference, frames) -> None:
     info = counter.post("/info", json={}).json()
     assert info["task"] == "count" and info["endpoint"] == "/count"
     assert info["parameters"] == ["conf", "at_least"]
     view = counter.get(info["view"])
-    assert view.status_code == 200 and view.text == COUNT_VIEW
+    assert view.status_code == 200 and view.text == COUNT_VIEW.read_text()
     assert "/count" in counter.get("/docs.json").json()["paths"]
 
     upload = {"image": ("x.png", _png(frames[0]), "image/png")}

@@ -1,15 +1,20 @@
-"""A fourth task is one folder plus one registry line: data/ and config.py unchanged."""
+"""A fourth task is one folder plus one registry line: data/ and config.py unchanged.
+
+The toy `tag` task (tests/plugins/tag_task) keeps image-level classes as
+`<split>/<image>` plus a `tags/<split>/<stem>.txt` naming the class, a layout no
+other task has (the `count` task of tests/test_fourth_task.py is another).
+"""
 
 from __future__ import annotations
 
 import io
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.plugin_tasks import registered
 from visionops import tasks
 from visionops.config import load_parameters
 from visionops.data.anonymize import FaceReport
@@ -18,86 +23,6 @@ from visionops.data.sources import SourceError, stage_source
 from visionops.data.split import plan_split
 from visionops.data.validate import ValidationSettings, validate_dataset
 from visionops.data.version import build_dataset_version, content_hash
-
-# An image-tagging task: image-level classes, kept as `<split>/<image>` plus a
-# `tags/<split>/<stem>.txt` naming the class, a layout no other task has.
-TASK_PY = """
-from visionops.data.manifest import IMAGE_CLASS
-from visionops.engine.task import Task
-
-
-class TagTask(Task):
-    name = "tag"
-    ultralytics_task = "classify"
-    model_suffix = "-cls"
-    default_model_name = "image-tagger"
-    description = "Tags."
-    val_metrics_names = ("top1",)
-    default_metric = "top1"
-    headline_metrics = ("top1",)
-    label_kinds = (IMAGE_CLASS,)
-
-    @property
-    def counts_key(self):
-        return "images_per_class"
-
-    def check_labels(self, item, check):
-        from visionops.data.validate import CheckedLabels, Reject
-
-        if item.class_id is None or not 0 <= item.class_id < check.num_classes:
-            raise Reject("label_missing", "no tag")
-        return CheckedLabels(item)
-
-    def val_metrics(self, results):
-        return {"top1": 0.0}
-
-    def test_metric_names(self, class_names, positive_class=None):
-        return ["top1"]
-
-    def evaluate(self, *args, **kwargs):
-        raise NotImplementedError
-
-    def predictor(self, *args, **kwargs):
-        raise NotImplementedError
-"""
-LAYOUT_PY = """
-from visionops.core.files import link_or_copy
-
-HASHED = ("train", "val", "test", "tags")
-
-
-def place_item(staged, item, split, dest, class_names):
-    placed = dest / split / (staged / item.image).name
-    link_or_copy(staged / item.image, placed)
-    tag = dest / "tags" / split / f"{placed.stem}.txt"
-    tag.parent.mkdir(parents=True, exist_ok=True)
-    tag.write_text(class_names[item.class_id])
-    return placed
-
-
-def write_config(dest, class_names, splits):
-    dest.mkdir(parents=True, exist_ok=True)
-
-
-def ultralytics_data(root):
-    return root
-
-
-def split_dir(root, split):
-    return root / split
-
-
-def split_images(root, split):
-    return sorted((root / split).glob("*.jpg"))
-
-
-def label_file(root, image):
-    return None
-
-
-def image_class(root, image):
-    return (root / "tags" / image.parent.name / f"{image.stem}.txt").read_text()
-"""
 
 
 def _jpeg(seed: int) -> bytes:
@@ -108,20 +33,10 @@ def _jpeg(seed: int) -> bytes:
 
 
 @pytest.fixture
-def tag_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The `tag` task as a new package, registered by one REGISTRY line."""
-    package = tmp_path / "plugins" / "tag_task"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text(
-        "from tag_task.task import TagTask\n\nTASK = TagTask()\n"
-    )
-    (package / "task.py").write_text(textwrap.dedent(TASK_PY))
-    (package / "layout.py").write_text(textwrap.dedent(LAYOUT_PY))
-    monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
-    monkeypatch.setitem(tasks.REGISTRY, "tag", "tag_task")
-    tasks.get_task.cache_clear()
-    yield tasks.get_task("tag")
-    tasks.get_task.cache_clear()
+def tag_task():
+    """The toy `tag` task (tests/plugins/tag_task), registered by one REGISTRY line."""
+    with registered("tag") as task:
+        yield task
 
 
 def test_a_new_task_folder_is_ingested_without_touching_data(tag_task, tmp_path):

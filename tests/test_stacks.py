@@ -482,4 +482,4 @@ def test_image_build_context_leaves_credentials_and_state_out(tmp_path: Path) ->
     (tmp_path / "src" / "visionops").mkdir(parents=True)
     (tmp_path / "src" / "visionops" / "env.py").write_text("")
     (tmp_path / ".env.example").write_text("")
-    assert context_files(tmp_path) == {"src/visionops/core/env.py", ".env.example"}
+    assert context_files(tmp_path) == {"src/visionops/env.py", ".env.example"}

@@ -572,10 +572,14 @@ class BatchOutput(ABC):
     Attributes:
         columns: The header of `predictions.csv`.
         counts_title: What `summary["per_class"]` counts, as a report heading.
+        side_files: The folder and suffix of the file written per image
+            (`side_file`: detection's label files, segmentation's masks); None
+            when the task writes none.
     """
 
     columns: tuple[str, ...]
     counts_title: str
+    side_files: ClassVar[tuple[str, str] | None] = None
 
     def __init__(
         self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
@@ -585,6 +589,18 @@ class BatchOutput(ABC):
         self.names = list(names)
         self.folder = folder
         self.files = list(files)
+        # Each image's side file relative to `out_dir`, as its JSON record names it.
+        self.side_paths = (
+            side_file_paths(self.files, folder, *self.side_files)
+            if self.side_files
+            else []
+        )
+
+    def side_file(self, index: int) -> Path:
+        """Where the side file of image `index` goes, its folder made."""
+        path = self.out_dir / self.side_paths[index]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     @abstractmethod
     def add(

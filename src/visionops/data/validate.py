@@ -9,6 +9,7 @@ import io
 import logging
 import shutil
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -201,6 +202,47 @@ class LabelCheck:
     upright: Upright
     mask_ignore: int | None = None
     mask_background: int | None = None
+
+    def reject_out_of_range(
+        self, number: int, coordinates: Sequence[float], what: str
+    ) -> None:
+        """Rejects a label line with a normalised coordinate beyond [0, 1] by
+        more than the clip tolerance (within it, the task clips).
+
+        Args:
+            number: The line's number.
+            coordinates: Its coordinates.
+            what: What a coordinate is a part of, for the detail (`corner`).
+
+        Raises:
+            Reject: `box_out_of_range`.
+        """
+        low, high = min(coordinates), max(coordinates)
+        tolerance = self.settings.clip_tolerance
+        if low < -tolerance or high > 1 + tolerance:
+            raise Reject(
+                "box_out_of_range",
+                f"line {number}: {what} at {low if low < 0 else high:.4g} is "
+                f"beyond [0, 1] by more than {tolerance}",
+            )
+
+    def reject_unknown_classes(self, rows: list[tuple[int, list[float]]]) -> None:
+        """Rejects the first label line whose class (its first value) is no
+        class id of the dataset.
+
+        Args:
+            rows: Each line's number and its values.
+
+        Raises:
+            Reject: `unknown_class`.
+        """
+        for number, values in rows:
+            cls = values[0]
+            if not cls.is_integer() or not 0 <= cls < self.num_classes:
+                raise Reject(
+                    "unknown_class",
+                    f"line {number}: class {cls:g} not in 0..{self.num_classes - 1}",
+                )
 
 
 @dataclass

@@ -8,6 +8,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -402,6 +403,21 @@ def scale_boxes(
     return np.ascontiguousarray(boxes, np.float32)
 
 
+@dataclass(frozen=True)
+class GraphRows:
+    """One image's share of a graph run, as a predictor's `_decode` reads it.
+
+    Attributes:
+        outputs: The image's row of each output in `output_names`.
+        shape: The original image's (height, width).
+        input_shape: The (height, width) it was fed to the graph at.
+    """
+
+    outputs: list[np.ndarray]
+    shape: tuple[int, int]
+    input_shape: tuple[int, int]
+
+
 class OnnxPredictor:
     """Runs an Ultralytics ONNX export with ONNX Runtime, no torch.
 
@@ -541,12 +557,12 @@ class OnnxPredictor:
             outputs = self._run(blob, len(indices))
             timer.lap("inference")
             for row, i in enumerate(indices):
-                results[i] = self._decode(
+                rows = GraphRows(
                     [output[row] for output in outputs],
                     checked[i].shape[:2],
                     input_shape,
-                    **options,
                 )
+                results[i] = self._decode(rows, **options)
             timer.lap("postprocess")
         timer.report(timing)
         return results
@@ -562,19 +578,11 @@ class OnnxPredictor:
         image = _check_image(image_bgr)
         return self._blob([image], self._input_shape(image))[:1].copy()
 
-    def _decode(
-        self,
-        outputs: list[np.ndarray],
-        shape: tuple[int, int],
-        input_shape: tuple[int, int],
-        **options: Any,
-    ) -> Any:
+    def _decode(self, rows: GraphRows, **options: Any) -> Any:
         """Turns one image's rows of the graph's outputs into its prediction.
 
         Args:
-            outputs: The image's row of each output in `output_names`.
-            shape: The original image's (height, width).
-            input_shape: The (height, width) it was fed to the graph at.
+            rows: The image's rows and sizes.
             **options: The task's decoding options.
         """
         raise NotImplementedError

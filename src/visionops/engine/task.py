@@ -153,6 +153,24 @@ class Task(ABC):
         label_kinds: The label kinds (`visionops.data.manifest`) its datasets
             are ingested from; the first is what a source that can give several
             (COCO: boxes or polygons) is asked for.
+        predictor_class: Its ONNX Runtime predictor (`predictor`), an
+            `OnnxPredictor` subclass, as `module:Class`.
+        pyfunc_class: Its MLflow pyfunc class (`pyfunc_model`) as `module:Class`.
+        measurer: The function measuring one `EvalJob` (`measure`), as
+            `module:function`.
+        resampler: The function recomputing a metric on resamples
+            (`resample_metric`), `(per_image, metric, class_names)`, as
+            `module:function`; None while the task keeps no per-image results.
+        label_checker: The function validating one staged item's labels
+            (`check_labels`), `(item, check)`, as `module:function`.
+        serving_spec: Its `Serving` declaration (`serving`) as `module:NAME`;
+            None while the task is not served.
+        answerer: The function giving its share of the service's answer
+            (`answer`), `(prediction, names, **parameters)`, as `module:function`.
+
+    The `module:attribute` hooks are imported on first use, so a task's module
+    stays light; None (the default) means the task has none yet, and its method
+    refuses with a `TaskError`.
     """
 
     name: ClassVar[str]
@@ -169,6 +187,13 @@ class Task(ABC):
     batch_outputs: ClassVar[str | None] = None
     renderer: ClassVar[str | None] = None
     label_kinds: ClassVar[tuple[str, ...]] = ()
+    predictor_class: ClassVar[str | None] = None
+    pyfunc_class: ClassVar[str | None] = None
+    measurer: ClassVar[str | None] = None
+    resampler: ClassVar[str | None] = None
+    label_checker: ClassVar[str | None] = None
+    serving_spec: ClassVar[str | None] = None
+    answerer: ClassVar[str | None] = None
 
     @property
     def default_model(self) -> str:
@@ -254,7 +279,7 @@ class Task(ABC):
         Raises:
             visionops.data.validate.Reject: With the quarantine reason.
         """
-        raise TaskError(f"The {self.name} task has no dataset validation yet.")
+        return self._hook("label_checker", "dataset validation")(item, check)
 
     # --- metrics -------------------------------------------------------------------
 
@@ -327,9 +352,10 @@ class Task(ABC):
             per_image=scores.per_image,
         )
 
-    @abstractmethod
     def measure(self, job: EvalJob) -> Scores:
-        """The task's metrics, per-class rows and confusion matrix for one job."""
+        """The task's metrics, per-class rows and confusion matrix for one job
+        (`measurer`)."""
+        return self._hook("measurer", "evaluation")(job)
 
     def evaluation_html(self, report: EvalReport, plot_dir: Path) -> str:
         """The test evaluation as one HTML page for the ZenML dashboard."""
@@ -344,26 +370,30 @@ class Task(ABC):
         Raises:
             ValueError: The task cannot recompute this metric per image.
         """
-        raise ValueError(f"the {self.name} task keeps no per-image results")
+        if self.resampler is None:
+            raise ValueError(f"the {self.name} task keeps no per-image results")
+        return _attribute(self.resampler)(per_image, metric, class_names)
 
     # --- inference (evaluation latency, batch, service) ------------------------------
 
-    @abstractmethod
     def predictor(
         self, onnx_path: Path, *, threads: int = 1, providers: list[str] | None = None
     ) -> Any:
-        """The ONNX Runtime predictor of this task's exports.
+        """The ONNX Runtime predictor of this task's exports (`predictor_class`).
 
         A subclass of `visionops.engine.onnx.OnnxPredictor`: `names`, `imgsz`,
         `predict(image_bgr)`, `predict_batch(frames)` and
         `preprocess(image_bgr)`, the (1, 3, h, w) input blob `predict` feeds the
         graph (what INT8 calibration runs on).
         """
+        predictor = self._hook("predictor_class", "ONNX predictor")
+        return predictor(onnx_path, threads=threads, providers=providers)
 
-    @abstractmethod
     def pyfunc_model(self) -> type[OnnxPyfunc]:
-        """The MLflow pyfunc class of this task's exports (`engine.pyfunc`):
-        base64 images in, one row per record of the task's predictions out."""
+        """The MLflow pyfunc class of this task's exports (`engine.pyfunc`,
+        `pyfunc_class`): base64 images in, one row per record of the task's
+        predictions out."""
+        return self._hook("pyfunc_class", "MLflow model")
 
     def log_model(self, onnx_path: Path, metadata: dict[str, Any]) -> Any:
         """Logs the ONNX export as this task's pyfunc into the active MLflow run.
@@ -410,21 +440,19 @@ class Task(ABC):
         self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
     ) -> BatchOutput:
         """What a batch run writes per image for this task (`batch_outputs`)."""
-        if self.batch_outputs is None:
-            raise TaskError(f"The {self.name} task has no batch outputs yet.")
-        return _attribute(self.batch_outputs)(out_dir, names, folder, files)
+        output = self._hook("batch_outputs", "batch outputs")
+        return output(out_dir, names, folder, files)
 
     def render(
         self, frame: np.ndarray, prediction: Any, names: Mapping[int, str]
     ) -> np.ndarray:
         """A copy of a BGR frame with the prediction drawn on it (`renderer`)."""
-        if self.renderer is None:
-            raise TaskError(f"The {self.name} task has no renderer yet.")
-        return _attribute(self.renderer)(frame, prediction, names)
+        return self._hook("renderer", "renderer")(frame, prediction, names)
 
     def serving(self) -> Serving | None:
-        """How the service serves this task's models; None: not served yet."""
-        return None
+        """How the service serves this task's models (`serving_spec`); None: not
+        served yet."""
+        return None if self.serving_spec is None else _attribute(self.serving_spec)
 
     def answer(
         self, prediction: Any, names: Mapping[int, str], **parameters: Any
@@ -439,7 +467,7 @@ class Task(ABC):
         Returns:
             The fields of `Serving.response`.
         """
-        raise TaskError(f"The {self.name} task has no endpoint yet.")
+        return self._hook("answerer", "endpoint")(prediction, names, **parameters)
 
     def require(self, pipeline: str) -> None:
         """Fails when a pipeline cannot run a model of this task yet.
@@ -452,6 +480,18 @@ class Task(ABC):
                 f"the {pipeline} pipeline does not handle {self.name} models in this "
                 f"version (it does: {', '.join(sorted(self.pipelines))})"
             )
+
+    def _hook(self, attribute: str, lacks: str) -> Any:
+        """What the `module:attribute` path in a hook attribute names (imported
+        now).
+
+        Raises:
+            TaskError: The attribute is None: the task has no such `lacks` yet.
+        """
+        path = getattr(self, attribute)
+        if path is None:
+            raise TaskError(f"The {self.name} task has no {lacks} yet.")
+        return _attribute(path)
 
 
 def _attribute(path: str) -> Any:
@@ -532,10 +572,14 @@ class BatchOutput(ABC):
     Attributes:
         columns: The header of `predictions.csv`.
         counts_title: What `summary["per_class"]` counts, as a report heading.
+        side_files: The folder and suffix of the file written per image
+            (`side_file`: detection's label files, segmentation's masks); None
+            when the task writes none.
     """
 
     columns: tuple[str, ...]
     counts_title: str
+    side_files: ClassVar[tuple[str, str] | None] = None
 
     def __init__(
         self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
@@ -545,6 +589,18 @@ class BatchOutput(ABC):
         self.names = list(names)
         self.folder = folder
         self.files = list(files)
+        # Each image's side file relative to `out_dir`, as its JSON record names it.
+        self.side_paths = (
+            side_file_paths(self.files, folder, *self.side_files)
+            if self.side_files
+            else []
+        )
+
+    def side_file(self, index: int) -> Path:
+        """Where the side file of image `index` goes, its folder made."""
+        path = self.out_dir / self.side_paths[index]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     @abstractmethod
     def add(

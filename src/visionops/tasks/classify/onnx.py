@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from visionops.engine.onnx import OnnxPredictor, _name, _size_pair
+from visionops.engine.onnx import GraphRows, OnnxPredictor, _name, _size_pair
 
 # `ultralytics.data.augment.DEFAULT_MEAN` / `DEFAULT_STD`, which
 # `classify_transforms` normalises with: inputs stay in 0..1.
@@ -145,14 +145,8 @@ class OnnxClassifier(OnnxPredictor):
                 f"{output.shape}); export a -cls model"
             )
 
-    def _decode(
-        self,
-        outputs: list[np.ndarray],
-        shape: tuple[int, int],
-        input_shape: tuple[int, int],
-        **options: Any,
-    ) -> Classification:
-        return Classification(np.ascontiguousarray(outputs[0], np.float32))
+    def _decode(self, rows: GraphRows, **options: Any) -> Classification:
+        return Classification(np.ascontiguousarray(rows.outputs[0], np.float32))
 
     def _input_shape(self, image: np.ndarray) -> tuple[int, int]:
         """Every image is resized and cropped to `imgsz`."""

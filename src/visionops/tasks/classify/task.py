@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from visionops.data.manifest import IMAGE_CLASS
-from visionops.engine.task import Serving, Task, TaskError
-
-if TYPE_CHECKING:
-    from visionops.data.manifest import Item
-    from visionops.data.validate import CheckedLabels, LabelCheck
-    from visionops.engine.bootstrap import MetricFn, PerImage
-    from visionops.engine.task import EvalJob, Scores
+from visionops.engine.task import Task, TaskError
 
 PER_CLASS = ("precision", "recall", "f1", "support")
 TWO_CLASS = ("roc_auc", "pr_auc", "sensitivity", "specificity")
@@ -48,6 +41,20 @@ class ClassifyTask(Task):
     batch_outputs = "visionops.tasks.classify.batch:ClassifyBatchOutput"
     renderer = "visionops.tasks.classify.render:draw_classification"
     label_kinds = (IMAGE_CLASS,)
+    # Resize, centre crop, softmax, as `YOLO.predict`; the pyfunc answers every
+    # class's probability per image.
+    predictor_class = "visionops.tasks.classify.onnx:OnnxClassifier"
+    pyfunc_class = "visionops.tasks.classify.pyfunc:ClassifierOnnxModel"
+    # Predicts every image of the split with the `.pt` and scores the
+    # probabilities (confusion matrices, counts and normalised, land in
+    # `out_dir`); any test metric resampled from the kept probabilities.
+    measurer = "visionops.tasks.classify.evaluate:measure"
+    resampler = "visionops.tasks.classify.resample:classification_metric"
+    # One known image-level class per item.
+    label_checker = "visionops.tasks.classify.labels:check_labels"
+    # `/classify`, with `top_k`: the most probable classes.
+    serving_spec = "visionops.tasks.classify.serving:SERVING"
+    answerer = "visionops.tasks.classify.serving:answer"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/accuracy_top1`-style keys to `top1` and `top5`."""
@@ -75,56 +82,7 @@ class ClassifyTask(Task):
             names += list(TWO_CLASS)
         return names
 
-    def measure(self, job: EvalJob) -> Scores:
-        """Predicts every image of the split with the `.pt` and scores the
-        probabilities; confusion matrices (counts, normalised) land in `out_dir`."""
-        from visionops.tasks.classify.evaluate import measure
-
-        return measure(job)
-
-    def resample_metric(
-        self, per_image: PerImage, metric: str, class_names: Sequence[str]
-    ) -> MetricFn:
-        """Any test metric from the kept per-image probabilities."""
-        from visionops.tasks.classify.resample import classification_metric
-
-        return classification_metric(per_image, metric, class_names)
-
-    def predictor(
-        self, onnx_path: Path, *, threads: int = 1, providers: list[str] | None = None
-    ) -> Any:
-        """`OnnxClassifier`: resize, centre crop, softmax, as `YOLO.predict`."""
-        from visionops.tasks.classify.onnx import OnnxClassifier
-
-        return OnnxClassifier(onnx_path, threads=threads, providers=providers)
-
-    def pyfunc_model(self) -> Any:
-        """`ClassifierOnnxModel`: every class's probability per image."""
-        from visionops.tasks.classify.pyfunc import ClassifierOnnxModel
-
-        return ClassifierOnnxModel
-
-    def serving(self) -> Serving:
-        """`/classify`, with `top_k` (`tasks.classify.serving`)."""
-        from visionops.tasks.classify.serving import SERVING
-
-        return SERVING
-
-    def answer(
-        self, prediction: Any, names: Mapping[int, str], **parameters: Any
-    ) -> dict[str, Any]:
-        """The service's answer fields of one prediction (`serving.answer`)."""
-        from visionops.tasks.classify.serving import answer
-
-        return answer(prediction, names, **parameters)
-
     @property
     def counts_key(self) -> str:
         """Classification cards count images per class."""
         return "images_per_class"
-
-    def check_labels(self, item: Item, check: LabelCheck) -> CheckedLabels:
-        """One known image-level class per item (`tasks.classify.labels`)."""
-        from visionops.tasks.classify.labels import check_labels
-
-        return check_labels(item, check)

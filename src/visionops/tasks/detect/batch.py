@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from visionops.data.report import draw_boxes
-from visionops.engine.task import BatchOutput, side_file_paths
+from visionops.engine.task import BatchOutput
 
 LABELS_DIR = "labels"
 COLUMNS = ("image", "class_id", "class_name", "confidence", "x1", "y1", "x2", "y2")
@@ -46,24 +45,17 @@ class DetectBatchOutput(BatchOutput):
 
     columns = COLUMNS
     counts_title = "Boxes per class"
-
-    def __init__(
-        self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
-    ) -> None:
-        super().__init__(out_dir, names, folder, files)
-        self.labels = side_file_paths(files, folder, LABELS_DIR, ".txt")
+    side_files = (LABELS_DIR, ".txt")
 
     def add(
         self, index: int, relative: str, image: np.ndarray, prediction: Any
     ) -> tuple[dict[str, Any], list[tuple]]:
         """Writes the image's label file; returns its boxes and CSV rows."""
         height, width = image.shape[:2]
-        label = self.out_dir / self.labels[index]
-        label.parent.mkdir(parents=True, exist_ok=True)
-        label.write_text(yolo_lines(prediction, width, height))
+        self.side_file(index).write_text(yolo_lines(prediction, width, height))
         boxes = rounded_boxes(prediction.to_records(dict(enumerate(self.names))))
         rows = box_rows(relative, boxes)
-        return {"label": self.labels[index], "detections": boxes}, rows
+        return {"label": self.side_paths[index], "detections": boxes}, rows
 
     def draw(
         self, thumbnail: np.ndarray, prediction: Any, shape: tuple[int, ...]
@@ -78,24 +70,42 @@ class DetectBatchOutput(BatchOutput):
 
     def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """Boxes, images with boxes, boxes per class, mean confidence."""
-        boxes = [d for r in records for d in r["detections"]]
-        counts = Counter(d["class_name"] for d in boxes)
-        confidences = [d["confidence"] for d in boxes]
-        mean = round(float(np.mean(confidences)), 4) if confidences else None
-        with_boxes = sum(1 for r in records if r["detections"])
-        per_class = {name: counts.get(name, 0) for name in self.names}
-        return {
-            "images_with_boxes": with_boxes,
-            "boxes": len(boxes),
-            "boxes_per_class": per_class,
-            "mean_confidence": mean,
-            "per_class": per_class,
-            "figures": {
-                "images with boxes": with_boxes,
-                "boxes": len(boxes),
-                "mean confidence": mean,
-            },
-        }
+        return box_summary(records, "detections", "boxes", self.names)
+
+
+def box_summary(
+    records: list[dict[str, Any]], key: str, noun: str, names: Sequence[str]
+) -> dict[str, Any]:
+    """The summary figures of records holding a list of boxed objects under `key`.
+
+    Args:
+        records: The images' JSON records.
+        key: Where a record keeps its objects (`detections`).
+        noun: What the objects are called in the summary keys (`boxes`).
+        names: The class names, in index order.
+
+    Returns:
+        `images_with_<noun>`, `<noun>`, `<noun>_per_class`, `mean_confidence`
+        and the `per_class` and `figures` every summary has.
+    """
+    objects = [o for r in records for o in r[key]]
+    counts = Counter(o["class_name"] for o in objects)
+    confidences = [o["confidence"] for o in objects]
+    mean = round(float(np.mean(confidences)), 4) if confidences else None
+    with_objects = sum(1 for r in records if r[key])
+    per_class = {name: counts.get(name, 0) for name in names}
+    return {
+        f"images_with_{noun}": with_objects,
+        noun: len(objects),
+        f"{noun}_per_class": per_class,
+        "mean_confidence": mean,
+        "per_class": per_class,
+        "figures": {
+            f"images with {noun}": with_objects,
+            noun: len(objects),
+            "mean confidence": mean,
+        },
+    }
 
 
 def rounded_boxes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -29,19 +29,8 @@ def check_labels(item: Item, check: LabelCheck) -> CheckedLabels:
     settings = check.settings
     boxes = [(number, values[0], *_corners(values)) for number, values in rows]
     for number, _, xs, ys in boxes:
-        low, high = min(*xs, *ys), max(*xs, *ys)
-        if low < -settings.clip_tolerance or high > 1 + settings.clip_tolerance:
-            raise Reject(
-                "box_out_of_range",
-                f"line {number}: corner at {low if low < 0 else high:.4g} is beyond "
-                f"[0, 1] by more than {settings.clip_tolerance}",
-            )
-    for number, cls, _, _ in boxes:
-        if not cls.is_integer() or not 0 <= cls < check.num_classes:
-            raise Reject(
-                "unknown_class",
-                f"line {number}: class {cls:g} not in 0..{check.num_classes - 1}",
-            )
+        check.reject_out_of_range(number, (*xs, *ys), "corner")
+    check.reject_unknown_classes(rows)
 
     out_lines: list[str] = []
     seen: set[tuple[int, ...]] = set()

@@ -8,7 +8,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from visionops.engine.onnx import MAX_NMS, OnnxPredictor, _name, nms, scale_boxes
+from visionops.engine.onnx import (
+    MAX_NMS,
+    GraphRows,
+    OnnxPredictor,
+    _name,
+    nms,
+    scale_boxes,
+)
 from visionops.engine.task import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET
 
 # Ultralytics' predict defaults, what the service, batch and pyfunc start from.
@@ -157,16 +164,10 @@ class OnnxDetector(OnnxPredictor):
             images, timing=timing, conf=conf, iou=iou, max_det=max_det
         )
 
-    def _decode(
-        self,
-        outputs: list[np.ndarray],
-        shape: tuple[int, int],
-        input_shape: tuple[int, int],
-        **thresholds: Any,
-    ) -> Detections:
-        boxes, scores, class_ids, _ = self._boxes(outputs[0], **thresholds)
+    def _decode(self, rows: GraphRows, **thresholds: Any) -> Detections:
+        boxes, scores, class_ids, _ = self._boxes(rows.outputs[0], **thresholds)
         return Detections(
-            scale_boxes(boxes, shape, input_shape),
+            scale_boxes(boxes, rows.shape, rows.input_shape),
             np.ascontiguousarray(scores, np.float32),
             np.ascontiguousarray(class_ids, np.int64),
         )

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from visionops.data.manifest import BOXES
-from visionops.engine.task import Serving, Task
+from visionops.engine.task import Task
 from visionops.tasks.detect.metrics import METRICS, box_metrics
-
-if TYPE_CHECKING:
-    from visionops.data.manifest import Item
-    from visionops.data.validate import CheckedLabels, LabelCheck
-    from visionops.engine.bootstrap import MetricFn, PerImage
-    from visionops.engine.task import EvalJob, Scores
 
 
 class DetectTask(Task):
@@ -34,6 +27,18 @@ class DetectTask(Task):
     batch_outputs = "visionops.tasks.detect.batch:DetectBatchOutput"
     renderer = "visionops.tasks.detect.render:draw_detections"
     label_kinds = (BOXES,)
+    # Letterbox, decode, NMS, as `YOLO.predict`; the pyfunc answers a row per box.
+    predictor_class = "visionops.tasks.detect.onnx:OnnxDetector"
+    pyfunc_class = "visionops.tasks.detect.pyfunc:YoloOnnxModel"
+    # Ultralytics validation: box metrics, per-class AP, confusion matrix; box
+    # metrics resampled from the kept matches (mAP as `ap_per_class` computes it).
+    measurer = "visionops.tasks.detect.evaluate:measure"
+    resampler = "visionops.tasks.detect.resample:detection_metric"
+    # Box lines, clipped and deduplicated.
+    label_checker = "visionops.tasks.detect.labels:check_labels"
+    # `/detect` and `/detect_batch`: boxes and counts per class.
+    serving_spec = "visionops.tasks.detect.serving:SERVING"
+    answerer = "visionops.tasks.detect.serving:answer"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(B)`-style keys to the project's names."""
@@ -49,51 +54,3 @@ class DetectTask(Task):
     ) -> list[str]:
         """The five box metrics, whatever the classes."""
         return list(METRICS)
-
-    def measure(self, job: EvalJob) -> Scores:
-        """Ultralytics validation: box metrics, per-class AP, confusion matrix."""
-        from visionops.tasks.detect.evaluate import measure
-
-        return measure(job)
-
-    def resample_metric(
-        self, per_image: PerImage, metric: str, class_names: Sequence[str]
-    ) -> MetricFn:
-        """Box metrics from the kept matches: mAP as `ap_per_class` computes it."""
-        from visionops.tasks.detect.resample import detection_metric
-
-        return detection_metric(per_image, metric, class_names)
-
-    def predictor(
-        self, onnx_path: Path, *, threads: int = 1, providers: list[str] | None = None
-    ) -> Any:
-        """`OnnxDetector`: letterbox, decode, NMS, as `YOLO.predict`."""
-        from visionops.tasks.detect.onnx import OnnxDetector
-
-        return OnnxDetector(onnx_path, threads=threads, providers=providers)
-
-    def pyfunc_model(self) -> Any:
-        """`YoloOnnxModel`: one row per box (`tasks.detect.pyfunc`)."""
-        from visionops.tasks.detect.pyfunc import YoloOnnxModel
-
-        return YoloOnnxModel
-
-    def serving(self) -> Serving:
-        """`/detect` and `/detect_batch` (`tasks.detect.serving`)."""
-        from visionops.tasks.detect.serving import SERVING
-
-        return SERVING
-
-    def answer(
-        self, prediction: Any, names: Mapping[int, str], **parameters: Any
-    ) -> dict[str, Any]:
-        """The service's answer fields of one prediction (`serving.answer`)."""
-        from visionops.tasks.detect.serving import answer
-
-        return answer(prediction, names)
-
-    def check_labels(self, item: Item, check: LabelCheck) -> CheckedLabels:
-        """Box lines, clipped and deduplicated (`tasks.detect.labels`)."""
-        from visionops.tasks.detect.labels import check_labels
-
-        return check_labels(item, check)

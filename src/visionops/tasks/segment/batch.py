@@ -4,16 +4,19 @@ per instance, instances and pixels per class."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
 from visionops.data.masks import class_map_to_mask
-from visionops.engine.task import BatchOutput, side_file_paths
-from visionops.tasks.detect.batch import COLUMNS, box_rows, rounded_boxes
+from visionops.engine.task import BatchOutput
+from visionops.tasks.detect.batch import (
+    COLUMNS,
+    box_rows,
+    box_summary,
+    rounded_boxes,
+)
 from visionops.tasks.segment.render import render_segmentation
 
 MASKS_DIR = "masks"
@@ -29,25 +32,18 @@ class SegmentBatchOutput(BatchOutput):
 
     columns = COLUMNS
     counts_title = "Instances per class"
-
-    def __init__(
-        self, out_dir: Path, names: Sequence[str], folder: Path, files: Sequence[Path]
-    ) -> None:
-        super().__init__(out_dir, names, folder, files)
-        self.masks = side_file_paths(files, folder, MASKS_DIR, ".png")
-        self.names_by_id = dict(enumerate(self.names))
+    side_files = (MASKS_DIR, ".png")
 
     def add(
         self, index: int, relative: str, image: np.ndarray, prediction: Any
     ) -> tuple[dict[str, Any], list[tuple]]:
         """Writes the image's mask PNG; returns its instances and CSV rows."""
-        mask = self.out_dir / self.masks[index]
-        mask.parent.mkdir(parents=True, exist_ok=True)
+        mask = self.side_file(index)
         class_map = prediction.class_map()
         png = class_map_to_mask(class_map, background=MASK_BACKGROUND)
         if not cv2.imwrite(str(mask), png):
             raise OSError(f"could not write {mask}")
-        instances = _rounded(prediction.to_records(self.names_by_id))
+        instances = _rounded(prediction.to_records(dict(enumerate(self.names))))
         rows = box_rows(relative, instances)
         ids, counts = np.unique(class_map[class_map >= 0], return_counts=True)
         pixels = {
@@ -55,7 +51,7 @@ class SegmentBatchOutput(BatchOutput):
             for c, n in zip(ids.tolist(), counts.tolist(), strict=True)
         }
         return {
-            "mask": self.masks[index],
+            "mask": self.side_paths[index],
             "instances": instances,
             "class_pixels": pixels,
         }, rows
@@ -73,27 +69,12 @@ class SegmentBatchOutput(BatchOutput):
 
     def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """Instances, images with instances, per class instances and pixels."""
-        instances = [i for r in records for i in r["instances"]]
-        counts = Counter(i["class_name"] for i in instances)
         pixels: Counter[str] = Counter()
         for record in records:
             pixels.update(record["class_pixels"])
-        confidences = [i["confidence"] for i in instances]
-        mean = round(float(np.mean(confidences)), 4) if confidences else None
-        with_instances = sum(1 for r in records if r["instances"])
-        per_class = {name: counts.get(name, 0) for name in self.names}
         return {
-            "images_with_instances": with_instances,
-            "instances": len(instances),
-            "instances_per_class": per_class,
+            **box_summary(records, "instances", "instances", self.names),
             "class_pixels": {name: pixels.get(name, 0) for name in self.names},
-            "mean_confidence": mean,
-            "per_class": per_class,
-            "figures": {
-                "images with instances": with_instances,
-                "instances": len(instances),
-                "mean confidence": mean,
-            },
         }
 
 

@@ -85,22 +85,9 @@ def _check_polygons(
     for number, values in rows:
         if not all(math.isfinite(v) for v in values):
             raise Reject("label_nan", f"line {number}: {' '.join(original[number])}")
-    tolerance = check.settings.clip_tolerance
     for number, values in rows:
-        low, high = min(values[1:]), max(values[1:])
-        if low < -tolerance or high > 1 + tolerance:
-            raise Reject(
-                "box_out_of_range",
-                f"line {number}: polygon point at {low if low < 0 else high:.4g} is "
-                f"beyond [0, 1] by more than {tolerance}",
-            )
-    for number, values in rows:
-        cls = values[0]
-        if not cls.is_integer() or not 0 <= cls < check.num_classes:
-            raise Reject(
-                "unknown_class",
-                f"line {number}: class {cls:g} not in 0..{check.num_classes - 1}",
-            )
+        check.reject_out_of_range(number, values[1:], "polygon point")
+    check.reject_unknown_classes(rows)
 
     out_lines: list[str] = []
     seen: set[tuple[int, ...]] = set()

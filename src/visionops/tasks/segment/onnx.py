@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from visionops.data.masks import mask_polygons
-from visionops.engine.onnx import _name, scale_boxes
+from visionops.engine.onnx import GraphRows, _name, scale_boxes
 from visionops.tasks.detect.onnx import Detections, OnnxDetector
 from visionops.tasks.segment.metrics import rasterise_instances
 
@@ -106,17 +106,11 @@ class OnnxSegmenter(OnnxDetector):
             )
         self.output_names.append(outputs[1].name)
 
-    def _decode(
-        self,
-        outputs: list[np.ndarray],
-        shape: tuple[int, int],
-        input_shape: tuple[int, int],
-        **thresholds: Any,
-    ) -> Instances:
-        raw, protos = outputs
+    def _decode(self, rows: GraphRows, **thresholds: Any) -> Instances:
+        raw, protos = rows.outputs
         boxes, scores, class_ids, coeffs = self._boxes(raw, **thresholds)
-        boxes = scale_boxes(boxes, shape, input_shape)
-        masks = _native_masks(protos, coeffs, boxes, shape)
+        boxes = scale_boxes(boxes, rows.shape, rows.input_shape)
+        masks = _native_masks(protos, coeffs, boxes, rows.shape)
         keep = masks.any(axis=(1, 2))
         masks = masks[keep]
         return Instances(

@@ -7,16 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visionops.data.manifest import BOXES, MASKS, POLYGONS
-from visionops.engine.task import Serving, Task
+from visionops.engine.task import Task
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from visionops.data.manifest import Item
-    from visionops.data.validate import CheckedLabels, LabelCheck
-    from visionops.engine.bootstrap import MetricFn, PerImage
     from visionops.engine.report import EvalReport
-    from visionops.engine.task import EvalJob, Scores
 
 # Ultralytics' validation keys, `(M)` for masks and `(B)` for boxes.
 VAL_KEYS = {
@@ -58,6 +54,21 @@ class SegmentTask(Task):
     # COCO is asked for polygons; YOLO box-or-polygon labels are taken as they are
     # (validation quarantines box lines).
     label_kinds = (POLYGONS, MASKS, BOXES)
+    # Boxes as `OnnxDetector`, masks from the prototypes; a pyfunc row per
+    # instance, with its polygon.
+    predictor_class = "visionops.tasks.segment.onnx:OnnxSegmenter"
+    pyfunc_class = "visionops.tasks.segment.pyfunc:SegmenterOnnxModel"
+    # Ultralytics validation (box and mask mAP) and, from the `.pt`'s predicted
+    # masks, IoU per class against the layout's ground truth (the IoU chart and
+    # pixel confusion matrix land in `out_dir`); mask and box mAP resampled from
+    # the kept matches, IoU from per-image pixel counts.
+    measurer = "visionops.tasks.segment.evaluate:measure"
+    resampler = "visionops.tasks.segment.resample:segment_metric"
+    # Polygon lines, or a mask image outlined.
+    label_checker = "visionops.tasks.segment.labels:check_labels"
+    # `/segment`: instances and pixels per class.
+    serving_spec = "visionops.tasks.segment.serving:SERVING"
+    answerer = "visionops.tasks.segment.serving:answer"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(M)`-style keys to `mask_map50_95` and friends."""
@@ -75,41 +86,11 @@ class SegmentTask(Task):
             *(metric_key("iou", c) for c in class_names),
         ]
 
-    def measure(self, job: EvalJob) -> Scores:
-        """Ultralytics validation (box and mask mAP) and, from the `.pt`'s
-        predicted masks, IoU per class against the layout's ground truth; the
-        IoU chart and pixel confusion matrix land in `out_dir`."""
-        from visionops.tasks.segment.evaluate import measure
-
-        return measure(job)
-
     def evaluation_html(self, report: EvalReport, plot_dir: Path) -> str:
         """The shared page plus the IoU chart and the pixel confusion matrix."""
         from visionops.tasks.segment.evaluate import evaluation_html
 
         return evaluation_html(report, plot_dir, self.metric_label)
-
-    def resample_metric(
-        self, per_image: PerImage, metric: str, class_names: Sequence[str]
-    ) -> MetricFn:
-        """Mask and box mAP from the kept matches; IoU from per-image pixel counts."""
-        from visionops.tasks.segment.resample import segment_metric
-
-        return segment_metric(per_image, metric, class_names)
-
-    def predictor(
-        self, onnx_path: Path, *, threads: int = 1, providers: list[str] | None = None
-    ) -> Any:
-        """`OnnxSegmenter`: boxes as `OnnxDetector`, masks from the prototypes."""
-        from visionops.tasks.segment.onnx import OnnxSegmenter
-
-        return OnnxSegmenter(onnx_path, threads=threads, providers=providers)
-
-    def pyfunc_model(self) -> Any:
-        """`SegmenterOnnxModel`: one row per instance, with its polygon."""
-        from visionops.tasks.segment.pyfunc import SegmenterOnnxModel
-
-        return SegmenterOnnxModel
 
     def render(
         self, frame: np.ndarray, prediction: Any, names: Mapping[int, str]
@@ -118,23 +99,3 @@ class SegmentTask(Task):
         from visionops.tasks.segment.render import render_segmentation
 
         return render_segmentation(frame, prediction.class_map(), names)
-
-    def serving(self) -> Serving:
-        """`/segment` (`tasks.segment.serving`)."""
-        from visionops.tasks.segment.serving import SERVING
-
-        return SERVING
-
-    def answer(
-        self, prediction: Any, names: Mapping[int, str], **parameters: Any
-    ) -> dict[str, Any]:
-        """The service's answer fields of one prediction (`serving.answer`)."""
-        from visionops.tasks.segment.serving import answer
-
-        return answer(prediction, names)
-
-    def check_labels(self, item: Item, check: LabelCheck) -> CheckedLabels:
-        """Polygon lines, or a mask image outlined (`tasks.segment.labels`)."""
-        from visionops.tasks.segment.labels import check_labels
-
-        return check_labels(item, check)

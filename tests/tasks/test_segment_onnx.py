@@ -90,7 +90,7 @@ def _lively(arch: str, images: list[Path], weights: Path) -> Path:
     image, whatever the image, and a random one has empty masks; either would
     let a broken box or mask mapping pass. BatchNorm statistics set from real
     images keep activations alive through the random network (as
-    `lively_weights` in test_inference.py does).
+    `lively_weights` in tests/engine/test_onnx.py does).
     """
     import torch
     from ultralytics import YOLO

@@ -16,7 +16,7 @@ import yaml
 
 from tests.serving_app import fresh_metrics, import_service
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHOES = REPO / "data" / "sample" / "shoe-soles"  # bundled Roboflow YOLO-seg export
 MODEL = "test-serving-segmenter"
 IMGSZ = 96

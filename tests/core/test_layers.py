@@ -10,7 +10,7 @@ import pytest
 
 from visionops.tasks import REGISTRY
 
-LIBRARY = Path(__file__).resolve().parents[1] / "src" / "visionops"
+LIBRARY = Path(__file__).resolve().parents[2] / "src" / "visionops"
 
 # Bottom to top; a part may import its own layer's other parts only where listed.
 LAYERS = [
@@ -105,7 +105,9 @@ def test_no_task_named_outside_tasks():
                 and node.value in names
                 and id(node) not in docstrings
             ):
-                leaks.append(f"{path.relative_to(LIBRARY)}:{node.lineno} {node.value!r}")
+                leaks.append(
+                    f"{path.relative_to(LIBRARY)}:{node.lineno} {node.value!r}"
+                )
     assert not leaks, "task names outside tasks/:\n" + "\n".join(leaks)
 
 

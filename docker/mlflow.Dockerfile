@@ -1,7 +1,7 @@
 # The MLflow tracking server of docker-compose.yml: the project's MLflow, plus the
 # PostgreSQL driver (backend store) and boto3 (artifacts on MinIO).
 # BASE_IMAGE and the PIP_* build arguments let a machine without a registry or PyPI
-# build it from a local base image and wheelhouse (tests/test_docker_compose.py);
+# build it from a local base image and wheelhouse (tests/pipelines/test_docker_compose.py);
 # build arguments stay out of the image's environment.
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}

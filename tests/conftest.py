@@ -9,7 +9,7 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # Isolate every bit of state (ZenML store, MLflow, BentoML, YOLO settings) in a
@@ -35,6 +35,7 @@ _NO_REPO.mkdir()
 os.environ["ZENML_REPOSITORY_PATH"] = str(_NO_REPO)
 
 import pytest  # noqa: E402
+import yaml  # noqa: E402
 
 import visionops  # noqa: E402, F401  (configures the offline environment)
 
@@ -55,6 +56,11 @@ OUTBOUND: list[str] = []
 CHEST_XRAY = SHARED_DATASETS / "chest-xray-small"
 CLS_IMGSZ = 64
 CLS_NAMES = {0: "NORMAL", 1: "PNEUMONIA"}
+
+# A tiny segmenter (`seg_weights`): the bundled shoe soles at 96 px.
+SHOE_SOLES = REPO / "data" / "sample" / "shoe-soles"
+SEG_IMGSZ = 96
+SEG_NAMES = {0: "shoes"}
 
 # The real training config shrunk for tests: 1 epoch at 64 px on the CPU.
 TINY_TRAINING = [
@@ -201,23 +207,46 @@ def tiny_dataset(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     )
 
 
-@pytest.fixture(scope="session")
-def tiny_weights(tiny_dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A YOLO11n trained from its architecture for 2 epochs at 128 px on the sample."""
+def tiny_model(
+    task: str,
+    data: Path,
+    out: Path,
+    *,
+    imgsz: int,
+    epochs: int = 1,
+    batch: int = 8,
+    on_train_start: Callable | None = None,
+) -> Path:
+    """Trains the task's default model from its architecture, on the CPU, seeded.
+
+    Args:
+        task: The task name (`detect`, `classify`, `segment`).
+        data: What Ultralytics trains on: a data.yaml or a classification folder.
+        out: The folder the run is written into.
+        imgsz: The training image size.
+        epochs: Training epochs; the last one is always validated.
+        batch: The batch size.
+        on_train_start: An Ultralytics callback run as training starts.
+
+    Returns:
+        The run's best.pt (after one epoch, the same checkpoint as last.pt).
+    """
     from ultralytics import YOLO
 
     from visionops.engine.ultralytics import configure_ultralytics
+    from visionops.tasks import get_task
 
     # Ultralytics turns its own MLflow callback on in tests named test_mlflow*,
     # writing ./mlruns; the project's settings switch it off everywhere.
     configure_ultralytics()
-    out = tmp_path_factory.mktemp("tiny-weights")
-    model = YOLO("yolo11n.yaml")
+    model = YOLO(f"{get_task(task).default_model}.yaml")
+    if on_train_start is not None:
+        model.add_callback("on_train_start", on_train_start)
     model.train(
-        data=str(tiny_dataset.data_yaml),
-        epochs=2,
-        imgsz=128,
-        batch=8,
+        data=str(data),
+        epochs=epochs,
+        imgsz=imgsz,
+        batch=batch,
         workers=0,
         device="cpu",
         project=str(out),
@@ -228,6 +257,13 @@ def tiny_weights(tiny_dataset, tmp_path_factory: pytest.TempPathFactory) -> Path
         amp=False,
     )
     return out / "train" / "weights" / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tiny_dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A YOLO11n trained from its architecture for 2 epochs at 128 px on the sample."""
+    out = tmp_path_factory.mktemp("tiny-weights")
+    return tiny_model("detect", tiny_dataset.data_yaml, out, imgsz=128, epochs=2)
 
 
 @pytest.fixture(scope="session")
@@ -261,32 +297,45 @@ def cls_weights(
     tiny model tell images apart, so a preprocessing slip shows in its outputs.
     """
     import torch
-    from ultralytics import YOLO
-
-    from visionops.engine.ultralytics import configure_ultralytics
 
     def settle_batchnorm(trainer) -> None:
         for module in trainer.model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.momentum = None
 
-    configure_ultralytics()
     out = tmp_path_factory.mktemp("cls-weights")
-    model = YOLO("yolo11n-cls.yaml")
-    model.add_callback("on_train_start", settle_batchnorm)
-    model.train(
-        data=str(classify_folder),
-        epochs=1,
+    return tiny_model(
+        "classify",
+        classify_folder,
+        out,
         imgsz=CLS_IMGSZ,
         batch=4,
-        workers=0,
-        device="cpu",
-        project=str(out),
-        name="train",
-        plots=False,
-        val=False,
-        verbose=False,
-        seed=0,
-        amp=False,
+        on_train_start=settle_batchnorm,
     )
-    return out / "train" / "weights" / "last.pt"
+
+
+@pytest.fixture(scope="session")
+def segment_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled shoe soles' train and valid splits with a data.yaml, in a copy:
+    Ultralytics writes its label caches beside the labels."""
+    root = tmp_path_factory.mktemp("shoe-soles")
+    for split in ("train", "valid"):
+        shutil.copytree(SHOE_SOLES / split, root / split)
+    (root / "data.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "path": str(root),
+                "train": "train/images",
+                "val": "valid/images",
+                "names": SEG_NAMES,
+            }
+        )
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def seg_weights(segment_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A yolo11n-seg trained from its architecture for 1 epoch on the shoe soles."""
+    out = tmp_path_factory.mktemp("seg-weights")
+    return tiny_model("segment", segment_folder / "data.yaml", out, imgsz=SEG_IMGSZ)

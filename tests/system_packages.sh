@@ -4,9 +4,9 @@
 # that need them are skipped, each naming the command to run; nothing fails for a
 # missing system package. VISIONOPS_NO_APT=1 never installs.
 # - postgresql: tests/servers.py starts a real PostgreSQL (server stack, backup tests)
-# - docker-compose: tests/test_compose.py validates docker-compose.yml (no daemon needed)
-# - chromium: tests/test_web_ui.py drives the service's web page (Playwright, no download)
-# - docker.io, debootstrap: tests/test_docker_*.py start dockerd and build every image
+# - docker-compose: tests/app/test_compose.py validates docker-compose.yml (no daemon needed)
+# - chromium: tests/serving/test_web_ui.py drives the service's web page (Playwright, no download)
+# - docker.io, debootstrap: tests/pipelines/test_docker_*.py start dockerd and build every image
 #   from a local Debian base (tests/docker_env.py)
 set -uo pipefail
 

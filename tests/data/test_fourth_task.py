@@ -2,7 +2,7 @@
 
 The toy `tag` task (tests/plugins/tag_task) keeps image-level classes as
 `<split>/<image>` plus a `tags/<split>/<stem>.txt` naming the class, a layout no
-other task has (the `count` task of tests/test_fourth_task.py is another).
+other task has (the `count` task of tests/tasks/test_fourth_task.py is another).
 """
 
 from __future__ import annotations

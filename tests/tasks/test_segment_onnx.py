@@ -8,7 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import yaml
 
 from tests.conftest import SHARED_DATASETS
 from visionops.data.masks import fill_polygons
@@ -16,6 +15,9 @@ from visionops.engine.onnx import export_onnx
 from visionops.tasks.segment.onnx import Instances, OnnxSegmenter
 
 SHOES = SHARED_DATASETS / "shoe-soles-seg"
+# `seg_weights` exported at 64 px. At its training size (96) the one-epoch model
+# answers only whole-image boxes of one tied score, of which Ultralytics keeps 7
+# and OnnxSegmenter 8 on full frames (seen 2026-12; not yet explained).
 IMGSZ = 64
 CONF = 0.001
 LIVELY_IMGSZ = 96
@@ -23,55 +25,14 @@ LIVELY_IMGSZ = 96
 
 @pytest.fixture(scope="module")
 def shoes_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """10 train and 4 valid images of shoe-soles-seg with a data.yaml."""
+    """4 valid images of shoe-soles-seg, in images/val/."""
     if not SHOES.is_dir():
         pytest.skip(f"{SHOES} is not present beside the checkout")
     root = tmp_path_factory.mktemp("shoes")
-    for split, source, count in (("train", "train", 10), ("val", "valid", 4)):
-        images = sorted((SHOES / source / "images").iterdir())[:count]
-        for kind in ("images", "labels"):
-            (root / kind / split).mkdir(parents=True)
-        for image in images:
-            shutil.copy2(image, root / "images" / split / image.name)
-            label = SHOES / source / "labels" / f"{image.stem}.txt"
-            shutil.copy2(label, root / "labels" / split / label.name)
-    (root / "data.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "path": str(root),
-                "train": "images/train",
-                "val": "images/val",
-                "names": {0: "shoes"},
-            }
-        )
-    )
+    (root / "images" / "val").mkdir(parents=True)
+    for image in sorted((SHOES / "valid" / "images").iterdir())[:4]:
+        shutil.copy2(image, root / "images" / "val" / image.name)
     return root
-
-
-@pytest.fixture(scope="module")
-def seg_weights(shoes_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A YOLO11n-seg trained from its architecture for 1 epoch at 64 px."""
-    from ultralytics import YOLO
-
-    from visionops.engine.ultralytics import configure_ultralytics
-
-    configure_ultralytics()
-    out = tmp_path_factory.mktemp("seg-weights")
-    YOLO("yolo11n-seg.yaml").train(
-        data=str(shoes_subset / "data.yaml"),
-        epochs=1,
-        imgsz=IMGSZ,
-        batch=8,
-        workers=0,
-        device="cpu",
-        project=str(out),
-        name="train",
-        plots=False,
-        verbose=False,
-        seed=0,
-        amp=False,
-    )
-    return out / "train" / "weights" / "last.pt"
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +47,11 @@ def segmenter(
 def _lively(arch: str, images: list[Path], weights: Path) -> Path:
     """Saves a random segmentation model whose boxes and masks depend on the image.
 
-    A model trained for one epoch at 64 px puts its few boxes on the whole
+    A model trained for one epoch puts its few boxes on the whole
     image, whatever the image, and a random one has empty masks; either would
     let a broken box or mask mapping pass. BatchNorm statistics set from real
     images keep activations alive through the random network (as
-    `lively_weights` in test_inference.py does).
+    `lively_weights` in tests/engine/test_onnx.py does).
     """
     import torch
     from ultralytics import YOLO

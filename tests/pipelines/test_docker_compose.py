@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests import docker_env
-from tests.test_compose import _compose_command, _filled_env
+from tests.app.test_compose import _compose_command, _filled_env
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OVERRIDE = REPO / "docker" / "compose.local-images.yml"
 
 

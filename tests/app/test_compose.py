@@ -13,7 +13,7 @@ import yaml
 
 from visionops.app import docker as vdocker
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
 # ${VAR}, ${VAR:-default}, ${VAR:?message}, but not $${...} (a literal `$` for the

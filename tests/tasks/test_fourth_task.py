@@ -23,7 +23,7 @@ import pytest
 
 from tests.plugin_tasks import PLUGINS, registered
 from tests.servers import free_port
-from tests.test_web_ui import CHROMIUM_FLAGS, _chromium
+from tests.serving.test_web_ui import CHROMIUM_FLAGS, _chromium
 from visionops import tasks
 from visionops.batch.predict import predict_folder
 from visionops.batch.report import write_report
@@ -164,7 +164,7 @@ def test_a_fourth_task_folder_runs_from_ingestion_to_batch(
 
 @pytest.fixture
 def page(tmp_path: Path):
-    """A page in a fresh headless Chromium profile (as tests/test_web_ui.py)."""
+    """A page in a fresh headless Chromium profile (as tests/serving/test_web_ui.py)."""
     chromium = _chromium()
     if os.environ.get("CI"):
         from playwright.sync_api import sync_playwright

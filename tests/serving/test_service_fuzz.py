@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests import test_web_ui
-from tests.test_serving import _error, _pil_bytes
+from tests.serving import test_web_ui
+from tests.serving.test_serving import _error, _pil_bytes
 
-pytest_plugins = ["tests.serving_app"]  # the app of tests/test_serving.py
+pytest_plugins = ["tests.serving_app"]  # the app of tests/serving/test_serving.py
 served = test_web_ui.served  # a real `bentoml serve` of a built Bento
 
 MB = 1024 * 1024

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import TINY_TRAINING
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODEL = "test-detector"
 TINY = [*TINY_TRAINING, "grid={lr0: [0.01, 0.02]}", f"model.name={MODEL}"]
 

@@ -11,7 +11,7 @@ from visionops.app import registry
 from visionops.config import PARAMETER_MODELS
 from visionops.core.env import project_path, project_root
 
-RUN_PY = Path(__file__).resolve().parents[1] / "run.py"
+RUN_PY = Path(__file__).resolve().parents[2] / "run.py"
 
 
 def test_run_py_compares_no_pipeline_name() -> None:

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import TINY_TRAINING
 from visionops.tasks import get_task
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 SHOES = REPO / "data" / "sample" / "shoe-soles"  # bundled Roboflow YOLO-seg export
 CLASSES = ("shoes",)

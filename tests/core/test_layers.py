@@ -10,7 +10,7 @@ import pytest
 
 from visionops.tasks import REGISTRY
 
-LIBRARY = Path(__file__).resolve().parents[1] / "src" / "visionops"
+LIBRARY = Path(__file__).resolve().parents[2] / "src" / "visionops"
 
 # Bottom to top; a part may import its own layer's other parts only where listed.
 LAYERS = [

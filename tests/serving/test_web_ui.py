@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.pipelines.test_deployment_pipeline import stop_server
 from tests.servers import free_port
-from tests.test_deployment_pipeline import stop_server
 from visionops.app.dashboards import port_open
 
 MODEL = "web-ui-detector"
@@ -36,7 +36,7 @@ LINEAGE = {
     "serving_imgsz": IMGSZ,
     "test_metrics": {"map50_95": 0.1},
 }
-INDEX = Path(__file__).parents[1] / "src/visionops/serving/static/index.html"
+INDEX = Path(__file__).parents[2] / "src/visionops/serving/static/index.html"
 # Nothing in the browser reaches beyond loopback: no updates, sync, QUIC or proxy.
 # The fake camera (a generated test pattern) answers getUserMedia without a prompt.
 CHROMIUM_FLAGS = [

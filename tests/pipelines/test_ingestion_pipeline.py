@@ -15,7 +15,7 @@ from visionops.core.names import DATASET
 from visionops.data.version import DatasetVersion, content_hash
 from visionops.tasks import get_task
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from visionops.app.stacks import (
     load_stack_spec,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STACKS = sorted((REPO / "stacks").glob("*.yaml"))
 NO_ENV_FILE = Path("/nonexistent/.env")
 VAR = re.compile(r"\$\{([A-Z0-9_]+)(:-[^}]*)?\}")

@@ -20,7 +20,7 @@ import pytest
 
 from tests.servers import free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cr3t-pw"
 
 

@@ -16,7 +16,7 @@ import pytest
 from tests import docker_env
 from tests.conftest import TINY_TRAINING
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODEL = "docker-detector"
 # The bundled sample.
 SOURCE = "data/sample/boards"

@@ -26,7 +26,7 @@ import pytest
 
 from tests.conftest import TINY_TRAINING
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # The variables the test session points at its own throwaway state: the clone's
 # processes must find their state the way a user's do.
 SESSION_ONLY = (
@@ -148,8 +148,9 @@ def readme_walk(readme: Path = REPO / "README.md") -> list[tuple[str, Args]]:
     if missing:
         pytest.fail(
             f"The first ```bash block under `{WALK_HEADING}` in {readme.name} lacks "
-            f"{', '.join(f'`{m}`' for m in missing)}: tests/test_readme_path.py "
-            "replays that block and checks what these commands leave behind."
+            f"{', '.join(f'`{m}`' for m in missing)}: "
+            "tests/pipelines/test_readme_path.py replays that block and checks what "
+            "these commands leave behind."
         )
     return walk
 

@@ -29,7 +29,7 @@ from visionops.tasks.detect.onnx import OnnxDetector
 from visionops.tasks.detect.pyfunc import YoloOnnxModel
 from visionops.tasks.segment.onnx import OnnxSegmenter
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHOES = REPO / "data" / "sample" / "shoe-soles"  # bundled Roboflow YOLO-seg export
 BOX_DTYPES = {
     "image_index": "int64",

@@ -12,72 +12,27 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import yaml
 
+from tests.conftest import SEG_IMGSZ, SEG_NAMES, SHOE_SOLES
 from tests.serving_app import fresh_metrics, import_service
 
-REPO = Path(__file__).resolve().parents[1]
-SHOES = REPO / "data" / "sample" / "shoe-soles"  # bundled Roboflow YOLO-seg export
 MODEL = "test-serving-segmenter"
-IMGSZ = 96
 CONF = 0.001  # a one-epoch model is unsure of everything
-NAMES = {0: "shoes"}
 LINEAGE = {
     "model_name": MODEL,
     "task": "segment",
-    "class_names": list(NAMES.values()),
+    "class_names": list(SEG_NAMES.values()),
     "mlflow_version": "1",
-    "serving_imgsz": IMGSZ,
+    "serving_imgsz": SEG_IMGSZ,
     "test_metrics": {"miou": 0.5, "mask_map50_95": 0.2},
 }
 
 
 @pytest.fixture(scope="module")
-def seg_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A yolo11n-seg trained from its architecture for 1 epoch on the sample."""
-    from ultralytics import YOLO
-
-    from visionops.engine.ultralytics import configure_ultralytics
-
-    root = tmp_path_factory.mktemp("shoes")
-    for split in ("train", "valid"):  # Ultralytics writes label caches beside them
-        shutil.copytree(SHOES / split, root / split)
-    data = root / "data.yaml"
-    data.write_text(
-        yaml.safe_dump(
-            {
-                "path": str(root),
-                "train": "train/images",
-                "val": "valid/images",
-                "names": NAMES,
-            }
-        )
-    )
-    configure_ultralytics()
-    out = tmp_path_factory.mktemp("seg-serve")
-    YOLO("yolo11n-seg.yaml").train(
-        data=str(data),
-        epochs=1,
-        imgsz=IMGSZ,
-        batch=8,
-        workers=0,
-        device="cpu",
-        project=str(out),
-        name="train",
-        plots=False,
-        val=False,
-        verbose=False,
-        seed=0,
-        amp=False,
-    )
-    return out / "train" / "weights" / "last.pt"
-
-
-@pytest.fixture(scope="module")
-def seg_onnx(seg_weights: Path) -> Path:
+def seg_onnx(seg_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from visionops.engine.onnx import export_onnx
 
-    return export_onnx(seg_weights, IMGSZ, seg_weights.parent.parent / "onnx")
+    return export_onnx(seg_weights, SEG_IMGSZ, tmp_path_factory.mktemp("seg-onnx"))
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +50,9 @@ def client(seg_onnx: Path, seg_weights: Path):
 
 @pytest.fixture(scope="module")
 def soles() -> list[np.ndarray]:
-    frames = [cv2.imread(str(p)) for p in sorted((SHOES / "test" / "images").iterdir())]
+    frames = [
+        cv2.imread(str(p)) for p in sorted((SHOE_SOLES / "test" / "images").iterdir())
+    ]
     frames.append(cv2.resize(frames[0][:, :200], (150, 230)))  # portrait, odd size
     return frames
 
@@ -132,14 +89,14 @@ def test_segment_answers_instances_inside_the_image(client, seg_onnx, soles) -> 
                 "box",
                 "polygon",
             }
-            assert instance["class_name"] == NAMES[instance["class_id"]]
+            assert instance["class_name"] == SEG_NAMES[instance["class_id"]]
             assert len(instance["polygon"]) >= 1
             for x, y in instance["polygon"]:
                 assert 0 <= x <= width and 0 <= y <= height
             box = instance["box"]
             assert 0 <= box["x1"] <= box["x2"] <= width
             assert 0 <= box["y1"] <= box["y2"] <= height
-        assert body["class_pixels"] == expected.class_pixels(NAMES)
+        assert body["class_pixels"] == expected.class_pixels(SEG_NAMES)
         assert sum(body["class_pixels"].values()) <= width * height
         timing = body["timing_ms"]
         assert {"preprocess", "inference", "postprocess", "total"} <= set(timing)

@@ -25,7 +25,7 @@ import pytest
 
 from tests import docker_env
 
-# The in-process app of tests/test_serving.py, one per session, and its model
+# The in-process app of tests/serving/test_serving.py, one per session, and its model
 # (its helpers are imported where used, after pytest has loaded the plugin).
 pytest_plugins = ["tests.serving_app"]
 
@@ -118,7 +118,7 @@ def test_container_detects_the_same_boxes_as_the_in_process_service(
     import cv2
     import httpx
 
-    from tests.test_serving import LOW_CONF, _detect, _png
+    from tests.serving.test_serving import LOW_CONF, _detect, _png
 
     url, _ = container_url
     with urllib.request.urlopen(f"{url}/readyz", timeout=10) as answer:

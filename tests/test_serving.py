@@ -395,7 +395,9 @@ def test_api_keys_guard_every_call_but_health_and_pages(
             path, headers={"Authorization": "Bearer first-keyX"}, **request
         )
         assert wrong.status_code == 403 and "not one of" in _error(wrong), path
-        basic = client.post(path, headers={"Authorization": "Basic Zmlyc3Q="}, **request)
+        basic = client.post(
+            path, headers={"Authorization": "Basic Zmlyc3Q="}, **request
+        )
         assert basic.status_code == 401, path
     for key in ("first-key", "second-key"):
         answer = client.post(

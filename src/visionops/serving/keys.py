@@ -61,11 +61,18 @@ class ApiKeys:
         headers = dict(scope.get("headers", []))
         scheme, _, sent = headers.get(b"authorization", b"").partition(b" ")
         if scheme.lower() != b"bearer" or not sent.strip():
-            await _refuse(send, 401, "This service needs a key: send it as the header "
-                          "`Authorization: Bearer <key>`.")
+            await _refuse(
+                send,
+                401,
+                "This service needs a key: send it as the header "
+                "`Authorization: Bearer <key>`.",
+            )
         elif not key_matches(sent.strip(), keys):
-            await _refuse(send, 403, "The key sent in `Authorization` is not one of "
-                          "this service's keys.")
+            await _refuse(
+                send,
+                403,
+                "The key sent in `Authorization` is not one of this service's keys.",
+            )
         else:
             await self.app(scope, receive, send)
 

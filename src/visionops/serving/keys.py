@@ -10,6 +10,10 @@ from typing import Any
 from visionops.serving.endpoints import UI
 
 API_KEY_ENV = "VISIONOPS_API_KEY"
+# The ZenML secret the deployment pipeline serves its keys from, when it exists
+# (`zenml secret create visionops-service --api_key=...`).
+API_KEY_SECRET = "visionops-service"
+API_KEY_SECRET_KEY = "api_key"
 # Open with or without a key: what orchestrators poll (any method), and the pages a
 # browser loads before it can send a key (GET, static: no model, no data). Every
 # other route, the task endpoints generated per task, `/render` and `/info` (which

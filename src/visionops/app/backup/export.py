@@ -18,6 +18,7 @@ from visionops.app.backup.archive import (
     FORMAT_VERSION,
     MANIFEST,
     MODEL_FILES,
+    RESTORE_LOCK,
     RUN_FILES,
     BackupError,
 )
@@ -137,6 +138,8 @@ def _backup_logged_model(
 def _backup_registry(client: Any) -> list[dict]:
     models = []
     for rm in pages(client.search_registered_models, max_results=PAGE):
+        if rm.name == RESTORE_LOCK:
+            continue  # a restore running now, not a model
         versions = sorted(
             pages(client.search_model_versions, name_filter(rm.name), PAGE),
             key=lambda v: int(v.version),

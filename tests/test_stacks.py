@@ -130,11 +130,34 @@ def test_a_secret_value_written_in_the_file_is_refused(tmp_path: Path) -> None:
         "  orchestrator: {name: local, flavor: local}\n"
         "  artifact_store: {name: local, flavor: local}\n"
     )
-    with pytest.raises(StackError, match="never from a committed file"):
+    with pytest.raises(StackError, match="never from a committed file") as refused:
         load_stack_spec(str(path), env_file=NO_ENV_FILE)
+    assert "hunter2" not in str(refused.value)
     path.write_text(path.read_text().replace("hunter2", "'${PW:-hunter2}'"))
     with pytest.raises(StackError, match="no default"):
         load_stack_spec(str(path), env_file=NO_ENV_FILE)
+
+
+def test_a_typo_in_a_stack_file_does_not_print_the_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PW", "s3cret-from-env")
+    path = tmp_path / "typo.yaml"
+    path.write_text(
+        "name: typo\n"
+        "secrets:\n"
+        "  - name: typo-s3\n"
+        "    valuez: {aws_secret_access_key: '${PW}'}\n"  # misspelt
+        "components:\n"
+        "  orchestrator: {name: local, flavor: local}\n"
+        "  artifact_store: {name: local, flavor: local}\n"
+    )
+    with pytest.raises(StackError) as refused:
+        load_stack_spec(str(path), env_file=NO_ENV_FILE)
+    message = str(refused.value)
+    assert "secrets.0.valuez: Extra inputs are not permitted" in message
+    assert "secrets.0.values: Field required" in message
+    assert "s3cret-from-env" not in message
 
 
 def test_a_reference_to_an_unknown_secret_key_is_refused(

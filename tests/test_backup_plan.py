@@ -276,3 +276,52 @@ def test_a_second_restore_into_a_locked_target_stops(
         assert RESTORE_LOCK not in read_target(client, uri).registered_models
     names = {m.name for m in client.search_registered_models()}
     assert RESTORE_LOCK not in names and MODEL in names
+
+
+def test_two_backups_to_one_path_leave_a_whole_zip(
+    small_backup: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each backup writes its own temporary file, on disk before it is renamed."""
+    import os
+    import threading
+
+    from visionops.app.backup import backup, open_backup
+    from visionops.core import files
+
+    uri = _target(tmp_path)
+    _restore(small_backup, uri, tmp_path)
+    events: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def spy_fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def spy_replace(src, dst) -> None:
+        events.append(("replace", str(src)))
+        replace(src, dst)
+
+    monkeypatch.setattr(files.os, "fsync", spy_fsync)
+    monkeypatch.setattr(files.os, "replace", spy_replace)
+    path = tmp_path / "out" / "backup.zip"
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            backup(path, uri)
+        except BaseException as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with open_backup(path) as opened:
+        assert [m["name"] for m in opened.data["registered_models"]] == [MODEL]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["backup.zip"]
+    temps = [name for kind, name in events if kind == "replace"]
+    assert len(set(temps)) == 2  # one temporary file each
+    for temp in temps:  # its data on disk before the rename
+        assert events.index(("fsync", temp)) < events.index(("replace", temp))

@@ -1,4 +1,4 @@
-"""Small file helpers shared by the dataset stages."""
+"""Small file helpers: copies, links, hashes, durable replacement."""
 
 from __future__ import annotations
 
@@ -45,3 +45,20 @@ def copy_tree(src: Path, dst: Path) -> None:
     for path in sorted(src.rglob("*")):
         if path.is_file():
             link_or_copy(path, dst / path.relative_to(src))
+
+
+def durable_replace(src: Path, dst: Path) -> None:
+    """Moves the finished file `src` onto `dst`, its bytes on disk first.
+
+    `src` is flushed to disk before the rename and the folder after it, so that a
+    crash leaves either the old `dst` or the whole new one, never a renamed file
+    whose data had not been written yet.
+    """
+    with open(src, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(src, dst)
+    folder = os.open(Path(dst).parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)

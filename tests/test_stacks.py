@@ -28,8 +28,8 @@ VAR = re.compile(r"\$\{([A-Z0-9_]+)(:-[^}]*)?\}")
 
 # What a user of the docker-cuda and kubernetes stacks puts in .env.
 STACK_ENV = {
-    "MINIO_ROOT_USER": "minio-user",
-    "MINIO_ROOT_PASSWORD": "minio-password-1",
+    "MINIO_ZENML_USER": "minio-user",
+    "MINIO_ZENML_PASSWORD": "minio-password-1",
     "MLFLOW_TRACKING_USERNAME": "visionops",
     "MLFLOW_TRACKING_PASSWORD": "mlflow-password-1",
     "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
@@ -88,7 +88,7 @@ def test_missing_variables_are_all_named(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(StackError) as err:
         load_stack_spec("docker-cuda", env_file=NO_ENV_FILE)
     message = str(err.value)
-    for var in ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "MLFLOW_TRACKING_PASSWORD"):
+    for var in ("MINIO_ZENML_USER", "MINIO_ZENML_PASSWORD", "MLFLOW_TRACKING_PASSWORD"):
         assert var in message
     assert ".env.example" in message
     # Variables with a default in the file are not asked for.
@@ -104,7 +104,7 @@ def test_env_file_fills_variables_and_the_environment_wins(
     env_file.write_text(
         "# comment\n"
         + "".join(f"{k}={v}\n" for k, v in STACK_ENV.items())
-        + 'MINIO_ROOT_PASSWORD="from file"\n'
+        + 'MINIO_ZENML_PASSWORD="from file"\n'
         + "S3_ENDPOINT_URL=http://minio.example:9000\n"
     )
     monkeypatch.setenv("S3_ENDPOINT_URL", "http://127.0.0.1:19000")
@@ -241,7 +241,7 @@ def test_container_stacks_register_without_their_engines(
     prefix = name
     secret = client.get_secret(f"{prefix}-s3", allow_partial_name_match=False)
     user_var, password_var = (
-        ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD")
+        ("MINIO_ZENML_USER", "MINIO_ZENML_PASSWORD")
         if name == "docker-cuda"
         else ("S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY")
     )

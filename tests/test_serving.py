@@ -581,3 +581,30 @@ def test_a_fourth_task_is_one_folder(counter, reference, frames) -> None:
         other = counter.post(path, files=upload)
         assert other.status_code == 404, path
         assert "count model" in _error(other) and "use /count" in _error(other)
+
+
+def test_api_keys_refuse_a_websocket_without_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from visionops.serving.keys import ApiKeys
+
+    monkeypatch.setenv("VISIONOPS_API_KEY", "k1")
+    reached: list[str] = []
+    sent: list[dict] = []
+
+    async def app(scope, receive, send) -> None:
+        reached.append(scope["path"])
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    guard = ApiKeys(app)
+    for headers in ([], [(b"authorization", b"Bearer k2")]):
+        scope = {"type": "websocket", "path": "/stream", "headers": headers}
+        asyncio.run(guard(scope, None, send))
+    assert reached == [] and [m["code"] for m in sent] == [1008, 1008]
+    scope["headers"] = [(b"authorization", b"Bearer k1")]
+    asyncio.run(guard(scope, None, send))
+    assert reached == ["/stream"]

@@ -58,27 +58,30 @@ class ApiKeys:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         # Read per request (a few microseconds): the service's keys are the
         # environment's, and the tests switch them on and off in one process.
-        keys = api_keys() if scope["type"] == "http" else []
-        if not keys or is_open(scope["method"], scope["path"]):
+        keys = api_keys() if scope["type"] in ("http", "websocket") else []
+        if not keys or is_open(scope.get("method", ""), scope["path"]):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers", []))
         scheme, _, sent = headers.get(b"authorization", b"").partition(b" ")
         if scheme.lower() != b"bearer" or not sent.strip():
-            await _refuse(
-                send,
-                401,
+            status = 401
+            message = (
                 "This service needs a key: send it as the header "
-                "`Authorization: Bearer <key>`.",
+                "`Authorization: Bearer <key>`."
             )
         elif not key_matches(sent.strip(), keys):
-            await _refuse(
-                send,
-                403,
-                "The key sent in `Authorization` is not one of this service's keys.",
+            status = 403
+            message = (
+                "The key sent in `Authorization` is not one of this service's keys."
             )
         else:
             await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":  # refused before it is accepted
+            await send({"type": "websocket.close", "code": 1008, "reason": message})
+        else:
+            await _refuse(send, status, message)
 
 
 async def _refuse(send: Any, status: int, message: str) -> None:

@@ -216,5 +216,5 @@ def test_mlflow_server_keeps_runs_in_the_compose_postgres(compose_pair) -> None:
         assert info["State"]["Health"]["Status"] == "healthy"
     # The PostgreSQL password is in MLflow's environment, not on its command line.
     cid = compose("ps", "-q", "mlflow").stdout.strip()
-    processes = docker_env.docker("top", cid, "-eo", "args").stdout
+    processes = docker_env.docker("top", cid, "-eo", "pid,args").stdout
     assert "mlflow server" in processes and env["POSTGRES_PASSWORD"] not in processes

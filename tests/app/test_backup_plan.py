@@ -79,6 +79,7 @@ def small_backup(tmp_path_factory: pytest.TempPathFactory) -> Path:
     client.log_text(run_ids[0], "weights", "model/notes.txt")
     client.create_registered_model(MODEL)
     client.create_model_version(MODEL, f"runs:/{run_ids[0]}/model", run_ids[0])
+    client.set_registered_model_alias(MODEL, "champion", "1")
     return backup(root / "small.zip", uri).path
 
 
@@ -215,3 +216,112 @@ def test_planning_and_a_dry_run_write_nothing(
     active = [r for r in runs.values() if r[1] == "active"]
     assert len(active) == 2
     assert all(INCOMPLETE_TAG not in dict(r[3]) for r in active)
+
+
+def test_a_restore_run_again_sets_the_aliases_it_did_not(
+    small_backup: Path, tmp_path: Path
+) -> None:
+    """Stopped after its versions but before its aliases, a restore run again
+    completes them; an alias moved in the target since is kept and reported."""
+    uri = _target(tmp_path)
+    client = _client(uri)
+    _restore(small_backup, uri, tmp_path)
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    client.delete_registered_model_alias(MODEL, "champion")  # where it stopped
+
+    plan = _plan(small_backup, uri)
+    model = next(a for a in plan.actions if a.name == MODEL)
+    assert (model.action, model.details) == ("complete", "aliases missing: champion")
+    again = _restore(small_backup, uri, tmp_path)
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    assert again.created["versions"] == 0 and again.created["runs"] == 0
+    assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
+
+    # Moved by the target's owner (a second version promoted): kept, and said.
+    run_id = client.search_runs(
+        [client.get_experiment_by_name(EXPERIMENT).experiment_id]
+    )[0].info.run_id
+    client.create_model_version(MODEL, f"runs:/{run_id}/model", run_id)
+    client.set_registered_model_alias(MODEL, "champion", "2")
+    plan = _plan(small_backup, uri)
+    assert [a.action for a in plan.actions if a.name == MODEL] == ["present"]
+    assert any("alias 'champion' is on version 2" in w for w in plan.warnings)
+    _restore(small_backup, uri, tmp_path)
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "2"
+
+
+def test_a_second_restore_into_a_locked_target_stops(
+    small_backup: Path, tmp_path: Path
+) -> None:
+    from visionops.app.backup import BackupError, read_target
+    from visionops.app.backup.archive import RESTORE_LOCK
+    from visionops.app.backup.restore import marker_lock, restore_lock
+
+    uri = _target(tmp_path)
+    _client(uri).search_experiments()  # creates the store
+    before = _state(uri)
+    with restore_lock(uri):  # a restore running into this local store
+        with pytest.raises(BackupError, match="Another restore into .* is running"):
+            _restore(small_backup, uri, tmp_path)
+        assert _state(uri) == before
+        assert (tmp_path / "target.db.restore.lock").is_file()
+    assert _restore(small_backup, uri, tmp_path).created["runs"] == 2
+
+    # A tracking server's lock: one registered model only one client can create.
+    client = _client(uri)
+    with marker_lock(client, "the server"):
+        with pytest.raises(BackupError, match=RESTORE_LOCK), marker_lock(client, "x"):
+            pass
+        # Not a model of the tracker to the planning (nor to a backup).
+        assert RESTORE_LOCK not in read_target(client, uri).registered_models
+    names = {m.name for m in client.search_registered_models()}
+    assert RESTORE_LOCK not in names and MODEL in names
+
+
+def test_two_backups_to_one_path_leave_a_whole_zip(
+    small_backup: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each backup writes its own temporary file, on disk before it is renamed."""
+    import os
+    import threading
+
+    from visionops.app.backup import backup, open_backup
+    from visionops.core import files
+
+    uri = _target(tmp_path)
+    _restore(small_backup, uri, tmp_path)
+    events: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def spy_fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def spy_replace(src, dst) -> None:
+        events.append(("replace", str(src)))
+        replace(src, dst)
+
+    monkeypatch.setattr(files.os, "fsync", spy_fsync)
+    monkeypatch.setattr(files.os, "replace", spy_replace)
+    path = tmp_path / "out" / "backup.zip"
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            backup(path, uri)
+        except BaseException as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with open_backup(path) as opened:
+        assert [m["name"] for m in opened.data["registered_models"]] == [MODEL]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["backup.zip"]
+    temps = [name for kind, name in events if kind == "replace"]
+    assert len(set(temps)) == 2  # one temporary file each
+    for temp in temps:  # its data on disk before the rename
+        assert events.index(("fsync", temp)) < events.index(("replace", temp))

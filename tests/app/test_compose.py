@@ -20,6 +20,30 @@ ENV_EXAMPLE = REPO / ".env.example"
 # container's shell).
 VAR = re.compile(r"(?<!\$)\$\{([A-Z0-9_]+)(?:(:-|:\?)[^}]*)?\}")
 STATEFUL = {"postgres": "/var/lib/postgresql/data", "minio": "/data", "zenml": None}
+MINIO_INIT = REPO / "docker" / "minio-init.sh"
+
+
+def _volumes(service: dict) -> list[str]:
+    """A service's volumes as `source:target[:mode]` (compose v1 or v2 output)."""
+    return [
+        v
+        if isinstance(v, str)
+        else f"{v['source']}:{v['target']}" + (":ro" if v.get("read_only") else "")
+        for v in service.get("volumes", [])
+    ]
+
+
+def _published(service: dict) -> list[tuple[str, str]]:
+    """Where a service publishes its ports: (host address, host port) each."""
+    found = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):  # compose v2
+            found.append((port.get("host_ip", "0.0.0.0"), str(port["published"])))
+        else:  # compose v1: "ip:host:container/proto", or without the ip
+            parts = str(port).split("/")[0].split(":")
+            ip = parts[0] if len(parts) == 3 else "0.0.0.0"
+            found.append((ip, parts[-2] if len(parts) > 1 else parts[0]))
+    return found
 
 
 def _compose_command() -> list[str]:
@@ -179,10 +203,13 @@ def test_mlflow_server_uses_postgres_and_private_minio_buckets(config: dict) -> 
     services = config["services"]
     mlflow = services["mlflow"]
     command = " ".join(mlflow["command"])
-    assert 'mlflow server --backend-store-uri "$$BACKEND_STORE_URI"' in command
+    assert command.startswith("mlflow server --app-name basic-auth ")
     assert "--artifacts-destination s3://mlflow/" in command
-    assert "--host 0.0.0.0" in command
-    assert mlflow["environment"]["BACKEND_STORE_URI"].startswith(
+    assert "--host 0.0.0.0" in command  # inside its container; published below
+    # The backend store from the environment, which `mlflow server` reads: its
+    # password is not on the command line.
+    assert "backend-store-uri" not in command and "postgres" not in command
+    assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith(
         "postgresql://mlflow:filled-postgres-password@postgres:5432/"
     )
     assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
@@ -191,11 +218,14 @@ def test_mlflow_server_uses_postgres_and_private_minio_buckets(config: dict) -> 
         "minio": {"condition": "service_healthy"},
         "minio-init": {"condition": "service_completed_successfully"},
     }
-    init = " ".join(services["minio-init"]["command"])
-    assert "mc mb --ignore-existing local/mlflow local/zenml" in init
+    init = services["minio-init"]
+    assert init["entrypoint"] == ["/bin/sh", "/minio-init.sh"]
+    assert any(v.endswith(":/minio-init.sh:ro") for v in _volumes(init))
+    script = MINIO_INIT.read_text()
+    assert "mc mb --ignore-existing local/mlflow local/zenml" in script
     for bucket in ("mlflow", "zenml"):
-        assert f"mc anonymous set none local/{bucket}" in init
-    assert "public" not in init and "download" not in init
+        assert f"mc anonymous set none local/{bucket}" in script
+    assert "public" not in script and "download" not in script
 
 
 def test_mlflow_image_has_the_project_mlflow_and_its_drivers() -> None:
@@ -223,3 +253,67 @@ def test_project_image_matches_the_pipeline_images() -> None:
         assert package in dockerfile
     assert "uv pip install --system --no-cache -r pyproject.toml" in dockerfile
     assert (REPO / "docker" / "project.Dockerfile.dockerignore").is_file()
+
+
+def test_nothing_is_published_beyond_this_machine_by_default(
+    config: dict, tmp_path: Path
+) -> None:
+    published = {n: _published(s) for n, s in config["services"].items()}
+    assert {n for n, p in published.items() if p} == {
+        "minio",
+        "mlflow",
+        "zenml",
+        "bento",
+    }
+    for name, ports in published.items():
+        assert all(ip == "127.0.0.1" for ip, _ in ports), (name, ports)
+    # Without BIND_ADDRESS in .env too, and where it says otherwise, there.
+    env = {k: v for k, v in _filled_env().items() if k != "BIND_ADDRESS"}
+    for bind, expected in (({}, "127.0.0.1"), ({"BIND_ADDRESS": "172.17.0.1"}, None)):
+        result = _compose_config(
+            tmp_path, {**env, **bind}, COMPOSE, "--profile", "serve"
+        )
+        assert result.returncode == 0, result.stderr
+        services = yaml.safe_load(result.stdout)["services"]
+        addresses = {ip for s in services.values() for ip, _ in _published(s)}
+        assert addresses == {expected or bind["BIND_ADDRESS"]}
+
+
+def test_every_server_asks_for_credentials_from_env(config: dict) -> None:
+    services, env = config["services"], _filled_env()
+    mlflow = services["mlflow"]["environment"]
+    # MLflow's basic-auth admin is the pair the stacks log in with.
+    assert mlflow["MLFLOW_AUTH_ADMIN_USERNAME"] == env["MLFLOW_TRACKING_USERNAME"]
+    assert mlflow["MLFLOW_AUTH_ADMIN_PASSWORD"] == env["MLFLOW_TRACKING_PASSWORD"]
+    assert mlflow["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    assert "/mlflow-auth" in {v.split(":")[1] for v in _volumes(services["mlflow"])}
+    dockerfile = (REPO / "docker" / "mlflow.Dockerfile").read_text()
+    assert "MLFLOW_AUTH_CONFIG_PATH=/etc/mlflow/basic_auth.ini" in dockerfile
+    auth = (REPO / "docker" / "mlflow-auth.ini").read_text()
+    assert "database_uri = sqlite:////mlflow-auth/" in auth
+    # ZenML starts activated, with its admin from .env.
+    zenml = services["zenml"]["environment"]
+    assert zenml["ZENML_SERVER_AUTO_ACTIVATE"] == "true"
+    assert zenml["ZENML_DEFAULT_USER_PASSWORD"] == env["ZENML_ADMIN_PASSWORD"]
+    # The Bento wants a key.
+    assert (
+        services["bento"]["environment"]["VISIONOPS_API_KEY"]
+        == (env["VISIONOPS_API_KEY"])
+    )
+    # MinIO's root account: MinIO and its init job only; MLflow has its own user.
+    root = env["MINIO_ROOT_PASSWORD"]
+    holders = {
+        name
+        for name, service in services.items()
+        if root in (service.get("environment") or {}).values()
+    }
+    assert holders == {"minio", "minio-init"}
+    assert mlflow["AWS_ACCESS_KEY_ID"] == env["MINIO_MLFLOW_USER"]
+    assert mlflow["AWS_SECRET_ACCESS_KEY"] == env["MINIO_MLFLOW_PASSWORD"]
+    script = MINIO_INIT.read_text()
+    for bucket, user in (("mlflow", "MLFLOW"), ("zenml", "ZENML")):
+        assert (
+            f'bucket_user {bucket} "$MINIO_{user}_USER" "$MINIO_{user}_PASSWORD"'
+            in (script)
+        )
+    assert '"Resource": ["arn:aws:s3:::$1/*"]' in script  # its bucket, nothing else

@@ -28,8 +28,8 @@ VAR = re.compile(r"\$\{([A-Z0-9_]+)(:-[^}]*)?\}")
 
 # What a user of the docker-cuda and kubernetes stacks puts in .env.
 STACK_ENV = {
-    "MINIO_ROOT_USER": "minio-user",
-    "MINIO_ROOT_PASSWORD": "minio-password-1",
+    "MINIO_ZENML_USER": "minio-user",
+    "MINIO_ZENML_PASSWORD": "minio-password-1",
     "MLFLOW_TRACKING_USERNAME": "visionops",
     "MLFLOW_TRACKING_PASSWORD": "mlflow-password-1",
     "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
@@ -88,7 +88,7 @@ def test_missing_variables_are_all_named(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(StackError) as err:
         load_stack_spec("docker-cuda", env_file=NO_ENV_FILE)
     message = str(err.value)
-    for var in ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "MLFLOW_TRACKING_PASSWORD"):
+    for var in ("MINIO_ZENML_USER", "MINIO_ZENML_PASSWORD", "MLFLOW_TRACKING_PASSWORD"):
         assert var in message
     assert ".env.example" in message
     # Variables with a default in the file are not asked for.
@@ -104,7 +104,7 @@ def test_env_file_fills_variables_and_the_environment_wins(
     env_file.write_text(
         "# comment\n"
         + "".join(f"{k}={v}\n" for k, v in STACK_ENV.items())
-        + 'MINIO_ROOT_PASSWORD="from file"\n'
+        + 'MINIO_ZENML_PASSWORD="from file"\n'
         + "S3_ENDPOINT_URL=http://minio.example:9000\n"
     )
     monkeypatch.setenv("S3_ENDPOINT_URL", "http://127.0.0.1:19000")
@@ -130,11 +130,34 @@ def test_a_secret_value_written_in_the_file_is_refused(tmp_path: Path) -> None:
         "  orchestrator: {name: local, flavor: local}\n"
         "  artifact_store: {name: local, flavor: local}\n"
     )
-    with pytest.raises(StackError, match="never from a committed file"):
+    with pytest.raises(StackError, match="never from a committed file") as refused:
         load_stack_spec(str(path), env_file=NO_ENV_FILE)
+    assert "hunter2" not in str(refused.value)
     path.write_text(path.read_text().replace("hunter2", "'${PW:-hunter2}'"))
     with pytest.raises(StackError, match="no default"):
         load_stack_spec(str(path), env_file=NO_ENV_FILE)
+
+
+def test_a_typo_in_a_stack_file_does_not_print_the_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PW", "s3cret-from-env")
+    path = tmp_path / "typo.yaml"
+    path.write_text(
+        "name: typo\n"
+        "secrets:\n"
+        "  - name: typo-s3\n"
+        "    valuez: {aws_secret_access_key: '${PW}'}\n"  # misspelt
+        "components:\n"
+        "  orchestrator: {name: local, flavor: local}\n"
+        "  artifact_store: {name: local, flavor: local}\n"
+    )
+    with pytest.raises(StackError) as refused:
+        load_stack_spec(str(path), env_file=NO_ENV_FILE)
+    message = str(refused.value)
+    assert "secrets.0.valuez: Extra inputs are not permitted" in message
+    assert "secrets.0.values: Field required" in message
+    assert "s3cret-from-env" not in message
 
 
 def test_a_reference_to_an_unknown_secret_key_is_refused(
@@ -218,7 +241,7 @@ def test_container_stacks_register_without_their_engines(
     prefix = name
     secret = client.get_secret(f"{prefix}-s3", allow_partial_name_match=False)
     user_var, password_var = (
-        ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD")
+        ("MINIO_ZENML_USER", "MINIO_ZENML_PASSWORD")
         if name == "docker-cuda"
         else ("S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY")
     )

@@ -250,3 +250,41 @@ def test_missing_champion_fails_before_any_work(
     args = ["--pipeline", "batch", "--source", str(folder / "nope")]
     assert run.main([*args, "--set", f"model.name={champion}"]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_names_that_read_as_formulas_are_escaped_in_the_csv_files(
+    tiny_dataset, onnx_path: Path, tmp_path: Path
+) -> None:
+    """A file named like a spreadsheet formula is a text cell in both tables."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    photo = sorted((tiny_dataset.root / "images" / "test").iterdir())[0]
+    shutil.copy(photo, folder / "=HYPERLINK(1).jpg")
+    (folder / "@evil.jpg").write_text("not a photo\n")
+    (folder / "-2+3.png").write_bytes(b"")
+    result = predict_folder(
+        folder, onnx_path, tmp_path / "out", SETTINGS, progress=False
+    )
+    with (result.root / PREDICTIONS_CSV).open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and {r["image"] for r in rows} == {"'=HYPERLINK(1).jpg"}
+    assert all(float(r["confidence"]) > 0 for r in rows)  # numbers stay numbers
+    with (result.root / BAD_FILES_CSV).open() as handle:
+        bad = sorted(row["file"] for row in csv.DictReader(handle))
+    assert bad == ["'-2+3.png", "'@evil.jpg"]
+    # The JSON keeps the names as they are.
+    document = json.loads((result.root / PREDICTIONS_JSON).read_text())
+    assert [i["image"] for i in document["images"]] == ["=HYPERLINK(1).jpg"]
+
+
+def test_csv_cell_leaves_numbers_and_plain_text() -> None:
+    from visionops.core.files import csv_cell
+
+    assert [csv_cell(v) for v in ("board", -1.5, 0, "a=b", "+1", "\tx")] == [
+        "board",
+        -1.5,
+        0,
+        "a=b",
+        "'+1",
+        "'\tx",
+    ]

@@ -196,3 +196,21 @@ def test_stopping_the_server_closes_the_port(deployed: dict) -> None:
     assert port_open(port)
     stop_server(port)
     assert not port_open(port)
+
+
+def test_the_served_keys_come_from_the_zenml_secret() -> None:
+    """`--serve` passes the keys of the secret `visionops-service` to the server."""
+    import importlib
+
+    from zenml.client import Client
+
+    from visionops.serving.keys import API_KEY_SECRET
+
+    step_module = importlib.import_module("steps.deployment.serve_bento")
+    client = Client()
+    assert step_module._secret_api_key() == ""  # none: the environment's, if any
+    client.create_secret(API_KEY_SECRET, values={"api_key": "k1,k2"})
+    try:
+        assert step_module._secret_api_key() == "k1,k2"
+    finally:
+        client.delete_secret(API_KEY_SECRET)

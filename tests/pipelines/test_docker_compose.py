@@ -8,10 +8,12 @@ Docker engine: started when root, else skipped with the command that prepares it
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shlex
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -152,10 +154,13 @@ def _wait_healthy(compose, service: str, timeout: float = 300) -> None:
     raise AssertionError(f"{service} not healthy:\n{logs.stdout[-3000:]}")
 
 
-def _post(url: str, body: dict) -> dict:
-    request = urllib.request.Request(
-        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
+def _post(url: str, body: dict, login: tuple[str, str] | None = None) -> dict:
+    """POSTs JSON, logged in as `login` (user, password) with HTTP basic auth."""
+    headers = {"Content-Type": "application/json"}
+    if login:
+        token = base64.b64encode(":".join(login).encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
@@ -163,15 +168,23 @@ def _post(url: str, body: dict) -> dict:
 def test_mlflow_server_keeps_runs_in_the_compose_postgres(compose_pair) -> None:
     compose, url, env = compose_pair
     api = f"{url}/api/2.0/mlflow"
-    experiment = _post(f"{api}/experiments/create", {"name": "compose-check"})
+    # The basic-auth app: nothing without the admin pair from .env.
+    login = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+    for wrong in (None, (login[0], "not-the-password")):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _post(f"{api}/experiments/create", {"name": "intruder"}, wrong)
+        assert refused.value.code == 401
+    experiment = _post(f"{api}/experiments/create", {"name": "compose-check"}, login)
     run = _post(
         f"{api}/runs/create",
         {"experiment_id": experiment["experiment_id"], "start_time": 0},
+        login,
     )["run"]
     run_id = run["info"]["run_id"]
     _post(
         f"{api}/runs/log-metric",
         {"run_id": run_id, "key": "map50", "value": 0.5, "timestamp": 0, "step": 0},
+        login,
     )
 
     # The metric is a row of the PostgreSQL database named in .env, read with psql
@@ -201,3 +214,7 @@ def test_mlflow_server_keeps_runs_in_the_compose_postgres(compose_pair) -> None:
         info = json.loads(docker_env.docker("inspect", cid).stdout)[0]
         assert info["Config"]["Image"] == image
         assert info["State"]["Health"]["Status"] == "healthy"
+    # The PostgreSQL password is in MLflow's environment, not on its command line.
+    cid = compose("ps", "-q", "mlflow").stdout.strip()
+    processes = docker_env.docker("top", cid, "-eo", "pid,args").stdout
+    assert "mlflow server" in processes and env["POSTGRES_PASSWORD"] not in processes

@@ -377,6 +377,52 @@ def test_web_page_and_openapi(client) -> None:
     assert missing.status_code == 404 and "nothing" in _error(missing)
 
 
+def test_api_keys_guard_every_call_but_health_and_pages(
+    client, service, frames, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VISIONOPS_API_KEY", "first-key, second-key")
+    files = {"image": ("upload.png", _png(frames[0]), "image/png")}
+    # Every API: the task's endpoints (built per task), `/render`, `/info`.
+    calls = [
+        ("/detect", {"files": files}),
+        ("/detect_batch", {"files": [("images", files["image"])]}),
+        ("/render", {"files": files}),
+        ("/segment", {"files": files}),
+        ("/info", {"json": {}}),
+    ]
+    for path, request in calls:
+        missing = client.post(path, **request)
+        assert missing.status_code == 401, path
+        assert "Authorization: Bearer" in _error(missing)
+        assert missing.headers["www-authenticate"].startswith("Bearer")
+        wrong = client.post(
+            path, headers={"Authorization": "Bearer first-keyX"}, **request
+        )
+        assert wrong.status_code == 403 and "not one of" in _error(wrong), path
+        basic = client.post(
+            path, headers={"Authorization": "Basic Zmlyc3Q="}, **request
+        )
+        assert basic.status_code == 401, path
+    for key in ("first-key", "second-key"):
+        answer = client.post(
+            "/detect", files=files, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert answer.status_code == 200 and "detections" in answer.json()
+    # The served task answers another task's endpoint only once the key is right.
+    other = client.post(
+        "/segment", files=files, headers={"Authorization": "Bearer second-key"}
+    )
+    assert other.status_code == 404
+    # Orchestrators and the pages a browser loads before it has the key.
+    for path in ("/readyz", "/livez", "/ui/", "/ui/views/detect.js"):
+        assert client.get(path).status_code == 200, path
+    # (In-process, without a server's metrics folder, BentoML answers 500 here.)
+    assert client.get("/metrics").status_code not in (401, 403)
+    assert client.get("/docs.json").status_code == 200
+    monkeypatch.delenv("VISIONOPS_API_KEY")
+    assert client.post("/info", json={}).status_code == 200  # off when unset
+
+
 def test_uploads_are_never_written_to_disk(
     client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -471,3 +517,30 @@ def test_a_fourth_task_is_one_folder(counter, reference, frames) -> None:
         other = counter.post(path, files=upload)
         assert other.status_code == 404, path
         assert "count model" in _error(other) and "use /count" in _error(other)
+
+
+def test_api_keys_refuse_a_websocket_without_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from visionops.serving.keys import ApiKeys
+
+    monkeypatch.setenv("VISIONOPS_API_KEY", "k1")
+    reached: list[str] = []
+    sent: list[dict] = []
+
+    async def app(scope, receive, send) -> None:
+        reached.append(scope["path"])
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    guard = ApiKeys(app)
+    for headers in ([], [(b"authorization", b"Bearer k2")]):
+        scope = {"type": "websocket", "path": "/stream", "headers": headers}
+        asyncio.run(guard(scope, None, send))
+    assert reached == [] and [m["code"] for m in sent] == [1008, 1008]
+    scope["headers"] = [(b"authorization", b"Bearer k1")]
+    asyncio.run(guard(scope, None, send))
+    assert reached == ["/stream"]

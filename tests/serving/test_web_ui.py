@@ -181,7 +181,11 @@ def _check_label(pixels: np.ndarray, label: dict) -> float:
 # card given, and what the service says of `task`: its endpoint, fields and view),
 # the task's view and its endpoint. The origin is loopback and no request leaves
 # the browser.
-def _routed(page, task: str, card: dict, answer: dict) -> str:
+def _routed(
+    page, task: str, card: dict, answer: dict, key: str = "", seen: list | None = None
+) -> str:
+    """`key`: `/info` and the endpoint want `Authorization: Bearer <key>` (401 in
+    the service's words otherwise); `seen` collects the calls' headers."""
     from visionops.serving.endpoints import describe
     from visionops.tasks import get_task
 
@@ -192,7 +196,12 @@ def _routed(page, task: str, card: dict, answer: dict) -> str:
 
     def handle(route) -> None:
         path = route.request.url.removeprefix(origin).split("?")[0]
-        if path == "/ui/":
+        sent = route.request.headers.get("authorization", "")
+        if seen is not None and path in ("/info", info["endpoint"]):
+            seen.append((path, sent))
+        if key and path in ("/info", info["endpoint"]) and sent != f"Bearer {key}":
+            route.fulfill(status=401, json={"error": "This service needs a key."})
+        elif path == "/ui/":
             route.fulfill(status=200, content_type="text/html", body=html)
         elif path == "/info":
             route.fulfill(status=200, json=info)
@@ -525,6 +534,40 @@ def test_classify_view_shows_the_top_classes_as_bars(page, tmp_path: Path) -> No
     for label in labels:  # stacked, none covering another
         assert _check_label(pixels, label) >= MIN_CONTRAST
     page.screenshot(path=str(tmp_path / "classify.png"))
+
+
+def test_the_page_asks_for_the_key_once_and_sends_it(page, tmp_path: Path) -> None:
+    """A service with keys: the page asks once, then every call carries the key."""
+    answer = {
+        "predictions": [{"class_id": 0, "class_name": "rust", "probability": 0.7}]
+    }
+    seen: list = []
+    origin = _routed(
+        page, "classify", {"model_name": "leaf"}, answer, key="s3cret", seen=seen
+    )
+    asked: list[str] = []
+
+    def enter_key(dialog) -> None:
+        asked.append(dialog.message)
+        dialog.accept("s3cret")
+
+    page.on("dialog", enter_key)
+    _open(page, origin)
+    assert "leaf" in page.inner_text("header")
+    for colour in (90, 120):  # two uploads, no second question
+        page.set_input_files(
+            "#file", str(_image(tmp_path / f"{colour}.png", (64, 48), (colour,) * 3))
+        )
+        page.wait_for_function("document.body.dataset.boxes === '1'")
+        page.evaluate("document.body.dataset.boxes = ''")
+    assert len(asked) == 1 and "key" in asked[0]
+    assert seen[0] == ("/info", "")  # refused, then asked
+    assert seen[1:] == [
+        ("/info", "Bearer s3cret"),
+        ("/classify", "Bearer s3cret"),
+        ("/classify", "Bearer s3cret"),
+    ]
+    assert page.evaluate("sessionStorage.getItem('visionops.apiKey')") == "s3cret"
 
 
 def test_segment_view_fills_polygons_with_a_legend(page, tmp_path: Path) -> None:

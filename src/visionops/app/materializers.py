@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +24,7 @@ from visionops.tasks import get_task
 from visionops.training.candidates import ModelFile
 
 DATA_DIR = "data"
+COMPLETE = ".complete"  # in a downloaded copy, once every file is in
 DATASET_HTML = "dataset.html"  # the dataset report, in the artifact's folder
 
 
@@ -31,8 +33,6 @@ def work_dir(prefix: str) -> Path:
 
     The materializer removes it once the artifact is stored.
     """
-    import tempfile
-
     base = state_dir() / "work"
     base.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=base))
@@ -73,17 +73,32 @@ class _DirectoryMaterializer(BaseMaterializer):
             return Path(source)
         key = self.uri.rstrip("/").replace("://", "_").replace("/", "_")
         local = state_dir() / "artifact-cache" / key
-        if not (local / ".complete").is_file():
-            shutil.rmtree(local, ignore_errors=True)
+        if (local / COMPLETE).is_file():
+            return local
+        # Downloaded into a folder of its own, marked complete, then renamed into
+        # place: a download cut short (or a second one at the same time) never
+        # leaves a half copy that reads as complete.
+        local.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=local.parent))
+        try:
             for dirpath, _dirs, files in fileio.walk(source):
                 rel = os.path.relpath(str(dirpath), source)
                 for name in files:
-                    dst = local / rel / str(name)
+                    dst = partial / rel / str(name)
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     fileio.copy(
                         os.path.join(str(dirpath), str(name)), str(dst), overwrite=True
                     )
-            (local / ".complete").write_text("")
+            (partial / COMPLETE).write_text("")
+            shutil.rmtree(local, ignore_errors=True)  # an incomplete older copy
+            try:
+                partial.rename(local)
+            except OSError:
+                if not (local / COMPLETE).is_file():
+                    raise
+                # another download finished first: its copy serves
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
         return local
 
     def _html(self, name: str, page: str) -> dict[str, VisualizationType]:

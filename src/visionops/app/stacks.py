@@ -162,10 +162,12 @@ def _check_secret_values(raw: Any, path: Path) -> None:
             continue
         for key, value in (secret.get("values") or {}).items():
             if not (isinstance(value, str) and _ONE_ENV_REF.fullmatch(value.strip())):
+                # The value itself is not repeated: it may be the secret.
                 raise StackError(
                     f"{path}: secret {secret.get('name')!r} key {key!r} must be one "
-                    f"${{VAR}} reference (no default), not {value!r}: secret values "
-                    "come from the environment or .env, never from a committed file."
+                    "${VAR} reference (no default), not a value written in the file: "
+                    "secret values come from the environment or .env, never from a "
+                    "committed file."
                 )
 
 
@@ -198,13 +200,25 @@ def load_stack_spec(name_or_path: str, env_file: Path | None = None) -> StackSpe
     try:
         spec = StackSpec.model_validate(data)
     except ValidationError as err:
-        raise StackError(redact(f"{path} is not a valid stack file:\n{err}")) from None
+        raise StackError(
+            f"{path} is not a valid stack file:\n{_problems(err)}"
+        ) from None
     _check_secret_refs(spec, path)
     _check_url_credentials(spec, path)
     for service in spec.services:  # probed without them; stored in the labels
         service.url = strip_credentials(service.url)
     spec._path = path.resolve()
     return spec
+
+
+def _problems(err: ValidationError) -> str:
+    """Where the file is wrong and why, one line each, without the values found:
+    pydantic's own text quotes them, and those are filled in from the environment
+    by then (a secret's value under a misspelt key)."""
+    return "\n".join(
+        f"  {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}"
+        for e in err.errors(include_input=False, include_url=False)
+    )
 
 
 def _check_secret_refs(spec: StackSpec, path: Path) -> None:

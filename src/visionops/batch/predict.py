@@ -7,7 +7,6 @@ what differs per task (CSV rows, label or mask files, figures) is the task's
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import shutil
@@ -25,7 +24,7 @@ import numpy as np
 
 from visionops.config import BatchSettings
 from visionops.core import images
-from visionops.core.files import ensure_empty_dir
+from visionops.core.files import CsvWriter, ensure_empty_dir
 from visionops.core.parallel import resolve_workers
 from visionops.data.manifest import IMAGE_SUFFIXES
 from visionops.tasks import Task
@@ -290,7 +289,7 @@ def predict_folder(
             mininterval=1.0,
         ) as bar,
     ):
-        rows = csv.writer(table)
+        rows = CsvWriter(table)  # names from the model and the folder: escaped
         rows.writerow(output.columns)
         for batch in _decoded_batches(inputs.files, settings.batch, pool):
             found = task.predict(
@@ -328,9 +327,10 @@ def predict_folder(
         **output.summary(records),
     }
     with (out_dir / BAD_FILES_CSV).open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=("file", "reason", "detail"))
-        writer.writeheader()
-        writer.writerows(bad)
+        columns = ("file", "reason", "detail")
+        writer = CsvWriter(handle)
+        writer.writerow(columns)
+        writer.writerows([row[c] for c in columns] for row in bad)
     document = {
         "summary": summary,
         "class_names": names,

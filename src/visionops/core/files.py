@@ -1,11 +1,18 @@
-"""Small file helpers shared by the dataset stages."""
+"""Small file helpers: copies, links, hashes, durable replacement, CSV tables."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
+from typing import IO, Any
+
+# A spreadsheet reads a cell that starts with one of these as a formula (OWASP's
+# CSV injection list); such a cell is written with a leading `'`.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -45,3 +52,45 @@ def copy_tree(src: Path, dst: Path) -> None:
     for path in sorted(src.rglob("*")):
         if path.is_file():
             link_or_copy(path, dst / path.relative_to(src))
+
+
+def durable_replace(src: Path, dst: Path) -> None:
+    """Moves the finished file `src` onto `dst`, its bytes on disk first.
+
+    `src` is flushed to disk before the rename and the folder after it, so that a
+    crash leaves either the old `dst` or the whole new one, never a renamed file
+    whose data had not been written yet.
+    """
+    with open(src, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(src, dst)
+    folder = os.open(Path(dst).parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def csv_cell(value: Any) -> Any:
+    """`value`, with a `'` before a text that a spreadsheet would run as a formula
+    (a class or file name like `=HYPERLINK(...)`); numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return f"'{value}"
+    return value
+
+
+class CsvWriter:
+    """`csv.writer` for tables people open in a spreadsheet: every cell through
+    `csv_cell`."""
+
+    def __init__(self, handle: IO[str]) -> None:
+        self._writer = csv.writer(handle)
+
+    def writerow(self, row: Iterable[Any]) -> None:
+        """Writes one row."""
+        self._writer.writerow([csv_cell(value) for value in row])
+
+    def writerows(self, rows: Iterable[Iterable[Any]]) -> None:
+        """Writes every row."""
+        for row in rows:
+            self.writerow(row)

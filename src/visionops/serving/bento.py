@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from visionops.core.env import project_root
+from visionops.serving.keys import API_KEY_ENV
 from visionops.tasks import get_task
 
 ONNX_FILE = "model.onnx"
@@ -94,10 +95,19 @@ def pid_file(port: int) -> Path:
     return state_dir() / "bentoml" / f"serve-{port}.pid"
 
 
-def start_server(bento_tag: str, port: int = 3000, timeout: float = 120.0) -> str:
+def start_server(
+    bento_tag: str, port: int = 3000, timeout: float = 120.0, api_key: str = ""
+) -> str:
     """Starts `bentoml serve` detached, waits for `/readyz`, returns the URL.
 
     Its pid (and process group) goes into `pid_file(port)`.
+
+    Args:
+        bento_tag: The Bento to serve.
+        port: The loopback port.
+        timeout: Seconds to wait for `/readyz`.
+        api_key: The service's keys (`VISIONOPS_API_KEY`, comma-separated) when
+            given; else the server inherits this environment's.
 
     Raises:
         BackgroundError: the server exited or did not get ready in time (the
@@ -107,7 +117,8 @@ def start_server(bento_tag: str, port: int = 3000, timeout: float = 120.0) -> st
 
     log = pid_file(port).with_suffix(".log")
     log.unlink(missing_ok=True)  # this server's output only
-    process = background.start(server_command(bento_tag, port), log)
+    env = {**os.environ, API_KEY_ENV: api_key} if api_key else None
+    process = background.start(server_command(bento_tag, port), log, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         background.wait_ready(f"{url}/readyz", process, log, "bentoml serve", timeout)

@@ -4,7 +4,8 @@ One service class for every task: each registered task's endpoint (`/detect`,
 `/classify`, `/segment`, as its `Serving` names it) is built from the task, the
 served model's lineage names its task, and that task's endpoint answers; another
 task's endpoint answers 404 naming the served task and its endpoint. `/render` and
-`/info` serve every task.
+`/info` serve every task. With `VISIONOPS_API_KEY` set, each call needs a key
+(`serving.keys`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import visionops  # noqa: F401  (offline, telemetry-free environment first)
 from visionops.engine.task import Task
 from visionops.serving import endpoints
 from visionops.serving.bento import LINEAGE_FILE, ONNX_FILE
+from visionops.serving.keys import ApiKeys
 from visionops.serving.limits import MAX_FILES, decode_image
 from visionops.serving.uploads import (
     DecodedImage,
@@ -410,4 +412,6 @@ class VisionService:
 
 
 VisionService.add_asgi_middleware(ErrorShape)
+# Keys (`VISIONOPS_API_KEY`) on every route but health and the static pages.
+VisionService.add_asgi_middleware(ApiKeys)
 quiet_client_errors()

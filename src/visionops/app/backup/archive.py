@@ -30,6 +30,9 @@ ORIGIN_MODEL_TAG = "visionops.origin_model_id"  # on MLflow 3 logged models
 ORIGIN_TAG = "visionops.origin"  # on experiments and registered models
 ORIGIN_VERSION_TAG = "visionops.origin_version"  # on model versions
 INCOMPLETE_TAG = "visionops.restore_incomplete"  # removed once a run is complete
+# The registered model a restore into a tracking server holds while it runs: creating
+# it is atomic on the server, so a second restore finds it and stops.
+RESTORE_LOCK = "visionops-restore-lock"
 ORIGIN_TAGS = (
     ORIGIN_RUN_TAG,
     ORIGIN_MODEL_TAG,

@@ -18,6 +18,7 @@ from visionops.app.backup.archive import (
     FORMAT_VERSION,
     MANIFEST,
     MODEL_FILES,
+    RESTORE_LOCK,
     RUN_FILES,
     BackupError,
 )
@@ -31,6 +32,7 @@ from visionops.app.backup.tracker import (
     public_uri,
     quiet,
 )
+from visionops.core.files import durable_replace
 
 
 @dataclass
@@ -137,6 +139,8 @@ def _backup_logged_model(
 def _backup_registry(client: Any) -> list[dict]:
     models = []
     for rm in pages(client.search_registered_models, max_results=PAGE):
+        if rm.name == RESTORE_LOCK:
+            continue  # a restore running now, not a model
         versions = sorted(
             pages(client.search_model_versions, name_filter(rm.name), PAGE),
             key=lambda v: int(v.version),
@@ -184,7 +188,11 @@ def backup(path: Path, tracking_uri: str) -> BackupSummary:
     client = mlflow_client(tracking_uri)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
+    # A name of its own: two backups to one path each write their own file, and
+    # the last to finish replaces the zip with a whole one.
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    partial = Path(name)
     experiments: list[dict] = []
     try:
         with (
@@ -257,7 +265,7 @@ def backup(path: Path, tracking_uri: str) -> BackupSummary:
                 json.dumps({"experiments": experiments, "registered_models": registry}),
             )
             archive.writestr(MANIFEST, json.dumps(manifest, indent=2))
-        os.replace(partial, path)
+        durable_replace(partial, path)
     except Exception as err:  # the tracker's, its artifact store's, the disk's
         partial.unlink(missing_ok=True)
         raise BackupError(

@@ -18,6 +18,7 @@ from visionops.app.backup.archive import (
     ORIGIN_RUN_TAG,
     ORIGIN_TAG,
     ORIGIN_VERSION_TAG,
+    RESTORE_LOCK,
     BackupError,
 )
 from visionops.app.backup.tracker import PAGE, name_filter, pages
@@ -119,7 +120,10 @@ class TargetState:
     incomplete_runs: dict[str, list[str]] = field(default_factory=dict)  # exp -> ids
     logged_models: dict[str, dict[str, str]] = field(default_factory=dict)
     registered_models: dict[str, str | None] = field(default_factory=dict)  # origin
-    versions: dict[str, set[str]] = field(default_factory=dict)  # name -> origins
+    # Restored models only: name -> {origin version: its version here}, and their
+    # aliases (alias -> version here).
+    versions: dict[str, dict[str, str]] = field(default_factory=dict)
+    aliases: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def read_target(client: Any, uri: str) -> TargetState:
@@ -164,13 +168,17 @@ def read_target(client: Any, uri: str) -> TargetState:
             if (model.tags or {}).get(ORIGIN_MODEL_TAG)
         }
     for rm in pages(client.search_registered_models, max_results=PAGE):
+        if rm.name == RESTORE_LOCK:
+            continue  # the restore running now (`restore.restore_lock`)
         origin = (rm.tags or {}).get(ORIGIN_TAG)
         state.registered_models[rm.name] = origin
         if origin:
             state.versions[rm.name] = {
-                v.tags.get(ORIGIN_VERSION_TAG)
+                v.tags[ORIGIN_VERSION_TAG]: str(v.version)
                 for v in pages(client.search_model_versions, name_filter(rm.name), PAGE)
+                if (v.tags or {}).get(ORIGIN_VERSION_TAG)
             }
+            state.aliases[rm.name] = {a: str(v) for a, v in (rm.aliases or {}).items()}
     return state
 
 
@@ -192,7 +200,11 @@ class ModelStep:
 
     model: dict  # from the backup
     action: Action
-    versions: list[dict]
+    versions: list[dict]  # to create
+    # Versions an earlier restore made (origin version -> version here), and the
+    # aliases to set (alias -> origin version).
+    present: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -397,30 +409,36 @@ def _plan_registry(
         details = f"{len(versions)} versions, aliases: {aliases}"
         existing = by_origin.get(origin(source, "model", rm["name"]))
         if existing is not None:
-            done = target.versions.get(existing, set())
+            done = target.versions.get(existing, {})
             missing = [v for v in versions if v["version"] not in done]
-            if missing:
+            aliases = _missing_aliases(
+                plan, rm, existing, versions, done, target.aliases.get(existing, {})
+            )
+            if missing or aliases:
+                gaps = [f"{len(missing)} versions missing"] if missing else []
+                if aliases:
+                    gaps.append(f"aliases missing: {', '.join(sorted(aliases))}")
                 action = Action(
                     "registered model",
                     rm["name"],
                     "complete",
                     existing,
-                    details=f"{len(missing)} versions missing",
+                    details="; ".join(gaps),
                 )
-                plan.models.append(ModelStep(rm, action, missing))
+                plan.models.append(ModelStep(rm, action, missing, done, aliases))
             else:
                 action = Action("registered model", rm["name"], "present", existing)
         elif rm["name"] not in names:
             action = Action(
                 "registered model", rm["name"], "create", rm["name"], details=details
             )
-            plan.models.append(ModelStep(rm, action, versions))
+            plan.models.append(ModelStep(rm, action, versions, {}, rm["aliases"]))
         else:
             action = _name_taken(
                 "registered model", rm["name"], on_conflict, reserved, details
             )
             if action.action == "rename":
-                plan.models.append(ModelStep(rm, action, versions))
+                plan.models.append(ModelStep(rm, action, versions, {}, rm["aliases"]))
         if lost and action.action in ("create", "rename", "complete"):
             plan.warnings.append(
                 f"registered model {rm['name']!r}: version(s) {', '.join(lost)} "
@@ -428,3 +446,32 @@ def _plan_registry(
                 "backup (its experiment is skipped)"
             )
         plan.actions.append(action)
+
+
+def _missing_aliases(
+    plan: Plan,
+    rm: dict,
+    name: str,
+    versions: list[dict],
+    done: dict[str, str],
+    current: dict[str, str],
+) -> dict[str, str]:
+    """The backup's aliases that the restored model `name` lacks (alias -> origin
+    version): a restore stopped before it set them, or they were deleted since.
+
+    An alias the target moved to another version since is kept there (whoever
+    moved it decided), and said in a warning.
+    """
+    restorable = {v["version"] for v in versions} | set(done)
+    missing = {}
+    for alias, old in rm["aliases"].items():
+        if old not in restorable:
+            continue
+        if alias not in current:
+            missing[alias] = old
+        elif current[alias] != done.get(old):
+            plan.warnings.append(
+                f"registered model {name!r}: alias {alias!r} is on version "
+                f"{current[alias]} here, not on the restored version {old}: kept"
+            )
+    return missing

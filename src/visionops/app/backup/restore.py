@@ -9,8 +9,14 @@ recognises what is already there and completes only what is missing.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import socket
 import tempfile
-from collections.abc import Callable
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +28,7 @@ from visionops.app.backup.archive import (
     ORIGIN_TAG,
     ORIGIN_TAGS,
     ORIGIN_VERSION_TAG,
+    RESTORE_LOCK,
     RUN_FILES,
     Backup,
     BackupError,
@@ -29,7 +36,7 @@ from visionops.app.backup.archive import (
 )
 from visionops.app.backup.plan import (
     ON_CONFLICT,
-    Action,
+    ModelStep,
     Plan,
     RestoreReport,
     match_source,
@@ -143,7 +150,7 @@ class _Applier:
                 if run["id"] in self.new_runs and run["outputs"]:
                     self._link_outputs(run)
         for step in self.plan.models:
-            self._restore_registered_model(step.model, step.action, step.versions)
+            self._restore_registered_model(step)
 
     def _restore_run(self, experiment_id: str, run: dict) -> None:
         from mlflow.entities import (
@@ -275,10 +282,8 @@ class _Applier:
                 return f"runs:/{self.report.run_ids[old]}{rest}", None
         return source, None
 
-    def _restore_registered_model(
-        self, rm: dict, action: Action, versions: list[dict]
-    ) -> None:
-        name = action.target
+    def _restore_registered_model(self, step: ModelStep) -> None:
+        rm, action, name = step.model, step.action, step.action.target
         if action.action in ("create", "rename"):
             tags = {k: v for k, v in rm["tags"].items() if k not in ORIGIN_TAGS}
             tags[ORIGIN_TAG] = origin(self.plan.source, "model", rm["name"])
@@ -286,8 +291,8 @@ class _Applier:
                 name, tags=tags, description=rm["description"] or None
             )
             self.report.created["registered_models"] += 1
-        numbers: dict[str, str] = {}
-        for version in versions:
+        numbers = dict(step.present)  # origin version -> version here
+        for version in step.versions:
             source, model_id = self._version_source(version)
             tags = {k: v for k, v in version["tags"].items() if k not in ORIGIN_TAGS}
             tags[ORIGIN_VERSION_TAG] = version["version"]
@@ -305,7 +310,9 @@ class _Applier:
                     name, str(created.version), version["stage"]
                 )
             self.report.created["versions"] += 1
-        for alias, old in rm["aliases"].items():
+        # Last, and planned every time (not only with new versions): a restore
+        # stopped before this point sets them when run again.
+        for alias, old in step.aliases.items():
             if old in numbers:
                 self.client.set_registered_model_alias(name, alias, numbers[old])
 
@@ -364,8 +371,9 @@ def restore(
 
     Raises:
         BackupError: For a bad backup file, an unknown on_conflict, an unreachable
-            tracker, or a tracker error during the restore (what was restored stays;
-            running the same restore again completes it).
+            tracker, another restore into it running (`restore_lock`), or a
+            tracker error during the restore (what was restored stays; running the
+            same restore again completes it, aliases included).
     """
     if on_conflict not in ON_CONFLICT:
         raise BackupError(
@@ -373,13 +381,95 @@ def restore(
         )
     with open_backup(path) as opened:
         check_tracker(tracking_uri)
-        try:
-            target = read_target(mlflow_client(tracking_uri), public_uri(tracking_uri))
-        except Exception as err:  # the tracker's
-            raise BackupError(
-                f"Reading {public_uri(tracking_uri)} failed: {describe(err)}"
-            ) from None
-        plan = plan_restore(opened.data, opened.source, target, on_conflict)
         if dry_run:
-            return plan.report(dry_run=True)
-        return apply_plan(plan, opened, tracking_uri, echo, artifact_location)
+            return _plan(opened, tracking_uri, on_conflict).report(dry_run=True)
+        # Read, plan and apply under one lock: two restores planning from the same
+        # state would each create what the other creates.
+        with restore_lock(tracking_uri):
+            plan = _plan(opened, tracking_uri, on_conflict)
+            return apply_plan(plan, opened, tracking_uri, echo, artifact_location)
+
+
+def _plan(backup: Backup, tracking_uri: str, on_conflict: str) -> Plan:
+    try:
+        target = read_target(mlflow_client(tracking_uri), public_uri(tracking_uri))
+    except Exception as err:  # the tracker's
+        raise BackupError(
+            f"Reading {public_uri(tracking_uri)} failed: {describe(err)}"
+        ) from None
+    return plan_restore(backup.data, backup.source, target, on_conflict)
+
+
+def local_store(tracking_uri: str) -> Path | None:
+    """The file or folder of a tracker kept on this machine (`sqlite:`, `file:`, a
+    path); None for a tracking server."""
+    parts = urllib.parse.urlsplit(tracking_uri)
+    if parts.scheme == "sqlite":
+        return Path(tracking_uri.split(":///", 1)[1])
+    if parts.scheme == "file":
+        return Path(urllib.request.url2pathname(parts.path))
+    if parts.scheme == "":
+        return Path(tracking_uri)
+    return None
+
+
+@contextlib.contextmanager
+def restore_lock(tracking_uri: str) -> Iterator[None]:
+    """Holds the target against a concurrent restore, or stops if one holds it.
+
+    A tracker on this machine: an exclusive `flock` on `<store>.restore.lock`
+    beside it (the system releases it when a restore dies). A tracking server: the
+    registered model `RESTORE_LOCK`, which only one client can create.
+
+    Raises:
+        BackupError: Another restore holds the target.
+    """
+    where = public_uri(tracking_uri)
+    store = local_store(tracking_uri)
+    if store is None:
+        with marker_lock(mlflow_client(tracking_uri), where):
+            yield
+        return
+    lock = store.with_name(f"{store.name}.restore.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BackupError(
+                f"Another restore into {where} is running (it holds {lock}): wait "
+                "for it to finish, then run this one again."
+            ) from None
+        yield  # the lock file stays: removing it would let a third restore in
+
+
+@contextlib.contextmanager
+def marker_lock(client: Any, where: str) -> Iterator[None]:
+    """Holds the tracker's `RESTORE_LOCK` registered model while a restore runs.
+
+    Raises:
+        BackupError: It exists: another restore runs, or one was killed (the
+            message says how to clear it then).
+    """
+    from mlflow.exceptions import MlflowException
+
+    holder = f"{socket.gethostname()} pid {os.getpid()}"
+    try:
+        client.create_registered_model(
+            RESTORE_LOCK,
+            tags={"holder": holder},
+            description="A restore (`run.py --restore`) is running into this tracker.",
+        )
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise BackupError(f"Locking {where} failed: {describe(err)}") from None
+        raise BackupError(
+            f"Another restore into {where} is running: it holds the registered "
+            f"model {RESTORE_LOCK!r}. Wait for it to finish; if none is running "
+            "(one was killed), delete that registered model and run this one again."
+        ) from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(MlflowException):
+            client.delete_registered_model(RESTORE_LOCK)

@@ -215,7 +215,7 @@ def test_first_run_promoted_second_not(trained: dict) -> None:
     # Challenger minus champion, on the same test images, with its interval.
     assert second.rule == "confident" and second.interval is not None
     assert second.interval.images == second.test_images >= 1
-    assert f"Challenger - champion, map50_95: {second.interval.text()}" in str(report)
+    assert f"Challenger - champion, mAP50-95: {second.interval.text()}" in str(report)
     assert f"{second.test_images} images" in str(report)
 
     client = mlflow.MlflowClient()

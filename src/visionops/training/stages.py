@@ -42,6 +42,7 @@ from visionops.training.tracking import (
     code_version,
     dataset_input,
     dataset_input_tags,
+    log_checked_file,
     log_dir_artifacts,
     register_version,
     set_alias,
@@ -132,7 +133,7 @@ def train_candidate(
         on_epoch_end=log_epoch,
     )
     mlflow.log_metrics({f"val_{k}": v for k, v in outcome.val_metrics.items()})
-    mlflow.log_artifact(str(outcome.best), "weights")
+    log_checked_file(run.info.run_id, outcome.best, "weights")
     log_dir_artifacts(run.info.run_id, outcome.save_dir, "training", PLOTS)
     result = CandidateResult(
         task=task,
@@ -290,7 +291,7 @@ def evaluate_challenger(
             client.set_tag(run_id, key, tag)
     client.log_dict(run_id, report.model_dump(), "test/evaluation.json")
     for export in exports:
-        client.log_artifact(run_id, str(export), ONNX_DIR)
+        log_checked_file(run_id, export, ONNX_DIR)
     log_dir_artifacts(run_id, out_dir / "test", "test", ("*.png", "*.jpg"))
     return Evaluation(report, served, task.evaluation_html(report, out_dir / "test"))
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from visionops.core.env import project_root
+from visionops.core.files import sha256_file
 
 PACKAGES = (
     "ultralytics",
@@ -27,10 +28,16 @@ MLFLOW_DIGEST_CHARS = 36
 # Seconds one tracker request may take where an answer is wanted at once
 # (`--status`, a backup's health check), instead of MLflow's minutes of retries.
 MLFLOW_TIMEOUT_S = 10
+# Run tag holding the sha256 of a logged file: `sha256.<artifact path>`.
+SHA256_TAG_PREFIX = "sha256."
 
 
 class TrackingError(RuntimeError):
     """The active stack cannot track experiments."""
+
+
+class ArtifactChecksumError(RuntimeError):
+    """A downloaded artifact is not the file its run logged (one-line message)."""
 
 
 def configure_tracking() -> str:
@@ -98,16 +105,51 @@ def log_dir_artifacts(
                 client.log_artifact(run_id, str(path), artifact_path)
 
 
+def log_checked_file(run_id: str, path: Path, artifact_dir: str) -> str:
+    """Logs one file to a run with its sha256 as a run tag; returns its artifact path.
+
+    `download_run_file` checks every later download against that tag, so a file
+    swapped in the artifact store is refused before anything opens it.
+    """
+    from mlflow.tracking import MlflowClient
+
+    artifact_path = f"{artifact_dir}/{path.name}"
+    client = MlflowClient()
+    client.log_artifact(run_id, str(path), artifact_dir)
+    client.set_tag(run_id, SHA256_TAG_PREFIX + artifact_path, sha256_file(path))
+    return artifact_path
+
+
 def download_run_file(run_id: str, artifact_path: str, dest: Path) -> Path:
-    """Downloads one artifact of a run into `dest` and returns its local path."""
+    """Downloads one artifact of a run into `dest` and returns its local path.
+
+    Raises:
+        ArtifactChecksumError: The run recorded a sha256 for the file
+            (`log_checked_file`) and the downloaded bytes have another one; the
+            file is deleted.
+    """
     import mlflow
 
     dest.mkdir(parents=True, exist_ok=True)
-    return Path(
+    local = Path(
         mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path=artifact_path, dst_path=str(dest)
         )
     )
+    tags = mlflow.get_run(run_id).data.tags
+    # Files logged before checksums were recorded have no tag; Ultralytics
+    # weights are still opened with `weights_only=True` (`engine.ultralytics`).
+    expected = tags.get(SHA256_TAG_PREFIX + artifact_path)
+    if expected is not None:
+        actual = sha256_file(local)
+        if actual != expected:
+            local.unlink()
+            raise ArtifactChecksumError(
+                f"{artifact_path} of MLflow run {run_id} is not the file the run "
+                f"logged: sha256 recorded {expected}, downloaded {actual}; refusing "
+                "to open it (the artifact store was changed after training)."
+            )
+    return local
 
 
 def register_version(

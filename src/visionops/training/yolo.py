@@ -16,7 +16,11 @@ from typing import TYPE_CHECKING, Any
 from visionops.config import TrainSettings
 from visionops.core.console import print_epoch
 from visionops.core.env import project_root, state_dir
-from visionops.engine.ultralytics import configure_ultralytics, resolve_device
+from visionops.engine.ultralytics import (
+    configure_ultralytics,
+    open_yolo,
+    resolve_device,
+)
 
 if TYPE_CHECKING:
     from visionops.tasks import Task
@@ -137,7 +141,6 @@ def train(
     Returns:
         Paths and validation metrics of the finished run.
     """
-    from ultralytics import YOLO
 
     configure_ultralytics()
     last = run_dir / "weights" / "last.pt"
@@ -149,7 +152,7 @@ def train(
     if not resumed and run_dir.exists():
         # Ultralytics appends to an existing results.csv: start clean.
         shutil.rmtree(run_dir)
-    yolo = YOLO(str(last) if resumed else source)
+    yolo = open_yolo(last if resumed else source)
     history: list[dict[str, float]] = []
 
     def _epoch_end(trainer: Any) -> None:

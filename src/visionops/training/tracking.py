@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from visionops.core.env import project_root
-from visionops.core.files import sha256_file
+from visionops.core.env import project_root, state_dir
+from visionops.core.files import locked, sha256_file
 
 PACKAGES = (
     "ultralytics",
@@ -181,6 +181,59 @@ def set_alias(model_name: str, alias: str, version: str) -> None:
     from mlflow.tracking import MlflowClient
 
     MlflowClient().set_registered_model_alias(model_name, alias, version)
+
+
+class AliasMovedError(RuntimeError):
+    """An alias no longer points where it did when a decision was made.
+
+    Attributes:
+        current: The version it points at now (None: unset).
+    """
+
+    def __init__(self, message: str, current: str | None) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+def alias_version(model_name: str, alias: str) -> str | None:
+    """The version an alias points at, or None when the model or alias is missing."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from visionops.training.champion import NOT_FOUND
+
+    try:
+        version = MlflowClient().get_model_version_by_alias(model_name, alias)
+    except MlflowException as err:
+        if err.error_code in NOT_FOUND:
+            return None
+        raise
+    return str(version.version)
+
+
+def move_alias(model_name: str, alias: str, version: str, expected: str | None) -> None:
+    """Points `alias` at `version` only if it still points at `expected`.
+
+    Read, compare and move happen under an exclusive lock file in the state
+    folder, which serialises the trainings of one machine (the local stack). MLflow
+    has no compare-and-set, so against a tracking server shared by several
+    machines this is an optimistic check: the alias is re-read just before it
+    is moved, which leaves only that moment open instead of a whole training.
+
+    Raises:
+        AliasMovedError: The alias points elsewhere now; nothing was moved.
+    """
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name)
+    with locked(state_dir() / "locks" / f"alias-{safe}-{alias}.lock"):
+        current = alias_version(model_name, alias)
+        if current != expected:
+            raise AliasMovedError(
+                f"{alias} of {model_name!r} moved from "
+                f"{f'v{expected}' if expected else 'none'} to "
+                f"{f'v{current}' if current else 'none'}",
+                current,
+            )
+        set_alias(model_name, alias, version)
 
 
 def dataset_input(card: dict[str, Any], root: Path) -> Any:

@@ -136,7 +136,7 @@ def test_evaluation_html_shows_iou_chart_and_pixel_confusion(tmp_path: Path) -> 
 def _instances() -> Instances:
     mask = np.zeros((100, 120), bool)
     mask[52:96, 63:109] = True
-    return Instances(
+    return Instances.from_masks(
         np.array([[63, 52, 109, 96]], np.float32),
         np.array([0.8], np.float32),
         np.array([1], np.int64),

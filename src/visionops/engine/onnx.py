@@ -59,7 +59,7 @@ def export_onnx(
     Returns:
         The path of the exported `.onnx` file.
     """
-    from ultralytics import YOLO
+    from visionops.engine.ultralytics import open_yolo
 
     # `nms=None` keeps the raw one-to-many head, exactly what `YOLO.predict` runs;
     # `nms=False` is Ultralytics' switch for the NMS-free head.
@@ -74,7 +74,7 @@ def export_onnx(
     }
     weights = Path(weights)
     if out_dir is None:
-        return Path(YOLO(str(weights)).export(**options))
+        return Path(open_yolo(weights).export(**options))
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +85,7 @@ def export_onnx(
         if weights.is_file():
             source = Path(tmp) / weights.name
             shutil.copy2(weights, source)
-        exported = Path(YOLO(str(source)).export(**options))
+        exported = Path(open_yolo(source).export(**options))
         target = out_dir / exported.name
         shutil.move(str(exported), target)
     return target

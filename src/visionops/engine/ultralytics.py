@@ -4,6 +4,7 @@ prediction over a split."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visionops.core.env import state_dir
@@ -13,6 +14,11 @@ DEFAULT_IMGSZ = 640
 
 if TYPE_CHECKING:
     from visionops.engine.task import EvalJob
+
+
+class UnsafeWeightsError(ValueError):
+    """A `.pt` file holds objects a `weights_only=True` load refuses."""
+
 
 # Integrations Ultralytics would switch on by itself when their packages are
 # installed. The project logs to MLflow through its own callback instead, so
@@ -87,12 +93,38 @@ def validate(job: EvalJob, model: Any = None) -> Any:
     )
 
 
+def open_yolo(weights: str | Path, task: str | None = None) -> Any:
+    """An Ultralytics `YOLO` of `weights`, a `.pt` file only if it cannot run code.
+
+    Ultralytics opens checkpoints with `torch.load(weights_only=False)`, i.e. a
+    full unpickle that can run any code the file names. A `.pt` file is first
+    loaded with `weights_only=True` against Ultralytics' allow-list of model
+    classes (`torch_safe_load(safe_only=True)`), which refuses anything else
+    before it runs; only then does Ultralytics open it. Model names and yaml
+    files (not local `.pt` files) go to Ultralytics unchanged.
+
+    Raises:
+        UnsafeWeightsError: The file fails the restricted load.
+    """
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import torch_safe_load
+
+    path = Path(weights)
+    if path.suffix == ".pt" and path.is_file():
+        try:
+            torch_safe_load(str(path), safe_only=True)
+        except TypeError as err:
+            reason = str(err).replace("ERROR ❌️ ", "").splitlines()[0]
+            raise UnsafeWeightsError(
+                f"Refusing to open {path}: a weights_only load refused it ({reason})"
+            ) from err
+    return YOLO(str(weights), task=task)
+
+
 def load_model(job: EvalJob) -> Any:
     """The job's weights as an Ultralytics `YOLO` of its task."""
-    from ultralytics import YOLO
-
     configure_ultralytics()
-    return YOLO(str(job.weights), task=job.task.ultralytics_task)
+    return open_yolo(job.weights, task=job.task.ultralytics_task)
 
 
 def predict(job: EvalJob, model: Any = None, **options: Any) -> Iterator[Any]:

@@ -9,6 +9,9 @@ from visionops.core import images
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # one image file
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024  # the whole request, form overhead too
 MAX_PIXELS = 40_000_000  # e.g. 8000 x 5000
+# Decoded pixels across all images of one request (3 bytes each: 300 MB), so a
+# batch of small files that decode to 40 Mpx each cannot take gigabytes.
+MAX_REQUEST_PIXELS = 100_000_000
 MAX_FILES = 64  # images in one request
 MAX_PARTS = MAX_FILES + 16  # form parts in one request, files and fields
 MAX_FIELD_BYTES = 1024  # one form field that is not a file
@@ -38,21 +41,41 @@ class InputError(ValueError):
         self.status = status
 
 
-def decode_image(data: bytes) -> np.ndarray:
+class PixelBudget:
+    """The decoded pixels one request may still take (`MAX_REQUEST_PIXELS`).
+
+    Attributes:
+        left: Pixels left.
+    """
+
+    def __init__(self, pixels: int | None = None) -> None:
+        self.left = MAX_REQUEST_PIXELS if pixels is None else pixels
+
+
+def decode_image(data: bytes, budget: PixelBudget | None = None) -> np.ndarray:
     """Decodes upload bytes into a BGR array, applying EXIF orientation.
 
     The format is sniffed from the bytes, never taken from a declared type
     (`visionops.core.images`); the size and the pixel count are checked before any
-    pixel is decoded.
+    pixel is decoded, the pixel count also against what is left of `budget`,
+    which the decoded image then uses up.
 
     Raises:
-        InputError: empty (400), too large (413), not an image or an unsupported
-            format (415), damaged or truncated (400).
+        InputError: empty (400), too large or over the request's budget (413), not
+            an image or an unsupported format (415), damaged or truncated (400).
     """
+    limits = LIMITS
+    if budget is not None:
+        limits = images.Limits(
+            max_bytes=MAX_UPLOAD_BYTES, max_pixels=min(MAX_PIXELS, budget.left)
+        )
     try:
-        return images.decode(data, LIMITS)
+        frame = images.decode(data, limits)
     except images.ImageError as err:
         raise InputError(*_http(err, len(data))) from None
+    if budget is not None:
+        budget.left -= frame.shape[0] * frame.shape[1]
+    return frame
 
 
 def _http(err: images.ImageError, size: int) -> tuple[str, int]:
@@ -61,6 +84,15 @@ def _http(err: images.ImageError, size: int) -> tuple[str, int]:
         return "The upload is empty: send an image file (JPEG, PNG, ...).", 400
     if err.reason == images.TOO_LARGE and err.size is not None:
         width, height = err.size
+        if width * height <= MAX_PIXELS:  # refused by the request's budget
+            return (
+                f"The image is {width}x{height} pixels "
+                f"({megapixels(width * height)}), more than the request has left: "
+                f"the images of one request may decode to "
+                f"{megapixels(MAX_REQUEST_PIXELS)} together (MAX_REQUEST_PIXELS); "
+                "send fewer or smaller images per request.",
+                413,
+            )
         return (
             f"The image is {width}x{height} pixels "
             f"({megapixels(width * height)}); the limit is "

@@ -41,6 +41,7 @@ from visionops.serving.limits import (
     MAX_PARTS,
     MAX_UPLOAD_BYTES,
     InputError,
+    PixelBudget,
     decode_image,
     megabytes,
 )
@@ -195,10 +196,11 @@ def _decode_all(
     parts: list[tuple[str, bytes]], read_ms: float = 0.0
 ) -> list[DecodedImage | ImageError]:
     out: list[DecodedImage | ImageError] = []
+    budget = PixelBudget()  # one per request
     for filename, data in parts:
         start = time.perf_counter()
         try:
-            frame = decode_image(data)
+            frame = decode_image(data, budget)
         except InputError as err:
             out.append(ImageError(str(err), err.status, filename))
             continue

@@ -39,10 +39,13 @@ from visionops.training.champion import (
 )
 from visionops.training.promotion import Decision, decide, decision_markdown
 from visionops.training.tracking import (
+    AliasMovedError,
     code_version,
     dataset_input,
     dataset_input_tags,
+    log_checked_file,
     log_dir_artifacts,
+    move_alias,
     register_version,
     set_alias,
     system_info,
@@ -132,7 +135,7 @@ def train_candidate(
         on_epoch_end=log_epoch,
     )
     mlflow.log_metrics({f"val_{k}": v for k, v in outcome.val_metrics.items()})
-    mlflow.log_artifact(str(outcome.best), "weights")
+    log_checked_file(run.info.run_id, outcome.best, "weights")
     log_dir_artifacts(run.info.run_id, outcome.save_dir, "training", PLOTS)
     result = CandidateResult(
         task=task,
@@ -290,7 +293,7 @@ def evaluate_challenger(
             client.set_tag(run_id, key, tag)
     client.log_dict(run_id, report.model_dump(), "test/evaluation.json")
     for export in exports:
-        client.log_artifact(run_id, str(export), ONNX_DIR)
+        log_checked_file(run_id, export, ONNX_DIR)
     log_dir_artifacts(run_id, out_dir / "test", "test", ("*.png", "*.jpg"))
     return Evaluation(report, served, task.evaluation_html(report, out_dir / "test"))
 
@@ -371,7 +374,9 @@ def promote_challenger(
 
     The version's tags record its task, class names, test metrics, ONNX export
     and lineage (`Champion.from_version` reads them). Promotion moves the alias
-    `champion`; the report is written to the run either way.
+    `champion` if it still points at the champion the challenger was compared
+    with (`promote_version`); the report and the decision's tags are written to
+    the run and the version either way.
 
     Args:
         selected: The challenger's candidate result.
@@ -389,6 +394,7 @@ def promote_challenger(
         TaskMismatchError: The registered model holds another task.
     """
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     from visionops.training.champion import check_model_task
 
@@ -407,7 +413,6 @@ def promote_challenger(
     decision = decide(
         task, challenger, champion.report, rule, champion.version, interval, note
     )
-    report = decision_markdown(task, decision, challenger, champion.report, model_name)
     with mlflow.start_run(run_id=selected.mlflow_run_id):
         info = task.log_model(
             onnx,
@@ -416,8 +421,6 @@ def promote_challenger(
                 "test_metrics": challenger.metrics,
             },
         )
-        mlflow.log_text(report, "decision.md")
-        mlflow.set_tags(decision.tags())
         if interval is not None:
             mlflow.log_metrics(interval.metrics("test_vs_champion"))
     version = register_version(
@@ -426,7 +429,6 @@ def promote_challenger(
         tags={
             **(lineage_tags or {}),
             "dataset_hash": challenger.dataset_hash,
-            "promoted": str(decision.promote).lower(),
             **version_tags(
                 task=task,
                 class_names=challenger.class_names,
@@ -436,11 +438,49 @@ def promote_challenger(
                 serving_imgsz=challenger.latency_imgsz,
             ),
             **(challenger.quantization.tags() if challenger.quantization else {}),
-            **decision.tags(),
         },
         description=task.description,
     )
     set_alias(model_name, CHALLENGER, version)
-    if decision.promote:
-        set_alias(model_name, CHAMPION, version)
+    decision = promote_version(model_name, version, decision)
+    report = decision_markdown(task, decision, challenger, champion.report, model_name)
+    client = MlflowClient()
+    client.log_text(selected.mlflow_run_id, report, "decision.md")
+    for key, value in decision.tags().items():
+        client.set_tag(selected.mlflow_run_id, key, value)
+    for key, value in {
+        "promoted": str(decision.promote).lower(),
+        **decision.tags(),
+    }.items():
+        client.set_model_version_tag(model_name, version, key, value)
     return Promotion(decision, report, version)
+
+
+def promote_version(model_name: str, version: str, decision: Decision) -> Decision:
+    """Moves `champion` to `version` if the decision says so and still holds.
+
+    The decision compared the challenger with the champion of its
+    `champion_version`; when another training moved the alias since, the
+    comparison is out of date and the version is not promoted (the returned
+    decision says why and what to run). Read, compare and move are one step
+    (`move_alias`).
+
+    Returns:
+        The decision as applied.
+    """
+    if not decision.promote:
+        return decision
+    try:
+        move_alias(model_name, CHAMPION, version, decision.champion_version)
+    except AliasMovedError as err:
+        newer = f"v{err.current}" if err.current else "no champion"
+        return decision.model_copy(
+            update={
+                "promote": False,
+                "reason": (
+                    f"not promoted: {err} while this model was being compared "
+                    f"({decision.reason}); train again to compare it with {newer}"
+                ),
+            }
+        )
+    return decision

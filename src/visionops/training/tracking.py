@@ -11,7 +11,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from visionops.core.env import project_root
+from visionops.core.env import project_root, state_dir
+from visionops.core.files import locked, sha256_file
 
 PACKAGES = (
     "ultralytics",
@@ -27,10 +28,16 @@ MLFLOW_DIGEST_CHARS = 36
 # Seconds one tracker request may take where an answer is wanted at once
 # (`--status`, a backup's health check), instead of MLflow's minutes of retries.
 MLFLOW_TIMEOUT_S = 10
+# Run tag holding the sha256 of a logged file: `sha256.<artifact path>`.
+SHA256_TAG_PREFIX = "sha256."
 
 
 class TrackingError(RuntimeError):
     """The active stack cannot track experiments."""
+
+
+class ArtifactChecksumError(RuntimeError):
+    """A downloaded artifact is not the file its run logged (one-line message)."""
 
 
 def configure_tracking() -> str:
@@ -98,16 +105,51 @@ def log_dir_artifacts(
                 client.log_artifact(run_id, str(path), artifact_path)
 
 
+def log_checked_file(run_id: str, path: Path, artifact_dir: str) -> str:
+    """Logs one file to a run with its sha256 as a run tag; returns its artifact path.
+
+    `download_run_file` checks every later download against that tag, so a file
+    swapped in the artifact store is refused before anything opens it.
+    """
+    from mlflow.tracking import MlflowClient
+
+    artifact_path = f"{artifact_dir}/{path.name}"
+    client = MlflowClient()
+    client.log_artifact(run_id, str(path), artifact_dir)
+    client.set_tag(run_id, SHA256_TAG_PREFIX + artifact_path, sha256_file(path))
+    return artifact_path
+
+
 def download_run_file(run_id: str, artifact_path: str, dest: Path) -> Path:
-    """Downloads one artifact of a run into `dest` and returns its local path."""
+    """Downloads one artifact of a run into `dest` and returns its local path.
+
+    Raises:
+        ArtifactChecksumError: The run recorded a sha256 for the file
+            (`log_checked_file`) and the downloaded bytes have another one; the
+            file is deleted.
+    """
     import mlflow
 
     dest.mkdir(parents=True, exist_ok=True)
-    return Path(
+    local = Path(
         mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path=artifact_path, dst_path=str(dest)
         )
     )
+    tags = mlflow.get_run(run_id).data.tags
+    # Files logged before checksums were recorded have no tag; Ultralytics
+    # weights are still opened with `weights_only=True` (`engine.ultralytics`).
+    expected = tags.get(SHA256_TAG_PREFIX + artifact_path)
+    if expected is not None:
+        actual = sha256_file(local)
+        if actual != expected:
+            local.unlink()
+            raise ArtifactChecksumError(
+                f"{artifact_path} of MLflow run {run_id} is not the file the run "
+                f"logged: sha256 recorded {expected}, downloaded {actual}; refusing "
+                "to open it (the artifact store was changed after training)."
+            )
+    return local
 
 
 def register_version(
@@ -139,6 +181,59 @@ def set_alias(model_name: str, alias: str, version: str) -> None:
     from mlflow.tracking import MlflowClient
 
     MlflowClient().set_registered_model_alias(model_name, alias, version)
+
+
+class AliasMovedError(RuntimeError):
+    """An alias no longer points where it did when a decision was made.
+
+    Attributes:
+        current: The version it points at now (None: unset).
+    """
+
+    def __init__(self, message: str, current: str | None) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+def alias_version(model_name: str, alias: str) -> str | None:
+    """The version an alias points at, or None when the model or alias is missing."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from visionops.training.champion import NOT_FOUND
+
+    try:
+        version = MlflowClient().get_model_version_by_alias(model_name, alias)
+    except MlflowException as err:
+        if err.error_code in NOT_FOUND:
+            return None
+        raise
+    return str(version.version)
+
+
+def move_alias(model_name: str, alias: str, version: str, expected: str | None) -> None:
+    """Points `alias` at `version` only if it still points at `expected`.
+
+    Read, compare and move happen under an exclusive lock file in the state
+    folder, which serialises the trainings of one machine (the local stack). MLflow
+    has no compare-and-set, so against a tracking server shared by several
+    machines this is an optimistic check: the alias is re-read just before it
+    is moved, which leaves only that moment open instead of a whole training.
+
+    Raises:
+        AliasMovedError: The alias points elsewhere now; nothing was moved.
+    """
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name)
+    with locked(state_dir() / "locks" / f"alias-{safe}-{alias}.lock"):
+        current = alias_version(model_name, alias)
+        if current != expected:
+            raise AliasMovedError(
+                f"{alias} of {model_name!r} moved from "
+                f"{f'v{expected}' if expected else 'none'} to "
+                f"{f'v{current}' if current else 'none'}",
+                current,
+            )
+        set_alias(model_name, alias, version)
 
 
 def dataset_input(card: dict[str, Any], root: Path) -> Any:

@@ -7,21 +7,30 @@ import hashlib
 import json
 import logging
 import os
-import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from visionops.config import TrainSettings
 from visionops.core.console import print_epoch
 from visionops.core.env import project_root, state_dir
-from visionops.engine.ultralytics import configure_ultralytics, resolve_device
+from visionops.core.files import try_lock
+from visionops.engine.ultralytics import (
+    configure_ultralytics,
+    open_yolo,
+    resolve_device,
+)
 
 if TYPE_CHECKING:
     from visionops.tasks import Task
 
 logger = logging.getLogger(__name__)
+LAST_CHECKPOINT = "weights/last.pt"
+# Held (flock) in a training folder while a process trains in it.
+TRAINING_LOCK = ".training.lock"
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -121,14 +130,20 @@ def train(
     resume: bool = False,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainOutcome:
-    """Trains one candidate, or resumes it from `run_dir/weights/last.pt`.
+    """Trains one candidate in a new folder of its own, or resumes one.
+
+    Each training gets a new folder under `run_dir` (`<time>-<random>`) and holds
+    a lock in it while it trains, so two trainings of the same candidate at once
+    keep apart; `resume` continues the newest folder whose `weights/last.pt` no
+    running training holds.
 
     Args:
         model: The candidate's model name (for messages).
         settings: Training arguments.
         data: What Ultralytics takes as `data=` (`Task.ultralytics_data(dataset)`:
             data.yaml for detection, the dataset folder for classification).
-        run_dir: The candidate's folder (`run_key`): checkpoints, plots, results.csv.
+        run_dir: The candidate's folder (`run_key`), holding one folder per
+            training: checkpoints, plots, results.csv.
         source: What `resolve_weights` chose to load.
         task: The dataset's task, whose names the validation metrics get.
         resume: Continue an interrupted run from its last checkpoint if there is one.
@@ -137,19 +152,58 @@ def train(
     Returns:
         Paths and validation metrics of the finished run.
     """
-    from ultralytics import YOLO
-
     configure_ultralytics()
-    last = run_dir / "weights" / "last.pt"
-    resumed = resume and last.is_file()
+    attempt, lock = _resumable(run_dir) if resume else (None, None)
+    resumed = attempt is not None
     if resume and not resumed:
         logger.warning(
             "Nothing to resume for %s in %s: training from the start.", model, run_dir
         )
-    if not resumed and run_dir.exists():
-        # Ultralytics appends to an existing results.csv: start clean.
-        shutil.rmtree(run_dir)
-    yolo = YOLO(str(last) if resumed else source)
+    if attempt is None:
+        # A folder of its own: a second training of the same candidate at the
+        # same time neither shares nor deletes this one.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        attempt = Path(
+            tempfile.mkdtemp(prefix=f"{datetime.now():%Y%m%d-%H%M%S}-", dir=run_dir)
+        )
+        lock = try_lock(attempt / TRAINING_LOCK)
+    try:
+        return _train_in(
+            model, settings, data, attempt, source, task, resumed, on_epoch_end
+        )
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _resumable(run_dir: Path) -> tuple[Path | None, IO[str] | None]:
+    """The newest folder of `run_dir` with a checkpoint no training holds, locked.
+
+    Returns:
+        The folder and the handle holding its lock, or (None, None).
+    """
+    folders = [p.parent.parent for p in run_dir.glob(f"*/{LAST_CHECKPOINT}")]
+    for folder in sorted(
+        folders, key=lambda p: (p / LAST_CHECKPOINT).stat().st_mtime, reverse=True
+    ):
+        lock = try_lock(folder / TRAINING_LOCK)
+        if lock is not None:
+            return folder, lock
+    return None, None
+
+
+def _train_in(
+    model: str,
+    settings: TrainSettings,
+    data: Path,
+    run_dir: Path,
+    source: str,
+    task: Task,
+    resumed: bool,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None,
+) -> TrainOutcome:
+    """Trains (or resumes) one candidate in `run_dir`, its own folder."""
+    yolo = open_yolo(run_dir / LAST_CHECKPOINT if resumed else source)
     history: list[dict[str, float]] = []
 
     def _epoch_end(trainer: Any) -> None:

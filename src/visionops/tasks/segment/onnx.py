@@ -20,17 +20,26 @@ from visionops.tasks.segment.metrics import rasterise_instances
 class Instances(Detections):
     """Segmented instances of one image, in the original image's pixels.
 
+    A mask is False outside its box, so only the box's window of it is kept:
+    1000 instances on a 40 Mpx image would take 40 GB as full-frame masks.
+    `masks` pastes them into full frames for a caller that needs those.
+
     Attributes:
         boxes: (n, 4) float32 boxes as x1, y1, x2, y2.
         scores: (n,) float32 confidences, highest first.
         class_ids: (n,) int64 class indices.
-        masks: (n, H, W) boolean masks at the original image size.
+        crops: Per instance, its boolean mask inside its window.
+        windows: (n, 4) int64 windows of the crops in the image, as x0, y0, x1,
+            y1 (x1 and y1 exclusive).
+        shape: The image's (height, width).
         polygons: Per instance, the outlines of its mask's connected parts,
             largest first, as (k, 2) float32 x, y arrays in continuous pixel
             coordinates (pixel centres at +0.5; see `masks.fill_polygons`).
     """
 
-    masks: np.ndarray
+    crops: list[np.ndarray]
+    windows: np.ndarray
+    shape: tuple[int, int]
     polygons: list[list[np.ndarray]]
 
     @classmethod
@@ -41,8 +50,49 @@ class Instances(Detections):
             none.boxes,
             none.scores,
             none.class_ids,
-            np.zeros((0, *shape), bool),
             [],
+            np.zeros((0, 4), np.int64),
+            shape,
+            [],
+        )
+
+    @classmethod
+    def from_masks(
+        cls,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        class_ids: np.ndarray,
+        masks: np.ndarray,
+        polygons: list[list[np.ndarray]],
+    ) -> Instances:
+        """Instances from (n, H, W) full-frame masks, kept as their windows."""
+        crops, windows = [], []
+        for mask in masks:
+            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+            if not len(rows):
+                windows.append((0, 0, 0, 0))
+                crops.append(np.zeros((0, 0), bool))
+                continue
+            x0, y0, x1, y1 = cols[0], rows[0], cols[-1] + 1, rows[-1] + 1
+            windows.append((x0, y0, x1, y1))
+            crops.append(np.array(mask[y0:y1, x0:x1], bool))
+        return cls(
+            boxes,
+            scores,
+            class_ids,
+            crops,
+            np.array(windows, np.int64).reshape(-1, 4),
+            (int(masks.shape[1]), int(masks.shape[2])),
+            polygons,
+        )
+
+    @property
+    def masks(self) -> np.ndarray:
+        """(n, H, W) boolean masks at the image size (n full frames: costly)."""
+        return (
+            np.stack(list(_Pasted(self)))
+            if self.crops
+            else np.zeros((0, *self.shape), bool)
         )
 
     def to_records(self, names: Mapping[int, str] | Sequence[str]) -> list[dict]:
@@ -62,9 +112,9 @@ class Instances(Detections):
 
     def class_map(self) -> np.ndarray:
         """Returns the semantic class map (highest confidence wins a pixel)."""
-        shape = self.masks.shape[1:]
+        # One full-frame mask at a time, pasted when painted.
         return rasterise_instances(
-            shape, self.class_ids, self.scores, masks=list(self.masks)
+            self.shape, self.class_ids, self.scores, masks=_Pasted(self)
         )
 
     def class_pixels(self, names: Mapping[int, str] | Sequence[str]) -> dict[str, int]:
@@ -75,6 +125,22 @@ class Instances(Detections):
             _name(names, c): int(n)
             for c, n in zip(ids.tolist(), counts.tolist(), strict=True)
         }
+
+
+class _Pasted(Sequence[np.ndarray]):
+    """The instances' masks as full frames, each pasted when it is read."""
+
+    def __init__(self, instances: Instances) -> None:
+        self.instances = instances
+
+    def __len__(self) -> int:
+        return len(self.instances.crops)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+        out = np.zeros(self.instances.shape, bool)
+        x0, y0, x1, y1 = self.instances.windows[i].tolist()
+        out[y0:y1, x0:x1] = self.instances.crops[i]
+        return out
 
 
 class OnnxSegmenter(OnnxDetector):
@@ -110,22 +176,34 @@ class OnnxSegmenter(OnnxDetector):
         raw, protos = rows.outputs
         boxes, scores, class_ids, coeffs = self._boxes(raw, **thresholds)
         boxes = scale_boxes(boxes, rows.shape, rows.input_shape)
-        masks = _native_masks(protos, coeffs, boxes, rows.shape)
-        keep = masks.any(axis=(1, 2))
-        masks = masks[keep]
+        crops, windows = _native_masks(protos, coeffs, boxes, rows.shape)
+        keep = np.array([bool(crop.any()) for crop in crops], bool)
+        kept = [crop for crop, k in zip(crops, keep, strict=True) if k]
+        windows = windows[keep]
         return Instances(
             boxes[keep],
             np.ascontiguousarray(scores[keep], np.float32),
             np.ascontiguousarray(class_ids[keep], np.int64),
-            masks,
-            [mask_polygons(m) for m in masks],
+            kept,
+            windows,
+            (int(rows.shape[0]), int(rows.shape[1])),
+            [
+                [
+                    outline + window[:2].astype(np.float32)
+                    for outline in mask_polygons(c)
+                ]
+                for c, window in zip(kept, windows, strict=True)
+            ],
         )
 
 
 def _native_masks(
     protos: np.ndarray, coeffs: np.ndarray, boxes: np.ndarray, shape: tuple[int, int]
-) -> np.ndarray:
+) -> tuple[list[np.ndarray], np.ndarray]:
     """Mirrors `ops.process_mask_native`: logits upsampled, thresholded, cropped.
+
+    Only the box's window of each mask is kept (it is False outside); one
+    full-frame logit map at a time is upsampled.
 
     Args:
         protos: (nm, mh, mw) prototypes of one image.
@@ -134,13 +212,17 @@ def _native_masks(
         shape: The original image's (height, width).
 
     Returns:
-        (n, H, W) boolean masks.
+        Per instance its boolean mask inside its window, and the (n, 4) int64
+        windows as x0, y0, x1, y1 (x1, y1 exclusive).
     """
     nm, mh, mw = protos.shape
     h, w = shape
-    out = np.zeros((len(coeffs), h, w), bool)
+    # The pixels `x1 <= col < x2`, `y1 <= row < y2` of each box, inside the image.
+    edges = np.ceil(np.asarray(boxes, np.float64)).astype(np.int64).reshape(-1, 4)
+    windows = np.clip(edges, 0, [w, h, w, h])
+    windows[:, 2:] = np.maximum(windows[:, 2:], windows[:, :2])
     if not len(coeffs):
-        return out
+        return [], windows
     logits = (coeffs.astype(np.float32) @ protos.reshape(nm, -1)).reshape(-1, mh, mw)
     # The prototypes cover the letterboxed input at a quarter of its size; an
     # odd input padding falls between prototype pixels, so, as Ultralytics does,
@@ -157,15 +239,12 @@ def _native_masks(
     bottom = top + max(round(h * gain), 1)
     right = left + max(round(w * gain), 1)
     # cv2's INTER_LINEAR on float32 is torch's bilinear, align_corners=False.
-    cols = np.arange(w, dtype=np.float32)[None, :]
-    rows = np.arange(h, dtype=np.float32)[:, None]
-    for i, logit in enumerate(logits):
+    crops = []
+    for logit, (x0, y0, x1, y1) in zip(logits, windows.tolist(), strict=True):
         if factor > 1:
             logit = cv2.resize(logit, (sw, sh), interpolation=cv2.INTER_LINEAR)
         logit = np.ascontiguousarray(logit[top:bottom, left:right])
         if logit.shape != (h, w):
             logit = cv2.resize(logit, (w, h), interpolation=cv2.INTER_LINEAR)
-        x1, y1, x2, y2 = boxes[i]
-        inside = ((cols >= x1) & (cols < x2)) & ((rows >= y1) & (rows < y2))
-        out[i] = (logit > 0) & inside
-    return out
+        crops.append(logit[y0:y1, x0:x1] > 0)
+    return crops, windows

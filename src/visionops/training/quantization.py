@@ -29,6 +29,7 @@ def gate(
 ) -> tuple[Precision, str]:
     """Serves INT8 unless it drops more than `max_drop` (absolute) below FP32.
 
+    `metric` only names the metric in the reason (its display name).
     `margin` compares the two scores. `confident` reads the paired bootstrap
     interval of INT8 minus FP32: FP32 is served only when the whole interval
     lies below `-max_drop` (the drop is confidently larger than allowed);
@@ -149,7 +150,7 @@ def quantize_and_gate(
     # What decides: `margin` stands in for `confident` without an interval.
     report.rule = settings.quantization_rule if report.interval else "margin"
     report.precision, report.reason = gate(
-        metric,
+        task.metric_label(metric),
         report.fp32_score,
         report.int8_score,
         report.max_drop,

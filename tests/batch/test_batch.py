@@ -263,7 +263,12 @@ def test_names_that_read_as_formulas_are_escaped_in_the_csv_files(
     (folder / "@evil.jpg").write_text("not a photo\n")
     (folder / "-2+3.png").write_bytes(b"")
     result = predict_folder(
-        folder, onnx_path, tmp_path / "out", SETTINGS, progress=False
+        folder,
+        onnx_path,
+        tmp_path / "out",
+        SETTINGS,
+        task=get_task("detect"),
+        progress=False,
     )
     with (result.root / PREDICTIONS_CSV).open() as handle:
         rows = list(csv.DictReader(handle))

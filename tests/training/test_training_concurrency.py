@@ -6,23 +6,10 @@ import os
 import threading
 from pathlib import Path
 
-import pytest
-
 from visionops.config import TrainSettings
 from visionops.tasks import get_task
 
 DETECT = get_task("detect")
-
-
-@pytest.fixture
-def local_mlflow(tmp_path: Path):
-    """MLflow on a SQLite file of its own; the previous tracking URI comes back."""
-    import mlflow
-
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    yield mlflow
-    mlflow.set_tracking_uri(previous)
 
 
 def _versions(tmp_path: Path, count: int) -> list[str]:

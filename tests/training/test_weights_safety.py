@@ -26,17 +26,6 @@ def _tampered_checkpoint(path: Path, marker: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def local_mlflow(tmp_path: Path):
-    """MLflow on a SQLite file of its own; the previous tracking URI comes back."""
-    import mlflow
-
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    yield mlflow
-    mlflow.set_tracking_uri(previous)
-
-
 def _champion_run(tmp_path: Path, weights: Path, *, checked: bool) -> str:
     """A run holding `weights` as weights/best.pt, registered as `cars@champion`."""
     from mlflow.tracking import MlflowClient

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from visionops.engine.ultralytics import DEFAULT_IMGSZ
 from visionops.tasks import DEFAULT_TASK, Task, get_task
+from visionops.training.tracking import NOT_FOUND
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -28,8 +29,6 @@ PRECISION_TAG = "precision"  # written by `QuantizationReport.tags`
 DECISION_TAG_PREFIXES = ("promotion.", "quantization.")
 FP32 = "fp32"  # versions without the tag, or registered with quantize off
 WEIGHTS_ARTIFACT = "weights/best.pt"
-# MLflow's error codes for a model or alias that does not exist.
-NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
 class NoChampionError(LookupError):

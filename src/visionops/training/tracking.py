@@ -14,6 +14,9 @@ from typing import Any
 from visionops.core.env import project_root, state_dir
 from visionops.core.files import locked, sha256_file
 
+# MLflow's error codes for a model or alias that does not exist.
+NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
 PACKAGES = (
     "ultralytics",
     "torch",
@@ -199,8 +202,6 @@ def alias_version(model_name: str, alias: str) -> str | None:
     """The version an alias points at, or None when the model or alias is missing."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
-
-    from visionops.training.champion import NOT_FOUND
 
     try:
         version = MlflowClient().get_model_version_by_alias(model_name, alias)

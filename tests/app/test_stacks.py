@@ -506,3 +506,23 @@ def test_image_build_context_leaves_credentials_and_state_out(tmp_path: Path) ->
     (tmp_path / "src" / "visionops" / "env.py").write_text("")
     (tmp_path / ".env.example").write_text("")
     assert context_files(tmp_path) == {"src/visionops/env.py", ".env.example"}
+
+
+def test_a_component_is_found_by_its_whole_name(stack_env: dict[str, str]) -> None:
+    """`docker` after `docker-cuda`: its orchestrator is a component of its own, not
+    docker-cuda's, whose name merely starts with `docker` (found by prefix, it was
+    then updated by name and failed)."""
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    client = Client()
+    apply_stack(load_stack_spec("docker-cuda", env_file=NO_ENV_FILE), activate=False)
+    apply_stack(load_stack_spec("docker", env_file=NO_ENV_FILE), activate=False)
+    orchestrators = {
+        c.name: c.configuration
+        for c in client.list_stack_components(type=StackComponentType.ORCHESTRATOR)
+    }
+    assert {"docker", "docker-cuda"} <= set(orchestrators)
+    assert orchestrators["docker"]["run_args"] == {"shm_size": "2g"}
+    assert "device_requests" not in str(orchestrators["docker"])
+    assert "docker-cuda" in str(client.get_stack("docker-cuda").components)

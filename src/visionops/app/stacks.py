@@ -294,7 +294,9 @@ def apply_stack(spec: StackSpec, activate: bool = True) -> str:
                 f"Unknown component type {kind!r}; use one of {allowed}."
             ) from None
         try:
-            existing = client.get_stack_component(component_type, component.name)
+            existing = client.get_stack_component(
+                component_type, component.name, allow_name_prefix_match=False
+            )
         except KeyError:
             client.create_stack_component(
                 name=component.name,

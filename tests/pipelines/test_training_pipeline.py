@@ -162,6 +162,7 @@ def test_int8_scores_decision_and_served_precision_recorded(trained: dict) -> No
     assert f"## Served precision: {expected.upper()}" in report
     assert "| latency (ms, CPU, 1 thread) |" in report
     assert f"INT8 - FP32: {interval.text()}." in report
+    assert "Challenger - champion: no interval (no champion yet)." in report
     assert f", {evaluation.images} images)" in report  # the test split's size
     assert v1.tags["quantization.rule"] == "confident"
     assert v1.tags["quantization.test_images"] == str(evaluation.images)

@@ -238,7 +238,7 @@ def _interval_lines(
     """The challenger-minus-champion interval of `metric` (its display name) and,
     when it holds 0, the noise."""
     if champion is None:
-        return []
+        return ["Challenger - champion: no interval (no champion yet).", ""]
     if decision.interval is None:
         note = decision.interval_note or "none"
         return [f"Challenger - champion: no interval ({note}).", ""]

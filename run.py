@@ -256,14 +256,12 @@ def _mlflow_ui() -> int:
 
 def _backup_or_restore(args: argparse.Namespace) -> int:
     """Backs up the active stack's MLflow tracker, or restores a backup into it."""
-    from visionops.app.backup import (
-        BackupError,
-        backup,
-        format_backup,
-        restore,
+    from visionops.app.backup import BackupError, backup, format_backup, restore
+    from visionops.training.tracking import (
+        TrackingError,
+        configure_tracking,
         stack_artifact_location,
     )
-    from visionops.training.tracking import TrackingError, configure_tracking
 
     try:
         uri = configure_tracking()

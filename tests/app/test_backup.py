@@ -56,10 +56,13 @@ def _populate(onnx: Path, weights: Path, example: Path) -> None:
     import mlflow
     from mlflow.entities import Metric
 
-    from visionops.app.backup import stack_artifact_location
     from visionops.engine.pyfunc import log_pyfunc_model
     from visionops.tasks.detect.pyfunc import YoloOnnxModel
-    from visionops.training.tracking import register_version, set_alias
+    from visionops.training.tracking import (
+        register_version,
+        set_alias,
+        stack_artifact_location,
+    )
 
     client = mlflow.MlflowClient()
     location = stack_artifact_location()

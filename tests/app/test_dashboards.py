@@ -96,6 +96,12 @@ def test_dashboard_starts_both_uis_and_stops_them(
                 }
             ),
         }
+        # Its artifacts go where the stack's tracker keeps them, never to ./mlruns
+        # of the working directory (MLflow's default for a SQLite store).
+        from visionops.training.tracking import stack_artifact_location
+
+        assert experiment.artifact_location == stack_artifact_location()
+        assert experiment.artifact_location.startswith("file:/")
         # The experiment opens as a machine-learning one, not on a GenAI overview.
         assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
         view = json.loads(experiment.tags["mlflow.sharedViewState.visionops"])

@@ -318,14 +318,22 @@ def training_experiment_id() -> str:
     """The training experiment's id, created (or tagged) as a machine-learning one.
 
     Creating it before the first training run lets its link work at once; ZenML's
-    tracker then logs into it. Needs the tracking URI set (`configure_tracking`).
+    tracker then logs into it. Its artifacts go where the stack's tracker keeps
+    them (MLflow's default would be `./mlruns` of the working directory). Needs
+    the tracking URI set (`configure_tracking`).
     """
     from mlflow.tracking import MlflowClient
+
+    from visionops.training.tracking import stack_artifact_location
 
     client = MlflowClient()
     experiment = client.get_experiment_by_name(TRAINING_EXPERIMENT)
     if experiment is None:
-        return client.create_experiment(TRAINING_EXPERIMENT, tags=_experiment_tags())
+        return client.create_experiment(
+            TRAINING_EXPERIMENT,
+            artifact_location=stack_artifact_location(),
+            tags=_experiment_tags(),
+        )
     for key, value in _experiment_tags().items():
         if experiment.tags.get(key) != value:
             client.set_experiment_tag(experiment.experiment_id, key, value)

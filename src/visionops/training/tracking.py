@@ -288,3 +288,27 @@ def dataset_input_tags(card: dict[str, Any]) -> dict[str, str]:
         "dataset_hash": card["hash"],
         **{f"{s}_images": str(c.get("images", 0)) for s, c in splits.items()},
     }
+
+
+def stack_artifact_location() -> str | None:
+    """Where the active ZenML stack's MLflow tracker keeps artifacts, if it decides.
+
+    A tracker without a tracking_uri (the local stack) keeps its SQLite store and
+    its artifacts inside the stack's artifact store, as ZenML sets them up; a
+    tracking server decides for itself (None).
+    """
+    from zenml.client import Client
+    from zenml.integrations.mlflow.experiment_trackers import (
+        mlflow_experiment_tracker as zenml_mlflow,
+    )
+
+    stack = Client().active_stack
+    tracker = stack.experiment_tracker
+    if tracker is None or getattr(tracker.config, "tracking_uri", None):
+        return None
+    root = os.path.abspath(
+        os.path.join(
+            stack.artifact_store.path, zenml_mlflow.LOCAL_MLFLOW_ARTIFACTS_DIRECTORY
+        )
+    )
+    return "file:" + root

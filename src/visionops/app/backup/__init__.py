@@ -33,11 +33,7 @@ from visionops.app.backup.plan import (
     read_target,
 )
 from visionops.app.backup.restore import apply_plan, restore
-from visionops.app.backup.tracker import (
-    check_tracker,
-    public_uri,
-    stack_artifact_location,
-)
+from visionops.app.backup.tracker import check_tracker, public_uri
 
 __all__ = [
     "FORMAT",
@@ -59,5 +55,4 @@ __all__ = [
     "public_uri",
     "read_target",
     "restore",
-    "stack_artifact_location",
 ]

@@ -364,7 +364,7 @@ def restore(
         echo: Where progress lines go.
         artifact_location: Where new experiments keep their artifacts; None lets
             the tracker decide (a server does; a bare SQLite store would pick
-            ./mlruns, see `stack_artifact_location`).
+            ./mlruns, see `training.tracking.stack_artifact_location`).
 
     Returns:
         What was (or would be) done.

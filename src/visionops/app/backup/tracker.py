@@ -18,30 +18,6 @@ PAGE = 1000
 MAX_PARAMS, MAX_TAGS, MAX_METRICS = 100, 100, 1000
 
 
-def stack_artifact_location() -> str | None:
-    """Where the active ZenML stack's MLflow tracker keeps artifacts, if it decides.
-
-    A tracker without a tracking_uri (the local stack) keeps its SQLite store and
-    its artifacts inside the stack's artifact store, as ZenML sets them up; a
-    tracking server decides for itself (None).
-    """
-    from zenml.client import Client
-    from zenml.integrations.mlflow.experiment_trackers import (
-        mlflow_experiment_tracker as zenml_mlflow,
-    )
-
-    stack = Client().active_stack
-    tracker = stack.experiment_tracker
-    if tracker is None or getattr(tracker.config, "tracking_uri", None):
-        return None
-    root = os.path.abspath(
-        os.path.join(
-            stack.artifact_store.path, zenml_mlflow.LOCAL_MLFLOW_ARTIFACTS_DIRECTORY
-        )
-    )
-    return "file:" + root
-
-
 def mlflow_client(tracking_uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 

@@ -65,6 +65,7 @@ bench: install ## Run the benchmarks in bench/ (a few minutes each)
 	$(PY) bench/anonymize_quality.py
 	$(PY) bench/training_overhead.py
 	$(PY) bench/int8_accuracy.py
+	$(PY) bench/bootstrap.py
 	$(PY) bench/serving.py
 
 status: install ## Show the active stack, latest dataset and champion

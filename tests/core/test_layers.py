@@ -19,6 +19,7 @@ LAYERS = [
     {"engine"},
     {"tasks"},
     {"config"},
+    {"feedback"},
     {"training", "serving", "batch"},
     {"app"},
 ]

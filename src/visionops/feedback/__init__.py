@@ -1,0 +1,1 @@
+"""Production comes back: prediction records, selected images, review batches."""

@@ -83,6 +83,8 @@ class SplitSettings(StrictModel):
         group_by: A regular expression searched in each file name; images whose
             match is the same (`person\\d+`: one patient) share a split. None
             groups the augmented copies of one Roboflow photo.
+        refresh_test: With `merge_with`: split everything again, the test split
+            included, instead of keeping the parent's splits.
     """
 
     train: float = Field(0.7, gt=0, lt=1)
@@ -90,6 +92,7 @@ class SplitSettings(StrictModel):
     test: float = Field(0.15, ge=0, lt=1)
     seed: int = 42
     group_by: str | None = None
+    refresh_test: bool = False
 
     @field_validator("group_by")
     @classmethod
@@ -131,6 +134,8 @@ class IngestionParameters(StrictModel):
             (class folders or image-level labels: classify; mask images:
             segment; boxes or polygons: detect).
         archive: Caps on what a zipped source may expand to.
+        merge_with: A dataset version (`latest`, `v3`, a hash prefix) the
+            source's items are added to; the new version keeps its test split.
     """
 
     source: str = "data/sample/boards"
@@ -140,6 +145,7 @@ class IngestionParameters(StrictModel):
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     anonymize: AnonymizeSettings = Field(default_factory=AnonymizeSettings)
     split: SplitSettings = Field(default_factory=SplitSettings)
+    merge_with: DatasetSelector | None = None
 
 
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda|cuda:\d+|\d+(,\d+)*)$")

@@ -148,7 +148,20 @@ class DatasetVersionMaterializer(_FolderMaterializer):
     def extract_metadata(self, data: DatasetVersion) -> dict[str, MetadataType]:
         """Puts the card's headline figures on the artifact version."""
         card = data.card
+        lineage = card.get("lineage")
+        merged: dict[str, MetadataType] = {}
+        if lineage:  # a merge: where this version comes from (`--status` shows it)
+            merged = {
+                "parent_version": lineage["parent_version"],
+                "parent_hash": lineage["parent_hash"],
+                "reviewed": lineage["reviewed"],
+                "added": lineage["added"],
+                "relabelled": len(lineage["relabelled"]),
+                "held_out": len(lineage["held_out"]),
+                "refresh_test": lineage["refresh_test"],
+            }
         return {
+            **merged,
             "dataset_hash": card["hash"],
             "task": data.task,
             "path": str(data.root),

@@ -174,7 +174,8 @@ def _tracking() -> None:
 def check_ingestion(params: Any, upstream: bool = False) -> Any:
     """Fails before any work when a local source is missing, of no known layout,
     or malformed (`visionops.data.sources.check_source`: a zip is extracted
-    into the cache the first step reuses, COCO files are parsed).
+    into the cache the first step reuses, COCO files are parsed), and, with
+    `merge_with`, when the batch cannot merge (`check_merge`).
 
     A `picsellia://` source is checked against the platform by the first step.
     """
@@ -187,7 +188,44 @@ def check_ingestion(params: Any, upstream: bool = False) -> Any:
         check_source(project_path(params.source), archive_limits=params.archive)
     except SourceError as err:
         raise ConfigError(f"source: {err}") from None
+    if params.merge_with:
+        check_merge(params)
     return params
+
+
+def check_merge(params: Any) -> None:
+    """Fails before anything merges: a parent version that does not exist, or a
+    batch with a missing image, an unknown class or an out-of-range label
+    (`visionops.data.merge.check_batch`); one line names the file.
+
+    A `picsellia://` batch is checked by the merge step once downloaded.
+    """
+    from visionops.app.lookup import DatasetError, resolve_dataset
+    from visionops.core.env import project_path
+    from visionops.data.merge import MergeError, check_batch
+
+    try:
+        choice = resolve_dataset(params.merge_with)
+    except DatasetError as err:
+        raise ConfigError(f"merge_with: {str(err).removeprefix('dataset: ')}") from None
+    task, version = choice.facts.task, str(choice.artifact.version)
+    if params.task and params.task != task.name:
+        raise ConfigError(
+            f"task: {params.task}, but dataset v{version} (merge_with) is labelled "
+            f"for {task}; drop the setting"
+        )
+    if "://" in params.source:
+        return
+    try:
+        check_batch(
+            project_path(params.source),
+            choice.facts.classes,
+            task=task,
+            version=version,
+            settings=params.validation,
+        )
+    except MergeError as err:
+        raise ConfigError(f"merge_with: nothing merged: {err}") from None
 
 
 def check_training(params: TrainingParameters, upstream: bool = False) -> Any:

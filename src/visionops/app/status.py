@@ -60,7 +60,16 @@ def _training_dataset(
         "faces_blurred": meta.get("faces_blurred"),
         "created": artifact.created.isoformat(),
         "artifact_id": str(artifact.id),
+        "lineage": _lineage(meta),
     }, task
+
+
+def _lineage(meta: Any) -> dict[str, Any] | None:
+    """The parent and what a merge added, from a merged version's metadata."""
+    if not meta.get("parent_version"):
+        return None
+    keys = ("parent_version", "parent_hash", "reviewed", "added", "relabelled")
+    return {key: meta.get(key) for key in (*keys, "held_out", "refresh_test")}
 
 
 def _tracking(client: Any) -> bool:
@@ -252,6 +261,20 @@ def format_status(status: dict[str, Any]) -> str:
         )
         if dataset["note"]:
             lines.append(f"  {dataset['note']}")
+        merged = dataset.get("lineage")
+        if merged:
+            extra = [f"{merged['added']} added"]
+            if merged["relabelled"]:
+                extra.append(f"{merged['relabelled']} relabelled")
+            if merged["held_out"]:
+                extra.append(f"{merged['held_out']} held out")
+            if merged["refresh_test"]:
+                extra.append("test split redone")
+            lines.append(
+                f"  lineage: v{dataset['version']} <- v{merged['parent_version']} + "
+                f"{merged['reviewed']} reviewed ({', '.join(extra)}; parent hash "
+                f"{str(merged['parent_hash'])[:12]})"
+            )
         if dataset["problem"]:
             lines.append(f"  training would stop: {dataset['problem']}")
         lines += [

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from visionops.data.manifest import Manifest, group_key
+from visionops.data.manifest import Item, Manifest, group_key
 
 SPLITS = ("train", "val", "test")
 
@@ -27,6 +28,7 @@ class SplitPlan(BaseModel):
         achieved: The share of images each split got.
         seed: Seed of the tie-breaking shuffle.
         group_by: The group expression used (None: the Roboflow stem).
+        kept: Items whose split was given (`fixed`: a merge keeps its parent's).
     """
 
     assignment: dict[str, str]
@@ -38,6 +40,13 @@ class SplitPlan(BaseModel):
     achieved: dict[str, float] = Field(default_factory=dict)
     seed: int
     group_by: str | None = None
+    kept: int = 0
+
+
+def item_group(item: Item, group_by: str | None = None) -> str:
+    """The split group of a staged item: `group_by`'s match in its source file
+    name, else the group staging gave it (the Roboflow stem)."""
+    return group_key(Path(item.source).name, group_by) if group_by else item.group
 
 
 def label_classes(label_path: Path) -> Counter[int]:
@@ -54,6 +63,7 @@ def plan_split(
     fractions: dict[str, float],
     seed: int,
     group_by: str | None = None,
+    fixed: Mapping[str, str] | None = None,
 ) -> SplitPlan:
     """Assigns every item of a validated staged dataset to train, val or test.
 
@@ -71,35 +81,64 @@ def plan_split(
 
     A seeded shuffle breaks ties deterministically.
 
+    With `fixed` (a merge: the parent version's items), those items keep their
+    split and the others go to train and val only, so the test split stays the
+    parent's; train and val then aim at their share of what test leaves. A new
+    item whose group holds fixed items joins their split.
+
     Args:
         root: A staged dataset directory (after validation).
         fractions: Target share of images per split, e.g. {"train": 0.7, ...}.
         seed: Seed of the tie-breaking shuffle.
         group_by: A regular expression over the file name whose match names
             the group; None keeps the staged group (the Roboflow stem).
+        fixed: The split of items already placed (item id -> split).
 
     Returns:
         The plan, with per-split image, group, class counts and the shares met.
+
+    Raises:
+        ValueError: A fixed split is unknown, or a new item's group is fixed in
+            test (a merge leaves such items out first).
     """
     manifest = Manifest.read(root)
     names = manifest.class_names
+    fixed = dict(fixed or {})
     splits = [s for s in SPLITS if fractions.get(s, 0) > 0]
+    # A merge adds to train and val; its test split is the parent's.
+    open_splits = [s for s in splits if s != "test"] if fixed else splits
+    unknown = sorted(set(fixed.values()) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"fixed splits {unknown} are not {'/'.join(SPLITS)}")
 
     group_items: dict[str, list[str]] = defaultdict(list)
     group_boxes: dict[str, Counter[int]] = defaultdict(Counter)
     group_images: dict[str, Counter[int]] = defaultdict(Counter)  # images per class
+    item_boxes: dict[str, Counter[int]] = {}
+    item_images: dict[str, Counter[int]] = {}
     for item in manifest.items:
-        group = group_key(Path(item.source).name, group_by) if group_by else item.group
+        group = item_group(item, group_by)
         group_items[group].append(item.id)
+        boxes = Counter[int]()
         if item.class_id is not None:
-            group_images[group][item.class_id] += 1
+            classes = Counter({item.class_id: 1})
         elif item.label:
             boxes = label_classes(root / item.label)
-            group_boxes[group].update(boxes)
-            group_images[group].update(dict.fromkeys(boxes, 1))
+            classes = Counter(dict.fromkeys(boxes, 1))
+        else:
+            classes = Counter()
+        item_boxes[item.id], item_images[item.id] = boxes, classes
+        group_boxes[group].update(boxes)
+        group_images[group].update(classes)
 
     total = len(manifest.items)
     target = {s: fractions[s] * total for s in splits}
+    if fixed:
+        held = Counter(fixed[i] for i in item_boxes if i in fixed)
+        rest = total - held["test"]
+        share = sum(fractions[s] for s in open_splits)
+        target = {s: fractions[s] / share * rest for s in open_splits}
+        target["test"] = held["test"]
     class_totals: Counter[int] = Counter()  # images holding each class
     class_groups: Counter[int] = Counter()  # groups holding each class
     for counts in group_images.values():
@@ -121,6 +160,16 @@ def plan_split(
     def fits(group: str, split: str) -> bool:
         return len(group_items[group]) <= target[split] - placed[split] + 0.5
 
+    for group in order:  # a group holding fixed items goes where they are
+        held_in = sorted({fixed[i] for i in group_items[group] if i in fixed})
+        if not held_in:
+            continue
+        if any(i not in fixed for i in group_items[group]) and "test" in held_in:
+            raise ValueError(
+                f"group {group!r} is in the fixed test split; leave its new items out"
+            )
+        place(group, held_in[0])
+
     for cls in sorted(class_groups, key=lambda c: (class_groups[c], c)):
         if class_groups[cls] < len(splits):
             continue  # Too few groups for every split: pass 2 places them.
@@ -128,7 +177,7 @@ def plan_split(
             (g for g in order if cls in group_images[g]),
             key=lambda g: (len(group_items[g]), rank[g]),
         )
-        for split in sorted(splits, key=lambda s: target[s]):
+        for split in sorted(open_splits, key=lambda s: target[s]):
             if placed_classes[split][cls]:
                 continue
             free = [g for g in holders if g not in split_of and fits(g, split)]
@@ -148,30 +197,31 @@ def plan_split(
         key=lambda g: (-len(group_items[g]), rank[g]),
     )
     for group in rest:
-        room = [s for s in splits if fits(group, s)]
+        room = [s for s in open_splits if fits(group, s)]
         if room:
             best = max(
                 room, key=lambda s: (round(need(group, s), 9), target[s] - placed[s])
             )
         else:
-            best = max(splits, key=lambda s: target[s] - placed[s])
+            best = max(open_splits, key=lambda s: target[s] - placed[s])
         place(group, best)
 
     assignment = {
-        item_id: split_of[group]
+        item_id: fixed.get(item_id, split_of[group])
         for group, ids in group_items.items()
         for item_id in ids
     }
     boxes: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
     per_class: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
     group_count: Counter[str] = Counter()
-    for group in group_items:
-        split = split_of[group]
-        group_count[split] += 1
-        for cls, n in group_boxes[group].items():
-            boxes[split][names[cls]] += n
-        for cls, n in group_images[group].items():
-            per_class[split][names[cls]] += n
+    for ids in group_items.values():
+        group_count.update({assignment[i] for i in ids})
+        for item_id in ids:
+            split = assignment[item_id]
+            for cls, n in item_boxes[item_id].items():
+                boxes[split][names[cls]] += n
+            for cls, n in item_images[item_id].items():
+                per_class[split][names[cls]] += n
     images = {s: sum(1 for v in assignment.values() if v == s) for s in SPLITS}
     return SplitPlan(
         assignment={i.id: assignment[i.id] for i in manifest.items},
@@ -185,4 +235,5 @@ def plan_split(
         achieved={s: round(images[s] / total, 4) if total else 0.0 for s in SPLITS},
         seed=seed,
         group_by=group_by,
+        kept=sum(1 for i in item_boxes if i in fixed),
     )

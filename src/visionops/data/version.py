@@ -101,6 +101,7 @@ def build_dataset_version(
     quarantine: Path | None = None,
     settings: dict[str, Any] | None = None,
     task: Task,
+    lineage: dict[str, Any] | None = None,
 ) -> DatasetVersion:
     """Writes the versioned dataset at `dest` and returns it.
 
@@ -115,6 +116,8 @@ def build_dataset_version(
         settings: The ingestion settings, recorded on the card.
         task: The task the staged dataset was validated for; its layout
             places the files (`Task.layout`).
+        lineage: A merge's parent and what the batch added
+            (`visionops.data.merge.Lineage`), recorded on the card.
 
     Returns:
         The dataset version; its card adds up: items in = accepted + quarantined.
@@ -180,6 +183,8 @@ def build_dataset_version(
         },
         "settings": settings or {},
     }
+    if lineage is not None:
+        card["lineage"] = lineage
     if masks:
         card["masks"] = {
             "images": masks,

@@ -26,6 +26,7 @@ from visionops.data.sources.archive import ArchiveLimits
 from visionops.data.validate import ValidationSettings
 from visionops.engine.report import Rule
 from visionops.engine.task import (
+    CHAMPION_MODEL,
     DEFAULT_CONF,
     DEFAULT_IOU,
     DEFAULT_MAX_DET,
@@ -180,14 +181,30 @@ class TrainSettings(StrictModel):
 
 def check_model_name(value: str) -> str:
     """Accepts yolo11/yolo26 n/s/m/l/x names (with or without a task suffix such as
-    `-cls`) or a path to .pt weights or a .yaml."""
+    `-cls`), a path to .pt weights or a .yaml, or `champion` / `champion@v3` (the
+    registered model's champion, or one of its versions)."""
     if MODEL_NAME.match(value) or value.endswith(MODEL_FILE_SUFFIXES):
         return value
+    if CHAMPION_MODEL.match(value.lower()):
+        return value.lower()
     raise ValueError(
         "use a model name like yolo11n, yolo11s, yolo11m, yolo26n, yolo26s, yolo26m "
-        "(the task adds -cls or -seg; yolo11n-cls is accepted too), or a path to .pt "
-        "weights or an architecture .yaml"
+        "(the task adds -cls or -seg; yolo11n-cls is accepted too), a path to .pt "
+        "weights or an architecture .yaml, or champion / champion@v3 to fine-tune "
+        "the registered model's champion (or that version)"
     )
+
+
+def champion_version(model: str) -> str | None:
+    """The version a `champion@v3` model names (`"3"`); None for `champion`.
+
+    Raises:
+        ValueError: `model` is no champion reference.
+    """
+    match = CHAMPION_MODEL.match(model)
+    if match is None:
+        raise ValueError(f"{model!r} is not champion or champion@<version>")
+    return match.group("version")
 
 
 class PromotionSettings(StrictModel):

@@ -103,9 +103,10 @@ def test_merge_keeps_the_test_split_and_adds_to_train_and_val(
     label = merged.root / "labels" / "train" / f"{corrected.stem}.txt"
     assert label.read_text() == "0 0.4 0.4 0.1 0.1\n"
     parent_label = parent.root / "labels" / "train" / f"{corrected.stem}.txt"
-    assert sha256_file(parent_label) == before["train"][
-        f"labels/train/{corrected.stem}.txt"
-    ]  # the parent's own file is untouched (no write through a hard link)
+    assert (
+        sha256_file(parent_label)
+        == before["train"][f"labels/train/{corrected.stem}.txt"]
+    )  # the parent's own file is untouched (no write through a hard link)
     images = {s: merged.card["splits"][s]["images"] for s in ("train", "val", "test")}
     old = {s: parent.card["splits"][s]["images"] for s in ("train", "val", "test")}
     assert images["test"] == old["test"]

@@ -288,3 +288,35 @@ def test_training_config_errors_fail_before_work(capsys: pytest.CaptureFixture) 
     assert "pretrained: required" in capsys.readouterr().err
     assert run.main(["--pipeline", "training", "--set", "dataset=ffffffff"]) == 2
     assert "no dataset hash prefix 'ffffffff'" in capsys.readouterr().err
+
+
+def test_retraining_starts_from_the_champion(trained: dict) -> None:
+    import mlflow
+    from zenml.client import Client
+
+    champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL, "champion")
+    assert _run("models=[champion]", "grid={lr0: [0.02]}") == 0
+    run = Client().get_pipeline("training").last_run
+    runs = mlflow.search_runs(
+        [trained["experiment"].experiment_id],
+        filter_string=f"tags.`zenml.pipeline_run_id` = '{run.id}'",
+        output_format="list",
+    )
+    started = f"{MODEL} v{champion.version}"
+    candidates = [r for r in runs if "candidate" in r.data.tags]
+    assert [r.data.tags["candidate"] for r in candidates] == [
+        f"c0-champion-v{champion.version}-lr0=0.02"
+    ]
+    assert candidates[0].data.params["started_from"] == started
+    assert candidates[0].data.tags["started_from"] == started
+    report = run.steps["promote_model"].outputs["decision_report"][0].load()
+    assert f"fine-tuned from {started}" in str(report)
+
+
+def test_retraining_without_a_champion_fails_before_work(
+    trained: dict, capsys: pytest.CaptureFixture
+) -> None:
+    assert _run("models=[champion]", "model.name=never-trained") == 2
+    err = capsys.readouterr().err
+    assert "'never-trained' has no champion to start from yet" in err
+    assert "--pipeline training --set 'models=[yolo11n]'" in err

@@ -292,6 +292,27 @@ def test_prepare_training_follows_the_dataset_task() -> None:
     assert ok.promotion.floors == {"specificity": 0.8}
 
 
+def test_models_may_start_from_the_champion() -> None:
+    from pydantic import ValidationError
+
+    from visionops.config import champion_version
+
+    params = TrainingParameters.model_validate(
+        {"models": ["champion", "Champion@v3", "champion@4"], "model": {"name": "m"}}
+    )
+    assert params.models == ["champion", "champion@v3", "champion@4"]
+    assert [champion_version(m) for m in params.models] == [None, "3", "4"]
+    with pytest.raises(ValidationError, match="champion@v3"):
+        TrainingParameters.model_validate({"models": ["champion@latest"]})
+    specs = expand_candidates(
+        params.model_copy(update={"models": ["champion@3"]}), get_task("classify")
+    )
+    # The task adds no suffix to a registered version; the name says which one.
+    assert [(s.name, s.model, s.registered) for s in specs] == [
+        ("c0-champion-v3", "champion@3", "m")
+    ]
+
+
 # --- the champion and the stages, on a throwaway MLflow store ---------------------
 
 

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from visionops.app.lookup import DatasetFacts, find_dataset
-from visionops.config import ConfigError, TrainingParameters
+from visionops.config import ConfigError, TrainingParameters, champion_version
+from visionops.engine.task import CHAMPION_MODEL
 from visionops.tasks import DEFAULT_TASK, Task, TaskError, get_task
 from visionops.training.champion import (
     Champion,
@@ -107,11 +108,50 @@ def prepare_training(
             check_model_task(name, task)
         except TaskMismatchError as err:
             raise ConfigError(f"model.name: {err}") from None
+        params = pin_champions(params, name, task)
     description = params.model.description or task.description
     identity = params.model.model_copy(
         update={"name": name, "description": description}
     )
     return params.model_copy(update={"task": task.name, "model": identity})
+
+
+def pin_champions(params: TrainingParameters, name: str, task: Task) -> Any:
+    """`champion` in `models` (or the grid) becomes `champion@<its version now>`,
+    so a promotion during the run does not change what it starts from.
+
+    Raises:
+        ConfigError: No champion (or no such version) of `name` yet, saying how
+            to train one, or a champion of another task.
+    """
+    models = (*params.models, *_grid_models(params))
+    refs = {m for m in models if CHAMPION_MODEL.match(m)}
+    if not refs:
+        return params
+    pinned = {}
+    for ref in sorted(refs):
+        version = champion_version(ref)
+        try:
+            start = Champion.at(name, version) if version else Champion.get(name)
+        except NoChampionError:
+            what = f"version {version}" if version else "champion"
+            raise ConfigError(
+                f"models: {ref}: {name!r} has no {what} to start from yet; train one "
+                "first: python run.py --pipeline training --set 'models=[yolo11n]' "
+                "(a first model is promoted)"
+            ) from None
+        if start.task != task.name:
+            raise ConfigError(
+                f"models: {ref}: v{start.version} of {name!r} is a {start.task} "
+                f"model and the dataset is labelled for {task}"
+            )
+        pinned[ref] = f"champion@{start.version}"
+    grid = {
+        key: [pinned.get(v, v) if key == "model" else v for v in values]
+        for key, values in params.grid.items()
+    }
+    models = [pinned.get(m, m) for m in params.models]
+    return params.model_copy(update={"models": models, "grid": grid})
 
 
 def _grid_models(params: TrainingParameters) -> set[str]:
@@ -250,6 +290,8 @@ def check_training(params: TrainingParameters, upstream: bool = False) -> Any:
         task = choice.facts.task
     models = {v for p in params.grid_points() for k, v in p.items() if k == "model"}
     for model in models or set(params.models):
+        if CHAMPION_MODEL.match(model):  # its weights come from the registry
+            continue
         name = task.model_name(model) if task else model
         try:
             resolve_weights(name, params.pretrained)

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 # `yolo11n`, `yolo26s-cls`, `yolo11m-seg`: family, scale, task suffix.
 MODEL_NAME = re.compile(r"^yolo(11|26)[nsmlx](?P<suffix>-cls|-seg)?$")
 MODEL_FILE_SUFFIXES = (".pt", ".yaml", ".yml")
+# `champion`, `champion@v3`: start from the registered model's champion (or that
+# version); run.py's checks pin `champion` to the version it means then.
+CHAMPION_MODEL = re.compile(r"^champion(@v?(?P<version>[1-9][0-9]*))?$")
 # Display names of the metric keys several tasks report; each task adds its own
 # (`Task.metric_labels`), and `Task.metric_label` composes per-class keys.
 METRIC_LABELS: Mapping[str, str] = {
@@ -217,7 +220,7 @@ class Task(ABC):
         Raises:
             TaskError: The name carries another task's suffix, or is no model name.
         """
-        if model.endswith(MODEL_FILE_SUFFIXES):
+        if model.endswith(MODEL_FILE_SUFFIXES) or CHAMPION_MODEL.match(model):
             return model
         match = MODEL_NAME.match(model)
         if match is None:

@@ -22,13 +22,19 @@ class ModelFile:
 
 
 class CandidateSpec(BaseModel):
-    """One grid point: a model and its training settings."""
+    """One grid point: a model and its training settings.
+
+    Attributes:
+        registered: The registered model whose champion (or version) a
+            `champion@<version>` model names.
+    """
 
     task: TaskField = Field(default_factory=get_task)
     index: int
     name: str
     model: str
     train: TrainSettings
+    registered: str | None = None
 
 
 class CandidateResult(BaseModel):
@@ -40,6 +46,7 @@ class CandidateResult(BaseModel):
     train: dict[str, Any]
     pretrained: bool
     weights_note: str
+    started_from: str | None = None  # `<registered model> v<version>`
     val: dict[str, float]
     epochs_run: int
     resumed: bool
@@ -74,14 +81,16 @@ def expand_candidates(params: TrainingParameters, task: Task) -> list[CandidateS
             )
             label = "-".join(f"{k}={v}" for k, v in sorted(overrides.items()))
             index = len(specs)
+            # `champion@3` names the candidate c0-champion-v3.
+            stem = Path(str(name_model)).stem.replace("@", "-v")
             specs.append(
                 CandidateSpec(
                     task=task,
                     index=index,
-                    name=f"c{index}-{Path(str(name_model)).stem}"
-                    + (f"-{label}" if label else ""),
+                    name=f"c{index}-{stem}" + (f"-{label}" if label else ""),
                     model=str(name_model),
                     train=train,
+                    registered=params.model.name,
                 )
             )
     return specs

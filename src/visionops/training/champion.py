@@ -142,6 +142,26 @@ class Champion(BaseModel):
         return champion
 
     @classmethod
+    def at(cls, model_name: str, version: str) -> Champion:
+        """Version `version` of `model_name`, described as a champion would be.
+
+        Raises:
+            NoChampionError: The registry has no such version.
+        """
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        try:
+            found = MlflowClient().get_model_version(model_name, version)
+        except MlflowException as err:
+            if err.error_code not in NOT_FOUND:
+                raise
+            raise NoChampionError(
+                f"registered model {model_name!r} has no version {version}"
+            ) from None
+        return cls.from_version(model_name, found)
+
+    @classmethod
     def from_version(cls, model_name: str, version: Any) -> Champion:
         """Builds the champion from an MLflow `ModelVersion` and its run."""
         import mlflow

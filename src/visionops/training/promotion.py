@@ -176,9 +176,12 @@ def decision_markdown(
     challenger: EvalReport,
     champion: EvalReport | None,
     model_name: str,
+    candidate: str = "",
+    started_from: str | None = None,
 ) -> str:
     """The decision report: both models side by side (the task's headline
-    metrics first), the rule, the verdict."""
+    metrics first), the rule, the verdict; `candidate` names the challenger and
+    `started_from` the registered version it was fine-tuned from."""
     verdict = "PROMOTED" if decision.promote else "NOT PROMOTED"
     label = task.metric_label
     rows = []
@@ -217,6 +220,16 @@ def decision_markdown(
             "",
             f"**Verdict:** {verdict} — {decision.reason}.",
             "",
+            *(
+                [
+                    f"**Challenger:** candidate `{candidate}`"
+                    + (f", fine-tuned from {started_from}" if started_from else "")
+                    + ".",
+                    "",
+                ]
+                if candidate
+                else []
+            ),
             f"**Rule ({decision.rule}):** {rule}.",
             "",
             "Both measured on the same test split (dataset "

@@ -16,12 +16,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from visionops.config import BootstrapSettings, EvaluationSettings, PromotionSettings
+from visionops.config import (
+    BootstrapSettings,
+    EvaluationSettings,
+    PromotionSettings,
+    champion_version,
+)
 from visionops.core.env import state_dir
 from visionops.data.version import CARD_FILE, DatasetVersion
 from visionops.engine.bootstrap import compare_reports
 from visionops.engine.latency import onnx_latency_ms
 from visionops.engine.report import EvalReport
+from visionops.engine.task import CHAMPION_MODEL
 from visionops.training.candidates import (
     CandidateResult,
     CandidateSpec,
@@ -33,6 +39,7 @@ from visionops.training.candidates import (
 from visionops.training.champion import (
     CHALLENGER,
     CHAMPION,
+    WEIGHTS_ARTIFACT,
     Champion,
     TaskMismatchError,
     version_tags,
@@ -50,7 +57,7 @@ from visionops.training.tracking import (
     set_alias,
     system_info,
 )
-from visionops.training.yolo import resolve_weights, run_key, train
+from visionops.training.yolo import WeightsChoice, resolve_weights, run_key, train
 
 logger = logging.getLogger(__name__)
 PLOTS = ("*.png", "*.jpg", "results.csv", "args.yaml")
@@ -89,7 +96,17 @@ def train_candidate(
     if run is None:
         raise RuntimeError("train_candidate logs into the active MLflow run.")
     task = spec.task
-    choice = resolve_weights(spec.model, pretrained)
+    start = starting_champion(spec)
+    if start is None:
+        choice = resolve_weights(spec.model, pretrained)
+    else:  # checked against the sha256 its run recorded; opened weights-only
+        folder = state_dir() / "champions" / f"{start.name}-v{start.version}"
+        choice = WeightsChoice(
+            str(start.fetch_weights(folder)),
+            True,
+            f"champion v{start.version} of {start.name} ({WEIGHTS_ARTIFACT})",
+        )
+    started_from = f"{start.name} v{start.version}" if start else ""
     if not choice.pretrained:
         logger.warning("%s: %s (recorded as pretrained=false).", spec.name, choice.note)
     key = run_key(spec.model, spec.train, dataset.hash)
@@ -102,6 +119,7 @@ def train_candidate(
             "pretrained": choice.pretrained,
             "weights_source": choice.source,
             "dataset_hash": dataset.hash,
+            "started_from": started_from or "-",
         }
     )
     mlflow.set_tags(
@@ -111,6 +129,7 @@ def train_candidate(
             "task": task.name,
             "dataset_hash": dataset.hash,
             "candidate": spec.name,
+            **({"started_from": started_from} if started_from else {}),
             **(tags or {}),
         }
     )
@@ -144,6 +163,7 @@ def train_candidate(
         train=spec.train.model_dump(),
         pretrained=choice.pretrained,
         weights_note=choice.note,
+        started_from=started_from or None,
         val=outcome.val_metrics,
         epochs_run=outcome.epochs_run,
         resumed=outcome.resumed,
@@ -156,6 +176,24 @@ def train_candidate(
         ),
     )
     return ModelFile(outcome.best), result
+
+
+def starting_champion(spec: CandidateSpec) -> Champion | None:
+    """The registered version a `champion@<version>` candidate starts from.
+
+    Raises:
+        NoChampionError: The version is gone from the registry.
+        ValueError: A champion model without a version or a registered name
+            (run.py's checks pin `champion` to a version).
+    """
+    if not CHAMPION_MODEL.match(spec.model):
+        return None
+    version = champion_version(spec.model)
+    if version is None or spec.registered is None:
+        raise ValueError(
+            f"{spec.name}: {spec.model} names no registered version to start from"
+        )
+    return Champion.at(spec.registered, version)
 
 
 # --- select -----------------------------------------------------------------------
@@ -443,13 +481,22 @@ def promote_challenger(
     )
     set_alias(model_name, CHALLENGER, version)
     decision = promote_version(model_name, version, decision)
-    report = decision_markdown(task, decision, challenger, champion.report, model_name)
+    report = decision_markdown(
+        task,
+        decision,
+        challenger,
+        champion.report,
+        model_name,
+        candidate=selected.name,
+        started_from=selected.started_from,
+    )
     client = MlflowClient()
     client.log_text(selected.mlflow_run_id, report, "decision.md")
     for key, value in decision.tags().items():
         client.set_tag(selected.mlflow_run_id, key, value)
     for key, value in {
         "promoted": str(decision.promote).lower(),
+        **({"started_from": selected.started_from} if selected.started_from else {}),
         **decision.tags(),
     }.items():
         client.set_model_version_tag(model_name, version, key, value)

@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   python run.py --pipeline ingestion --source data/sample/chest-xray
   python run.py --pipeline ingestion --source export.zip --set anonymize.enabled=false
   python run.py --pipeline ingestion --source picsellia://<dataset version id>
+  python run.py --pipeline ingestion --source outputs/review/T --set merge_with=latest
   python run.py --pipeline ingestion --config overlay.yaml --set split.seed=7 --no-cache
   python run.py --pipeline training                        # train, evaluate, promote
   python run.py --pipeline training --set train.epochs=1   # a worse model: not promoted
@@ -29,6 +30,7 @@ EXAMPLES = """examples:
   python run.py --pipeline training --config configs/training.gpu.yaml
   python run.py --pipeline training --resume               # continue killed runs
   python run.py --pipeline training --set dataset=4        # or v4, or a hash prefix
+  python run.py --pipeline training --set 'models=[champion]'  # or champion@v3
   python run.py --pipeline batch --source photos/          # champion over a folder
   python run.py --pipeline batch --source dataset:test     # a split of the dataset
   python run.py --pipeline batch --source photos/ --set conf=0.5 --set output_dir=out

@@ -23,7 +23,7 @@ def ingestion(params: IngestionParameters) -> None:
     lineage, kept = None, None
     if params.merge_with:
         anonymized, lineage, kept = merge_dataset(
-            anonymized, params.merge_with, params.split
+            anonymized, report, params.merge_with, params.split
         )
     plan = split_dataset(anonymized, params.split, kept)
     version_dataset(

@@ -8,20 +8,30 @@ from visionops.app.lookup import resolve_dataset
 from visionops.app.materializers import work_dir
 from visionops.config import SplitSettings
 from visionops.core.names import KEPT_SPLITS, LINEAGE, MERGED_DATASET
-from visionops.data.merge import Lineage, merge_batch
+from visionops.data.merge import Lineage, MergeError, merge_batch
+from visionops.data.validate import ValidationReport
 from visionops.data.version import StagedDataset
 
 
 # Not cached: `latest` names another version once an ingestion has run.
 @step(enable_cache=False)
 def merge_dataset(
-    batch: StagedDataset, merge_with: str, split: SplitSettings
+    batch: StagedDataset,
+    validation: ValidationReport,
+    merge_with: str,
+    split: SplitSettings,
 ) -> tuple[
     Annotated[StagedDataset, MERGED_DATASET],
     Annotated[Lineage, LINEAGE],
     Annotated[dict[str, str], KEPT_SPLITS],
 ]:
-    """The parent version's items (in their splits) plus the batch's new ones."""
+    """The parent version's items (in their splits) plus the batch's new ones.
+
+    A batch `run.py` could not check first (`picsellia://`) stops here on the
+    first item validation quarantined.
+    """
+    for bad in validation.quarantined:
+        raise MergeError(f"nothing merged: {bad.source}: {bad.reason} ({bad.detail})")
     choice = resolve_dataset(merge_with)
     dest = work_dir("merged")
     kept, lineage = merge_batch(

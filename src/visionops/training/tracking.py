@@ -282,11 +282,14 @@ def dataset_input(card: dict[str, Any], root: Path) -> Any:
 
 
 def dataset_input_tags(card: dict[str, Any]) -> dict[str, str]:
-    """Tags of the dataset input: the full hash and the images per split."""
+    """Tags of the dataset input: the full hash, the images per split, and a
+    merged version's parent (`parent_version`, `parent_hash`)."""
     splits = card.get("splits") or {}
+    lineage = card.get("lineage") or {}
     return {
         "dataset_hash": card["hash"],
         **{f"{s}_images": str(c.get("images", 0)) for s, c in splits.items()},
+        **{k: str(v) for k, v in lineage.items() if k.startswith("parent_")},
     }
 
 

@@ -175,3 +175,75 @@ def test_a_good_batch_passes_the_check(
         version="3",
         settings=ValidationSettings(),
     )
+
+
+def test_a_new_copy_of_a_test_photo_is_held_out(
+    tiny_dataset: DatasetVersion, tmp_path: Path
+) -> None:
+    from visionops.data.manifest import Manifest, group_key
+
+    batch = review_batch(tiny_dataset, tmp_path / "batch", new=1)
+    test = tiny_dataset.root / "images" / "test"
+    test_ids = {p.stem for p in test.iterdir()}
+    held = next(i for i in Manifest.read(tiny_dataset.root).items if i.id in test_ids)
+    group = group_key(Path(held.source).name)
+    # Another Roboflow copy of a test photo: the same group, other bytes.
+    copy = batch / "images" / f"{group}.rf.{'0' * 32}.jpg"
+    image = Image.open(test / Path(held.image).name)
+    image.transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(copy)
+    (batch / "labels" / f"{copy.stem}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    merged = ingest_merge(batch, tiny_dataset, tmp_path / "work")
+    lineage = merged.card["lineage"]
+    assert len(lineage["held_out"]) == 1 and lineage["added"] == 1
+    assert split_files(merged.root, "test") == split_files(tiny_dataset.root, "test")
+    assert not list(merged.root.glob(f"images/*/*{group}.rf.{'0' * 32}*"))
+
+
+def test_a_classification_batch_merges_by_class_name(
+    classify_folder: Path, tmp_path: Path
+) -> None:
+    task = get_task("classify")
+    work = tmp_path / "parent"
+    stage_source(classify_folder, work / "staged", tasks=[task])
+    report = validate_dataset(
+        work / "staged", work / "valid", ValidationSettings(), 1, task=task
+    )
+    faces = anonymize_dataset(
+        work / "valid", work / "anon", AnonymizeSettings(enabled=False), 1
+    )
+    plan = plan_split(work / "anon", FRACTIONS, 42)
+    parent = build_dataset_version(
+        work / "anon", plan, work / "v1", validation=report, faces=faces, task=task
+    )
+    # A batch in class folders, PNEUMONIA first: ids differ, names match.
+    batch = tmp_path / "batch"
+    normal = sorted((parent.root / "train" / "NORMAL").iterdir())
+    (batch / "PNEUMONIA").mkdir(parents=True)
+    (batch / "NORMAL").mkdir()
+    Image.open(normal[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
+        batch / "NORMAL" / "new.jpeg"
+    )
+    shutil.copyfile(normal[1], batch / "PNEUMONIA" / normal[1].name)  # relabelled
+    check_batch(
+        batch, parent.card["class_names"], task=task, version="1",
+        settings=ValidationSettings(),
+    )  # fmt: skip
+    stage_source(batch, tmp_path / "b" / "staged", tasks=[task])
+    b_report = validate_dataset(
+        tmp_path / "b" / "staged", tmp_path / "b" / "valid", ValidationSettings(), 1,
+        task=task,
+    )  # fmt: skip
+    kept, lineage = merge_batch(
+        parent, "1", tmp_path / "b" / "valid", tmp_path / "merged", task=task
+    )
+    plan = plan_split(tmp_path / "merged", FRACTIONS, 42, fixed=kept)
+    merged = build_dataset_version(
+        tmp_path / "merged", plan, tmp_path / "v2", validation=b_report,
+        faces=faces, task=task, lineage=lineage.model_dump(),
+    )  # fmt: skip
+    assert (lineage.added, len(lineage.relabelled)) == (1, 1)
+    assert (merged.root / "train" / "PNEUMONIA" / normal[1].name).is_file()
+    assert not (merged.root / "train" / "NORMAL" / normal[1].name).exists()
+    assert sorted(p.name for p in (merged.root / "test").rglob("*.*")) == sorted(
+        p.name for p in (parent.root / "test").rglob("*.*")
+    )

@@ -124,8 +124,8 @@ def pin_champions(params: TrainingParameters, name: str, task: Task) -> Any:
         ConfigError: No champion (or no such version) of `name` yet, saying how
             to train one, or a champion of another task.
     """
-    models = (*params.models, *_grid_models(params))
-    refs = {m for m in models if CHAMPION_MODEL.match(m)}
+    named = (*params.models, *_grid_models(params))
+    refs = {m for m in named if CHAMPION_MODEL.match(m)}
     if not refs:
         return params
     pinned = {}

@@ -119,25 +119,25 @@ def plan_split(
     for item in manifest.items:
         group = item_group(item, group_by)
         group_items[group].append(item.id)
-        boxes = Counter[int]()
+        found: Counter[int] = Counter()
         if item.class_id is not None:
             classes = Counter({item.class_id: 1})
         elif item.label:
-            boxes = label_classes(root / item.label)
-            classes = Counter(dict.fromkeys(boxes, 1))
+            found = label_classes(root / item.label)
+            classes = Counter(dict.fromkeys(found, 1))
         else:
             classes = Counter()
-        item_boxes[item.id], item_images[item.id] = boxes, classes
-        group_boxes[group].update(boxes)
+        item_boxes[item.id], item_images[item.id] = found, classes
+        group_boxes[group].update(found)
         group_images[group].update(classes)
 
     total = len(manifest.items)
     target = {s: fractions[s] * total for s in splits}
     if fixed:
         held = Counter(fixed[i] for i in item_boxes if i in fixed)
-        rest = total - held["test"]
         share = sum(fractions[s] for s in open_splits)
-        target = {s: fractions[s] / share * rest for s in open_splits}
+        left = total - held["test"]
+        target = {s: fractions[s] / share * left for s in open_splits}
         target["test"] = held["test"]
     class_totals: Counter[int] = Counter()  # images holding each class
     class_groups: Counter[int] = Counter()  # groups holding each class

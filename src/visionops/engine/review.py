@@ -18,12 +18,14 @@ class PreLabel:
     Attributes:
         class_name: The predicted class.
         confidence: The model's confidence (a classifier's probability).
+        class_id: The class's id in the model that predicted it.
         box: `(x1, y1, x2, y2)` in pixels of the image, for an object.
         polygon: `((x, y), ...)` in pixels, for an object's outline.
     """
 
     class_name: str
     confidence: float
+    class_id: int | None = None
     box: tuple[float, float, float, float] | None = None
     polygon: tuple[tuple[float, float], ...] | None = None
 

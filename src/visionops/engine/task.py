@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from visionops.data.version import DatasetVersion
     from visionops.engine.bootstrap import MetricFn, PerImage
     from visionops.engine.pyfunc import OnnxPyfunc
-    from visionops.engine.review import ReviewExport
+    from visionops.engine.review import PreLabel, ReviewExport
 
 # `yolo11n`, `yolo26s-cls`, `yolo11m-seg`: family, scale, task suffix.
 MODEL_NAME = re.compile(r"^yolo(11|26)[nsmlx](?P<suffix>-cls|-seg)?$")
@@ -477,6 +477,11 @@ class Task(ABC):
         """A labelling batch of this task's images in `root`, its pre-labels in
         the dataset's own format (`review_exporter`)."""
         return self._hook("review_exporter", "labelling batch")(root, class_names)
+
+    def prelabels(self, predictions: Mapping[str, Any]) -> list[PreLabel]:
+        """The task's answer for one image (what its endpoint returned) as a
+        labeller's pre-labels (`review_exporter`)."""
+        return self._hook("review_exporter", "labelling batch").prelabels(predictions)
 
     def require(self, pipeline: str) -> None:
         """Fails when a pipeline cannot run a model of this task yet.

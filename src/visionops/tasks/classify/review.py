@@ -32,7 +32,9 @@ class ClassifyReview(ReviewExport):
         )
         return [
             PreLabel(
-                class_name=str(p["class_name"]), confidence=float(p["probability"])
+                class_name=str(p["class_name"]),
+                confidence=float(p["probability"]),
+                class_id=int(p["class_id"]),
             )
             for p in ranked[:1]
         ]

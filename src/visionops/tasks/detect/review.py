@@ -39,6 +39,7 @@ class DetectReview(ReviewExport):
                 PreLabel(
                     class_name=str(obj["class_name"]),
                     confidence=float(obj["confidence"]),
+                    class_id=int(obj["class_id"]),
                     box=(
                         float(box["x1"]),
                         float(box["y1"]),

@@ -23,7 +23,7 @@ from visionops.core.env import project_path
 from visionops.core.files import CsvWriter
 from visionops.data.sources.picsellia import SCHEME
 from visionops.engine.review import PreLabel
-from visionops.feedback.store import FeedbackStore, Selected
+from visionops.feedback.store import FeedbackStore, OnError, Selected
 from visionops.tasks import Task, get_task
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def model_name(selected: Selected) -> str:
 
 
 def pending_for(
-    store: FeedbackStore, wanted: str | None, problems: Problems
+    store: FeedbackStore, wanted: str | None, problems: OnError
 ) -> list[Selected]:
     """The selected images no review took, of one model, oldest first.
 

@@ -96,12 +96,8 @@ class ReviewBatch(BaseModel):
 
     def summary(self) -> str:
         """What a person reads at the end of the run."""
-        lines = [f"Skipped {line}" for line in self.skipped]
-        if self.skipped:
-            lines.append(f"{len(self.skipped)} file(s) skipped.")
-        if self.target is None and self.skipped:
-            lines.append("No batch made: no waiting image could be read.")
-            return "\n".join(lines)
+        # Each skipped file was named in a line of its own as it was found.
+        lines = [f"{len(self.skipped)} file(s) skipped."] if self.skipped else []
         if self.target is None:
             lines.append(
                 "Nothing selected since the last review: no batch made. Images "

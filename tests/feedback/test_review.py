@@ -537,3 +537,45 @@ def test_picsellia_version_that_does_not_exist_is_named(tmp_path: Path) -> None:
             picsellia_client=client,
         )
     assert store.reviews() == [] and len(store.selected(pending=True)) == 1
+
+
+def test_prelabels_read_the_endpoints_own_answers() -> None:
+    """The answers `Task.answer` gives (what the service and batch store) read
+    as pre-labels; the segment answer is checked against its response model."""
+    import numpy as np
+
+    from visionops.tasks.classify.onnx import Classification
+    from visionops.tasks.detect.onnx import Detections
+
+    detect, classify, segment = (get_task(t) for t in ("detect", "classify", "segment"))
+    boxes = Detections(
+        boxes=np.array([[10.0, 20.0, 50.0, 80.0], [0.0, 0.0, 5.0, 5.0]]),
+        scores=np.array([0.9, 0.26]),
+        class_ids=np.array([1, 0]),
+    )
+    answer = detect.answer(boxes, {0: "board", 1: "screw"})
+    (screw, board) = detect.prelabels(answer)
+    assert (screw.class_name, screw.class_id, screw.box) == (
+        "screw",
+        1,
+        (10.0, 20.0, 50.0, 80.0),
+    )
+    assert board.confidence == pytest.approx(0.26) and board.polygon is None
+
+    probabilities = Classification(np.array([0.2, 0.7, 0.1], dtype=np.float32))
+    answer = classify.answer(probabilities, ["a", "b", "c"], top_k=3)
+    (top,) = classify.prelabels(answer)
+    assert (top.class_name, top.class_id) == ("b", 1)
+    assert top.confidence == pytest.approx(0.7) and top.box is None
+
+    instance = {
+        "class_id": 0,
+        "class_name": "shoes",
+        "confidence": 0.5,
+        "box": {"x1": 1.0, "y1": 2.0, "x2": 9.0, "y2": 8.0},
+        "polygon": [[1.0, 2.0], [9.0, 2.0], [5.0, 8.0]],
+    }
+    answer = {"instances": [instance], "class_pixels": {"shoes": 30}}
+    segment.serving().response.model_validate(answer)
+    (outline,) = segment.prelabels(answer)
+    assert outline.polygon == ((1.0, 2.0), (9.0, 2.0), (5.0, 8.0))

@@ -124,16 +124,19 @@ def test_detect_batch_is_yolo_with_the_predictions_as_labels(tmp_path: Path) -> 
     assert folder.parent == tmp_path / "review" and folder.name == "20261206-093000"
     data = yaml.safe_load((folder / "data.yaml").read_text())
     assert data["names"] == {0: "board"} and data["nc"] == 1
-    assert (folder / "classes.txt").read_text() == "board\n"
+    assert data["train"] == "train/images"
+    assert (folder / "train" / "classes.txt").read_text() == "board\n"
     for record_id, original in ids.items():
-        assert (folder / "images" / f"{record_id}.jpg").is_file()
-        exported = (folder / "labels" / f"{record_id}.txt").read_text().splitlines()
+        assert (folder / "train" / "images" / f"{record_id}.jpg").is_file()
+        exported = (
+            (folder / "train" / "labels" / f"{record_id}.txt").read_text().splitlines()
+        )
         want = _box_lines(original)
         assert len(exported) == len(want) > 0
         for got, expected in zip(exported, want, strict=True):
             assert [float(v) for v in got.split()] == pytest.approx(expected, abs=2e-6)
     rows = _rows(folder)
-    assert [r["image"] for r in rows] == [f"images/{i}.jpg" for i in ids]
+    assert [r["image"] for r in rows] == [f"train/images/{i}.jpg" for i in ids]
     assert {r["source"] for r in rows} == {"service:/detect"}
     assert {r["reason"] for r in rows} == {"near_threshold"}
     assert rows[0]["confidence"] == "0.3000"  # the lowest box confidence
@@ -168,7 +171,7 @@ def test_detect_batch_ingests_as_the_yolo_source(tmp_path: Path) -> None:
     assert len(manifest.items) == 5
     labelled = [i for i in manifest.items if i.label]
     assert len(labelled) == 5  # the empty answer is an empty label file
-    assert (folder / "labels").joinpath(
+    assert (folder / "train" / "labels").joinpath(
         Path(_rows(folder)[-1]["image"]).stem + ".txt"
     ).read_text() == ""
 
@@ -216,7 +219,9 @@ def test_segment_batch_keeps_the_outlines_and_ingests_as_segment(
     folder = Path(batch.target)
     assert yaml.safe_load((folder / "data.yaml").read_text())["names"] == {0: "shoes"}
     for record_id, label in originals.items():
-        exported = (folder / "labels" / f"{record_id}.txt").read_text().splitlines()
+        exported = (
+            (folder / "train" / "labels" / f"{record_id}.txt").read_text().splitlines()
+        )
         want = label.read_text().splitlines()
         assert len(exported) == len(want)
         for got, expected in zip(exported, want, strict=True):
@@ -257,7 +262,7 @@ def test_classify_batch_is_class_folders_and_ingests_as_such(tmp_path: Path) -> 
 
     folder = Path(batch.target)
     for record_id, name in expected.items():
-        assert (folder / "images" / name / f"{record_id}.jpg").is_file()
+        assert (folder / "train" / name / f"{record_id}.jpg").is_file()
     assert {r["confidence"] for r in _rows(folder)} == {"0.5500"}
     assert batch.class_names == names
     source = open_source(folder)
@@ -286,7 +291,7 @@ def test_class_names_come_from_the_newest_registered_version(tmp_path: Path) -> 
     assert batch.class_names == ["screw", "board"]  # v10's order, not v3's
     names = yaml.safe_load((folder / "data.yaml").read_text())["names"]
     assert names == {0: "screw", 1: "board"}
-    line = (folder / "labels" / f"{screw_id}.txt").read_text().split()
+    line = (folder / "train" / "labels" / f"{screw_id}.txt").read_text().split()
     assert line[0] == "0"
 
 
@@ -303,7 +308,9 @@ def test_class_names_without_the_registry_follow_the_answers_ids(
     folder = Path(batch.target)
     ids = [
         line.split()[0]
-        for line in (folder / "labels" / f"{record_id}.txt").read_text().splitlines()
+        for line in (folder / "train" / "labels" / f"{record_id}.txt")
+        .read_text()
+        .splitlines()
     ]
     assert ids[0] == "1" and set(ids[1:]) == {"0"}
 

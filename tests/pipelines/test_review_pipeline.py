@@ -57,7 +57,9 @@ def test_review_run_makes_a_batch_then_says_nothing_waits(
     assert line.startswith(f"Skipped {sidecar}: JSONDecodeError")
     assert "1 file(s) skipped." in out
     assert f"--pipeline ingestion --source {folder}" in out
-    assert sorted(p.stem for p in (folder / "images").iterdir()) == sorted(ids)
+    assert sorted(p.stem for p in (folder / "train" / "images").iterdir()) == sorted(
+        ids
+    )
     assert open_source(folder).format == "yolo"
     assert store.reviewed_ids() == set(ids)
 

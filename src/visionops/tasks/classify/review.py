@@ -10,16 +10,18 @@ from typing import Any
 from visionops.engine.review import PreLabel, ReviewExport
 from visionops.tasks.classify.layout import class_folder
 
-IMAGES = "images"
+# One `train` subset: what CVAT's Ultralytics YOLO Classification import reads.
+SUBSET = "train"
 
 
 class ClassifyReview(ReviewExport):
-    """`images/<class>/<image>`: the folder is the pre-label, and moving an image
+    """`train/<class>/<image>`: the folder is the pre-label, and moving an image
     to another class's folder corrects it.
 
-    The class folders sit in one `images/` folder so that `review.csv` beside it
+    The class folders sit in a `train/` folder so that `review.csv` beside it
     does not hide them from the class-folder source (which allows no loose file
-    beside class folders); CVAT imports `images/` zipped as ImageNet.
+    beside class folders); CVAT imports the folder zipped as Ultralytics YOLO
+    Classification.
     """
 
     @staticmethod
@@ -50,7 +52,7 @@ class ClassifyReview(ReviewExport):
         if not prelabels:
             raise ValueError("the answer names no class")
         folder = class_folder(prelabels[0].class_name)
-        placed = self.root / IMAGES / folder / name
+        placed = self.root / SUBSET / folder / name
         # A copy: the store's image stays as it was whatever the labeller does.
         placed.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(image, placed)

@@ -12,17 +12,22 @@ import yaml
 from visionops.engine.review import CLASSES_TXT, PreLabel, ReviewExport, normalised
 from visionops.tasks.detect.layout import DATA_YAML
 
-IMAGES = "images"
-LABELS = "labels"
+# One `train` subset: what CVAT's Ultralytics YOLO import needs
+# (`images/<subset>/` or `<subset>/images/`), and `train/` holds what Label
+# Studio's YOLO converter reads (`images/`, `labels/`, `classes.txt`).
+SUBSET = "train"
+IMAGES = f"{SUBSET}/images"
+LABELS = f"{SUBSET}/labels"
 
 
 class DetectReview(ReviewExport):
-    """Each image in `images/`, its boxes as YOLO lines (`class cx cy w h`,
-    normalised) in `labels/`; `data.yaml` and `classes.txt` name the classes.
+    """Each image in `train/images/`, its boxes as YOLO lines (`class cx cy w
+    h`, normalised) in `train/labels/`; `data.yaml` and `train/classes.txt`
+    name the classes.
 
-    The folder is what the YOLO source ingests, what Ultralytics trains on
-    (`train: images`), what CVAT imports as Ultralytics YOLO and what Label
-    Studio's YOLO converter reads (`images/`, `labels/`, `classes.txt`).
+    The folder is what the YOLO source ingests and what CVAT imports
+    (Ultralytics YOLO, zipped); `train/` is what Label Studio's YOLO converter
+    reads.
     """
 
     # The list in the task's answer and the key of one object's outline (None:
@@ -62,7 +67,7 @@ class DetectReview(ReviewExport):
         prelabels: Sequence[PreLabel],
         size: tuple[int, int],
     ) -> Path:
-        """Copies the image to `images/` and writes its label file."""
+        """Copies the image to `train/images/` and writes its label file."""
         placed = self.root / IMAGES / name
         # A copy: the store's image stays as it was whatever the labeller does.
         placed.parent.mkdir(parents=True, exist_ok=True)
@@ -82,16 +87,16 @@ class DetectReview(ReviewExport):
         return f"{self.class_id(prelabel.class_name)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}"
 
     def finish(self) -> None:
-        """Writes `data.yaml` (names in id order, `train: images`) and
-        `classes.txt`."""
+        """Writes `data.yaml` (names in id order, `train: train/images`) and
+        `train/classes.txt`."""
         data = {
             "names": dict(enumerate(self.class_names)),
             "nc": len(self.class_names),
             # Relative, no `path:`: the folder can be zipped and moved.
             "train": IMAGES,
         }
-        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / SUBSET).mkdir(parents=True, exist_ok=True)
         (self.root / DATA_YAML).write_text(yaml.safe_dump(data, sort_keys=False))
-        (self.root / CLASSES_TXT).write_text(
+        (self.root / SUBSET / CLASSES_TXT).write_text(
             "".join(f"{n}\n" for n in self.class_names)
         )

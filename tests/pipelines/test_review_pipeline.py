@@ -100,3 +100,47 @@ def test_registered_class_names_of_a_model_version(local_mlflow) -> None:
     assert registered_class_names("board-detector", "1") == ["screw", "board"]
     assert registered_class_names("board-detector", "7") is None
     assert registered_class_names("no-such-model", "1") is None
+
+
+def test_review_run_to_picsellia_goes_through_the_sdk(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same run with a Picsellia target: the token checked first, then the
+    batch uploaded through the (fake) SDK client the step builds."""
+    from tests.fakes.picsellia import FakeDatasetVersion, FakePicselliaClient
+    from visionops.feedback import picsellia
+
+    store = FeedbackStore(tmp_path / "store")
+    (image, label), *_ = _boards(1)
+    answer = {"detections": _yolo_boxes(label, Image.open(image).size)}
+    kept = _keep(store, image, "detect", answer)
+    version = FakeDatasetVersion(id="v-9", dataset="boards", version="review", files={})
+    client = FakePicselliaClient([version])
+    tokens: list[str] = []
+
+    def connect(token: str) -> FakePicselliaClient:
+        tokens.append(token)
+        return client
+
+    def no_secret() -> str:
+        raise KeyError("no ZenML secret 'picsellia'")
+
+    monkeypatch.setattr(picsellia, "connect", connect)
+    monkeypatch.delenv("PICSELLIA_TOKEN", raising=False)
+    monkeypatch.setattr("visionops.data.sources.picsellia._zenml_token", no_secret)
+    target = "target=picsellia://boards/review"
+    assert _review(tmp_path, target) == 2  # no token: refused before any work
+    assert "PICSELLIA_TOKEN" in capsys.readouterr().err and tokens == []
+
+    monkeypatch.setenv("PICSELLIA_TOKEN", "t0ken")
+    assert _review(tmp_path, target) == 0
+    out = capsys.readouterr().out
+    assert "Review batch: 1 image(s) of board-detector (detect) -> picsellia://" in out
+    assert tokens == ["t0ken"]
+    (upload,) = client.datalake.uploads
+    assert upload["filepaths"][0].endswith(f"{kept}.jpg")
+    assert upload["tags"] == ["visionops-review", "near_threshold"]
+    (annotation,) = version.assets_by_name[f"{kept}.jpg"].annotations
+    assert len(annotation.rectangles) == len(answer["detections"])
+    assert store.reviews()[0]["batch"] == "picsellia://boards/review"
+    assert not (tmp_path / "review").exists()

@@ -34,6 +34,7 @@ EXAMPLES = """examples:
   python run.py --pipeline batch --source photos/          # champion over a folder
   python run.py --pipeline batch --source dataset:test     # a split of the dataset
   python run.py --pipeline batch --source photos/ --set conf=0.5 --set output_dir=out
+  python run.py --pipeline review --set target=picsellia://<dataset>/<version>
   python run.py --pipeline all                             # {all}
   python run.py --stack local                              # apply stacks/local.yaml
   python run.py --status --set dataset=4                   # what training would use

@@ -23,6 +23,8 @@ from pydantic import (
 from visionops.core.env import project_root
 from visionops.data.anonymize import AnonymizeSettings
 from visionops.data.sources.archive import ArchiveLimits
+from visionops.data.sources.base import SourceError
+from visionops.data.sources.picsellia import SCHEME, parse_uri
 from visionops.data.validate import ValidationSettings
 from visionops.engine.report import Rule
 from visionops.engine.task import (
@@ -407,11 +409,57 @@ class DeploymentParameters(StrictModel):
     model: ModelSettings = Field(default_factory=ModelSettings)
 
 
+# Where review batches go unless `target` says otherwise (a folder per batch).
+REVIEW_FOLDER = "outputs/review"
+
+
+class ReviewParameters(StrictModel):
+    """Everything the review pipeline takes.
+
+    Attributes:
+        target: A folder (each batch in `<target>/<time>/`, relative to the
+            project root) or `picsellia://<dataset>/<version>` (or
+            `picsellia://<version id>`).
+        max_images: At most this many images per batch, oldest first; the rest
+            wait for the next one.
+        store: The feedback store to read; None: `VISIONOPS_FEEDBACK_DIR`, else
+            the state folder's (`.visionops/feedback`).
+        model: `name`: only the images this registered model predicted; None:
+            whichever model predicted them, when it is one model.
+    """
+
+    target: str = REVIEW_FOLDER
+    max_images: int = Field(500, ge=1, le=100_000)
+    store: str | None = None
+    model: ModelSettings = Field(default_factory=ModelSettings)
+
+    @field_validator("target")
+    @classmethod
+    def _known_target(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError(
+                f"give a folder (default {REVIEW_FOLDER}) or "
+                "picsellia://<dataset>/<version>"
+            )
+        if value.startswith(SCHEME):
+            try:
+                parse_uri(value)
+            except SourceError as err:
+                raise ValueError(str(err)) from None
+        elif "://" in value:
+            raise ValueError(
+                "use a local folder or picsellia://<dataset>/<version>; no other "
+                "platform is supported"
+            )
+        return value
+
+
 PARAMETER_MODELS: dict[str, type[StrictModel]] = {
     "ingestion": IngestionParameters,
     "training": TrainingParameters,
     "batch": BatchParameters,
     "deployment": DeploymentParameters,
+    "review": ReviewParameters,
 }
 TOP_LEVEL_KEYS = ("parameters", "model")
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,8 @@ from visionops.core.names import DATASET
 from visionops.data.split import SPLITS
 from visionops.tasks import Task, get_task
 from visionops.training.champion import Champion
+
+logger = logging.getLogger(__name__)
 
 # What each split is needed for, said when it is missing.
 SPLIT_USE = {
@@ -291,3 +294,33 @@ def select_training_dataset(selector: str, model_name: str | None) -> DatasetCho
     champ = champion_facts(model_name, versions)
     check_training_dataset(choice.facts, champ)
     return choice
+
+
+def class_name_lookup() -> Callable[[str, str], list[str] | None]:
+    """`registered_class_names` on the active stack's tracker; without one, a
+    lookup that finds nothing (a review batch then takes the class names from
+    the predictions), said in one line."""
+    from visionops.training.tracking import TrackingError, configure_tracking
+
+    try:
+        configure_tracking()
+    except TrackingError as err:
+        logger.warning("%s Class names come from the predictions.", err)
+        return lambda model_name, version: None
+    return registered_class_names
+
+
+def registered_class_names(model_name: str, version: str) -> list[str] | None:
+    """The class names of one registered model version, by id; None when the
+    registry has no such version (or it names no classes).
+
+    MLflow must already point at the stack's tracker (`configure_tracking()`).
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        found = MlflowClient().get_model_version(model_name, str(version))
+        return Champion.from_version(model_name, found).class_names or None
+    except MlflowException:
+        return None

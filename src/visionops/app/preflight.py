@@ -367,3 +367,26 @@ def check_batch(params: Any, upstream: bool = False) -> Any:
     if not list_inputs(folder).files:
         raise ConfigError(f"source: no image files (.jpg, .png, ...) under {folder}")
     return params
+
+
+def check_review(params: Any, upstream: bool = False) -> Any:
+    """Fails before any work when the waiting images are of several models and
+    none is named, or a Picsellia target has no token."""
+    from visionops.core.env import project_path
+    from visionops.data.sources.base import SourceError
+    from visionops.data.sources.picsellia import SCHEME, resolve_token
+    from visionops.feedback.review import ReviewError, pending_for
+    from visionops.feedback.store import FeedbackStore
+
+    store = FeedbackStore(project_path(params.store) if params.store else None)
+    try:
+        # The step names the files it cannot read; here they only wait.
+        pending = pending_for(store, params.model.name, lambda path, why: None)
+    except ReviewError as err:
+        raise ConfigError(str(err)) from None
+    if pending and params.target.startswith(SCHEME):
+        try:
+            resolve_token()
+        except SourceError as err:
+            raise ConfigError(f"target: {err}") from None
+    return params

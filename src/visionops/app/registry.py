@@ -153,6 +153,15 @@ def report_batch(run: Any, params: Any) -> None:
     print(f"Predictions: {where}")
 
 
+def report_review(run: Any, params: Any) -> None:
+    """Prints what the batch holds and where it is, or that nothing waited."""
+    from visionops.core.names import REVIEW_BATCH
+
+    run = _finished_run(run, "review")
+    batch = run.steps["make_review_batch"].outputs[REVIEW_BATCH][0].load()
+    print(batch.summary())
+
+
 SOURCE_RULE = (
     "a relative path is relative to the project root (the folder of run.py), "
     "whether given as --source or as source: in a config"
@@ -195,6 +204,12 @@ PIPELINES: dict[str, PipelineSpec] = {
             options={"--source": "source"},
             check=preflight.check_batch,
             report=report_batch,
+        ),
+        PipelineSpec(
+            name="review",
+            help="the images production selected, as a labelling batch",
+            check=preflight.check_review,
+            report=report_review,
         ),
     )
 }

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from visionops.data.version import DatasetVersion
     from visionops.engine.bootstrap import MetricFn, PerImage
     from visionops.engine.pyfunc import OnnxPyfunc
+    from visionops.engine.review import PreLabel, ReviewExport
 
 # `yolo11n`, `yolo26s-cls`, `yolo11m-seg`: family, scale, task suffix.
 MODEL_NAME = re.compile(r"^yolo(11|26)[nsmlx](?P<suffix>-cls|-seg)?$")
@@ -170,6 +171,8 @@ class Task(ABC):
             None while the task is not served.
         answerer: The function giving its share of the service's answer
             (`answer`), `(prediction, names, **parameters)`, as `module:function`.
+        review_exporter: Its labelling batch (`review_export`), a
+            `visionops.engine.review.ReviewExport` subclass, as `module:Class`.
 
     The `module:attribute` hooks are imported on first use, so a task's module
     stays light; None (the default) means the task has none yet, and its method
@@ -197,6 +200,7 @@ class Task(ABC):
     label_checker: ClassVar[str | None] = None
     serving_spec: ClassVar[str | None] = None
     answerer: ClassVar[str | None] = None
+    review_exporter: ClassVar[str | None] = None
 
     @property
     def default_model(self) -> str:
@@ -471,6 +475,16 @@ class Task(ABC):
             The fields of `Serving.response`.
         """
         return self._hook("answerer", "endpoint")(prediction, names, **parameters)
+
+    def review_export(self, root: Path, class_names: Sequence[str]) -> ReviewExport:
+        """A labelling batch of this task's images in `root`, its pre-labels in
+        the dataset's own format (`review_exporter`)."""
+        return self._hook("review_exporter", "labelling batch")(root, class_names)
+
+    def prelabels(self, predictions: Mapping[str, Any]) -> list[PreLabel]:
+        """The task's answer for one image (what its endpoint returned) as a
+        labeller's pre-labels (`review_exporter`)."""
+        return self._hook("review_exporter", "labelling batch").prelabels(predictions)
 
     def require(self, pipeline: str) -> None:
         """Fails when a pipeline cannot run a model of this task yet.

@@ -24,7 +24,7 @@ import re
 import socket
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,8 @@ RECORDS = "records"
 SELECTED = "selected"
 REVIEWS = "reviews"
 STORE_ENV = "VISIONOPS_FEEDBACK_DIR"  # the deployment sets it in the service
+# Told about a file or folder a reader skips: its path and what is wrong with it.
+OnError = Callable[[Path, str], None]
 
 
 def default_root() -> Path:
@@ -152,36 +154,77 @@ class FeedbackStore:
                     if since is None or _time(record) >= since:
                         yield record
 
-    def selected(self, pending: bool = False) -> list[Selected]:
-        """The selected images, oldest first; only those no review took if `pending`."""
-        taken = self.reviewed_ids() if pending else set()
+    def selected(
+        self, pending: bool = False, on_error: OnError | None = None
+    ) -> list[Selected]:
+        """The selected images, oldest first; only those no review took if `pending`.
+
+        Args:
+            pending: Leave out those a review batch already took.
+            on_error: Given, a day folder that cannot be listed or a sidecar that
+                cannot be read is reported to it and skipped; else it raises.
+        """
+        taken = self.reviewed_ids(on_error) if pending else set()
         found = []
-        for day in self._days(SELECTED, None):
-            for sidecar in sorted(day.glob("*.json")):
-                body = json.loads(sidecar.read_text(encoding="utf-8"))
-                item = Selected(
-                    body["record"], body["predictions"], sidecar.with_suffix(".jpg")
-                )
-                if item.id not in taken and item.image.is_file():
+        for day in self._days(SELECTED, None, on_error):
+            try:
+                sidecars = sorted(day.glob("*.json"))
+            except OSError as err:
+                _raise_or_tell(on_error, day, err)
+                continue
+            for sidecar in sidecars:
+                try:
+                    body = json.loads(sidecar.read_text(encoding="utf-8"))
+                    item = Selected(
+                        body["record"], body["predictions"], sidecar.with_suffix(".jpg")
+                    )
+                    item_id = item.id
+                except (OSError, ValueError, KeyError, TypeError) as err:
+                    _raise_or_tell(on_error, sidecar, err)
+                    continue
+                if item_id not in taken and item.image.is_file():
                     found.append(item)
         return sorted(found, key=lambda s: str(s.record.get("time", "")))
 
-    def reviews(self) -> list[dict[str, Any]]:
-        """The review batches made so far, oldest first."""
+    def reviews(self, on_error: OnError | None = None) -> list[dict[str, Any]]:
+        """The review batches made so far, oldest first (`on_error`: as `selected`)."""
         folder = self.root / REVIEWS
-        paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
-        return [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+        found = []
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                review = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(review.get("ids"), list):
+                    raise ValueError("no list of ids")
+            except (OSError, ValueError, AttributeError) as err:
+                _raise_or_tell(on_error, path, err)
+                continue
+            found.append(review)
+        return found
 
-    def reviewed_ids(self) -> set[str]:
-        """The ids some review batch already took."""
-        return {i for review in self.reviews() for i in review["ids"]}
+    def reviewed_ids(self, on_error: OnError | None = None) -> set[str]:
+        """The ids some review batch already took (`on_error`: as `selected`)."""
+        return {i for review in self.reviews(on_error) for i in review["ids"]}
 
-    def _days(self, kind: str, since: datetime | None) -> list[Path]:
+    def _days(
+        self, kind: str, since: datetime | None, on_error: OnError | None = None
+    ) -> list[Path]:
         folder = self.root / kind
         if not folder.is_dir():
             return []
         first = since.astimezone(UTC).strftime("%Y-%m-%d") if since else ""
-        return sorted(d for d in folder.iterdir() if d.is_dir() and d.name >= first)
+        try:
+            days = [d for d in folder.iterdir() if d.is_dir() and d.name >= first]
+        except OSError as err:
+            _raise_or_tell(on_error, folder, err)
+            return []
+        return sorted(days)
+
+
+def _raise_or_tell(on_error: OnError | None, path: Path, err: Exception) -> None:
+    """Raises `err`, or tells `on_error` about `path` when there is one."""
+    if on_error is None:
+        raise err
+    on_error(path, f"{type(err).__name__}: {err}")
 
 
 def _slug(text: str) -> str:

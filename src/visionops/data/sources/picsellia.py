@@ -147,6 +147,30 @@ def connect(token: str) -> PicselliaClient:
         ) from exc
 
 
+def find_version(client: PicselliaClient, uri: str) -> PicselliaDatasetVersion:
+    """The dataset version a `picsellia://` address names.
+
+    Raises:
+        SourceError: Picsellia has no such version (or the address names none).
+    """
+    version_id, dataset, version = parse_uri(uri)
+    try:
+        if version_id is not None:
+            return client.get_dataset_version_by_id(version_id)
+        return client.get_dataset(str(dataset)).get_version(str(version))
+    except Exception as exc:
+        what = (
+            f"dataset version id {version_id!r}"
+            if version_id is not None
+            else f"dataset {dataset!r} version {version!r}"
+        )
+        raise SourceError(
+            f"Picsellia has no {what} ({type(exc).__name__}: {exc}). Copy the "
+            "version id from the Picsellia dataset page, or use "
+            "picsellia://<dataset name>/<version name>."
+        ) from exc
+
+
 class PicselliaSource:
     """A Picsellia dataset version, staged from a cached download and export.
 
@@ -180,7 +204,7 @@ class PicselliaSource:
             SourceError: When the uri, the format or the token is wrong.
         """
         self.uri = uri
-        self._id, self._dataset, self._version = parse_uri(uri)
+        parse_uri(uri)  # an address naming nothing fails here, before any call
         if annotation_format not in ("coco", "yolo"):
             raise SourceError(
                 f"Picsellia annotation format {annotation_format!r} is not supported; "
@@ -237,23 +261,7 @@ class PicselliaSource:
     def _dataset_version(self) -> PicselliaDatasetVersion:
         client = self._client or connect(self._token or "")
         self._client = client
-        try:
-            if self._id is not None:
-                return client.get_dataset_version_by_id(self._id)
-            return client.get_dataset(str(self._dataset)).get_version(
-                str(self._version)
-            )
-        except Exception as exc:
-            what = (
-                f"dataset version id {self._id!r}"
-                if self._id is not None
-                else f"dataset {self._dataset!r} version {self._version!r}"
-            )
-            raise SourceError(
-                f"Picsellia has no {what} ({type(exc).__name__}: {exc}). Copy the "
-                "version id from the Picsellia dataset page, or use "
-                "picsellia://<dataset name>/<version name>."
-            ) from exc
+        return find_version(client, self.uri)
 
     def _coco(
         self, exported: Path, annotations: Path, images: Path

@@ -55,6 +55,8 @@ class ClassifyTask(Task):
     # `/classify`, with `top_k`: the most probable classes.
     serving_spec = "visionops.tasks.classify.serving:SERVING"
     answerer = "visionops.tasks.classify.serving:answer"
+    # Labelling batches: the predictions as pre-labels in the dataset's format.
+    review_exporter = "visionops.tasks.classify.review:ClassifyReview"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/accuracy_top1`-style keys to `top1` and `top5`."""

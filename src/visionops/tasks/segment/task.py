@@ -69,6 +69,8 @@ class SegmentTask(Task):
     # `/segment`: instances and pixels per class.
     serving_spec = "visionops.tasks.segment.serving:SERVING"
     answerer = "visionops.tasks.segment.serving:answer"
+    # Labelling batches: the predictions as pre-labels in the dataset's format.
+    review_exporter = "visionops.tasks.segment.review:SegmentReview"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(M)`-style keys to `mask_map50_95` and friends."""

@@ -19,7 +19,7 @@ from visionops.data.version import DatasetVersion
 if TYPE_CHECKING:
     from visionops.engine.task import Task
 
-REVIEW_CSV = "review.csv"  # written beside a review batch by `--pipeline review`
+REVIEW_CSV = "review.csv"  # beside a review batch (`--pipeline review` writes it)
 
 
 class MergeError(ValueError):

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from visionops.core.env import project_path
 from visionops.core.files import CsvWriter
+from visionops.data.merge import REVIEW_CSV
 from visionops.data.sources.picsellia import SCHEME
 from visionops.engine.review import PreLabel
 from visionops.feedback.store import FeedbackStore, OnError, Selected
@@ -28,7 +29,6 @@ from visionops.tasks import Task, get_task
 
 logger = logging.getLogger(__name__)
 
-REVIEW_CSV = "review.csv"
 CSV_COLUMNS = ("image", "source", "reason", "confidence", "model", "model_version")
 # Class names of a registered model version, or None when the registry has none.
 ClassLookup = Callable[[str, str], "list[str] | None"]

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from visionops.data.version import DatasetVersion
     from visionops.engine.bootstrap import MetricFn, PerImage
     from visionops.engine.pyfunc import OnnxPyfunc
+    from visionops.engine.video import VideoOutput
 
 # `yolo11n`, `yolo26s-cls`, `yolo11m-seg`: family, scale, task suffix.
 MODEL_NAME = re.compile(r"^yolo(11|26)[nsmlx](?P<suffix>-cls|-seg)?$")
@@ -145,6 +146,8 @@ class Task(ABC):
         pipelines: Pipelines that can run a model of this task.
         batch_outputs: Its `BatchOutput` class as `module:Class` (imported on
             first use), None while the task has no batch outputs.
+        video_outputs: Its `VideoOutput` class (batch over videos: rows per
+            frame, tracks, drawing) as `module:Class`; None: no video.
         thresholds: The prediction thresholds its predictor takes (`conf`,
             `iou`, `max_det`: those of `BatchSettings` and the service).
         renderer: The function drawing one prediction on a copy of a frame,
@@ -185,6 +188,7 @@ class Task(ABC):
     pipelines: ClassVar[frozenset[str]] = frozenset({"training"})
     thresholds: ClassVar[tuple[str, ...]] = ("conf", "iou", "max_det")
     batch_outputs: ClassVar[str | None] = None
+    video_outputs: ClassVar[str | None] = None
     renderer: ClassVar[str | None] = None
     label_kinds: ClassVar[tuple[str, ...]] = ()
     predictor_class: ClassVar[str | None] = None
@@ -442,6 +446,11 @@ class Task(ABC):
         """What a batch run writes per image for this task (`batch_outputs`)."""
         output = self._hook("batch_outputs", "batch outputs")
         return output(out_dir, names, folder, files)
+
+    def video_output(self, names: Sequence[str], tracker: str) -> VideoOutput:
+        """What a batch run writes per frame of one video (`video_outputs`);
+        `tracker` names Ultralytics' tracker for tasks that track."""
+        return self._hook("video_outputs", "video outputs")(names, tracker)
 
     def render(
         self, frame: np.ndarray, prediction: Any, names: Mapping[int, str]

@@ -64,6 +64,8 @@ class Serving:
         blur_faces: Whether the endpoint offers blurring faces before predicting
             (its answer then has `faces_blurred`).
         batch: Whether `/<endpoint>_batch` answers several images at once.
+        track: Whether the endpoint takes `track` (a client's session id) and
+            answers a track id per object (`Task.answer` gets `track_ids`).
         view: The web page's view of an answer: a JavaScript module whose
             default export has `noun`, `what` and `render(ctx, body, draw)`.
     """
@@ -74,6 +76,7 @@ class Serving:
     parameters: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
     blur_faces: bool = False
     batch: bool = False
+    track: bool = False
 
 
 @dataclass(frozen=True)

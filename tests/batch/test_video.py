@@ -227,3 +227,32 @@ def test_video_settings_are_checked() -> None:
         VideoSettings(fps=5, stride=2)
     with pytest.raises(ValueError, match="bytetrack or botsort"):
         VideoSettings(tracker="sort")
+
+
+def test_classify_on_video_gives_the_top_class_per_frame(
+    folder, cls_weights, tmp_path
+) -> None:
+    from visionops.tasks.classify.onnx import OnnxClassifier
+
+    onnx = export_onnx(cls_weights, 64, tmp_path / "onnx")
+    predictions = predict_folder(
+        folder / "clip.avi",
+        onnx,
+        tmp_path / "run",
+        BatchSettings(threads=1, video=VideoSettings(blur_faces=False)),
+        task=get_task("classify"),
+        progress=False,
+    )
+    rows = rows_of(predictions.root / VIDEO_CSV)
+    classifier = OnnxClassifier(onnx)
+    frames = decoded(folder / "clip.avi")
+    assert [int(r["frame"]) for r in rows] == list(range(len(frames)))
+    for row, frame in zip(rows, frames, strict=True):
+        ours = classifier.predict(frame)
+        assert int(row["class_id"]) == ours.class_id
+        assert float(row["probability"]) == pytest.approx(
+            float(ours.probabilities[ours.class_id]), abs=1e-5
+        )
+    assert "track_id" not in rows[0]
+    assert rows_of(predictions.root / TRACKS_CSV) == []
+    assert predictions.summary["videos"]["tracks"] == 0

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from visionops.core.env import project_root
+from visionops.core.images import MAX_PIXELS
 from visionops.data.anonymize import AnonymizeSettings
 from visionops.data.sources.archive import ArchiveLimits
 from visionops.data.validate import ValidationSettings
@@ -347,8 +348,8 @@ class VideoSettings(BaseModel):
             `bytetrack`, `botsort`, or the path of a tracker YAML of one's own.
         blur_faces: Hide faces in the annotated video (as ingestion does);
             predictions are made on the frames as they are.
-        max_frame_pixels: Refuse videos whose frames are larger; None: the
-            service's limit on one image.
+        max_frame_pixels: Refuse videos whose frames are larger (the service's
+            limit on one image by default).
         contact_sheet: Frames drawn in the report's contact sheet per video.
     """
 
@@ -358,7 +359,7 @@ class VideoSettings(BaseModel):
     stride: int | None = Field(None, ge=1, le=100_000)
     tracker: Annotated[str, AfterValidator(_tracker)] = DEFAULT_TRACKER
     blur_faces: bool = True
-    max_frame_pixels: int | None = Field(None, ge=1)
+    max_frame_pixels: int = Field(MAX_PIXELS, ge=1)
     contact_sheet: int = Field(12, ge=0, le=100)
 
     @model_validator(mode="after")

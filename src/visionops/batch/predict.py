@@ -8,7 +8,6 @@ what differs per task (CSV rows, label or mask files, figures) is the task's
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from collections import Counter
@@ -19,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
+from visionops.batch.grid import cell, fit, grid_indices, write_grid
 from visionops.config import BatchSettings
 from visionops.core import images
 from visionops.core.files import CsvWriter, ensure_empty_dir
@@ -40,9 +39,6 @@ BAD_FILES_CSV = "bad_files.csv"
 SAMPLE_GRID = "sample_grid.jpg"
 SUMMARY_JSON = "summary.json"
 REPORT_HTML = "report.html"
-
-_CELL = 240  # side of one sample-grid thumbnail, pixels
-_CAPTION = 18  # caption strip under each thumbnail, pixels
 
 
 @dataclass
@@ -191,55 +187,6 @@ def providers(device: str) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def _grid_indices(count: int, size: int) -> set[int]:
-    """`size` image indices spread evenly over `count` images."""
-    if count == 0 or size == 0:
-        return set()
-    return {round(i) for i in np.linspace(0, count - 1, min(size, count))}
-
-
-def _fit(image: np.ndarray) -> np.ndarray:
-    """The image shrunk (or grown) to fit one grid cell."""
-    h, w = image.shape[:2]
-    scale = _CELL / max(h, w)
-    return cv2.resize(
-        image,
-        (max(1, round(w * scale)), max(1, round(h * scale))),
-        interpolation=cv2.INTER_AREA,
-    )
-
-
-def _cell(small: np.ndarray, caption: str) -> np.ndarray:
-    """One grid cell: the drawn thumbnail centred, its file name below."""
-    cell = np.full((_CELL + _CAPTION, _CELL, 3), 255, np.uint8)
-    top, left = (_CELL - small.shape[0]) // 2, (_CELL - small.shape[1]) // 2
-    cell[top : top + small.shape[0], left : left + small.shape[1]] = small
-    text = caption if len(caption) <= 34 else caption[:15] + "..." + caption[-16:]
-    cv2.putText(
-        cell,
-        text,
-        (3, _CELL + 13),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        0.38,
-        (40, 40, 40),
-        1,
-        cv2.LINE_AA,
-    )
-    return cell
-
-
-def _write_grid(cells: list[np.ndarray], path: Path) -> None:
-    columns = math.ceil(math.sqrt(len(cells)))
-    rows = math.ceil(len(cells) / columns)
-    height, width = cells[0].shape[:2]
-    canvas = np.full((rows * height, columns * width, 3), 255, np.uint8)
-    for index, cell in enumerate(cells):
-        r, c = divmod(index, columns)
-        canvas[r * height : (r + 1) * height, c * width : (c + 1) * width] = cell
-    if not cv2.imwrite(str(path), canvas, [cv2.IMWRITE_JPEG_QUALITY, 85]):
-        raise OSError(f"could not write {path}")
-
-
 def predict_folder(
     folder: Path,
     onnx_path: Path,
@@ -286,7 +233,7 @@ def predict_folder(
     )
     names = [predictor.names[i] for i in sorted(predictor.names)]
     output = task.batch_output(out_dir, names, folder, inputs.files)
-    grid_picks = _grid_indices(len(inputs.files), settings.grid_size)
+    grid_picks = grid_indices(len(inputs.files), settings.grid_size)
     thresholds = {k: getattr(settings, k) for k in task.thresholds}
 
     records: list[dict[str, Any]] = []
@@ -328,9 +275,9 @@ def predict_folder(
                     rows.writerows(lines)
                     if index in grid_picks:
                         small = output.draw(
-                            _fit(read.image), prediction, read.image.shape
+                            fit(read.image), prediction, read.image.shape
                         )
-                        cells.append(_cell(small, relative))
+                        cells.append(cell(small, relative))
                 index += 1
             bar.update(len(batch))
     seconds = time.perf_counter() - start
@@ -362,7 +309,7 @@ def predict_folder(
     (out_dir / PREDICTIONS_JSON).write_text(json.dumps(document, indent=1))
     (out_dir / SUMMARY_JSON).write_text(json.dumps(summary, indent=2))
     if cells:
-        _write_grid(cells, out_dir / SAMPLE_GRID)
+        write_grid(cells, out_dir / SAMPLE_GRID)
     return PredictionSet(out_dir)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from visionops.batch.predict import _cell, _fit, _grid_indices, _write_grid
+from visionops.batch.grid import cell, fit, grid_indices, write_grid
 from visionops.config import BatchSettings
 from visionops.core.files import CsvWriter
 from visionops.core.video import (
@@ -42,14 +42,6 @@ VIDEOS_DIR = "videos"
 SHEET_SUFFIX = ".sheet.jpg"
 _TIMELINE_POINTS = 120  # points of the counts-over-time plot per video
 _DONE = object()  # the end of a queue
-
-
-def frame_limit(settings: BatchSettings) -> int:
-    """Pixels a frame may have: `video.max_frame_pixels`, else the service's limit
-    on one image."""
-    from visionops.serving.limits import MAX_PIXELS
-
-    return settings.video.max_frame_pixels or MAX_PIXELS
 
 
 def predict_videos(
@@ -236,7 +228,7 @@ class _Writer:
             self.writer.write(drawn)
             if self.written in self.sheet_picks:
                 caption = f"frame {frame.index}, {frame.time_s:.2f} s"
-                self.cells.append(_cell(_fit(drawn), caption))
+                self.cells.append(cell(fit(drawn), caption))
             self.written += 1
 
 
@@ -258,7 +250,7 @@ def _predict_video(
     from tqdm import tqdm
 
     video = settings.video
-    capture, info = open_video(path, frame_limit(settings))
+    capture, info = open_video(path, video.max_frame_pixels)
     stride = video.stride_for(info.fps)
     reader = FrameReader(capture, info, stride)
     output = task.video_output(names, video.tracker)
@@ -270,7 +262,7 @@ def _predict_video(
         writer,
         output,
         video.blur_faces,
-        _grid_indices(expected, video.contact_sheet),
+        grid_indices(expected, video.contact_sheet),
     )
     timeline: list[tuple[float, dict[str, int]]] = []
     per_class: Counter[str] = Counter()
@@ -306,7 +298,7 @@ def _predict_video(
     sheet = None
     if drawer.cells:
         sheet = stem.with_name(stem.name + SHEET_SUFFIX)
-        _write_grid(drawer.cells, sheet)
+        write_grid(drawer.cells, sheet)
     if not timeline:
         written.unlink(missing_ok=True)
     record = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from visionops.serving.tracks import TrackSessions
 from visionops.tasks.detect.onnx import Detections
@@ -54,3 +55,18 @@ def test_detect_takes_a_track_session(client, tiny_dataset) -> None:
         assert detections and all(d["track_id"] is None for d in detections)
     bad = client.post("/detect", files=sent, data={"track": "no spaces/slashes"})
     assert bad.status_code == 400 and "track" in bad.text
+
+
+def test_without_the_trackers_track_answers_422(
+    client, tiny_dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def missing(*args, **kwargs):
+        raise ImportError("No module named 'lap'", name="lap")
+
+    monkeypatch.setattr(TrackSessions, "update", missing)
+    image = sorted((tiny_dataset.root / "images" / "test").iterdir())[0]
+    sent = {"image": ("f.jpg", image.read_bytes(), "image/jpeg")}
+    response = client.post("/detect", files=sent, data={"track": "page2"})
+    assert response.status_code == 422
+    assert "lap" in response.json()["error"]
+    assert client.post("/detect", files=sent).status_code == 200  # untracked: fine

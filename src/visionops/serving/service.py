@@ -346,15 +346,16 @@ class VisionService:
         """The track ids of the result's objects in the client's session.
 
         Raises:
-            RequestError: 501 where Ultralytics' trackers are not installed.
+            RequestError: 422 where Ultralytics' trackers are not installed (a
+                4xx, so the sentence reaches the client; BentoML hides 5xx ones).
         """
         try:
             return self.tracks.update(session, result, frame)
         except ImportError as err:
             raise RequestError(
                 f"Tracking needs Ultralytics' trackers (ultralytics, lap) beside the "
-                f"service; they are not installed here ({err.name}).",
-                501,
+                f"service; they are not installed here ({err.name}). Send no `track`.",
+                422,
             ) from err
 
     # Not `batchable`: BentoML's adaptive batching, which merged concurrent calls

@@ -256,3 +256,31 @@ def test_classify_on_video_gives_the_top_class_per_frame(
     assert "track_id" not in rows[0]
     assert rows_of(predictions.root / TRACKS_CSV) == []
     assert predictions.summary["videos"]["tracks"] == 0
+
+
+def test_segment_on_video_tracks_its_instances(
+    folder, seg_weights, tracker_yaml, tmp_path
+) -> None:
+    from tests.conftest import SEG_IMGSZ
+    from visionops.tasks.segment.onnx import OnnxSegmenter
+
+    onnx = export_onnx(seg_weights, SEG_IMGSZ, tmp_path / "onnx")
+    predictions = predict_folder(
+        folder / "clip.avi",
+        onnx,
+        tmp_path / "run",
+        settings(tracker_yaml, blur_faces=False),
+        task=get_task("segment"),
+        progress=False,
+    )
+    rows = rows_of(predictions.root / VIDEO_CSV)
+    segmenter = OnnxSegmenter(onnx)
+    frames = decoded(folder / "clip.avi")
+    for index, frame in enumerate(frames):
+        ours = segmenter.predict(frame, conf=0.01, iou=0.7, max_det=5)
+        mine = [r for r in rows if int(r["frame"]) == index]
+        assert [int(r["class_id"]) for r in mine] == ours.class_ids.tolist()
+    document = json.loads((predictions.root / "predictions.json").read_text())
+    (video,) = document["videos"]
+    assert len(decoded(predictions.root / video["output"])) == len(SEQUENCE)
+    assert rows and all(r["track_id"] for r in rows if int(r["frame"]) == 0)

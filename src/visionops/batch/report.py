@@ -135,7 +135,7 @@ def _videos(predictions: PredictionSet) -> str:
             )
         parts.append(
             f"<h3>Video {html.escape(v['video'])}</h3><p>{v['frames_predicted']} "
-            f"frames predicted (every {v['stride']}th of {v['frames_read']}, "
+            f"of {v['frames_read']} frames predicted (stride {v['stride']}, "
             f"{v['fps']} fps, {v['width']}x{v['height']}), {v['rows']} rows, "
             f"{v['tracks']} tracks, {v['faces_blurred']} faces blurred, "
             f"{v['frames_per_s']} frames/s; annotated: <code>"

@@ -35,6 +35,7 @@ EXAMPLES = """examples:
   python run.py --pipeline batch --source dataset:test     # a split of the dataset
   python run.py --pipeline batch --source photos/ --set conf=0.5 --set output_dir=out
   python run.py --pipeline review --set target=picsellia://<dataset>/<version>
+  python run.py --pipeline batch --source clip.mp4 --set video.fps=5   # a video
   python run.py --pipeline all                             # {all}
   python run.py --stack local                              # apply stacks/local.yaml
   python run.py --status --set dataset=4                   # what training would use
@@ -102,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--source",
         metavar="PATH_OR_URI",
         help="ingestion: a folder, a .zip, or picsellia://<dataset version id>; "
-        "batch: a folder of images, or dataset:train|val|test; a relative path is "
+        "batch: a folder of images and videos, one such file, or "
+        "dataset:train|val|test; a relative path is "
         "relative to the project root (the folder of run.py)",
     )
     parser.add_argument(

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from visionops.core.env import project_root
+from visionops.core.images import MAX_PIXELS
 from visionops.data.anonymize import AnonymizeSettings
 from visionops.data.sources.archive import ArchiveLimits
 from visionops.data.sources.base import SourceError
@@ -36,6 +37,7 @@ from visionops.engine.task import (
     MODEL_NAME,
     EvalSettings,
 )
+from visionops.engine.tracks import DEFAULT_TRACKER, tracker_config
 from visionops.tasks import REGISTRY
 
 Workers = int | Literal["auto"]
@@ -355,6 +357,51 @@ def dataset_split(source: str) -> str | None:
     return split
 
 
+def _tracker(value: str) -> str:
+    tracker_config(value)  # raises, naming what is allowed
+    return value
+
+
+class VideoSettings(BaseModel):
+    """How batch reads and writes videos (`visionops.batch.video`).
+
+    Attributes:
+        fps: Predict this many frames per second of video (the nearest whole
+            stride); None: every frame (or `stride`).
+        stride: Predict every `stride`-th frame; set `fps` or `stride`, not both.
+        tracker: Ultralytics' tracker for tasks whose predictions have boxes:
+            `bytetrack`, `botsort`, or the path of a tracker YAML of one's own.
+        blur_faces: Hide faces in the annotated video (as ingestion does);
+            predictions are made on the frames as they are.
+        max_frame_pixels: Refuse videos whose frames are larger (the service's
+            limit on one image by default).
+        contact_sheet: Frames drawn in the report's contact sheet per video.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    fps: float | None = Field(None, gt=0.0, le=1000.0)
+    stride: int | None = Field(None, ge=1, le=100_000)
+    tracker: Annotated[str, AfterValidator(_tracker)] = DEFAULT_TRACKER
+    blur_faces: bool = True
+    max_frame_pixels: int = Field(MAX_PIXELS, ge=1)
+    contact_sheet: int = Field(12, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _one_rate(self) -> VideoSettings:
+        if self.fps is not None and self.stride is not None:
+            raise ValueError(
+                f"video.fps {self.fps} and video.stride {self.stride}: set one"
+            )
+        return self
+
+    def stride_for(self, video_fps: float) -> int:
+        """Frames advanced per predicted frame for a video of `video_fps`."""
+        if self.fps is not None and video_fps > 0:
+            return max(1, round(video_fps / self.fps))
+        return self.stride or 1
+
+
 class BatchSettings(BaseModel):
     """How the detector runs over a folder.
 
@@ -367,6 +414,7 @@ class BatchSettings(BaseModel):
             threads decode the next batch meanwhile.
         device: `auto` uses ONNX Runtime's CUDA provider when it is installed.
         grid_size: Images in the annotated sample grid (0: none).
+        video: How videos in the folder are read and written.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -378,6 +426,7 @@ class BatchSettings(BaseModel):
     threads: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     grid_size: int = Field(16, ge=0, le=100)
+    video: VideoSettings = Field(default_factory=VideoSettings)
 
 
 class BatchParameters(StrictModel, BatchSettings):

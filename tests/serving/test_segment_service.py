@@ -88,7 +88,9 @@ def test_segment_answers_instances_inside_the_image(client, seg_onnx, soles) -> 
                 "confidence",
                 "box",
                 "polygon",
+                "track_id",
             }
+            assert instance["track_id"] is None  # no `track` session asked
             assert instance["class_name"] == SEG_NAMES[instance["class_id"]]
             assert len(instance["polygon"]) >= 1
             for x, y in instance["polygon"]:

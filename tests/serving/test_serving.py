@@ -368,7 +368,7 @@ def test_web_page_and_openapi(client) -> None:
     # The page draws with the view that `/info` names, served from the task.
     info = client.post("/info", json={}).json()
     assert info["endpoint"] == "/detect" and info["view"] == "/ui/views/detect.js"
-    assert info["parameters"] == ["conf", "iou", "max_det", "blur_faces"]
+    assert info["parameters"] == ["conf", "iou", "max_det", "blur_faces", "track"]
     view = client.get(info["view"])
     assert view.status_code == 200
     assert view.headers["content-type"].startswith("text/javascript")

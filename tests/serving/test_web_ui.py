@@ -627,3 +627,49 @@ def test_segment_view_fills_polygons_with_a_legend(page, tmp_path: Path) -> None
     assert 60 < red < 160 and green < 60 and blue < 60, pixels[250, 200]
     assert pixels[380, 50].tolist() == [0, 0, 0]  # outside every polygon
     page.screenshot(path=str(tmp_path / "segment.png"))
+
+
+def test_a_chosen_video_plays_with_track_ids(page, tmp_path: Path) -> None:
+    """A tiny WebM (OpenCV's VP8) chosen in the video control: its frames are sent
+    one at a time with one `track` session, the answer's ids drawn on them."""
+    import cv2
+
+    clip = tmp_path / "clip.webm"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"VP80"), 10, (320, 240))
+    assert writer.isOpened()
+    for shade in (60, 120, 180):
+        writer.write(np.full((240, 320, 3), shade, np.uint8))
+    writer.release()
+    box = {"x1": 40, "y1": 60, "x2": 200, "y2": 180}
+    answer = {
+        "detections": [
+            {
+                "class_id": 0,
+                "class_name": "board",
+                "confidence": 0.8,
+                "box": box,
+                "track_id": 7,
+            }
+        ],
+        "counts": {"board": 1},
+        "timing_ms": {"total": 2.0},
+    }
+    sessions = []
+    origin = _routed(page, "detect", {"model_name": "m"}, answer)
+    page.on(
+        "request",
+        lambda r: (
+            r.url.endswith("/detect")
+            and sessions.append(re.search(r'name="track"\r\n\r\n(\w+)', r.post_data))
+        ),
+    )
+    _open(page, origin)
+    assert page.is_visible("#vfile")
+    page.set_input_files("#vfile", str(clip))
+    page.wait_for_function("Number(document.body.dataset.frames || 0) >= 2")
+    labels = page.evaluate("window.visionops.labels")
+    assert [label["text"] for label in labels] == ["#7 board 0.80"]
+    assert len(sessions) >= 2 and all(sessions)
+    assert len({m[1] for m in sessions}) == 1  # one session for the whole video
+    pixels = _canvas(page)
+    assert pixels.shape == (240, 320, 3)

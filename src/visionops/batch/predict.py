@@ -8,24 +8,24 @@ what differs per task (CSV rows, label or mask files, figures) is the task's
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
+from visionops.batch.grid import cell, fit, grid_indices, write_grid
 from visionops.config import BatchSettings
 from visionops.core import images
 from visionops.core.files import CsvWriter, ensure_empty_dir
 from visionops.core.parallel import resolve_workers
+from visionops.core.video import VIDEO_SUFFIXES
 from visionops.data.manifest import IMAGE_SUFFIXES
 from visionops.tasks import Task
 
@@ -39,9 +39,6 @@ BAD_FILES_CSV = "bad_files.csv"
 SAMPLE_GRID = "sample_grid.jpg"
 SUMMARY_JSON = "summary.json"
 REPORT_HTML = "report.html"
-
-_CELL = 240  # side of one sample-grid thumbnail, pixels
-_CAPTION = 18  # caption strip under each thumbnail, pixels
 
 
 @dataclass
@@ -69,10 +66,16 @@ class PredictionSet:
 
 @dataclass
 class Inputs:
-    """What a folder holds: files to predict, and files ignored by their suffix."""
+    """What a folder holds: files to predict, and files ignored by their suffix.
+
+    `videos` are predicted frame by frame (`visionops.batch.video`); `root` is
+    what the paths are relative to (the folder, or a single file's folder).
+    """
 
     files: list[Path]
     ignored: dict[str, int]
+    videos: list[Path] = field(default_factory=list)
+    root: Path = Path()
 
 
 @dataclass
@@ -90,25 +93,33 @@ def list_inputs(folder: Path) -> Inputs:
     """Lists the files to predict under `folder`, recursively, sorted.
 
     Files with an image suffix are inputs, decodable or not (a bad one is
-    reported, never skipped). Other files (labels, yaml, notes) are counted by
-    suffix; hidden files and folders are left out.
+    reported, never skipped), and so are videos. Other files (labels, yaml,
+    notes) are counted by suffix; hidden files and folders are left out. A
+    single image or video file is an input alone.
 
     Raises:
-        NotADirectoryError: If `folder` is not a directory.
+        NotADirectoryError: If `folder` is neither a folder nor a file.
     """
-    if not folder.is_dir():
+    if folder.is_file():
+        paths, root = [folder], folder.parent
+    elif folder.is_dir():
+        paths, root = sorted(folder.rglob("*")), folder
+    else:
         raise NotADirectoryError(f"{folder} is not a folder")
     files: list[Path] = []
+    videos: list[Path] = []
     ignored: Counter[str] = Counter()
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder)
+    for path in paths:
+        relative = path.relative_to(root)
         if any(part.startswith(".") for part in relative.parts) or not path.is_file():
             continue
         if path.suffix.lower() in INPUT_SUFFIXES:
             files.append(path)
+        elif path.suffix.lower() in VIDEO_SUFFIXES:
+            videos.append(path)
         else:
             ignored[path.suffix.lower() or "(none)"] += 1
-    return Inputs(files, dict(sorted(ignored.items())))
+    return Inputs(files, dict(sorted(ignored.items())), videos, root)
 
 
 def read_image(path: Path) -> tuple[np.ndarray | None, str, str]:
@@ -176,55 +187,6 @@ def providers(device: str) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def _grid_indices(count: int, size: int) -> set[int]:
-    """`size` image indices spread evenly over `count` images."""
-    if count == 0 or size == 0:
-        return set()
-    return {round(i) for i in np.linspace(0, count - 1, min(size, count))}
-
-
-def _fit(image: np.ndarray) -> np.ndarray:
-    """The image shrunk (or grown) to fit one grid cell."""
-    h, w = image.shape[:2]
-    scale = _CELL / max(h, w)
-    return cv2.resize(
-        image,
-        (max(1, round(w * scale)), max(1, round(h * scale))),
-        interpolation=cv2.INTER_AREA,
-    )
-
-
-def _cell(small: np.ndarray, caption: str) -> np.ndarray:
-    """One grid cell: the drawn thumbnail centred, its file name below."""
-    cell = np.full((_CELL + _CAPTION, _CELL, 3), 255, np.uint8)
-    top, left = (_CELL - small.shape[0]) // 2, (_CELL - small.shape[1]) // 2
-    cell[top : top + small.shape[0], left : left + small.shape[1]] = small
-    text = caption if len(caption) <= 34 else caption[:15] + "..." + caption[-16:]
-    cv2.putText(
-        cell,
-        text,
-        (3, _CELL + 13),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        0.38,
-        (40, 40, 40),
-        1,
-        cv2.LINE_AA,
-    )
-    return cell
-
-
-def _write_grid(cells: list[np.ndarray], path: Path) -> None:
-    columns = math.ceil(math.sqrt(len(cells)))
-    rows = math.ceil(len(cells) / columns)
-    height, width = cells[0].shape[:2]
-    canvas = np.full((rows * height, columns * width, 3), 255, np.uint8)
-    for index, cell in enumerate(cells):
-        r, c = divmod(index, columns)
-        canvas[r * height : (r + 1) * height, c * width : (c + 1) * width] = cell
-    if not cv2.imwrite(str(path), canvas, [cv2.IMWRITE_JPEG_QUALITY, 85]):
-        raise OSError(f"could not write {path}")
-
-
 def predict_folder(
     folder: Path,
     onnx_path: Path,
@@ -264,13 +226,14 @@ def predict_folder(
     folder, out_dir = Path(folder), Path(out_dir)
     ensure_empty_dir(out_dir)
     inputs = list_inputs(folder)
+    folder = inputs.root  # a single file's folder
     threads = resolve_workers(settings.threads)
     predictor = task.predictor(
         onnx_path, threads=threads, providers=providers(settings.device)
     )
     names = [predictor.names[i] for i in sorted(predictor.names)]
     output = task.batch_output(out_dir, names, folder, inputs.files)
-    grid_picks = _grid_indices(len(inputs.files), settings.grid_size)
+    grid_picks = grid_indices(len(inputs.files), settings.grid_size)
     thresholds = {k: getattr(settings, k) for k in task.thresholds}
 
     records: list[dict[str, Any]] = []
@@ -312,12 +275,15 @@ def predict_folder(
                     rows.writerows(lines)
                     if index in grid_picks:
                         small = output.draw(
-                            _fit(read.image), prediction, read.image.shape
+                            fit(read.image), prediction, read.image.shape
                         )
-                        cells.append(_cell(small, relative))
+                        cells.append(cell(small, relative))
                 index += 1
             bar.update(len(batch))
     seconds = time.perf_counter() - start
+    videos, bad_videos, video_figures = _videos(
+        inputs, out_dir, task, predictor, settings, progress
+    )
 
     summary = {
         **_summary(inputs, records, bad, seconds, folder, source, model, settings),
@@ -326,22 +292,51 @@ def predict_folder(
         "counts_title": output.counts_title,
         **output.summary(records),
     }
+    if video_figures:
+        summary["videos"] = video_figures
     with (out_dir / BAD_FILES_CSV).open("w", newline="") as handle:
         columns = ("file", "reason", "detail")
         writer = CsvWriter(handle)
         writer.writerow(columns)
-        writer.writerows([row[c] for c in columns] for row in bad)
+        writer.writerows([row[c] for c in columns] for row in bad + bad_videos)
     document = {
         "summary": summary,
         "class_names": names,
         "images": records,
         "bad_files": bad,
+        **({"videos": videos, "bad_videos": bad_videos} if inputs.videos else {}),
     }
     (out_dir / PREDICTIONS_JSON).write_text(json.dumps(document, indent=1))
     (out_dir / SUMMARY_JSON).write_text(json.dumps(summary, indent=2))
     if cells:
-        _write_grid(cells, out_dir / SAMPLE_GRID)
+        write_grid(cells, out_dir / SAMPLE_GRID)
     return PredictionSet(out_dir)
+
+
+def _videos(
+    inputs: Inputs,
+    out_dir: Path,
+    task: Task,
+    predictor: Any,
+    settings: BatchSettings,
+    progress: bool,
+) -> tuple[list[dict[str, Any]], list[dict[str, str]], dict[str, Any]]:
+    """The videos' records, bad ones and summary (`visionops.batch.video`); no
+    summary without videos."""
+    if not inputs.videos:
+        return [], [], {}
+    from visionops.batch.video import predict_videos, video_summary
+
+    records, bad = predict_videos(
+        inputs.videos,
+        inputs.root,
+        out_dir,
+        task=task,
+        predictor=predictor,
+        settings=settings,
+        progress=progress,
+    )
+    return records, bad, video_summary(len(inputs.videos), records, bad)
 
 
 def _summary(
@@ -401,6 +396,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     if summary["bad"]:
         reasons = ", ".join(f"{k} {v}" for k, v in summary["bad_reasons"].items())
         lines.append(f"  bad files ({reasons}): see {BAD_FILES_CSV}")
+    if "videos" in summary:
+        v = summary["videos"]
+        lines.append(
+            f"  videos: {v['videos_in']} in = {v['predicted']} predicted + {v['bad']}"
+            f" bad; {v['frames_predicted']} frames ({v['frames_per_s']} frames/s),"
+            f" {v['tracks']} tracks"
+        )
     if summary["ignored_files"]:
         ignored = ", ".join(f"{k} {v}" for k, v in summary["ignored_files"].items())
         lines.append(f"  not images, ignored: {ignored}")

@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import json
+from typing import Any
 
-from visionops.batch.predict import BAD_FILES_CSV, PredictionSet
+from visionops.batch.predict import BAD_FILES_CSV, PREDICTIONS_JSON, PredictionSet
+from visionops.data.report import PALETTE
 
 _MAX_BAD_ROWS = 200
 
@@ -88,5 +91,56 @@ img{{max-width:100%}}
 <h3>{html.escape(s["counts_title"])}</h3><table>{_bars(s["per_class"])}</table>
 <h3>Bad files</h3><table><tr><th>file</th><th>reason</th><th>detail</th></tr>
 {_bad_rows(predictions)}</table>
+{_videos(predictions)}
 {grid}
 </body></html>"""
+
+
+def _plot(timeline: dict[str, Any], width: int = 640, height: int = 160) -> str:
+    """Counts per class over time as an inline SVG, one line per class."""
+    times, counts = timeline["time_s"], timeline["counts"]
+    if not times or not counts:
+        return "<p>nothing found</p>"
+    end = max(times[-1], 1e-6)
+    peak = max(1.0, *(max(v) for v in counts.values()))
+    lines, legend = [], []
+    for index, (name, values) in enumerate(counts.items()):
+        b, g, r = PALETTE[index % len(PALETTE)]
+        xs = [40 + (width - 50) * t / end for t in times]
+        ys = [height - 20 - (height - 30) * v / peak for v in values]
+        points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
+        color = f"rgb({r},{g},{b})"
+        lines.append(f"<polyline fill='none' stroke='{color}' points='{points}'/>")
+        legend.append(f"<span style='color:{color}'>&#9632; {html.escape(name)}</span>")
+    return (
+        f"<svg width='{width}' height='{height}' style='border:1px solid #ccc'>"
+        f"<text x='2' y='12' font-size='10'>{peak:g}</text>"
+        f"<text x='2' y='{height - 20}' font-size='10'>0</text>"
+        f"<text x='{width - 60}' y='{height - 4}' font-size='10'>{end:.1f} s</text>"
+        f"{''.join(lines)}</svg><br>{' '.join(legend)}"
+    )
+
+
+def _videos(predictions: PredictionSet) -> str:
+    """Per video: its figures, counts per class over time and its contact sheet."""
+    path = predictions.root / PREDICTIONS_JSON
+    videos = json.loads(path.read_text()).get("videos", []) if path.is_file() else []
+    parts = []
+    for v in videos:
+        sheet = ""
+        if v["contact_sheet"]:
+            data = (predictions.root / v["contact_sheet"]).read_bytes()
+            sheet = (
+                f"<img src='data:image/jpeg;base64,{base64.b64encode(data).decode()}'>"
+            )
+        parts.append(
+            f"<h3>Video {html.escape(v['video'])}</h3><p>{v['frames_predicted']} "
+            f"of {v['frames_read']} frames predicted (stride {v['stride']}, "
+            f"{v['fps']} fps, {v['width']}x{v['height']}), {v['rows']} rows, "
+            f"{v['tracks']} tracks, {v['faces_blurred']} faces blurred, "
+            f"{v['frames_per_s']} frames/s; annotated: <code>"
+            f"{html.escape(str(v['output']))}</code></p>"
+            f"<h4>Counts per class over time (mean per frame)</h4>"
+            f"{_plot(v['timeline'])}<h4>Contact sheet</h4>{sheet}"
+        )
+    return "".join(parts)

@@ -57,6 +57,11 @@ class ImageError(ValueError):
         self.size = size
 
 
+# Decoded pixels of one image, e.g. 8000 x 5000: the service's cap per upload
+# (`serving.limits`) and batch's default cap per video frame.
+MAX_PIXELS = 40_000_000
+
+
 @dataclass(frozen=True)
 class Limits:
     """Caps checked before decoding (None: no cap).

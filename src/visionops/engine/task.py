@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from visionops.engine.bootstrap import MetricFn, PerImage
     from visionops.engine.pyfunc import OnnxPyfunc
     from visionops.engine.review import PreLabel, ReviewExport
+    from visionops.engine.video import VideoOutput
 
 # `yolo11n`, `yolo26s-cls`, `yolo11m-seg`: family, scale, task suffix.
 MODEL_NAME = re.compile(r"^yolo(11|26)[nsmlx](?P<suffix>-cls|-seg)?$")
@@ -67,6 +68,8 @@ class Serving:
         blur_faces: Whether the endpoint offers blurring faces before predicting
             (its answer then has `faces_blurred`).
         batch: Whether `/<endpoint>_batch` answers several images at once.
+        track: Whether the endpoint takes `track` (a client's session id) and
+            answers a track id per object (`Task.answer` gets `track_ids`).
         view: The web page's view of an answer: a JavaScript module whose
             default export has `noun`, `what` and `render(ctx, body, draw)`.
     """
@@ -77,6 +80,7 @@ class Serving:
     parameters: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
     blur_faces: bool = False
     batch: bool = False
+    track: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,8 @@ class Task(ABC):
         pipelines: Pipelines that can run a model of this task.
         batch_outputs: Its `BatchOutput` class as `module:Class` (imported on
             first use), None while the task has no batch outputs.
+        video_outputs: Its `VideoOutput` class (batch over videos: rows per
+            frame, tracks, drawing) as `module:Class`; None: no video.
         thresholds: The prediction thresholds its predictor takes (`conf`,
             `iou`, `max_det`: those of `BatchSettings` and the service).
         renderer: The function drawing one prediction on a copy of a frame,
@@ -191,6 +197,7 @@ class Task(ABC):
     pipelines: ClassVar[frozenset[str]] = frozenset({"training"})
     thresholds: ClassVar[tuple[str, ...]] = ("conf", "iou", "max_det")
     batch_outputs: ClassVar[str | None] = None
+    video_outputs: ClassVar[str | None] = None
     renderer: ClassVar[str | None] = None
     label_kinds: ClassVar[tuple[str, ...]] = ()
     predictor_class: ClassVar[str | None] = None
@@ -449,6 +456,11 @@ class Task(ABC):
         """What a batch run writes per image for this task (`batch_outputs`)."""
         output = self._hook("batch_outputs", "batch outputs")
         return output(out_dir, names, folder, files)
+
+    def video_output(self, names: Sequence[str], tracker: str) -> VideoOutput:
+        """What a batch run writes per frame of one video (`video_outputs`);
+        `tracker` names Ultralytics' tracker for tasks that track."""
+        return self._hook("video_outputs", "video outputs")(names, tracker)
 
     def render(
         self, frame: np.ndarray, prediction: Any, names: Mapping[int, str]

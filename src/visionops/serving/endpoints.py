@@ -34,6 +34,8 @@ THRESHOLDS: dict[str, tuple[Any, Any]] = {
 }
 BLUR_FACES: tuple[Any, Any] = (bool, False)
 FACES_BLURRED: tuple[Any, Any] = (int, 0)
+# A client's tracking session (`Serving.track`, `serving.tracks`); empty: none.
+TRACK: tuple[Any, Any] = (str, Field("", pattern=r"^[A-Za-z0-9_-]{0,64}$"))
 # Where the service mounts its web page, and where the page loads a task's view.
 UI = "/ui"
 VIEW_ROUTE = "/views/{task}.js"
@@ -61,12 +63,14 @@ def request_fields(task: Task, batch: bool = False) -> dict[str, Any]:
 
     Args:
         task: The served task: its `thresholds` and its serving declaration.
-        batch: For `/<endpoint>_batch`, which does not blur faces.
+        batch: For `/<endpoint>_batch`, which does not blur faces nor track.
     """
     serving = serving_of(task)
     fields = {name: THRESHOLDS[name] for name in task.thresholds}
     if serving.blur_faces and not batch:
         fields["blur_faces"] = BLUR_FACES
+    if serving.track and not batch:
+        fields["track"] = TRACK
     return {**fields, **serving.parameters}
 
 

@@ -8,7 +8,7 @@ from visionops.core import images
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # one image file
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024  # the whole request, form overhead too
-MAX_PIXELS = 40_000_000  # e.g. 8000 x 5000
+MAX_PIXELS = images.MAX_PIXELS  # one image's decoded pixels (core.images)
 # Decoded pixels across all images of one request (3 bytes each: 300 MB), so a
 # batch of small files that decode to 40 Mpx each cannot take gigabytes.
 MAX_REQUEST_PIXELS = 100_000_000

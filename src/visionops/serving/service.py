@@ -34,6 +34,7 @@ from visionops.serving import endpoints
 from visionops.serving.bento import LINEAGE_FILE, ONNX_FILE
 from visionops.serving.keys import ApiKeys
 from visionops.serving.limits import MAX_FILES, decode_image
+from visionops.serving.tracks import TrackSessions
 from visionops.serving.uploads import (
     DecodedImage,
     ErrorShape,
@@ -249,6 +250,7 @@ class VisionService:
         self.task = get_task(self.lineage.get("task"))
         self.predictor = self.task.predictor(root / ONNX_FILE, threads=THREADS)
         self.names: dict[int, str] = self.predictor.names
+        self.tracks = TrackSessions()  # `track` sessions of the page's video
         self.model_card = {
             "name": MODEL_NAME,
             "bento_model": str(self.bento_model.tag),
@@ -333,9 +335,28 @@ class VisionService:
         self._serves(task)
         thresholds = {k: values.pop(k) for k in task.thresholds}
         blur = values.pop("blur_faces", None)  # offered by `serving.blur_faces`
+        session = values.pop("track", "")  # offered by `serving.track`
         frame, result, faces, timing = self._predict(image, bool(blur), thresholds)
+        if session:
+            values["track_ids"] = self._track(session, result, frame)
         extra = {} if blur is None else {"faces_blurred": faces}
         return self._answer(frame, result, timing, values, **extra)
+
+    def _track(self, session: str, result: Any, frame: np.ndarray) -> np.ndarray:
+        """The track ids of the result's objects in the client's session.
+
+        Raises:
+            RequestError: 422 where Ultralytics' trackers are not installed (a
+                4xx, so the sentence reaches the client; BentoML hides 5xx ones).
+        """
+        try:
+            return self.tracks.update(session, result, frame)
+        except ImportError as err:
+            raise RequestError(
+                f"Tracking needs Ultralytics' trackers (ultralytics, lap) beside the "
+                f"service; they are not installed here ({err.name}). Send no `track`.",
+                422,
+            ) from err
 
     # Not `batchable`: BentoML's adaptive batching, which merged concurrent calls
     # into one ONNX Runtime call, did not help on CPU (bench/serving.py: -12% images/s

@@ -39,6 +39,8 @@ class ClassifyTask(Task):
     thresholds = ()  # the top class whatever its probability
     # Every class's probability per image; the most probable class written on.
     batch_outputs = "visionops.tasks.classify.batch:ClassifyBatchOutput"
+    # Video: the top class per frame, no tracks.
+    video_outputs = "visionops.tasks.classify.video:ClassifyVideoOutput"
     renderer = "visionops.tasks.classify.render:draw_classification"
     label_kinds = (IMAGE_CLASS,)
     # Resize, centre crop, softmax, as `YOLO.predict`; the pyfunc answers every

@@ -27,6 +27,7 @@ class Detection(BaseModel):
     class_name: str
     confidence: float
     box: Box
+    track_id: int | None = None
 
 
 class DetectAnswer(BaseModel):
@@ -42,12 +43,24 @@ SERVING = Serving(
     view=Path(__file__).with_name("view.js"),
     blur_faces=True,
     batch=True,
+    track=True,
 )
 
 
-def answer(prediction: Any, names: Mapping[int, str]) -> dict[str, Any]:
-    """The boxes (`OnnxDetections.to_records`) and the counts per class."""
+def answer(
+    prediction: Any, names: Mapping[int, str], track_ids: Any = None
+) -> dict[str, Any]:
+    """The boxes (`OnnxDetections.to_records`), with their track ids when the
+    request tracked (0: in no confirmed track yet), and the counts per class."""
     return {
-        "detections": prediction.to_records(names),
+        "detections": with_tracks(prediction.to_records(names), track_ids),
         "counts": prediction.counts(names),
     }
+
+
+def with_tracks(records: list[dict], track_ids: Any) -> list[dict]:
+    """Each record with its `track_id` (None: untracked), when ids were given."""
+    if track_ids is not None:
+        for record, track in zip(records, track_ids, strict=True):
+            record["track_id"] = int(track) or None
+    return records

@@ -25,6 +25,8 @@ class DetectTask(Task):
     pipelines = frozenset({"training", "deployment", "batch"})
     # Label files and one CSV row per box; boxes and `name conf` labels drawn.
     batch_outputs = "visionops.tasks.detect.batch:DetectBatchOutput"
+    # Video: a row per box with its track id (Ultralytics' trackers).
+    video_outputs = "visionops.tasks.detect.video:TrackedVideoOutput"
     renderer = "visionops.tasks.detect.render:draw_detections"
     label_kinds = (BOXES,)
     # Letterbox, decode, NMS, as `YOLO.predict`; the pyfunc answers a row per box.

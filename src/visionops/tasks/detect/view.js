@@ -10,7 +10,8 @@ export default {
     // All boxes first, then all labels: no box line crosses a label.
     for (const d of dets) strokeBox(ctx, d.box, colorOf(d.class_id), g);
     for (const d of dets) {
-      drawLabel(ctx, `${d.class_name} ${d.confidence.toFixed(2)}`, d.box.x1, d.box.y1,
+      const track = d.track_id ? `#${d.track_id} ` : "";  // a tracked frame
+      drawLabel(ctx, `${track}${d.class_name} ${d.confidence.toFixed(2)}`, d.box.x1, d.box.y1,
         colorOf(d.class_id), g);
     }
     const ids = Object.fromEntries(dets.map((d) => [d.class_name, d.class_id]));

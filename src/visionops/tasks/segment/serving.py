@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from visionops.engine.task import Serving
-from visionops.tasks.detect.serving import Box
+from visionops.tasks.detect.serving import Box, with_tracks
 
 
 class SegmentInstance(BaseModel):
@@ -20,6 +20,7 @@ class SegmentInstance(BaseModel):
     confidence: float
     box: Box
     polygon: list[list[float]]
+    track_id: int | None = None
 
 
 class SegmentAnswer(BaseModel):
@@ -34,13 +35,16 @@ SERVING = Serving(
     endpoint="segment",
     response=SegmentAnswer,
     view=Path(__file__).with_name("view.js"),
+    track=True,
 )
 
 
-def answer(prediction: Any, names: Mapping[int, str]) -> dict[str, Any]:
-    """The instances with their outline (`Segmentation.to_records`) and the
-    pixels of each class."""
+def answer(
+    prediction: Any, names: Mapping[int, str], track_ids: Any = None
+) -> dict[str, Any]:
+    """The instances with their outline (`Segmentation.to_records`) and track ids
+    when the request tracked, and the pixels of each class."""
     return {
-        "instances": prediction.to_records(names),
+        "instances": with_tracks(prediction.to_records(names), track_ids),
         "class_pixels": prediction.class_pixels(names),
     }

@@ -51,6 +51,8 @@ class SegmentTask(Task):
     pipelines = frozenset({"training", "deployment", "batch"})
     # A mask PNG per image and one CSV row per instance.
     batch_outputs = "visionops.tasks.segment.batch:SegmentBatchOutput"
+    # Video: a row per box with its track id (Ultralytics' trackers).
+    video_outputs = "visionops.tasks.segment.video:SegmentVideoOutput"
     # COCO is asked for polygons; YOLO box-or-polygon labels are taken as they are
     # (validation quarantines box lines).
     label_kinds = (POLYGONS, MASKS, BOXES)

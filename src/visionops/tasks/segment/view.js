@@ -26,7 +26,8 @@ export default {
     for (const inst of instances) {
       const first = (inst.polygon || []).flat(Infinity);
       const anchor = inst.box || {x1: first.length ? first[0] : 0, y1: first.length ? first[1] : 0};
-      drawLabel(ctx, `${inst.class_name} ${inst.confidence.toFixed(2)}`, anchor.x1, anchor.y1,
+      const track = inst.track_id ? `#${inst.track_id} ` : "";  // a tracked frame
+      drawLabel(ctx, `${track}${inst.class_name} ${inst.confidence.toFixed(2)}`, anchor.x1, anchor.y1,
         colorOf(inst.class_id), g);
     }
     const area = ctx.canvas.width * ctx.canvas.height;

@@ -55,6 +55,8 @@ class ClassifyTask(Task):
     # `/classify`, with `top_k`: the most probable classes.
     serving_spec = "visionops.tasks.classify.serving:SERVING"
     answerer = "visionops.tasks.classify.serving:answer"
+    # The prediction record's figures: top class, probabilities, top-1 margin.
+    summarizer = "visionops.tasks.classify.summary:summary"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/accuracy_top1`-style keys to `top1` and `top5`."""

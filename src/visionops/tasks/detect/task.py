@@ -39,6 +39,8 @@ class DetectTask(Task):
     # `/detect` and `/detect_batch`: boxes and counts per class.
     serving_spec = "visionops.tasks.detect.serving:SERVING"
     answerer = "visionops.tasks.detect.serving:answer"
+    # The prediction record's figures: objects and confidences per class.
+    summarizer = "visionops.tasks.detect.summary:summary"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(B)`-style keys to the project's names."""

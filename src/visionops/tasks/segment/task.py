@@ -69,6 +69,9 @@ class SegmentTask(Task):
     # `/segment`: instances and pixels per class.
     serving_spec = "visionops.tasks.segment.serving:SERVING"
     answerer = "visionops.tasks.segment.serving:answer"
+    # The prediction record's figures: objects and confidences per class (as
+    # detection: instances are boxes with a mask).
+    summarizer = "visionops.tasks.detect.summary:summary"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(M)`-style keys to `mask_map50_95` and friends."""

@@ -148,3 +148,49 @@ def test_recording_off_writes_nothing(tmp_path: Path) -> None:
     frame = np.zeros((8, 8, 3), np.uint8)
     recorder.record("batch", frame, _nothing(), name="x", latency_ms=1, answer=ANSWER)
     assert not any(tmp_path.iterdir())
+
+
+def test_status_counts_per_deployed_model(tmp_path: Path, astronaut) -> None:
+    from visionops.app.status import _feedback_lines
+    from visionops.feedback.records import counts_per_model
+
+    store = FeedbackStore(tmp_path)
+    recorder = _recorder(tmp_path, **KEEP_ALL)
+    frame = np.zeros((8, 8, 3), np.uint8)
+    ids = [
+        recorder.record(
+            "service:/detect", frame, _nothing(), name="x", latency_ms=1, answer=ANSWER
+        )["id"]
+        for _ in range(3)
+    ]
+    older = Recorder(
+        get_task("detect"),
+        NAMES,
+        {**MODEL, "version": "2"},
+        FeedbackSettings(),
+        FeedbackStore(tmp_path, source="batch"),
+        seed=0,
+    )
+    older.record(
+        "batch",
+        frame,
+        Detections(
+            np.zeros((1, 4), np.float32),
+            np.array([0.9], np.float32),
+            np.zeros(1, np.int64),
+        ),
+        name="y",
+        latency_ms=1,
+        answer=ANSWER,
+    )
+    recorder.close()
+    store.mark_reviewed(ids[:1], "outputs/review/1")
+    rows = {row["version"]: row for row in counts_per_model(store)}
+    assert rows["3"]["recorded"] == 3 and rows["3"]["sources"] == {"service:/detect": 3}
+    assert (rows["3"]["selected"], rows["3"]["waiting"]) == (3, 2)
+    assert (rows["2"]["recorded"], rows["2"]["selected"]) == (1, 0)
+    lines = _feedback_lines({"store": str(tmp_path), "models": [rows["3"]]})
+    assert lines[1] == (
+        "  board-detector v3: 3 predictions recorded (service:/detect 3), "
+        "3 images selected, 2 waiting for review"
+    )

@@ -258,3 +258,39 @@ def default_answer(task: Task, prediction: Any, names: Mapping[int, str]) -> dic
         field = getattr(default, "get_default", None)
         defaults[key] = field(call_default_factory=True) if field else default
     return task.answer(prediction, names, **defaults)
+
+
+def counts_per_model(store: FeedbackStore) -> list[dict[str, Any]]:
+    """Per model (name and version) in the store: images recorded, kept, and kept
+    but in no review batch yet, oldest model first.
+
+    Reads every record: fine for weeks of a service; a long-lived store is
+    trimmed by deleting old day folders.
+    """
+    counts: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def entry(model: Mapping[str, Any]) -> dict[str, Any]:
+        key = (str(model.get("name")), str(model.get("version")))
+        return counts.setdefault(
+            key,
+            {
+                "name": key[0],
+                "version": key[1],
+                "recorded": 0,
+                "selected": 0,
+                "waiting": 0,
+                "sources": {},
+            },
+        )
+
+    for record in store.records():
+        row = entry(record.get("model") or {})
+        row["recorded"] += 1
+        source = str(record.get("source"))
+        row["sources"][source] = row["sources"].get(source, 0) + 1
+    reviewed = store.reviewed_ids()
+    for kept in store.selected():
+        row = entry(kept.record.get("model") or {})
+        row["selected"] += 1
+        row["waiting"] += kept.id not in reviewed
+    return list(counts.values())

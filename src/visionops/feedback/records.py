@@ -90,11 +90,6 @@ class Recorder:
         self._writer: threading.Thread | None = None
         self._logged = 0.0
 
-    @property
-    def enabled(self) -> bool:
-        """Whether anything is recorded."""
-        return self.settings.record
-
     def record(
         self,
         source: str,

@@ -288,6 +288,7 @@ def test_the_page_says_what_is_recorded_and_its_calls_are(
     image = _sample_image(sample_dir)
     _open(page, served["url"])
     assert "face-blurred" in page.inner_text("#recorded")
+    _set_conf(page, SLIDER_CONF)  # the tiny model's boxes score low
     _upload_and_wait(page, image)
     # The server `start_server` started records into this state folder's store.
     records = [

@@ -20,19 +20,22 @@ a shared machine hits every path alike), `--runs` calls per path per round:
 - ONNX Runtime `session.run` on a prepared blob, FP32 and INT8, with one thread
   (as in one served worker) and with one thread per core;
 - decode + the task's `predict` in this process, INT8, one thread: what the
-  served request does, without HTTP; and the same with the prediction recorded
-  (`visionops.feedback.records.Recorder.record`, default policies, into the
-  throwaway state folder), and `record` alone on the same predictions: the
-  recording's cost, on and off side by side;
+  served request does, without HTTP; and `record` alone on the same predictions
+  (`visionops.feedback.records.Recorder.record`, the default policies, into the
+  throwaway state folder);
 - the served endpoint (`/detect`, `/classify`, `/segment`), one request at a time
   on a keep-alive connection, with the server's own `timing_ms` stages;
 - `/info` (the HTTP + BentoML floor: no image, no model);
 - Ultralytics' PyTorch `YOLO.predict` of the same image, at one thread (equal to
   one served request's) and at one per core.
 
-Overhead = served p50 - (decode + predict) p50, per round, median over rounds;
-recording's cost = (decode + predict + record) p50 - (decode + predict) p50, the
-same way, beside `record`'s own p50.
+Overhead = served p50 - (decode + predict) p50, per round, median over rounds.
+
+Recording, on and off: after the rounds (once the images the policies kept were
+blurred and written, and their hourly caps are full, as in a service's steady
+state), decode + predict alternates call by call with decode + predict + record,
+`--rounds` x `--runs` pairs; the cost is p50(on) - p50(off), beside the median
+of the pairs' differences and `record`'s own p50.
 Speed-ups are ratios of p50s per round, median over rounds.
 
 Throughput: answered images/s of the served endpoint at each `--levels`
@@ -70,7 +73,6 @@ TASKS = {
 }
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 BATCH_IMAGES = 8  # images per `/detect_batch` call
-RECORDED = "decode + predict + record in process, INT8, 1 thread"
 RECORD = "record alone (Recorder.record, same predictions)"
 
 
@@ -227,7 +229,6 @@ class Bench:
                 for t in threads
             },
             "decode + predict in process, INT8, 1 thread": (in_process, self.uploads),
-            RECORDED: (in_process_recorded, self.uploads),
             RECORD: (lambda item: record(*item), predicted),
             f"served {endpoint}, INT8, round trip": (served, requests),
             "served /info round trip (no image)": (info, [None]),
@@ -247,11 +248,25 @@ class Bench:
                         del values[kept.get(key, 0) : kept.get(key, 0) + 2]
                     self.rows[label] += samples
                     self.per_round[label].append(statistics.median(samples))
+            recorder.close()  # the kept images' blurring is not timed below
+            self.paired = self.recording_pairs(in_process, in_process_recorded)
         finally:
             client.close()
             torch.set_num_threads(torch_default)
             recorder.close()
         self.recording = recorder.status()
+
+    def recording_pairs(self, off, on) -> tuple[list[float], list[float]]:
+        """Times `off` and `on` call by call, alternating which goes first."""
+        times: tuple[list[float], list[float]] = ([], [])
+        for i in range(self.args.rounds * self.args.runs):
+            upload = self.uploads[i % len(self.uploads)]
+            order = ((0, off), (1, on)) if i % 2 else ((1, on), (0, off))
+            for index, function in order:
+                start = time.perf_counter()
+                function(upload)
+                times[index].append(time.perf_counter() - start)
+        return times
 
     def ratio(self, numerator: str, denominator: str) -> float:
         """Median over the rounds of the ratio of two paths' p50s."""
@@ -320,13 +335,17 @@ class Bench:
         )
         print(f"\nserver `timing_ms` p50: {stages}")
         overhead = self.difference_ms(served, local)
-        recording = self.difference_ms(RECORDED, local)
+        off, on = self.paired
+        recording = (statistics.median(on) - statistics.median(off)) * 1000
+        paired = statistics.median(b - a for a, b in zip(off, on, strict=True)) * 1000
         record_p50 = statistics.median(self.rows[RECORD]) * 1000
         kept = self.recording
         print(
-            f"recording (decode + predict + record - decode + predict): "
-            f"{recording:.2f} ms; record alone p50 {record_p50:.3f} ms (goal <= 0.5); "
-            f"{kept['recorded']} recorded, {kept['selected']} kept, "
+            f"recording on - off ({len(on)} alternated pairs of decode + predict "
+            f"[+ record]): p50 {statistics.median(on) * 1000:.2f} - "
+            f"{statistics.median(off) * 1000:.2f} = {recording:.3f} ms, median pair "
+            f"difference {paired:.3f} ms; record alone p50 {record_p50:.3f} ms (goal "
+            f"<= 0.5); {kept['recorded']} recorded, {kept['selected']} kept, "
             f"{kept['dropped']} dropped, {kept['failed']} failed"
         )
         speedups = {

@@ -20,7 +20,9 @@ a shared machine hits every path alike), `--runs` calls per path per round:
 - ONNX Runtime `session.run` on a prepared blob, FP32 and INT8, with one thread
   (as in one served worker) and with one thread per core;
 - decode + the task's `predict` in this process, INT8, one thread: what the
-  served request does, without HTTP;
+  served request does, without HTTP; and `record` alone on the same predictions
+  (`visionops.feedback.records.Recorder.record`, the default policies, into the
+  throwaway state folder);
 - the served endpoint (`/detect`, `/classify`, `/segment`), one request at a time
   on a keep-alive connection, with the server's own `timing_ms` stages;
 - `/info` (the HTTP + BentoML floor: no image, no model);
@@ -28,6 +30,12 @@ a shared machine hits every path alike), `--runs` calls per path per round:
   one served request's) and at one per core.
 
 Overhead = served p50 - (decode + predict) p50, per round, median over rounds.
+
+Recording, on and off: after the rounds (once the images the policies kept were
+blurred and written, and their hourly caps are full, as in a service's steady
+state), decode + predict alternates call by call with decode + predict + record,
+`--rounds` x `--runs` pairs; the cost is p50(on) - p50(off), beside the median
+of the pairs' differences and `record`'s own p50.
 Speed-ups are ratios of p50s per round, median over rounds.
 
 Throughput: answered images/s of the served endpoint at each `--levels`
@@ -65,6 +73,7 @@ TASKS = {
 }
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 BATCH_IMAGES = 8  # images per `/detect_batch` call
+RECORD = "record alone (Recorder.record, same predictions)"
 
 
 def _timed(function, inputs: list, runs: int, warmup: int = 2) -> list[float]:
@@ -118,6 +127,11 @@ class Bench:
         tag = save_model(name, self.onnx["INT8"], self.weights, lineage)
         self.bento = str(build_bento(tag, lineage).tag)
         self.model = YOLO(str(self.weights))
+        # The endpoint's own parameters at their defaults (a classifier's top_k).
+        self.parameters = {
+            k: getattr(v[1], "default", v[1])
+            for k, v in self.task.serving().parameters.items()
+        }
         self.rows: dict[str, list[float]] = {}
         self.per_round: dict[str, list[float]] = {}
         self.stages: dict[str, list[float]] = {}
@@ -126,6 +140,8 @@ class Bench:
         """The interleaved rounds at one client."""
         import torch
 
+        from visionops.feedback.records import Recorder
+        from visionops.feedback.store import FeedbackStore
         from visionops.serving.limits import decode_image
 
         cores = os.cpu_count() or 1
@@ -152,6 +168,36 @@ class Bench:
 
         def in_process(upload: tuple[str, bytes]) -> None:
             self.task.predict(predictors["INT8", 1], [decode_image(upload[1])])
+
+        # As the service records: its default policies, the task's answer made
+        # only for a kept image, kept images blurred by the recorder's thread.
+        names = predictors["INT8", 1].names
+        recorder = Recorder(
+            self.task,
+            names,
+            {"name": "bench", "version": "1", "bento": self.bento},
+            store=FeedbackStore(self.weights.parent / "feedback"),
+        )
+
+        def record(frame, result, name: str) -> None:
+            recorder.record(
+                f"service:{endpoint}",
+                frame,
+                result,
+                name=name,
+                latency_ms=1.0,
+                answer=lambda: self.task.answer(result, names, **self.parameters),
+            )
+
+        def in_process_recorded(upload: tuple[str, bytes]) -> None:
+            frame = decode_image(upload[1])
+            (result,) = self.task.predict(predictors["INT8", 1], [frame])
+            record(frame, result, upload[0])
+
+        predicted = [
+            (frame, self.task.predict(predictors["INT8", 1], [frame])[0], name)
+            for frame, (name, _) in zip(self.frames, self.uploads, strict=True)
+        ]
 
         def served(request: bytes) -> None:
             status, body = client.send(request)
@@ -183,6 +229,7 @@ class Bench:
                 for t in threads
             },
             "decode + predict in process, INT8, 1 thread": (in_process, self.uploads),
+            RECORD: (lambda item: record(*item), predicted),
             f"served {endpoint}, INT8, round trip": (served, requests),
             "served /info round trip (no image)": (info, [None]),
             **{
@@ -201,9 +248,25 @@ class Bench:
                         del values[kept.get(key, 0) : kept.get(key, 0) + 2]
                     self.rows[label] += samples
                     self.per_round[label].append(statistics.median(samples))
+            recorder.close()  # the kept images' blurring is not timed below
+            self.paired = self.recording_pairs(in_process, in_process_recorded)
         finally:
             client.close()
             torch.set_num_threads(torch_default)
+            recorder.close()
+        self.recording = recorder.status()
+
+    def recording_pairs(self, off, on) -> tuple[list[float], list[float]]:
+        """Times `off` and `on` call by call, alternating which goes first."""
+        times: tuple[list[float], list[float]] = ([], [])
+        for i in range(self.args.rounds * self.args.runs):
+            upload = self.uploads[i % len(self.uploads)]
+            order = ((0, off), (1, on)) if i % 2 else ((1, on), (0, off))
+            for index, function in order:
+                start = time.perf_counter()
+                function(upload)
+                times[index].append(time.perf_counter() - start)
+        return times
 
     def ratio(self, numerator: str, denominator: str) -> float:
         """Median over the rounds of the ratio of two paths' p50s."""
@@ -272,6 +335,19 @@ class Bench:
         )
         print(f"\nserver `timing_ms` p50: {stages}")
         overhead = self.difference_ms(served, local)
+        off, on = self.paired
+        recording = (statistics.median(on) - statistics.median(off)) * 1000
+        paired = statistics.median(b - a for a, b in zip(off, on, strict=True)) * 1000
+        record_p50 = statistics.median(self.rows[RECORD]) * 1000
+        kept = self.recording
+        print(
+            f"recording on - off ({len(on)} alternated pairs of decode + predict "
+            f"[+ record]): p50 {statistics.median(on) * 1000:.2f} - "
+            f"{statistics.median(off) * 1000:.2f} = {recording:.3f} ms, median pair "
+            f"difference {paired:.3f} ms; record alone p50 {record_p50:.3f} ms (goal "
+            f"<= 0.5); {kept['recorded']} recorded, {kept['selected']} kept, "
+            f"{kept['dropped']} dropped, {kept['failed']} failed"
+        )
         speedups = {
             t: self.ratio(f"PyTorch YOLO.predict, {t} thread(s)", served)
             for t in sorted({1, cores})
@@ -323,6 +399,8 @@ class Bench:
             "served": harness.p50_p95(self.rows[served])[0],
             "local": harness.p50_p95(self.rows[local])[0],
             "overhead": overhead,
+            "recording": recording,
+            "record": record_p50,
             "torch": speedups[1],
             "int8": int8[1],
             "throughput": top.per_second,
@@ -373,15 +451,17 @@ def main() -> None:
         shutil.rmtree(state, ignore_errors=True)
     print(
         "\n## Summary\n\n| task | served p50 ms | decode + predict p50 ms "
-        "| overhead ms | PyTorch predict (1 thread) / served INT8 "
+        "| overhead ms | recording on - off ms | record p50 ms "
+        "| PyTorch predict (1 thread) / served INT8 "
         "| INT8 / FP32 speed-up | served "
         f"img/s @{args.levels[-1]} | raw img/s | served / raw |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in summary:
         print(
             f"| {row['task']} | {row['served']:.1f} | {row['local']:.1f} | "
-            f"{row['overhead']:.1f} | {row['torch']:.2f}x | {row['int8']:.2f}x | "
+            f"{row['overhead']:.1f} | {row['recording']:.2f} | {row['record']:.3f} | "
+            f"{row['torch']:.2f}x | {row['int8']:.2f}x | "
             f"{row['throughput']:.1f} | {row['raw']:.1f} | "
             f"{row['throughput'] / row['raw']:.2f} |"
         )

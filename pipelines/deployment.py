@@ -10,5 +10,5 @@ from visionops.config import DeploymentParameters
 def deployment(params: DeploymentParameters) -> None:
     """Packages the promoted model as a BentoML service; serves it if asked."""
     weights, onnx, lineage = export_champion(params.model.name)
-    bento = build_bento(weights, onnx, lineage)
+    bento = build_bento(weights, onnx, lineage, params.feedback)
     serve_bento(bento, params.serve, params.port)

@@ -67,16 +67,19 @@ def fresh_metrics() -> None:
             REGISTRY.unregister(collector)
 
 
-def import_service(model: str):
-    """The service module, imported anew to serve the store's latest `model`."""
+def import_service(model: str, arguments: dict | None = None):
+    """The service module, imported anew to serve the store's latest `model`, with
+    the Bento arguments a built Bento would give it (besides `model_tag`)."""
     from bentoml._internal.utils.args import set_arguments
 
     patch = pytest.MonkeyPatch()
     patch.setenv("VISIONOPS_BENTO_MODEL", model)  # read when the module is imported
-    set_arguments({})  # a Bento built earlier in this process leaves its arguments
+    # A Bento built earlier in this process leaves its arguments: replaced.
+    set_arguments(arguments or {})
     sys.modules.pop("visionops.serving.service", None)
     module = importlib.import_module("visionops.serving.service")
     patch.undo()
+    set_arguments({})
     assert f"{model}:latest" == module.MODEL_TAG
     return module
 

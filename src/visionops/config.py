@@ -339,6 +339,130 @@ class TrainingParameters(StrictModel):
         ]
 
 
+# --- production feedback: what the service and batch record and keep ------------
+
+
+class SelectionPolicy(StrictModel):
+    """What every selection policy has: a switch and its rate caps.
+
+    Attributes:
+        enabled: Whether the policy picks images.
+        per_hour: At most this many images picked per UTC hour (per process).
+        per_day: At most this many per UTC day (per process).
+    """
+
+    enabled: bool = True
+    per_hour: int = Field(10, ge=0)
+    per_day: int = Field(100, ge=0)
+
+
+class RandomPolicy(SelectionPolicy):
+    """A random slice of all images, the unbiased sample.
+
+    Attributes:
+        fraction: The probability of picking any one image.
+    """
+
+    fraction: float = Field(0.01, ge=0.0, le=1.0)
+
+
+class ConfidencePolicy(SelectionPolicy):
+    """Images with a confidence just above the threshold (the model hesitated).
+
+    Attributes:
+        low: The band's lower end (the default `conf` threshold).
+        high: Its upper end: any box (or top class) scoring in `[low, high)`.
+    """
+
+    low: float = Field(DEFAULT_CONF, ge=0.0, le=1.0)
+    high: float = Field(0.4, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _band(self) -> ConfidencePolicy:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class EmptyPolicy(SelectionPolicy):
+    """Images where the model found nothing (a missed object is found there)."""
+
+
+class ClassesPolicy(SelectionPolicy):
+    """Images where one of the chosen classes was found (a rare class, say).
+
+    Attributes:
+        classes: The class names; empty: the policy picks nothing.
+    """
+
+    enabled: bool = False
+    classes: list[str] = Field(default_factory=list)
+
+
+class CountPolicy(SelectionPolicy):
+    """Images with few or many objects (crowds, or fewer than expected).
+
+    Attributes:
+        min: Picked when fewer objects than this were found (None: no lower bound).
+        max: Picked when more than this were found (None: no upper bound).
+    """
+
+    enabled: bool = False
+    min: int | None = Field(None, ge=0)
+    max: int | None = Field(None, ge=0)
+
+
+class MarginPolicy(SelectionPolicy):
+    """Classified images whose two most probable classes are close.
+
+    Attributes:
+        below: Picked when top-1 minus top-2 probability is below this.
+    """
+
+    below: float = Field(0.1, ge=0.0, le=1.0)
+
+
+class SelectionSettings(StrictModel):
+    """The selection policies by name; an image is kept when any picks it (each
+    within its caps). `visionops.feedback.selection.POLICIES` holds their tests.
+    A policy that reads what a task does not give (a margin for detection) never
+    picks."""
+
+    random: RandomPolicy = Field(default_factory=RandomPolicy)
+    confidence: ConfidencePolicy = Field(default_factory=ConfidencePolicy)
+    empty: EmptyPolicy = Field(default_factory=EmptyPolicy)
+    classes: ClassesPolicy = Field(default_factory=ClassesPolicy)
+    count: CountPolicy = Field(default_factory=CountPolicy)
+    margin: MarginPolicy = Field(default_factory=MarginPolicy)
+
+
+class FeedbackSettings(StrictModel):
+    """What the service and batch record per image and which images they keep.
+
+    Attributes:
+        record: Write one prediction record per image (off: nothing is recorded
+            nor kept).
+        queue: Selected images waiting to be face-blurred and written; when it
+            is full an image is not kept (counted as dropped), so memory stays
+            bounded.
+        anonymize: The ingestion anonymiser's settings, used on every kept image
+            (it cannot be turned off: no unblurred face is written).
+        selection: The policies.
+    """
+
+    record: bool = True
+    queue: int = Field(8, ge=1, le=256)
+    anonymize: AnonymizeSettings = Field(default_factory=AnonymizeSettings)
+    selection: SelectionSettings = Field(default_factory=SelectionSettings)
+
+    @field_validator("anonymize")
+    @classmethod
+    def _always_blur(cls, value: AnonymizeSettings) -> AnonymizeSettings:
+        if not value.enabled:
+            raise ValueError("kept images are always face-blurred; remove enabled")
+        return value
+
+
 def dataset_split(source: str) -> str | None:
     """The split of a `dataset:<split>` source (`valid` means val), else None.
 
@@ -436,6 +560,7 @@ class BatchParameters(StrictModel, BatchSettings):
     dataset: DatasetSelector = "latest"
     output_dir: str | None = "outputs/batch"
     model: ModelSettings = Field(default_factory=ModelSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
 
     @field_validator("source")
     @classmethod
@@ -456,6 +581,7 @@ class DeploymentParameters(StrictModel):
     serve: bool = False
     port: int = Field(3000, ge=1024, le=65535)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
 
 
 # Where review batches go unless `target` says otherwise (a folder per batch).

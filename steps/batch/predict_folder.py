@@ -9,7 +9,7 @@ from visionops.app.materializers import work_dir
 from visionops.batch import predict as batch
 from visionops.batch.predict import PredictionSet
 from visionops.batch.report import write_report
-from visionops.config import BatchSettings, dataset_split
+from visionops.config import BatchSettings, FeedbackSettings, dataset_split
 from visionops.core.env import project_path
 from visionops.core.names import BATCH_REPORT, PREDICTIONS
 from visionops.data.version import DatasetVersion
@@ -26,6 +26,7 @@ def predict_folder(
     source: str,
     settings: BatchSettings,
     dataset: DatasetVersion | None = None,
+    feedback: FeedbackSettings | None = None,
 ) -> tuple[
     Annotated[PredictionSet, PREDICTIONS],
     Annotated[HTMLString, BATCH_REPORT],
@@ -40,6 +41,7 @@ def predict_folder(
             `dataset:<split>` with `dataset` the dataset version to read.
         settings: Thresholds, batch size, threads, device, grid size.
         dataset: The dataset version of a `dataset:<split>` source.
+        feedback: What is recorded per image and kept for review (None: nothing).
     """
     split = dataset_split(source)
     if split is not None:
@@ -56,6 +58,7 @@ def predict_folder(
         task=champion.get_task(),
         source=source,
         model={**champion.model_dump(), "model_uri": champion.model_uri},
+        feedback=feedback,
     )
     summary = predictions.summary
     log_metadata(

@@ -6,6 +6,7 @@ import bentoml
 from mlflow.tracking import MlflowClient
 from zenml import log_metadata, step
 
+from visionops.config import FeedbackSettings
 from visionops.core.names import BENTO
 from visionops.serving.bento import build_bento as build
 from visionops.serving.bento import save_model
@@ -15,15 +16,19 @@ from visionops.training.tracking import configure_tracking
 
 @step(enable_cache=False)
 def build_bento(
-    weights: ModelFile, onnx: ModelFile, lineage: dict[str, Any]
+    weights: ModelFile,
+    onnx: ModelFile,
+    lineage: dict[str, Any],
+    feedback: FeedbackSettings,
 ) -> Annotated[bentoml.Bento, BENTO]:
-    """Saves the model (ONNX + .pt + lineage) and builds the service's Bento.
+    """Saves the model (ONNX + .pt + lineage) and builds the service's Bento, which
+    records and keeps what `feedback` says.
 
     The Bento tag is recorded on the ZenML model version and the MLflow version.
     """
     name = lineage["model_name"]
     model_tag = save_model(name, onnx.path, weights.path, lineage)
-    bento = build(model_tag, lineage)
+    bento = build(model_tag, lineage, feedback.model_dump())
     configure_tracking()
     MlflowClient().set_model_version_tag(
         name, lineage["mlflow_version"], "bento_tag", str(bento.tag)

@@ -21,7 +21,9 @@ from visionops.batch.predict import (
     PredictionSet,
     predict_folder,
 )
+from visionops.config import FeedbackSettings
 from visionops.engine.onnx import export_onnx
+from visionops.feedback.store import STORE_ENV, FeedbackStore
 from visionops.tasks import get_task
 from visionops.tasks.detect.onnx import OnnxDetector
 
@@ -171,6 +173,36 @@ def test_refuses_a_non_empty_output(folder: Path, onnx_path: Path) -> None:
         )
 
 
+def test_records_each_image_and_keeps_what_selection_picks(
+    folder: Path, onnx_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(STORE_ENV, str(tmp_path / "store"))
+    keep_two = {"selection": {"random": {"fraction": 1.0, "per_hour": 2}}}
+    result = predict_folder(
+        folder,
+        onnx_path,
+        tmp_path / "out",
+        SETTINGS,
+        task=get_task("detect"),
+        model={"name": MODEL, "version": "4"},
+        progress=False,
+        feedback=FeedbackSettings.model_validate(keep_two),
+    )
+    store = FeedbackStore(tmp_path / "store")
+    records = list(store.records())
+    document = json.loads((result.root / PREDICTIONS_JSON).read_text())
+    # One per predicted image (not the 4 bad files), from `batch`.
+    assert sorted(r["image"]["name"] for r in records) == sorted(
+        i["image"] for i in document["images"]
+    )
+    assert {r["source"] for r in records} == {"batch"}
+    assert {r["model"]["name"] for r in records} == {MODEL}
+    assert sum(r["selected"] for r in records) == 2
+    kept = store.selected()  # written before predict_folder returned
+    assert len(kept) == 2 and all("detections" in k.predictions for k in kept)
+    assert result.summary["feedback"]["recorded"] == 7
+
+
 # --- one real pipeline run -----------------------------------------------------------
 
 
@@ -190,18 +222,30 @@ def champion(sample_dir: Path) -> str:
 
 
 def test_batch_pipeline_end_to_end(
-    champion: str, folder: Path, tmp_path: Path, capsys, outbound
+    champion: str,
+    folder: Path,
+    tmp_path: Path,
+    capsys,
+    outbound,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from zenml.client import Client
 
     import run
 
+    monkeypatch.setenv(STORE_ENV, str(tmp_path / "store"))
     args = ["--pipeline", "batch", "--source", str(folder)]
     for override in (f"model.name={champion}", "conf=0.01", f"output_dir={tmp_path}"):
         args += ["--set", override]
     assert run.main(args) == 0
     printed = capsys.readouterr().out
     assert "11 images in = 7 predicted + 4 bad" in printed
+    assert "recorded 7 images" in printed
+    records = list(FeedbackStore(tmp_path / "store").records())
+    assert len(records) == 7 and {r["source"] for r in records} == {"batch"}
+    assert {(r["model"]["name"], r["model"]["version"]) for r in records} == {
+        (champion, "1")
+    }
     where = Path(printed.split("Predictions: ")[-1].strip())
     assert where.parent == tmp_path
     for name in (PREDICTIONS_CSV, PREDICTIONS_JSON, BAD_FILES_CSV, SAMPLE_GRID):

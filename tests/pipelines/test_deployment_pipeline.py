@@ -14,6 +14,9 @@ import pytest
 from tests.conftest import TINY_TRAINING
 from tests.servers import free_port
 from visionops.app.dashboards import port_open
+from visionops.config import load_parameters
+from visionops.core.env import state_dir
+from visionops.feedback.store import FeedbackStore
 
 MODEL = "deploy-detector"
 TINY = [*TINY_TRAINING, "grid={lr0: [0.01]}", f"model.name={MODEL}"]
@@ -98,7 +101,10 @@ def test_bento_in_store_with_its_lineage(deployed: dict) -> None:
     assert f"Bento: {bento.tag}" in deployed["printed"]
     assert [m.tag.name for m in bento.info.all_models] == [MODEL]
     model = bentoml.models.get(bento.info.all_models[0].tag)
-    assert bento.info.args == {"model_tag": str(model.tag)}  # pinned, not `latest`
+    assert bento.info.args["model_tag"] == str(model.tag)  # pinned, not `latest`
+    # What the service records and keeps: the deployment config's, in the Bento.
+    feedback = load_parameters("deployment").feedback  # type: ignore[attr-defined]
+    assert bento.info.args["feedback"] == feedback.model_dump()
 
     champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL, "champion")
     dataset_hash = find_dataset("latest").run_metadata["dataset_hash"]
@@ -166,6 +172,16 @@ def test_served_detect_through_the_bentoml_client(deployed: dict, tiny_dataset) 
     champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL, "champion")
     assert info["precision"] == champion.tags["precision"]
     assert info["precision"] in ("int8", "fp32")
+    # The request is recorded in this machine's store (the state folder's, which
+    # the deployment gave the server), naming the Bento.
+    (record,) = [
+        r
+        for r in FeedbackStore(state_dir() / "feedback").records()
+        if r["model"]["bento"] == deployed["bento_tag"]
+    ]
+    assert record["source"] == "service:/detect"
+    assert record["image"]["name"] == image.name
+    assert record["summary"]["count"] == len(body["detections"])
 
 
 def test_served_bad_input_and_metrics(deployed: dict) -> None:

@@ -279,6 +279,29 @@ def test_upload_draws_boxes_counts_and_status(
     assert not outside and len(urls) >= 3, urls
 
 
+def test_the_page_says_what_is_recorded_and_its_calls_are(
+    served: dict, page, sample_dir: Path
+) -> None:
+    from visionops.core.env import state_dir
+    from visionops.feedback.store import FeedbackStore
+
+    image = _sample_image(sample_dir)
+    _open(page, served["url"])
+    assert "face-blurred" in page.inner_text("#recorded")
+    _set_conf(page, SLIDER_CONF)  # the tiny model's boxes score low
+    _upload_and_wait(page, image)
+    # The server `start_server` started records into this state folder's store.
+    records = [
+        r
+        for r in FeedbackStore(state_dir() / "feedback").records()
+        if r["image"]["name"] == "upload.jpg"  # the name the page sends
+    ]
+    assert records and records[-1]["source"] == "service:/detect"
+    assert records[-1]["model"]["bento"] == served["bento_tag"]
+    with Image.open(image) as photo:
+        assert records[-1]["image"]["width"] == photo.width
+
+
 def test_empty_state_docs_link_and_favicon(served: dict, page) -> None:
     _open(page, served["url"])
     assert page.is_visible("#empty") and page.is_hidden("#canvas")

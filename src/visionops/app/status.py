@@ -184,6 +184,16 @@ def _reports() -> dict[str, str | None]:
     return found
 
 
+def _feedback() -> dict[str, Any]:
+    """What this machine's feedback store holds per deployed model: requests
+    recorded, images kept for review, and those waiting for one."""
+    from visionops.feedback.records import counts_per_model
+    from visionops.feedback.store import FeedbackStore
+
+    store = FeedbackStore()
+    return {"store": str(store.root), "models": counts_per_model(store)}
+
+
 def collect_status(
     model_name: str | None = None, dataset: str = "latest"
 ) -> dict[str, Any]:
@@ -225,6 +235,7 @@ def collect_status(
         "dataset": training,
         "champion": _champion(client, model_name),
         "reports": _reports(),
+        "feedback": _feedback(),
     }
 
 
@@ -320,4 +331,25 @@ def format_status(status: dict[str, Any]) -> str:
     ):
         where = reports.get(key) or f"none yet (run: --pipeline {pipeline})"
         lines.append(f"  {key}: {where}")
+    lines += _feedback_lines(status.get("feedback"))
     return "\n".join(lines)
+
+
+def _feedback_lines(feedback: dict[str, Any] | None) -> list[str]:
+    """`Predictions recorded (<store>):` and one line per model."""
+    if not feedback:
+        return []
+    if not feedback["models"]:
+        return [
+            f"Predictions recorded: none yet in {feedback['store']} (serve a model, "
+            "or run --pipeline batch)"
+        ]
+    lines = [f"Predictions recorded ({feedback['store']}):"]
+    for row in feedback["models"]:
+        sources = ", ".join(f"{k} {v}" for k, v in sorted(row["sources"].items()))
+        lines.append(
+            f"  {row['name']} v{row['version']}: {row['recorded']} predictions recorded"
+            f" ({sources or 'none'}), {row['selected']} images selected, "
+            f"{row['waiting']} waiting for review"
+        )
+    return lines

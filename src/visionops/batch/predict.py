@@ -21,12 +21,14 @@ from typing import Any
 import numpy as np
 
 from visionops.batch.grid import cell, fit, grid_indices, write_grid
-from visionops.config import BatchSettings
+from visionops.config import BatchSettings, FeedbackSettings
 from visionops.core import images
 from visionops.core.files import CsvWriter, ensure_empty_dir
 from visionops.core.parallel import resolve_workers
 from visionops.core.video import VIDEO_SUFFIXES
 from visionops.data.manifest import IMAGE_SUFFIXES
+from visionops.feedback.records import Recorder, default_answer
+from visionops.feedback.store import FeedbackStore
 from visionops.tasks import Task
 
 # Image formats OpenCV may not decode: tried anyway, reported as unsupported if not.
@@ -197,6 +199,7 @@ def predict_folder(
     source: str | None = None,
     model: dict[str, Any] | None = None,
     progress: bool = True,
+    feedback: FeedbackSettings | None = None,
 ) -> PredictionSet:
     """Runs the task's predictor over every image under `folder`, writes the outputs.
 
@@ -216,6 +219,8 @@ def predict_folder(
         source: What the user asked for (a path or `dataset:<split>`), recorded.
         model: What the model is (e.g. `Champion.model_dump()`), recorded.
         progress: Show a tqdm progress bar.
+        feedback: Record each image (source `batch`) in this machine's feedback
+            store and keep those the policies select; None: nothing recorded.
 
     Returns:
         The output directory.
@@ -235,6 +240,7 @@ def predict_folder(
     output = task.batch_output(out_dir, names, folder, inputs.files)
     grid_picks = grid_indices(len(inputs.files), settings.grid_size)
     thresholds = {k: getattr(settings, k) for k in task.thresholds}
+    recorder = _recorder(task, predictor.names, model or {}, feedback)
 
     records: list[dict[str, Any]] = []
     bad: list[dict[str, str]] = []
@@ -255,9 +261,10 @@ def predict_folder(
         rows = CsvWriter(table)  # names from the model and the folder: escaped
         rows.writerow(output.columns)
         for batch in _decoded_batches(inputs.files, settings.batch, pool):
-            found = task.predict(
-                predictor, [r.image for r in batch if r.image is not None], **thresholds
-            )
+            frames = [r.image for r in batch if r.image is not None]
+            began = time.perf_counter()
+            found = task.predict(predictor, frames, **thresholds)
+            per_image_ms = (time.perf_counter() - began) * 1000 / max(len(frames), 1)
             results = iter(found)
             for read in batch:
                 relative = read.path.relative_to(folder).as_posix()
@@ -273,6 +280,15 @@ def predict_folder(
                         {"image": relative, "width": width, "height": height, **fields}
                     )
                     rows.writerows(lines)
+                    if recorder is not None:
+                        recorder.record(
+                            "batch",
+                            read.image,
+                            prediction,
+                            name=relative,
+                            latency_ms=per_image_ms,
+                            answer=_answer_of(task, prediction, predictor.names),
+                        )
                     if index in grid_picks:
                         small = output.draw(
                             fit(read.image), prediction, read.image.shape
@@ -284,6 +300,8 @@ def predict_folder(
     videos, bad_videos, video_figures = _videos(
         inputs, out_dir, task, predictor, settings, progress
     )
+    if recorder is not None:
+        recorder.close()  # the kept images written before the run ends
 
     summary = {
         **_summary(inputs, records, bad, seconds, folder, source, model, settings),
@@ -294,6 +312,8 @@ def predict_folder(
     }
     if video_figures:
         summary["videos"] = video_figures
+    if recorder is not None:
+        summary["feedback"] = recorder.status()
     with (out_dir / BAD_FILES_CSV).open("w", newline="") as handle:
         columns = ("file", "reason", "detail")
         writer = CsvWriter(handle)
@@ -337,6 +357,28 @@ def _videos(
         progress=progress,
     )
     return records, bad, video_summary(len(inputs.videos), records, bad)
+
+
+def _recorder(
+    task: Task,
+    names: dict[int, str],
+    model: dict[str, Any],
+    feedback: FeedbackSettings | None,
+) -> Recorder | None:
+    """The run's recorder (source `batch`), None when nothing is recorded."""
+    if feedback is None or not feedback.record:
+        return None
+    identity = {
+        "name": model.get("name"),
+        "version": model.get("version"),
+        "bento": model.get("bento_tag"),
+    }
+    return Recorder(task, names, identity, feedback, FeedbackStore(source="batch"))
+
+
+def _answer_of(task: Task, prediction: Any, names: dict[int, str]) -> Any:
+    """The task's answer to a prediction, made only if the image is kept."""
+    return lambda: default_answer(task, prediction, names)
 
 
 def _summary(
@@ -393,6 +435,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if model:
         lines.append(f"  model: {model.get('name')} v{model.get('version')}")
+    if kept := summary.get("feedback"):
+        lines.append(
+            f"  recorded {kept['recorded']} images, kept {kept['selected']} for "
+            f"review ({kept['store']}), {kept['failed']} failures"
+        )
     if summary["bad"]:
         reasons = ", ".join(f"{k} {v}" for k, v in summary["bad_reasons"].items())
         lines.append(f"  bad files ({reasons}): see {BAD_FILES_CSV}")

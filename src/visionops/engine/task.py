@@ -179,6 +179,8 @@ class Task(ABC):
             (`answer`), `(prediction, names, **parameters)`, as `module:function`.
         review_exporter: Its labelling batch (`review_export`), a
             `visionops.engine.review.ReviewExport` subclass, as `module:Class`.
+        summarizer: The function summing up one prediction for its prediction
+            record (`summary`), `(prediction, names)`, as `module:function`.
 
     The `module:attribute` hooks are imported on first use, so a task's module
     stays light; None (the default) means the task has none yet, and its method
@@ -208,6 +210,7 @@ class Task(ABC):
     serving_spec: ClassVar[str | None] = None
     answerer: ClassVar[str | None] = None
     review_exporter: ClassVar[str | None] = None
+    summarizer: ClassVar[str | None] = None
 
     @property
     def default_model(self) -> str:
@@ -497,6 +500,21 @@ class Task(ABC):
         """The task's answer for one image (what its endpoint returned) as a
         labeller's pre-labels (`review_exporter`)."""
         return self._hook("review_exporter", "labelling batch").prelabels(predictions)
+
+    def summary(self, prediction: Any, names: Mapping[int, str]) -> dict[str, Any]:
+        """One prediction in a few JSON-able figures, for its prediction record
+        (`visionops.feedback`) and the selection policies that read it.
+
+        Every task's summary has `classes` (class name -> objects found; the top
+        class for a classifier) and `confidences` (class name -> the confidences
+        a threshold decides on, highest first); a task adds its own keys (a
+        classifier's `top`, `probabilities` and `margin`, top-1 minus top-2).
+
+        Args:
+            prediction: What `predict` returned for the image.
+            names: Class names by index.
+        """
+        return self._hook("summarizer", "prediction summary")(prediction, names)
 
     def require(self, pipeline: str) -> None:
         """Fails when a pipeline cannot run a model of this task yet.

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from visionops.core.env import project_root
+from visionops.feedback.store import STORE_ENV, default_root
 from visionops.serving.keys import API_KEY_ENV
 from visionops.tasks import get_task
 
@@ -38,8 +39,14 @@ def save_model(name: str, onnx: Path, weights: Path, lineage: dict[str, Any]) ->
     return str(model.tag)
 
 
-def build_bento(model_tag: str, lineage: dict[str, Any]) -> Any:
+def build_bento(
+    model_tag: str, lineage: dict[str, Any], feedback: dict[str, Any] | None = None
+) -> Any:
     """Builds the Bento of the service around `model_tag`; returns the `bentoml.Bento`.
+
+    The Bento carries what its service records and keeps (`feedback`, the
+    deployment config's `FeedbackSettings` as a dict; None: the defaults) as its
+    argument `feedback`.
 
     Package locking is off (`lock_python_packages=False` in the service image): it
     would resolve against the public index, which is unreachable offline and pinned
@@ -71,7 +78,8 @@ def build_bento(model_tag: str, lineage: dict[str, Any]) -> Any:
                 if isinstance(v, str | int | float)
             },
             description=f"YOLO {task} model `{name}` ({model_tag}), ONNX Runtime.",
-            args={"model_tag": model_tag},  # the service serves this exact model
+            # The service serves this exact model, and records as configured.
+            args={"model_tag": model_tag, "feedback": feedback or {}},
         )
     finally:
         if previous is None:
@@ -100,7 +108,9 @@ def start_server(
 ) -> str:
     """Starts `bentoml serve` detached, waits for `/readyz`, returns the URL.
 
-    Its pid (and process group) goes into `pid_file(port)`.
+    Its pid (and process group) goes into `pid_file(port)`. Its prediction
+    records go to this machine's feedback store (`VISIONOPS_FEEDBACK_DIR` if set,
+    else the state folder's `feedback/`, the active stack's on a local stack).
 
     Args:
         bento_tag: The Bento to serve.
@@ -117,7 +127,9 @@ def start_server(
 
     log = pid_file(port).with_suffix(".log")
     log.unlink(missing_ok=True)  # this server's output only
-    env = {**os.environ, API_KEY_ENV: api_key} if api_key else None
+    env = {**os.environ, STORE_ENV: str(default_root().resolve())}
+    if api_key:
+        env[API_KEY_ENV] = api_key
     process = background.start(server_command(bento_tag, port), log, env=env)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -29,7 +29,9 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 import visionops  # noqa: F401  (offline, telemetry-free environment first)
+from visionops.config import FeedbackSettings
 from visionops.engine.task import Task
+from visionops.feedback.records import Recorder, default_answer
 from visionops.serving import endpoints
 from visionops.serving.bento import LINEAGE_FILE, ONNX_FILE
 from visionops.serving.keys import ApiKeys
@@ -53,6 +55,12 @@ MODEL_TAG = getattr(bentoml.use_arguments(), "model_tag", None) or (
     f"{os.environ.get('VISIONOPS_BENTO_MODEL', 'board-detector')}:latest"
 )
 MODEL_NAME = MODEL_TAG.split(":")[0]
+# What is recorded and kept: the deployment config's `feedback`, which a built Bento
+# carries as its argument `feedback` (the defaults outside a Bento); where it goes
+# is `VISIONOPS_FEEDBACK_DIR` (the deployment sets it from the active stack).
+FEEDBACK = FeedbackSettings.model_validate(
+    getattr(bentoml.use_arguments(), "feedback", None) or {}
+)
 STATIC = Path(__file__).parent / "static"
 # Workers x requests x threads: one worker process per core (`workers="cpu_count"`),
 # each running up to one request per core at once (`threads=REQUESTS`, BentoML's
@@ -256,6 +264,16 @@ class VisionService:
             "bento_model": str(self.bento_model.tag),
             "mlflow_version": str(self.lineage.get("mlflow_version", "")),
         }
+        self.recorder = Recorder(
+            self.task,
+            self.names,
+            {
+                "name": MODEL_NAME,
+                "version": self.model_card["mlflow_version"],
+                "bento": bento_tag(self.model_card["bento_model"]),
+            },
+            FEEDBACK,
+        )
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -340,7 +358,16 @@ class VisionService:
         if session:
             values["track_ids"] = self._track(session, result, frame)
         extra = {} if blur is None else {"faces_blurred": faces}
-        return self._answer(frame, result, timing, values, **extra)
+        answer = self._answer(frame, result, timing, values, **extra)
+        self.recorder.record(
+            f"service:/{endpoints.serving_of(task).endpoint}",
+            frame,
+            result,
+            name=image.filename,
+            latency_ms=timing["total"],
+            answer=answer.model_dump,
+        )
+        return answer
 
     def _track(self, session: str, result: Any, frame: np.ndarray) -> np.ndarray:
         """The track ids of the result's objects in the client's session.
@@ -391,6 +418,7 @@ class VisionService:
             )
         )
         share = {k: v / max(len(good), 1) for k, v in stages.items()}
+        source = f"service:/{endpoints.serving_of(task).endpoint}_batch"
         answers: list[Any] = []
         for image in images:
             if isinstance(image, ImageError):
@@ -403,20 +431,39 @@ class VisionService:
                 **share,  # the batch's stages, per image
             }
             timing["total"] = sum(timing.values())
-            answers.append(self._answer(image.frame, next(results), timing, values))
+            result = next(results)
+            answer = self._answer(image.frame, result, timing, values)
+            self.recorder.record(
+                source,
+                image.frame,
+                result,
+                name=image.filename,
+                latency_ms=timing["total"],
+                answer=answer.model_dump,
+            )
+            answers.append(answer)
         return answers
 
     def _render(self, image: DecodedImage, values: dict[str, Any]) -> PILImage.Image:
         """Answers `/render`: the prediction drawn by the served task."""
         blur = values.pop("blur_faces")
-        frame, result, _, _ = self._predict(image, blur, values)
+        frame, result, _, timing = self._predict(image, blur, values)
+        self.recorder.record(
+            "service:/render",
+            frame,
+            result,
+            name=image.filename,
+            latency_ms=timing["total"],
+            answer=lambda: default_answer(self.task, result, self.names),
+        )
         drawn = self.task.render(frame, result, self.names)
         return PILImage.fromarray(drawn[:, :, ::-1])
 
     @upload_api
     def info(self) -> dict:
         """Model version, lineage (MLflow, ZenML, dataset hash), test metrics and
-        their display names, the task, its endpoint and web-page view, the Bento tag."""
+        their display names, the task, its endpoint and web-page view, the Bento
+        tag, and what this worker recorded and kept (`feedback`)."""
         return {
             **self.model_card,
             "bento_tag": bento_tag(self.model_card["bento_model"]),
@@ -429,6 +476,7 @@ class VisionService:
                 key: self.task.metric_label(key)
                 for key in self.lineage.get("test_metrics") or {}
             },
+            "feedback": self.recorder.status(),
         }
 
 

@@ -59,6 +59,8 @@ class ClassifyTask(Task):
     answerer = "visionops.tasks.classify.serving:answer"
     # Labelling batches: the predictions as pre-labels in the dataset's format.
     review_exporter = "visionops.tasks.classify.review:ClassifyReview"
+    # The prediction record's figures: top class, probabilities, top-1 margin.
+    summarizer = "visionops.tasks.classify.summary:summary"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/accuracy_top1`-style keys to `top1` and `top5`."""

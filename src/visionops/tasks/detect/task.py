@@ -43,6 +43,8 @@ class DetectTask(Task):
     answerer = "visionops.tasks.detect.serving:answer"
     # Labelling batches: the predictions as pre-labels in the dataset's format.
     review_exporter = "visionops.tasks.detect.review:DetectReview"
+    # The prediction record's figures: objects and confidences per class.
+    summarizer = "visionops.tasks.detect.summary:summary"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(B)`-style keys to the project's names."""

@@ -73,6 +73,9 @@ class SegmentTask(Task):
     answerer = "visionops.tasks.segment.serving:answer"
     # Labelling batches: the predictions as pre-labels in the dataset's format.
     review_exporter = "visionops.tasks.segment.review:SegmentReview"
+    # The prediction record's figures: objects and confidences per class (as
+    # detection: instances are boxes with a mask).
+    summarizer = "visionops.tasks.detect.summary:summary"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(M)`-style keys to `mask_map50_95` and friends."""

@@ -204,6 +204,101 @@ def test_served_bad_input_and_metrics(deployed: dict) -> None:
     assert page.status_code == 200 and 'id="file"' in page.text
 
 
+def _selected_in_time(store: FeedbackStore, name: str, seconds: float = 90.0):
+    """The kept image named `name` once the server's background writer stored it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        kept = [s for s in store.selected() if s.record["image"]["name"] == name]
+        if kept:
+            return kept[0]
+        time.sleep(0.5)
+    raise AssertionError(f"{name} was not kept within {seconds} s")
+
+
+def test_the_loop_back_from_production(
+    deployed: dict, sample_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Issue 19 end to end: requests recorded, hard images kept face-blurred, a
+    review batch, a labeller's correction merged with the same test split, and a
+    training run that starts from the champion it names."""
+    import cv2
+    import httpx
+    import mlflow
+    from skimage import data as skdata
+    from zenml.client import Client
+
+    import run
+    from tests.data.test_merge import split_files
+    from visionops.core.names import DATASET
+    from visionops.data.anonymize import AnonymizeSettings, detect_faces
+
+    url, store = deployed["url"], FeedbackStore(state_dir() / "feedback")
+    face = cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR)
+    assert len(detect_faces(face, AnonymizeSettings())) >= 1
+    sent = {"astronaut.png": cv2.imencode(".png", face)[1].tobytes()}
+    for path in sorted((sample_dir / "images").rglob("*.jpg"))[:3]:
+        sent[path.name] = path.read_bytes()
+    for name, data in sent.items():
+        answer = httpx.post(
+            f"{url}/detect", files={"image": (name, data, "image/*")}, timeout=60
+        )
+        assert answer.status_code == 200, answer.text
+
+    # One record per request, naming the Bento; the astronaut kept, faces blurred.
+    records = [r for r in store.records() if r["image"]["name"] in sent]
+    assert sorted(r["image"]["name"] for r in records) == sorted(sent)
+    assert {r["model"]["bento"] for r in records} == {deployed["bento_tag"]}
+    assert all(r["source"] == "service:/detect" for r in records)
+    kept = _selected_in_time(store, "astronaut.png")
+    assert kept.record["reasons"], kept.record
+    stored = cv2.imread(str(kept.image))
+    assert stored.shape == face.shape
+    assert len(detect_faces(stored, AnonymizeSettings())) == 0
+
+    # The review batch: pre-labels in the dataset's own format.
+    target = tmp_path / "review"
+    assert run.main(["--pipeline", "review", "--set", f"target={target}"]) == 0
+    (batch,) = target.iterdir()
+    labels = batch / "train" / "labels" / f"{kept.id}.txt"
+    assert labels.is_file() and (batch / "review.csv").is_file()
+    assert kept.id in store.reviewed_ids()
+    # A labeller draws the board the model missed on one image.
+    labels.write_text("0 0.5 0.5 0.4 0.3\n")
+
+    # Back into the dataset: a new version, the parent's test split unchanged.
+    parent = Client().get_artifact_version(DATASET)
+    merge = ["--source", str(batch), "--set", "merge_with=latest"]
+    assert run.main(["--pipeline", "ingestion", *merge]) == 0
+    child = Client().get_artifact_version(DATASET)
+    assert child.version != parent.version
+    child_data, parent_data = child.load(), parent.load()
+    assert split_files(child_data.root, "test") == split_files(parent_data.root, "test")
+    assert child_data.card["lineage"]["parent_version"] == str(parent.version)
+    merged = {
+        p.parent.name: p.read_text()
+        for p in child_data.root.glob(f"labels/*/*{kept.id}*.txt")
+    }
+    found = sorted(p.name for p in child_data.root.rglob(f"*{kept.id[:8]}*"))
+    assert list(merged.values()) == ["0 0.5 0.5 0.4 0.3\n"], found
+    assert set(merged) <= {"train", "val"}
+
+    # Retraining starts from the champion and says which version.
+    client = mlflow.MlflowClient()
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    train = ["--pipeline", "training", "--set", "models=[champion]"]
+    for override in TINY:
+        train += ["--set", override]
+    assert run.main(train) == 0
+    runs = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"params.started_from = '{MODEL} v{champion.version}'",
+        output_format="list",
+    )
+    assert runs, "no training run names the champion it started from"
+    assert runs[0].data.params["dataset_hash"] == child_data.hash
+    capsys.readouterr()
+
+
 def test_stopping_the_server_closes_the_port(deployed: dict) -> None:
     from visionops.core.env import state_dir
 

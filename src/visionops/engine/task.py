@@ -167,6 +167,9 @@ class Task(ABC):
             None while the task is not served.
         answerer: The function giving its share of the service's answer
             (`answer`), `(prediction, names, **parameters)`, as `module:function`.
+        featurizer: The function flattening one prediction into per-image
+            figures (`prediction_features`), `(prediction, names)`, as
+            `module:function`.
 
     The `module:attribute` hooks are imported on first use, so a task's module
     stays light; None (the default) means the task has none yet, and its method
@@ -194,6 +197,7 @@ class Task(ABC):
     label_checker: ClassVar[str | None] = None
     serving_spec: ClassVar[str | None] = None
     answerer: ClassVar[str | None] = None
+    featurizer: ClassVar[str | None] = None
 
     @property
     def default_model(self) -> str:
@@ -468,6 +472,19 @@ class Task(ABC):
             The fields of `Serving.response`.
         """
         return self._hook("answerer", "endpoint")(prediction, names, **parameters)
+
+    def prediction_features(
+        self, prediction: Any, names: Mapping[int, str]
+    ) -> dict[str, float | str]:
+        """One prediction as flat per-image figures, for drift and records
+        (`featurizer`).
+
+        Returns:
+            `confidence` (the image's: highest box confidence, top-1
+            probability), `top_class` (a class name, or `none`) and the task's
+            own numbers (counts, margins, pixel shares per class).
+        """
+        return self._hook("featurizer", "prediction features")(prediction, names)
 
     def require(self, pipeline: str) -> None:
         """Fails when a pipeline cannot run a model of this task yet.

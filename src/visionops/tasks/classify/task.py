@@ -55,6 +55,7 @@ class ClassifyTask(Task):
     # `/classify`, with `top_k`: the most probable classes.
     serving_spec = "visionops.tasks.classify.serving:SERVING"
     answerer = "visionops.tasks.classify.serving:answer"
+    featurizer = "visionops.tasks.classify.features:prediction_features"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/accuracy_top1`-style keys to `top1` and `top5`."""

@@ -39,6 +39,7 @@ class DetectTask(Task):
     # `/detect` and `/detect_batch`: boxes and counts per class.
     serving_spec = "visionops.tasks.detect.serving:SERVING"
     answerer = "visionops.tasks.detect.serving:answer"
+    featurizer = "visionops.tasks.detect.features:prediction_features"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(B)`-style keys to the project's names."""

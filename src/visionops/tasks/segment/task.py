@@ -69,6 +69,7 @@ class SegmentTask(Task):
     # `/segment`: instances and pixels per class.
     serving_spec = "visionops.tasks.segment.serving:SERVING"
     answerer = "visionops.tasks.segment.serving:answer"
+    featurizer = "visionops.tasks.segment.features:prediction_features"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(M)`-style keys to `mask_map50_95` and friends."""

@@ -13,4 +13,6 @@ def batch(params: BatchParameters) -> None:
     model, champion = load_champion(params.model.name)
     # A dataset split is an input artifact, so the run's lineage names the version.
     dataset = find_dataset(params.dataset) if dataset_split(params.source) else None
-    predict_folder(model, champion, params.source, params.settings(), dataset)
+    predict_folder(
+        model, champion, params.source, params.settings(), dataset, params.drift
+    )

@@ -287,3 +287,19 @@ def check_batch(params: Any, upstream: bool = False) -> Any:
     if not list_inputs(folder).files:
         raise ConfigError(f"source: no image files (.jpg, .png, ...) under {folder}")
     return params
+
+
+def check_drift(params: Any, upstream: bool = False) -> Any:
+    """Fails before any work without a champion to report on."""
+    from visionops.training.champion import Champion, NoChampionError
+
+    try:
+        _tracking()
+    except ConfigError as err:
+        raise ConfigError(f"model.name: {err}") from None
+    params = with_model_name(params)
+    try:
+        Champion.get(params.model.name)
+    except NoChampionError as err:
+        raise ConfigError(f"model.name: {err}") from None
+    return params

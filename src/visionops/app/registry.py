@@ -151,6 +151,49 @@ def report_batch(run: Any, params: Any) -> None:
             where = base / f"{stamp}-{n}"
         export_predictions(predictions, where)
     print(f"Predictions: {where}")
+    if predictions.drift is not None:
+        _print_drift(predictions.drift, params.model.name, params.drift.retrain)
+
+
+def _print_drift(path: Path, model_name: str, retrain: bool) -> None:
+    """The drift verdict, where the page is and, on drift with `retrain`, what
+    to run next."""
+    from visionops.feedback.drift import (
+        DRIFT,
+        DRIFT_HTML,
+        read_result,
+        retrain_commands,
+    )
+
+    result = read_result(path)
+    print(f"{result.summary()}: {path.parent / DRIFT_HTML}")
+    if retrain and result.verdict == DRIFT:
+        print(
+            "drift.retrain: review what was selected, then retrain from the champion:"
+        )
+        for command in retrain_commands(model_name):
+            print(f"  {command}")
+
+
+def report_drift(run: Any, params: Any) -> None:
+    """Prints the verdict and copies the report to `output_dir/<time>/`."""
+    import shutil
+
+    from visionops.core.env import project_path
+    from visionops.core.names import DRIFT_RESULT
+    from visionops.feedback.drift import DRIFT_HTML, DRIFT_JSON
+
+    run = _finished_run(run, "drift")
+    body = run.steps["report_drift"].outputs[DRIFT_RESULT][0].load()
+    where = Path(body["report_dir"])
+    if params.output_dir:
+        stamp = (run.start_time or datetime.now()).strftime("%Y%m%d-%H%M%S")
+        target = project_path(params.output_dir) / stamp
+        target.mkdir(parents=True, exist_ok=True)
+        for name in (DRIFT_HTML, DRIFT_JSON):
+            shutil.copy2(where / name, target / name)
+        where = target
+    _print_drift(where / DRIFT_JSON, params.model.name, params.drift.retrain)
 
 
 SOURCE_RULE = (
@@ -195,6 +238,12 @@ PIPELINES: dict[str, PipelineSpec] = {
             options={"--source": "source"},
             check=preflight.check_batch,
             report=report_batch,
+        ),
+        PipelineSpec(
+            name="drift",
+            help="the champion's prediction records against its training reference",
+            check=preflight.check_drift,
+            report=report_drift,
         ),
     )
 }

@@ -22,11 +22,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from visionops.config import BatchSettings
+from visionops.config import BatchSettings, DriftSettings
 from visionops.core import images
 from visionops.core.files import CsvWriter, ensure_empty_dir
 from visionops.core.parallel import resolve_workers
 from visionops.data.manifest import IMAGE_SUFFIXES
+from visionops.feedback.drift import write_report as write_drift_report
+from visionops.feedback.features import Featurizer, Reference
 from visionops.tasks import Task
 
 # Image formats OpenCV may not decode: tried anyway, reported as unsupported if not.
@@ -59,6 +61,12 @@ class PredictionSet:
     def grid(self) -> Path | None:
         """The annotated sample grid, if one was drawn."""
         path = self.root / SAMPLE_GRID
+        return path if path.is_file() else None
+
+    @property
+    def drift(self) -> Path | None:
+        """`drift.json` beside the outputs, if the run compared with a reference."""
+        path = self.root / "drift.json"
         return path if path.is_file() else None
 
     @property
@@ -235,6 +243,8 @@ def predict_folder(
     source: str | None = None,
     model: dict[str, Any] | None = None,
     progress: bool = True,
+    reference: Reference | None = None,
+    drift: DriftSettings | None = None,
 ) -> PredictionSet:
     """Runs the task's predictor over every image under `folder`, writes the outputs.
 
@@ -254,6 +264,9 @@ def predict_folder(
         source: What the user asked for (a path or `dataset:<split>`), recorded.
         model: What the model is (e.g. `Champion.model_dump()`), recorded.
         progress: Show a tqdm progress bar.
+        reference: The model's drift reference; given (and `drift.enabled`),
+            `drift.html` and `drift.json` compare the images with it.
+        drift: The drift thresholds (the defaults when None).
 
     Returns:
         The output directory.
@@ -272,6 +285,11 @@ def predict_folder(
     output = task.batch_output(out_dir, names, folder, inputs.files)
     grid_picks = _grid_indices(len(inputs.files), settings.grid_size)
     thresholds = {k: getattr(settings, k) for k in task.thresholds}
+    drift = drift or DriftSettings()
+    featurizer = None
+    if reference is not None and drift.enabled:
+        featurizer = Featurizer(task, onnx_path, predictor=predictor, pca=reference.pca)
+    features: list[dict[str, Any]] = []
 
     records: list[dict[str, Any]] = []
     bad: list[dict[str, str]] = []
@@ -310,6 +328,8 @@ def predict_folder(
                         {"image": relative, "width": width, "height": height, **fields}
                     )
                     rows.writerows(lines)
+                    if featurizer is not None:
+                        features.append(featurizer(read.image, prediction))
                     if index in grid_picks:
                         small = output.draw(
                             _fit(read.image), prediction, read.image.shape
@@ -341,6 +361,8 @@ def predict_folder(
     (out_dir / SUMMARY_JSON).write_text(json.dumps(summary, indent=2))
     if cells:
         _write_grid(cells, out_dir / SAMPLE_GRID)
+    if featurizer is not None and reference is not None:
+        write_drift_report(features, reference, drift, out_dir)
     return PredictionSet(out_dir)
 
 

@@ -53,9 +53,9 @@ def head_inputs(model: object) -> list[str]:
         if layer != head:
             continue
         for name in node.input:
-            if name and name not in produced_by_head and name not in constants:
-                if name not in found:
-                    found.append(name)
+            outside = name not in produced_by_head and name not in constants
+            if name and outside and name not in found:
+                found.append(name)
     return found
 
 

@@ -123,8 +123,16 @@ def _frames(
         and c != TOP_CLASS
         and pd.api.types.is_numeric_dtype(ref[c])
         and current[c].notna().any()
+        and not _same_constant(ref[c], current[c])
     ]
     return current, ref, numeric, embedding
+
+
+def _same_constant(reference: Any, current: Any) -> bool:
+    """One value throughout, the same on both sides (a class the model never
+    finds): a column no test can find moving, left out of the shares."""
+    values = set(reference.dropna().unique()) | set(current.dropna().unique())
+    return len(values) <= 1
 
 
 def drift_report(

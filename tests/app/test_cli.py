@@ -31,7 +31,13 @@ def test_run_py_compares_no_pipeline_name() -> None:
 
 
 def test_every_pipeline_has_one_entry_with_its_parameters_and_wiring() -> None:
-    assert list(registry.PIPELINES) == ["ingestion", "training", "deployment", "batch"]
+    assert list(registry.PIPELINES) == [
+        "ingestion",
+        "training",
+        "deployment",
+        "batch",
+        "drift",
+    ]
     assert set(registry.PIPELINES) == set(PARAMETER_MODELS)
     for name, spec in registry.PIPELINES.items():
         assert spec.parameters is PARAMETER_MODELS[name]

@@ -41,20 +41,25 @@ def head_inputs(model: object) -> list[str]:
     if not known:
         raise ValueError("the ONNX graph has no /model.<n>/ nodes (not a YOLO export)")
     head = max(known)
+    # Activations only: what depends on the image (in an INT8 export, a weight's
+    # DequantizeLinear and a shared constant feed the head too).
+    from_image = {i.name for i in graph.input}
+    for node in graph.node:  # topological order
+        if any(name in from_image for name in node.input):
+            from_image.update(node.output)
     produced_by_head = {
         out
         for node, layer in zip(graph.node, layers, strict=True)
         if layer == head
         for out in node.output
     }
-    constants = {init.name for init in graph.initializer}
     found: list[str] = []
     for node, layer in zip(graph.node, layers, strict=True):
         if layer != head:
             continue
         for name in node.input:
-            outside = name not in produced_by_head and name not in constants
-            if name and outside and name not in found:
+            outside = name in from_image and name not in produced_by_head
+            if outside and name not in found:
                 found.append(name)
     return found
 

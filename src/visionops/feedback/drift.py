@@ -180,7 +180,7 @@ def drift_report(
     )
     tests = _tests(snapshot.dict())
     moved = [c for c in columns if tests.get(c, {}).get("moved")]
-    features = [c for c in numeric + categorical]
+    features = numeric + categorical
 
     def share(names: list[str]) -> float | None:
         return sum(n in moved for n in names) / len(names) if names else None

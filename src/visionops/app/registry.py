@@ -150,9 +150,10 @@ def report_batch(run: Any, params: Any) -> None:
             n += 1
             where = base / f"{stamp}-{n}"
         export_predictions(predictions, where)
-    print(f"Predictions: {where}")
     if predictions.drift is not None:
-        _print_drift(predictions.drift, params.model.name, params.drift.retrain)
+        drift = where / predictions.drift.name
+        _print_drift(drift, params.model.name, params.drift.retrain)
+    print(f"Predictions: {where}")
 
 
 def _print_drift(path: Path, model_name: str, retrain: bool) -> None:

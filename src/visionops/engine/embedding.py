@@ -14,10 +14,16 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 LAYER = re.compile(r"^/model\.(\d+)/")
 OUTPUT = "visionops_embedding"
+# Blobs are shrunk to at most this side (a multiple of the largest stride, 32)
+# before embedding: pooled features need no detail, and the backbone's cost
+# falls with the pixels (at 640 px it is half a prediction).
+EMBED_SIDE = 256
+STRIDE = 32
 
 
 def _layer(node: object) -> int | None:
@@ -125,18 +131,40 @@ class Embedder:
             sess_options=options,
             providers=["CPUExecutionProvider"],
         )
-        self.input_name = self.session.get_inputs()[0].name
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        self.dynamic = not all(isinstance(d, int) for d in graph_input.shape[2:])
         self.size: int | None = None
 
     def embed(self, blobs: Sequence[np.ndarray]) -> np.ndarray:
-        """The embeddings of (1, 3, h, w) input blobs (a predictor's `preprocess`).
+        """The embeddings of (1, 3, h, w) input blobs (a predictor's `preprocess`),
+        each shrunk to `EMBED_SIDE` first when larger (`shrink`).
 
         Returns:
             A (len(blobs), size) float32 array.
         """
         rows = [
-            self.session.run([OUTPUT], {self.input_name: blob})[0][0] for blob in blobs
+            self.session.run([OUTPUT], {self.input_name: self.shrink(blob)})[0][0]
+            for blob in blobs
         ]
         found = np.asarray(rows, np.float32).reshape(len(rows), -1)
         self.size = found.shape[1]
         return found
+
+    def shrink(self, blob: np.ndarray) -> np.ndarray:
+        """A (1, 3, h, w) blob fitted into `EMBED_SIDE`, sides kept multiples of
+        `STRIDE` (bilinear); a fixed-size graph's blobs stay as they are."""
+        if not self.dynamic:
+            return blob
+        height, width = blob.shape[2:]
+        scale = EMBED_SIDE / max(height, width)
+        if scale >= 1:
+            return blob
+        size = (
+            max(STRIDE, round(width * scale / STRIDE) * STRIDE),
+            max(STRIDE, round(height * scale / STRIDE) * STRIDE),
+        )
+        image = cv2.resize(
+            blob[0].transpose(1, 2, 0), size, interpolation=cv2.INTER_AREA
+        )
+        return np.ascontiguousarray(image.transpose(2, 0, 1)[None])

@@ -14,5 +14,11 @@ def batch(params: BatchParameters) -> None:
     # A dataset split is an input artifact, so the run's lineage names the version.
     dataset = find_dataset(params.dataset) if dataset_split(params.source) else None
     predict_folder(
-        model, champion, params.source, params.settings(), dataset, params.feedback
+        model,
+        champion,
+        params.source,
+        params.settings(),
+        dataset,
+        feedback=params.feedback,
+        drift=params.drift,
     )

@@ -3,6 +3,7 @@
 from zenml import pipeline
 
 from steps.training import (
+    capture_drift_reference,
     evaluate_champion,
     evaluate_model,
     promote_model,
@@ -35,6 +36,7 @@ def training(params: TrainingParameters) -> None:
     report, onnx, _ = evaluate_model(
         model, dataset, selected, params.evaluation, params.promotion.metric
     )
+    capture_drift_reference(onnx, dataset, selected)
     champion = evaluate_champion(dataset, params.model.name, params.evaluation)
     promote_model(
         selected,

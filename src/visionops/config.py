@@ -553,6 +553,33 @@ class BatchSettings(BaseModel):
     video: VideoSettings = Field(default_factory=VideoSettings)
 
 
+class DriftSettings(StrictModel):
+    """When a drift report says the images moved away from the model's reference.
+
+    Attributes:
+        enabled: Write `drift.html` and `drift.json` beside a batch run's outputs
+            (when the champion has a reference).
+        min_images: Fewer images than this: the report says so, no verdict.
+        drift_share: The per-image features (sizes, brightness, counts,
+            confidences) drift when at least this share of their tests fail.
+        embedding_share: The embedding drifts when at least this share of its
+            components' tests fail.
+        low_confidence: An image whose confidence (highest box confidence, top-1
+            probability) is below this is a low-confidence prediction.
+        low_confidence_margin: Drift when the share of low-confidence images is
+            above the test split's by more than this.
+        retrain: On a drift verdict, print the review and retraining commands.
+    """
+
+    enabled: bool = True
+    min_images: int = Field(10, ge=2)
+    drift_share: float = Field(0.4, gt=0.0, le=1.0)
+    embedding_share: float = Field(0.4, gt=0.0, le=1.0)
+    low_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    low_confidence_margin: float = Field(0.2, ge=0.0, le=1.0)
+    retrain: bool = False
+
+
 class BatchParameters(StrictModel, BatchSettings):
     """Everything the batch inference pipeline takes: its `BatchSettings` and more."""
 
@@ -561,6 +588,7 @@ class BatchParameters(StrictModel, BatchSettings):
     output_dir: str | None = "outputs/batch"
     model: ModelSettings = Field(default_factory=ModelSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
 
     @field_validator("source")
     @classmethod
@@ -629,12 +657,33 @@ class ReviewParameters(StrictModel):
         return value
 
 
+class DriftParameters(StrictModel):
+    """Everything the drift pipeline takes: which records, and the thresholds.
+
+    Attributes:
+        days: Records of the last this many days (None: all kept).
+        last: At most this many of the newest records (None: all in `days`).
+        store: The feedback store's folder (None: this machine's, as the
+            service writes it).
+        output_dir: `drift.html` and `drift.json` are copied to
+            `<output_dir>/<run start time>/`; None: not copied.
+    """
+
+    days: int | None = Field(7, ge=1)
+    last: int | None = Field(None, ge=1)
+    store: str | None = None
+    output_dir: str | None = "outputs/drift"
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+
+
 PARAMETER_MODELS: dict[str, type[StrictModel]] = {
     "ingestion": IngestionParameters,
     "training": TrainingParameters,
     "batch": BatchParameters,
     "deployment": DeploymentParameters,
     "review": ReviewParameters,
+    "drift": DriftParameters,
 }
 TOP_LEVEL_KEYS = ("parameters", "model")
 

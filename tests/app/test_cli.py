@@ -37,6 +37,7 @@ def test_every_pipeline_has_one_entry_with_its_parameters_and_wiring() -> None:
         "deployment",
         "batch",
         "review",
+        "drift",
     ]
     assert set(registry.PIPELINES) == set(PARAMETER_MODELS)
     for name, spec in registry.PIPELINES.items():

@@ -250,6 +250,10 @@ def test_batch_pipeline_end_to_end(
     assert where.parent == tmp_path
     for name in (PREDICTIONS_CSV, PREDICTIONS_JSON, BAD_FILES_CSV, SAMPLE_GRID):
         assert (where / name).is_file()
+    # The champion kept a drift reference: 7 images are too few for a verdict.
+    drift = json.loads((where / "drift.json").read_text())
+    assert drift["verdict"] is None and "7 images" in drift["reason"]
+    assert "Drift: no verdict: 7 images" in printed
 
     last = Client().get_pipeline("batch").last_run
     info = last.steps["load_champion"].outputs["champion_info"][0].load()
@@ -337,3 +341,57 @@ def test_csv_cell_leaves_numbers_and_plain_text() -> None:
         "'+1",
         "'\tx",
     ]
+
+
+def test_drift_pipeline_over_the_champions_records(
+    champion: str, tmp_path: Path, capsys
+) -> None:
+    """Records of X-rays sent to the board detector: `drift`, in MLflow and
+    `--status`; `drift.retrain` prints what to run."""
+    import run
+    from tests.conftest import CHEST_XRAY
+    from visionops.core import images
+    from visionops.feedback.features import Featurizer
+    from visionops.feedback.store import FeedbackStore, new_id, utc_now
+    from visionops.training.champion import Champion
+    from visionops.training.drift import fetch_reference
+
+    if not CHEST_XRAY.is_dir():
+        pytest.skip(f"{CHEST_XRAY} is not present beside the checkout")
+    found = Champion.get(champion)
+    reference = fetch_reference(found, tmp_path / "reference")
+    assert reference is not None  # kept by the training pipeline
+    task = found.get_task()
+    featurizer = Featurizer(
+        task, found.fetch_onnx(tmp_path / "onnx"), pca=reference.pca
+    )
+    store = FeedbackStore(tmp_path / "store")
+    for path in sorted(CHEST_XRAY.rglob("*.jpeg"))[::15]:
+        image = images.read(path)
+        prediction = task.predict(featurizer.predictor, [image])[0]
+        store.append(
+            {
+                "id": new_id(),
+                "time": utc_now().isoformat(),
+                "model": {"name": champion, "version": found.version},
+                "features": featurizer(image, prediction),
+            }
+        )
+    args = ["--pipeline", "drift"]
+    for override in (
+        f"model.name={champion}",
+        f"store={tmp_path / 'store'}",
+        f"output_dir={tmp_path / 'out'}",
+        "drift.retrain=true",
+    ):
+        args += ["--set", override]
+    assert run.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "Drift: drift (" in printed
+    assert "python run.py --pipeline training" in printed  # drift.retrain
+    (report,) = (tmp_path / "out").glob("*/drift.json")
+    assert json.loads(report.read_text())["images"] == 20
+    assert (report.parent / "drift.html").is_file()
+    assert run.main(["--status"]) == 0
+    status = capsys.readouterr().out
+    assert f"{champion} v{found.version}: drift" in status

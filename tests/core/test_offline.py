@@ -45,6 +45,7 @@ def test_state_lives_in_the_state_dir() -> None:
         "MLFLOW_DISABLE_TELEMETRY",
         "BENTOML_DO_NOT_TRACK",
         "DO_NOT_TRACK",
+        "ITERATIVE_DO_NOT_TRACK",
     ):
         assert key in os.environ
 
@@ -62,7 +63,7 @@ def test_importing_the_stack_makes_no_connection(tmp_path: Path) -> None:
         "        if not str(a[1][0]).startswith('127.'):\n"
         "            bad.append(a[1])\n"
         "sys.addaudithook(hook)\n"
-        "import visionops, ultralytics, zenml, mlflow\n"
+        "import visionops, ultralytics, zenml, mlflow, evidently\n"
         "from ultralytics.utils.checks import check_font\n"
         "check_font('Arial.ttf')\n"
         "print('OUTBOUND', bad)\n"

@@ -389,4 +389,19 @@ def check_review(params: Any, upstream: bool = False) -> Any:
             resolve_token()
         except SourceError as err:
             raise ConfigError(f"target: {err}") from None
+
+
+def check_drift(params: Any, upstream: bool = False) -> Any:
+    """Fails before any work without a champion to report on."""
+    from visionops.training.champion import Champion, NoChampionError
+
+    try:
+        _tracking()
+    except ConfigError as err:
+        raise ConfigError(f"model.name: {err}") from None
+    params = with_model_name(params)
+    try:
+        Champion.get(params.model.name)
+    except NoChampionError as err:
+        raise ConfigError(f"model.name: {err}") from None
     return params

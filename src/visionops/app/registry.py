@@ -150,6 +150,9 @@ def report_batch(run: Any, params: Any) -> None:
             n += 1
             where = base / f"{stamp}-{n}"
         export_predictions(predictions, where)
+    if predictions.drift is not None:
+        drift = where / predictions.drift.name
+        _print_drift(drift, params.model.name, params.drift.retrain)
     print(f"Predictions: {where}")
 
 
@@ -160,6 +163,47 @@ def report_review(run: Any, params: Any) -> None:
     run = _finished_run(run, "review")
     batch = run.steps["make_review_batch"].outputs[REVIEW_BATCH][0].load()
     print(batch.summary())
+
+
+def _print_drift(path: Path, model_name: str, retrain: bool) -> None:
+    """The drift verdict, where the page is and, on drift with `retrain`, what
+    to run next."""
+    from visionops.feedback.drift import (
+        DRIFT,
+        DRIFT_HTML,
+        read_result,
+        retrain_commands,
+    )
+
+    result = read_result(path)
+    print(f"{result.summary()}: {path.parent / DRIFT_HTML}")
+    if retrain and result.verdict == DRIFT:
+        print(
+            "drift.retrain: review what was selected, then retrain from the champion:"
+        )
+        for command in retrain_commands(model_name):
+            print(f"  {command}")
+
+
+def report_drift(run: Any, params: Any) -> None:
+    """Prints the verdict and copies the report to `output_dir/<time>/`."""
+    import shutil
+
+    from visionops.core.env import project_path
+    from visionops.core.names import DRIFT_RESULT
+    from visionops.feedback.drift import DRIFT_HTML, DRIFT_JSON
+
+    run = _finished_run(run, "drift")
+    body = run.steps["report_drift"].outputs[DRIFT_RESULT][0].load()
+    where = Path(body["report_dir"])
+    if params.output_dir:
+        stamp = (run.start_time or datetime.now()).strftime("%Y%m%d-%H%M%S")
+        target = project_path(params.output_dir) / stamp
+        target.mkdir(parents=True, exist_ok=True)
+        for name in (DRIFT_HTML, DRIFT_JSON):
+            shutil.copy2(where / name, target / name)
+        where = target
+    _print_drift(where / DRIFT_JSON, params.model.name, params.drift.retrain)
 
 
 SOURCE_RULE = (
@@ -210,6 +254,12 @@ PIPELINES: dict[str, PipelineSpec] = {
             help="the images production selected, as a labelling batch",
             check=preflight.check_review,
             report=report_review,
+        ),
+        PipelineSpec(
+            name="drift",
+            help="the champion's prediction records against its training reference",
+            check=preflight.check_drift,
+            report=report_drift,
         ),
     )
 }

@@ -236,7 +236,15 @@ def collect_status(
         "champion": _champion(client, model_name),
         "reports": _reports(),
         "feedback": _feedback(),
+        "drift": _drift(),
     }
+
+
+def _drift() -> dict[str, dict[str, Any]]:
+    """The newest drift report per model (`training.drift.latest_verdicts`)."""
+    from visionops.training.drift import latest_verdicts
+
+    return latest_verdicts()
 
 
 def _interval(verdict: dict[str, Any], difference: str) -> str:
@@ -332,6 +340,15 @@ def format_status(status: dict[str, Any]) -> str:
         where = reports.get(key) or f"none yet (run: --pipeline {pipeline})"
         lines.append(f"  {key}: {where}")
     lines += _feedback_lines(status.get("feedback"))
+    drift = status.get("drift") or {}
+    lines.append("Drift (latest per model):" if drift else "Drift: no report yet")
+    for name, found in sorted(drift.items()):
+        verdict = found["verdict"] or f"no verdict ({found['reason']})"
+        named = f" ({', '.join(found['drifted'])})" if found["drifted"] else ""
+        lines.append(
+            f"  {name} v{found['version']}: {verdict}{named}, {found['images']} "
+            f"images from {found['source']} (MLflow run {found['run_id']})"
+        )
     return "\n".join(lines)
 
 

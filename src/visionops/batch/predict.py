@@ -21,12 +21,14 @@ from typing import Any
 import numpy as np
 
 from visionops.batch.grid import cell, fit, grid_indices, write_grid
-from visionops.config import BatchSettings, FeedbackSettings
+from visionops.config import BatchSettings, DriftSettings, FeedbackSettings
 from visionops.core import images
 from visionops.core.files import CsvWriter, ensure_empty_dir
 from visionops.core.parallel import resolve_workers
 from visionops.core.video import VIDEO_SUFFIXES
 from visionops.data.manifest import IMAGE_SUFFIXES
+from visionops.feedback.drift import write_report as write_drift_report
+from visionops.feedback.features import Featurizer, Reference
 from visionops.feedback.records import Recorder, default_answer
 from visionops.feedback.store import FeedbackStore
 from visionops.tasks import Task
@@ -58,6 +60,12 @@ class PredictionSet:
     def grid(self) -> Path | None:
         """The annotated sample grid, if one was drawn."""
         path = self.root / SAMPLE_GRID
+        return path if path.is_file() else None
+
+    @property
+    def drift(self) -> Path | None:
+        """`drift.json` beside the outputs, if the run compared with a reference."""
+        path = self.root / "drift.json"
         return path if path.is_file() else None
 
     @property
@@ -200,6 +208,8 @@ def predict_folder(
     model: dict[str, Any] | None = None,
     progress: bool = True,
     feedback: FeedbackSettings | None = None,
+    reference: Reference | None = None,
+    drift: DriftSettings | None = None,
 ) -> PredictionSet:
     """Runs the task's predictor over every image under `folder`, writes the outputs.
 
@@ -221,6 +231,9 @@ def predict_folder(
         progress: Show a tqdm progress bar.
         feedback: Record each image (source `batch`) in this machine's feedback
             store and keep those the policies select; None: nothing recorded.
+        reference: The model's drift reference; given (and `drift.enabled`),
+            `drift.html` and `drift.json` compare the images with it.
+        drift: The drift thresholds (the defaults when None).
 
     Returns:
         The output directory.
@@ -241,6 +254,11 @@ def predict_folder(
     grid_picks = grid_indices(len(inputs.files), settings.grid_size)
     thresholds = {k: getattr(settings, k) for k in task.thresholds}
     recorder = _recorder(task, predictor.names, model or {}, feedback)
+    drift = drift or DriftSettings()
+    featurizer = None
+    if reference is not None and drift.enabled:
+        featurizer = Featurizer(task, onnx_path, predictor=predictor, pca=reference.pca)
+    features: list[dict[str, Any]] = []
 
     records: list[dict[str, Any]] = []
     bad: list[dict[str, str]] = []
@@ -289,6 +307,8 @@ def predict_folder(
                             latency_ms=per_image_ms,
                             answer=_answer_of(task, prediction, predictor.names),
                         )
+                    if featurizer is not None:
+                        features.append(featurizer(read.image, prediction))
                     if index in grid_picks:
                         small = output.draw(
                             fit(read.image), prediction, read.image.shape
@@ -330,6 +350,8 @@ def predict_folder(
     (out_dir / SUMMARY_JSON).write_text(json.dumps(summary, indent=2))
     if cells:
         write_grid(cells, out_dir / SAMPLE_GRID)
+    if featurizer is not None and reference is not None:
+        write_drift_report(features, reference, drift, out_dir)
     return PredictionSet(out_dir)
 
 

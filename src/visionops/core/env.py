@@ -69,6 +69,9 @@ def _offline_defaults(state: Path) -> dict[str, str]:
         "BENTOML_DO_NOT_TRACK": "true",
         "BENTOML_HOME": str(state / "bentoml"),
         "DO_NOT_TRACK": "true",
+        # Evidently reads DO_NOT_TRACK; the iterative-telemetry logger it ships
+        # with reads its own variable.
+        "ITERATIVE_DO_NOT_TRACK": "true",
         "HF_HUB_OFFLINE": "1",
         "MPLCONFIGDIR": str(state / "matplotlib"),
         # ONNX Runtime: no telemetry, hence no device id or event database under

@@ -181,6 +181,9 @@ class Task(ABC):
             `visionops.engine.review.ReviewExport` subclass, as `module:Class`.
         summarizer: The function summing up one prediction for its prediction
             record (`summary`), `(prediction, names)`, as `module:function`.
+        featurizer: The function flattening one prediction into per-image
+            figures (`prediction_features`), `(prediction, names)`, as
+            `module:function`.
 
     The `module:attribute` hooks are imported on first use, so a task's module
     stays light; None (the default) means the task has none yet, and its method
@@ -211,6 +214,7 @@ class Task(ABC):
     answerer: ClassVar[str | None] = None
     review_exporter: ClassVar[str | None] = None
     summarizer: ClassVar[str | None] = None
+    featurizer: ClassVar[str | None] = None
 
     @property
     def default_model(self) -> str:
@@ -515,6 +519,19 @@ class Task(ABC):
             names: Class names by index.
         """
         return self._hook("summarizer", "prediction summary")(prediction, names)
+
+    def prediction_features(
+        self, prediction: Any, names: Mapping[int, str]
+    ) -> dict[str, float | str]:
+        """One prediction as flat per-image figures, for drift and records
+        (`featurizer`).
+
+        Returns:
+            `confidence` (the image's: highest box confidence, top-1
+            probability), `top_class` (a class name, or `none`) and the task's
+            own numbers (counts, margins, pixel shares per class).
+        """
+        return self._hook("featurizer", "prediction features")(prediction, names)
 
     def require(self, pipeline: str) -> None:
         """Fails when a pipeline cannot run a model of this task yet.

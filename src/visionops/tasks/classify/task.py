@@ -61,6 +61,7 @@ class ClassifyTask(Task):
     review_exporter = "visionops.tasks.classify.review:ClassifyReview"
     # The prediction record's figures: top class, probabilities, top-1 margin.
     summarizer = "visionops.tasks.classify.summary:summary"
+    featurizer = "visionops.tasks.classify.features:prediction_features"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/accuracy_top1`-style keys to `top1` and `top5`."""

@@ -45,6 +45,7 @@ class DetectTask(Task):
     review_exporter = "visionops.tasks.detect.review:DetectReview"
     # The prediction record's figures: objects and confidences per class.
     summarizer = "visionops.tasks.detect.summary:summary"
+    featurizer = "visionops.tasks.detect.features:prediction_features"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(B)`-style keys to the project's names."""

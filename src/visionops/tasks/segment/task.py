@@ -76,6 +76,7 @@ class SegmentTask(Task):
     # The prediction record's figures: objects and confidences per class (as
     # detection: instances are boxes with a mask).
     summarizer = "visionops.tasks.detect.summary:summary"
+    featurizer = "visionops.tasks.segment.features:prediction_features"
 
     def val_metrics(self, results: Mapping[str, Any]) -> dict[str, float]:
         """Maps `metrics/mAP50-95(M)`-style keys to `mask_map50_95` and friends."""

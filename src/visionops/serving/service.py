@@ -41,6 +41,7 @@ from visionops.serving.uploads import (
     RequestError,
     quiet_client_errors,
     upload_api,
+    within_budget,
 )
 from visionops.tasks import get_task
 
@@ -296,9 +297,10 @@ class VisionService:
 
             frame, faces = blur(frame, AnonymizeSettings())
             timing["blur"] = (time.perf_counter() - start) * 1000
-        (result,) = self.task.predict(
-            self.predictor, [frame], timing=timing, **thresholds
-        )
+        with within_budget():
+            (result,) = self.task.predict(
+                self.predictor, [frame], timing=timing, **thresholds
+            )
         timing["total"] = sum(timing.values())
         return frame, result, faces, timing
 
@@ -361,14 +363,15 @@ class VisionService:
         start = time.perf_counter()
         good = [image for image in images if isinstance(image, DecodedImage)]
         stages: dict[str, float] = {}
-        results = iter(
-            self.task.predict(
-                self.predictor,
-                [image.frame for image in good],
-                timing=stages,
-                **thresholds,
+        with within_budget():
+            results = iter(
+                self.task.predict(
+                    self.predictor,
+                    [image.frame for image in good],
+                    timing=stages,
+                    **thresholds,
+                )
             )
-        )
         share = {k: v / max(len(good), 1) for k, v in stages.items()}
         answers: list[Any] = []
         for image in images:

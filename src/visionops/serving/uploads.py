@@ -21,6 +21,8 @@ import json
 import logging
 import time
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, ClassVar
@@ -34,6 +36,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from visionops.engine.onnx import OverBudgetError
 from visionops.serving.limits import (
     MAX_BODY_BYTES,
     MAX_FIELD_BYTES,
@@ -56,6 +59,16 @@ class RequestError(bentoml.exceptions.BentoMLException):
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message, error_code=HTTPStatus(status))
+
+
+@contextmanager
+def within_budget() -> Iterator[None]:
+    """A prediction its predictor refuses for the memory it would take
+    (`OverBudgetError`) is the client's to shrink: 413 with the predictor's words."""
+    try:
+        yield
+    except OverBudgetError as err:
+        raise RequestError(str(err), 413) from None
 
 
 @dataclass(frozen=True, slots=True)

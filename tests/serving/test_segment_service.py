@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import SEG_IMGSZ, SEG_NAMES, SHOE_SOLES
-from tests.serving_app import fresh_metrics, import_service
+from tests.serving_app import serving
 
 MODEL = "test-serving-segmenter"
 CONF = 0.001  # a one-epoch model is unsure of everything
@@ -37,14 +37,7 @@ def seg_onnx(seg_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 @pytest.fixture(scope="module")
 def client(seg_onnx: Path, seg_weights: Path):
-    from starlette.testclient import TestClient
-
-    from visionops.serving.bento import save_model
-
-    save_model(MODEL, seg_onnx, seg_weights, LINEAGE)
-    module = import_service(MODEL)
-    fresh_metrics()  # another module's app may hold BentoML's metrics
-    with TestClient(module.VisionService.to_asgi(), raise_server_exceptions=False) as c:
+    with serving(MODEL, seg_onnx, seg_weights, LINEAGE) as c:
         yield c
 
 

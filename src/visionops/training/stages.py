@@ -468,13 +468,13 @@ def promote_challenger(
     if decision.interval is not None:
         for key, value in decision.interval.metrics("test_vs_champion").items():
             client.log_metric(selected.mlflow_run_id, key, value)
-    for key, value in decision.tags().items():
-        client.set_tag(selected.mlflow_run_id, key, value)
-    for key, value in {
+    for key, tag in decision.tags().items():
+        client.set_tag(selected.mlflow_run_id, key, tag)
+    for key, tag in {
         "promoted": str(decision.promote).lower(),
         **decision.tags(),
     }.items():
-        client.set_model_version_tag(model_name, version, key, value)
+        client.set_model_version_tag(model_name, version, key, tag)
     return Promotion(decision, report, version)
 
 

@@ -13,9 +13,12 @@ ARG PIP_TRUSTED_HOST
 # Flask-WTF: the basic-auth app's dependency (MLflow's `auth` extra).
 RUN pip install --no-cache-dir mlflow==3.17.2 psycopg2-binary==2.9.13 boto3==1.43.117 \
         "sqlalchemy<2.1" "Flask-WTF<2"
-# The basic-auth app's settings; its user database on the /mlflow-auth volume.
+# The basic-auth app's settings; its user database on the /mlflow-auth volume, which
+# a new named volume creates owned as the folder here: the unprivileged user's.
 COPY mlflow-auth.ini /etc/mlflow/basic_auth.ini
-RUN mkdir -p /mlflow-auth
+RUN useradd --create-home --uid 10001 mlflow \
+    && mkdir -p /mlflow-auth && chown mlflow:mlflow /mlflow-auth
+USER mlflow
 ENV MLFLOW_DISABLE_TELEMETRY=true \
     MLFLOW_AUTH_CONFIG_PATH=/etc/mlflow/basic_auth.ini
 EXPOSE 5000

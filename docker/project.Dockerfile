@@ -7,11 +7,16 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/*
 RUN pip install --no-cache-dir uv
+# An unprivileged user runs the project. /state is the compose volume's mount point:
+# a new named volume takes the ownership of the folder it is mounted on.
+RUN useradd --create-home --uid 10001 visionops \
+    && mkdir -p /app /state && chown visionops:visionops /app /state
 WORKDIR /app
 # Dependencies first (pinned in pyproject.toml), so a code change reuses this layer.
 COPY pyproject.toml ./
 RUN uv pip install --system --no-cache -r pyproject.toml
-COPY . .
+COPY --chown=visionops:visionops . .
 RUN uv pip install --system --no-cache --no-deps .
 ENV VISIONOPS_ROOT=/app
+USER visionops
 CMD ["python", "run.py", "--help"]

@@ -45,5 +45,6 @@ def training(params: TrainingParameters) -> None:
         onnx,
         params.promotion,
         params.model.name,
-        params.evaluation.bootstrap,
+        dataset,
+        params.evaluation,
     )

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,6 +87,21 @@ def import_service(model: str, arguments: dict | None = None):
     return module
 
 
+@contextmanager
+def serving(model: str, onnx: Path, weights: Path, lineage: dict) -> Iterator[Any]:
+    """A test client of the service serving `onnx` stored as `model`, through
+    `to_asgi()` (BentoML's metrics taken over from any app before it)."""
+    from starlette.testclient import TestClient
+
+    from visionops.serving.bento import save_model
+
+    save_model(model, onnx, weights, lineage)
+    module = import_service(model)
+    fresh_metrics()  # another module's app may hold BentoML's metrics
+    with TestClient(module.VisionService.to_asgi(), raise_server_exceptions=False) as c:
+        yield c
+
+
 @pytest.fixture(scope="session")
 def client(service):
     from starlette.testclient import TestClient
@@ -98,16 +116,11 @@ def client(service):
 def counter(onnx_path: Path, tiny_weights: Path):
     """The service serving a model of the toy `count` task (`tests/plugins`),
     through `to_asgi()`."""
-    from starlette.testclient import TestClient
-
     from tests.plugin_tasks import registered
-    from visionops.serving.bento import save_model
 
     lineage = {"model_name": "test-counter", "task": "count", "mlflow_version": "1"}
-    with registered("count"):
-        save_model("test-counter", onnx_path, tiny_weights, lineage)
-        module = import_service("test-counter")
-        fresh_metrics()  # another module's app may hold BentoML's metrics
-        app = module.VisionService.to_asgi()
-        with TestClient(app, raise_server_exceptions=False) as client:
-            yield client
+    with (
+        registered("count"),
+        serving("test-counter", onnx_path, tiny_weights, lineage) as client,
+    ):
+        yield client

@@ -1,16 +1,23 @@
 """Step: decide, register the challenger in MLflow, and promote it if it is better."""
 
+import tempfile
+from pathlib import Path
 from typing import Annotated
 
 from zenml import get_step_context, log_metadata, step
 from zenml.types import MarkdownString
 
-from visionops.config import BootstrapSettings, PromotionSettings
+from visionops.config import EvaluationSettings, PromotionSettings
 from visionops.core.names import DECISION_REPORT, PROMOTION_DECISION
+from visionops.data.version import DatasetVersion
 from visionops.engine.report import EvalReport
 from visionops.training.candidates import CandidateResult, ModelFile
 from visionops.training.promotion import Decision
-from visionops.training.stages import ChampionScore, promote_challenger
+from visionops.training.stages import (
+    ChampionScore,
+    evaluate_champion,
+    promote_challenger,
+)
 from visionops.training.tracking import configure_tracking
 
 PRODUCTION = "production"
@@ -25,7 +32,8 @@ def promote_model(
     onnx: ModelFile,
     rule: PromotionSettings,
     model_name: str,
-    bootstrap: BootstrapSettings | None = None,
+    dataset: DatasetVersion,
+    evaluation: EvaluationSettings,
 ) -> tuple[
     Annotated[Decision, PROMOTION_DECISION],
     Annotated[MarkdownString, DECISION_REPORT],
@@ -33,8 +41,11 @@ def promote_model(
     """Registers the challenger (alias `challenger`); promotes it if the rule says so.
 
     Promotion moves the MLflow alias `champion` and the ZenML model version's stage
-    to `production`. The report is written either way; `bootstrap` sets the
-    paired bootstrap of challenger minus champion (`evaluation.bootstrap`).
+    to `production`. The report is written either way; `evaluation.bootstrap`
+    sets the paired bootstrap of challenger minus champion. When another
+    training moved the champion meanwhile, the new champion is measured on
+    `dataset`'s test split as `evaluate_champion` measured the old one, and the
+    challenger compared with it again.
     """
     context = get_step_context()
     zenml_model = context.model
@@ -52,7 +63,8 @@ def promote_model(
             "zenml.pipeline_run_id": str(context.pipeline_run.id),
             "zenml.pipeline_run_name": context.pipeline_run.name,
         },
-        bootstrap=bootstrap,
+        bootstrap=evaluation.bootstrap,
+        rescore=lambda: _measure_champion(dataset, model_name, evaluation),
     )
     if result.decision.promote:
         zenml_model.set_stage(PRODUCTION, force=True)
@@ -67,3 +79,11 @@ def promote_model(
         infer_model=True,
     )
     return result.decision, MarkdownString(result.report)
+
+
+def _measure_champion(
+    dataset: DatasetVersion, model_name: str, evaluation: EvaluationSettings
+) -> ChampionScore:
+    """The champion of now on the test split, in a folder removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="champion-again-") as tmp:
+        return evaluate_champion(dataset, model_name, evaluation, Path(tmp))

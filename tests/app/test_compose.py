@@ -235,6 +235,15 @@ def test_mlflow_image_has_the_project_mlflow_and_its_drivers() -> None:
     assert "psycopg2" in dockerfile and "boto3" in dockerfile
 
 
+def test_the_images_built_here_run_as_an_unprivileged_user() -> None:
+    for name in ("mlflow.Dockerfile", "project.Dockerfile"):
+        lines = (REPO / "docker" / name).read_text().splitlines()
+        users = [line.split()[1] for line in lines if line.startswith("USER ")]
+        assert users and users[-1] not in ("root", "0"), name
+        # The folders it writes to are its own.
+        assert f"chown {users[-1]}:{users[-1]}" in "\n".join(lines), name
+
+
 def test_gpu_and_serve_profiles(config: dict) -> None:
     train = config["services"]["train"]
     assert train["profiles"] == ["gpu"]

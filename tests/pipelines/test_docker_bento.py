@@ -110,6 +110,7 @@ def test_bento_image_is_built_from_the_local_base(bento_image: dict) -> None:
     ).stdout
     assert "ca-certificates.crt" not in history
     assert info[0]["Config"]["Entrypoint"]
+    assert info[0]["Config"]["User"] not in ("", "root", "0")
 
 
 def test_container_detects_the_same_boxes_as_the_in_process_service(
@@ -120,9 +121,12 @@ def test_container_detects_the_same_boxes_as_the_in_process_service(
 
     from tests.serving.test_serving import LOW_CONF, _detect, _png
 
-    url, _ = container_url
+    url, cid = container_url
     with urllib.request.urlopen(f"{url}/readyz", timeout=10) as answer:
         assert answer.status == 200
+    # The server runs as an unprivileged user, not root.
+    server = docker_env.docker("exec", cid, "sh", "-c", "id -u; id -un").stdout.split()
+    assert server[0] != "0" and server[1] == "bentoml", server
 
     paths = sorted((tiny_dataset.root / "images" / "test").iterdir())[:3]
     boxes = 0

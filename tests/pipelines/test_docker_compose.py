@@ -218,3 +218,8 @@ def test_mlflow_server_keeps_runs_in_the_compose_postgres(compose_pair) -> None:
     cid = compose("ps", "-q", "mlflow").stdout.strip()
     processes = docker_env.docker("top", cid, "-eo", "pid,args").stdout
     assert "mlflow server" in processes and env["POSTGRES_PASSWORD"] not in processes
+    # It runs as an unprivileged user, who owns the basic-auth database it wrote.
+    owner = compose(
+        "exec", "-T", "mlflow", "sh", "-c", "id -u; stat -c %u /mlflow-auth/*.db"
+    ).stdout.split()
+    assert owner[0] != "0" and owner[1] == owner[0], owner

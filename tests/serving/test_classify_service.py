@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import CLS_IMGSZ, CLS_NAMES
-from tests.serving_app import fresh_metrics, import_service
+from tests.serving_app import serving
 
 MODEL = "test-serving-classifier"
 LINEAGE = {
@@ -37,14 +37,7 @@ def cls_onnx(cls_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 @pytest.fixture(scope="module")
 def client(cls_onnx: Path, cls_weights: Path):
-    from starlette.testclient import TestClient
-
-    from visionops.serving.bento import save_model
-
-    save_model(MODEL, cls_onnx, cls_weights, LINEAGE)
-    module = import_service(MODEL)
-    fresh_metrics()  # another module's app may hold BentoML's metrics
-    with TestClient(module.VisionService.to_asgi(), raise_server_exceptions=False) as c:
+    with serving(MODEL, cls_onnx, cls_weights, LINEAGE) as c:
         yield c
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import SEG_IMGSZ, SEG_NAMES, SHOE_SOLES
-from tests.serving_app import fresh_metrics, import_service
+from tests.serving_app import serving
 
 MODEL = "test-serving-segmenter"
 CONF = 0.001  # a one-epoch model is unsure of everything
@@ -37,14 +37,7 @@ def seg_onnx(seg_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 @pytest.fixture(scope="module")
 def client(seg_onnx: Path, seg_weights: Path):
-    from starlette.testclient import TestClient
-
-    from visionops.serving.bento import save_model
-
-    save_model(MODEL, seg_onnx, seg_weights, LINEAGE)
-    module = import_service(MODEL)
-    fresh_metrics()  # another module's app may hold BentoML's metrics
-    with TestClient(module.VisionService.to_asgi(), raise_server_exceptions=False) as c:
+    with serving(MODEL, seg_onnx, seg_weights, LINEAGE) as c:
         yield c
 
 
@@ -190,3 +183,19 @@ def test_batch_writes_a_mask_png_per_image(
     assert summary["task"] == "segment" and summary["instances"] == instances
     assert summary["per_class"] == {"shoes": instances}
     assert "Instances per class" in write_report(result)
+
+
+def test_masks_past_the_budget_answer_413_naming_the_limit(client, soles) -> None:
+    from visionops.tasks.segment.onnx import MAX_MASK_PIXELS
+
+    large = cv2.resize(soles[0], (4000, 3000))  # 12 Mpx: 33 masks fit the budget
+    response = _post(client, "/segment", large, conf=0, iou=1, max_det=1000)
+    assert response.status_code == 413, response.text
+    message = response.json()["error"]
+    assert "on a 4000x3000 image" in message
+    assert f"at most {MAX_MASK_PIXELS // 12_000_000} fit" in message
+    assert "(MAX_MASK_PIXELS): raise conf, lower max_det" in message
+    # With what the message asks for, the same image is answered.
+    response = _post(client, "/segment", large, conf=CONF, max_det=20)
+    assert response.status_code == 200, response.text
+    assert response.json()["image"] == {"width": 4000, "height": 3000}

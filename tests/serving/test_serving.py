@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import tempfile
 from pathlib import Path
 
@@ -240,6 +241,34 @@ def test_detect_batch_equals_single_detects(client, frames) -> None:
             assert a["confidence"] == pytest.approx(b["confidence"], abs=1e-5)
             for k in ("x1", "y1", "x2", "y2"):
                 assert a["box"][k] == pytest.approx(b["box"][k], abs=1e-3)
+
+
+def test_a_request_past_its_timeout_stops_its_work(
+    client, frames, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from visionops.serving import limits, uploads
+
+    decoded: list[int] = []
+    decode = uploads.decode_image
+
+    def counted(data: bytes, budget=None) -> np.ndarray:
+        decoded.append(len(data))
+        return decode(data, budget)
+
+    monkeypatch.setattr(uploads, "decode_image", counted)
+    files = [("images", (f"{i}.png", _png(frames[0]), "image/png")) for i in range(8)]
+    monkeypatch.setattr(limits, "REQUEST_TIMEOUT_S", 0.0)  # due as it arrives
+    with caplog.at_level(logging.WARNING, logger="visionops.serving.uploads"):
+        response = client.post("/detect_batch", files=files)
+    # Answered by the worker itself once it stopped (BentoML's own 504 comes
+    # at the same timeout): nothing was decoded past the deadline.
+    assert response.status_code == 504 and _error(response)
+    assert decoded == []
+    assert "past its 0 s, answered 504: decoded 0 of 8 images" in caplog.text
+    monkeypatch.setattr(limits, "REQUEST_TIMEOUT_S", 30.0)
+    response = client.post("/detect_batch", files=files)
+    assert response.status_code == 200, response.text
+    assert len(response.json()) == 8 and len(decoded) == 8
 
 
 def _just_over_20mb_png() -> bytes:

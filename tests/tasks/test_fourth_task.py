@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import time
 from collections import Counter
@@ -23,7 +22,6 @@ import pytest
 
 from tests.plugin_tasks import PLUGINS, registered
 from tests.servers import free_port
-from tests.serving.test_web_ui import CHROMIUM_FLAGS, _chromium
 from visionops import tasks
 from visionops.batch.predict import predict_folder
 from visionops.batch.report import write_report
@@ -37,7 +35,8 @@ from visionops.data.validate import ValidationSettings, validate_dataset
 from visionops.data.version import DatasetVersion, build_dataset_version, content_hash
 from visionops.engine.task import Task
 
-pytest_plugins = ["tests.serving_app"]  # `counter`: the service of a count model
+# `counter`: the service of a count model; `page`: a headless Chromium page
+pytest_plugins = ["tests.serving_app", "tests.browser"]
 FOLDER = PLUGINS / "count_task"
 LOW_CONF = 0.001  # the 2-epoch model scores low; this keeps some boxes
 SLIDER_CONF = "0.01"  # the web page's lowest confidence
@@ -160,34 +159,6 @@ def test_a_fourth_task_folder_runs_from_ingestion_to_batch(
     assert not (run.root / "labels").exists() and run.grid is not None
     report = write_report(run)
     assert "Objects per class" in report and "most in one image" in report
-
-
-@pytest.fixture
-def page(tmp_path: Path):
-    """A page in a fresh headless Chromium profile (as tests/serving/test_web_ui.py)."""
-    chromium = _chromium()
-    if os.environ.get("CI"):
-        from playwright.sync_api import sync_playwright
-    else:
-        sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=chromium,
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            # Crash reports and dconf would otherwise land in ~/.config, ~/.cache.
-            env={
-                **os.environ,
-                "HOME": str(tmp_path),
-                "XDG_CONFIG_HOME": str(tmp_path / "config"),
-                "XDG_CACHE_HOME": str(tmp_path / "cache"),
-            },
-        )
-        try:
-            yield context.new_page()
-        finally:
-            context.close()
 
 
 @pytest.fixture

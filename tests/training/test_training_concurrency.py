@@ -6,10 +6,15 @@ import os
 import threading
 from pathlib import Path
 
-from visionops.config import TrainSettings
+import pytest
+
+from tests.conftest import SEG_IMGSZ
+from visionops.config import EvaluationSettings, PromotionSettings, TrainSettings
 from visionops.tasks import get_task
 
 DETECT = get_task("detect")
+SEGMENT = get_task("segment")
+MEASURED = EvaluationSettings(latency_runs=1, quantize=False)
 
 
 def _versions(tmp_path: Path, count: int) -> list[str]:
@@ -66,6 +71,129 @@ def test_a_model_compared_with_an_older_champion_is_not_promoted(
     assert not late.promote
     assert "moved from v1 to v2" in late.reason
     assert "train again to compare it with v2" in late.reason
+
+
+def _everywhere_copy(weights: Path, dest: Path) -> Path:
+    """`weights` sure of its class in every anchor: masks all over each image."""
+    import torch
+
+    checkpoint = torch.load(weights, weights_only=False)  # the test's own file
+    for key in ("model", "ema"):
+        if checkpoint.get(key) is None:
+            continue
+        for branch in checkpoint[key].model[-1].cv3:
+            torch.nn.init.constant_(branch[-1].bias, 100.0)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def shoe_soles(tmp_path_factory: pytest.TempPathFactory):
+    """The bundled shoe soles as a segmentation dataset version."""
+    from tests.data.test_segment import SHOE_SOLES, _version
+    from visionops.data.sources import stage_source
+    from visionops.tasks import ingestion_tasks
+
+    work = tmp_path_factory.mktemp("shoe-soles-version")
+    stage_source(SHOE_SOLES, work / "staged", tasks=ingestion_tasks("segment"))
+    return _version(work / "staged", work)[1]
+
+
+def _trained(weights: Path, dataset, name: str, work: Path):
+    """A training's outcome: `weights` in a run of their own, measured on test."""
+    from mlflow.tracking import MlflowClient
+
+    from visionops.training.candidates import CandidateResult
+    from visionops.training.stages import evaluate_challenger
+    from visionops.training.tracking import log_checked_file
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("race") or client.get_experiment(
+        client.create_experiment(
+            "race", artifact_location=(work / "artifacts").as_uri()
+        )
+    )
+    run_id = client.create_run(experiment.experiment_id).info.run_id
+    client.log_param(run_id, "imgsz", SEG_IMGSZ)
+    client.log_param(run_id, "device", "cpu")
+    log_checked_file(run_id, weights, "weights")
+    selected = CandidateResult(
+        task=SEGMENT,
+        name=name,
+        model=SEGMENT.default_model,
+        train={"imgsz": SEG_IMGSZ, "device": "cpu"},
+        pretrained=False,
+        weights_note="",
+        val={},
+        epochs_run=1,
+        resumed=False,
+        speed_ms={},
+        size_mb=1.0,
+        run_key=name,
+        mlflow_run_id=run_id,
+    )
+    evaluation = evaluate_challenger(weights, dataset, selected, MEASURED, work / name)
+    return selected, evaluation
+
+
+@pytest.mark.parametrize("first", ["worse", "better"])
+def test_two_trainings_started_together_end_with_the_better_champion(
+    local_mlflow, shoe_soles, seg_weights, tmp_path: Path, first: str
+) -> None:
+    """Both trainings measured the champion of their start (none); whichever
+    finishes second finds the alias moved, measures the new champion on the
+    same test split and takes its place only if it beats it."""
+    from mlflow.tracking import MlflowClient
+
+    from visionops.training.stages import evaluate_champion, promote_challenger
+    from visionops.training.tracking import alias_version
+
+    rule = PromotionSettings(rule="margin", metric="pixel_accuracy")
+    everywhere = _everywhere_copy(seg_weights, tmp_path / "everywhere" / "best.pt")
+    runs = {
+        "better": _trained(seg_weights, shoe_soles, "better", tmp_path),
+        "worse": _trained(everywhere, shoe_soles, "worse", tmp_path),
+    }
+    score = {k: e.report.metrics["pixel_accuracy"] for k, (_, e) in runs.items()}
+    assert score["better"] > score["worse"]  # masks all over miss the background
+    at_start = evaluate_champion(shoe_soles, "soles", MEASURED, tmp_path / "start")
+    assert at_start.champion is None
+
+    def finish(name: str):
+        selected, evaluation = runs[name]
+        return promote_challenger(
+            selected,
+            evaluation.report,
+            at_start,
+            evaluation.onnx,
+            rule,
+            "soles",
+            rescore=lambda: evaluate_champion(
+                shoe_soles, "soles", MEASURED, tmp_path / f"again-{name}"
+            ),
+        )
+
+    second = "worse" if first == "better" else "better"
+    early, late = finish(first), finish(second)
+    assert early.decision.promote and "first model" in early.decision.reason
+    assert f"moved from none to v{early.version}" in late.decision.reason
+    assert f"champion v{early.version}" in late.decision.reason
+    assert late.decision.champion_version == early.version
+    # The champion was measured again, on the same split: the same score.
+    assert late.decision.champion_score == pytest.approx(score[first])
+    assert late.decision.promote is (second == "better")
+    winner = early if first == "better" else late
+    assert alias_version("soles", "champion") == winner.version
+    client = MlflowClient()
+    for name, promotion in ((first, early), (second, late)):
+        run_id = runs[name][0].mlflow_run_id
+        files = {f.path for f in client.list_artifacts(run_id, "weights")}
+        files |= {f.path for f in client.list_artifacts(run_id, "onnx")}
+        assert files == {"weights/best.pt", f"onnx/{runs[name][1].onnx.name}"}
+        assert "decision.md" in {f.path for f in client.list_artifacts(run_id)}
+        tags = client.get_model_version("soles", promotion.version).tags
+        assert tags["promoted"] == str(promotion.decision.promote).lower()
 
 
 def test_racing_promotions_move_the_alias_once(local_mlflow, tmp_path: Path) -> None:

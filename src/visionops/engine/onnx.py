@@ -30,6 +30,14 @@ KEPT_SHAPES = 8
 STAGES = ("preprocess", "inference", "postprocess")
 
 
+class OverBudgetError(ValueError):
+    """A prediction would take more memory than its predictor allows.
+
+    The message names the limit and what to ask for instead; a service answers
+    it with 413, as an image too large to decode.
+    """
+
+
 def export_onnx(
     weights: Path | str,
     imgsz: int,

@@ -15,6 +15,9 @@ MAX_REQUEST_PIXELS = 100_000_000
 MAX_FILES = 64  # images in one request
 MAX_PARTS = MAX_FILES + 16  # form parts in one request, files and fields
 MAX_FIELD_BYTES = 1024  # one form field that is not a file
+# Seconds a request may take before it is answered 504 (BentoML's traffic timeout);
+# its decoding and prediction stop at the next step past it (`uploads.Deadline`).
+REQUEST_TIMEOUT_S = 30.0
 SEND_AN_IMAGE = "send a JPEG, PNG, BMP, WebP or TIFF file."
 
 

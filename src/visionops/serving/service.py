@@ -35,15 +35,18 @@ from visionops.feedback.records import Recorder, default_answer
 from visionops.serving import endpoints
 from visionops.serving.bento import LINEAGE_FILE, ONNX_FILE
 from visionops.serving.keys import ApiKeys
-from visionops.serving.limits import MAX_FILES, decode_image
+from visionops.serving.limits import MAX_FILES, REQUEST_TIMEOUT_S, decode_image
 from visionops.serving.tracks import TrackSessions
 from visionops.serving.uploads import (
+    Deadline,
     DecodedImage,
     ErrorShape,
     ImageError,
     RequestError,
+    check_deadline,
     quiet_client_errors,
     upload_api,
+    within_budget,
 )
 from visionops.tasks import get_task
 
@@ -236,7 +239,7 @@ def with_endpoints(cls: ServiceClass) -> ServiceClass:
     image=IMAGE,
     workers="cpu_count",
     threads=REQUESTS,
-    traffic={"timeout": 30, "max_concurrency": 64},
+    traffic={"timeout": REQUEST_TIMEOUT_S, "max_concurrency": 64},
     envs=[
         {"name": "BENTOML_DO_NOT_TRACK", "value": "true"},
         {"name": "DO_NOT_TRACK", "value": "true"},
@@ -316,9 +319,11 @@ class VisionService:
 
             frame, faces = blur(frame, AnonymizeSettings())
             timing["blur"] = (time.perf_counter() - start) * 1000
-        (result,) = self.task.predict(
-            self.predictor, [frame], timing=timing, **thresholds
-        )
+        check_deadline("decoded, not predicted")
+        with within_budget():
+            (result,) = self.task.predict(
+                self.predictor, [frame], timing=timing, **thresholds
+            )
         timing["total"] = sum(timing.values())
         return frame, result, faces, timing
 
@@ -409,14 +414,16 @@ class VisionService:
         start = time.perf_counter()
         good = [image for image in images if isinstance(image, DecodedImage)]
         stages: dict[str, float] = {}
-        results = iter(
-            self.task.predict(
-                self.predictor,
-                [image.frame for image in good],
-                timing=stages,
-                **thresholds,
+        check_deadline(f"decoded {len(good)} images, not predicted")
+        with within_budget():
+            results = iter(
+                self.task.predict(
+                    self.predictor,
+                    [image.frame for image in good],
+                    timing=stages,
+                    **thresholds,
+                )
             )
-        )
         share = {k: v / max(len(good), 1) for k, v in stages.items()}
         source = f"service:/{endpoints.serving_of(task).endpoint}_batch"
         answers: list[Any] = []
@@ -483,4 +490,6 @@ class VisionService:
 VisionService.add_asgi_middleware(ErrorShape)
 # Keys (`VISIONOPS_API_KEY`) on every route but health and the static pages.
 VisionService.add_asgi_middleware(ApiKeys)
+# Work past the request's timeout (answered 504) stops between its steps.
+VisionService.add_asgi_middleware(Deadline)
 quiet_client_errors()

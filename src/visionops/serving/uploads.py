@@ -21,6 +21,9 @@ import json
 import logging
 import time
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, ClassVar
@@ -34,6 +37,8 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from visionops.engine.onnx import OverBudgetError
+from visionops.serving import limits
 from visionops.serving.limits import (
     MAX_BODY_BYTES,
     MAX_FIELD_BYTES,
@@ -56,6 +61,72 @@ class RequestError(bentoml.exceptions.BentoMLException):
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message, error_code=HTTPStatus(status))
+
+
+logger = logging.getLogger(__name__)
+# When the request being served is due (`time.monotonic()`), set by `Deadline`;
+# the threads that decode and predict for it see it too (anyio copies the context).
+_deadline: ContextVar[float | None] = ContextVar("visionops_deadline", default=None)
+
+
+class Deadline:
+    """ASGI middleware: each HTTP request is due `limits.REQUEST_TIMEOUT_S` after
+    it arrives.
+
+    BentoML answers 504 then, but cannot stop the thread that decodes or predicts
+    for it; that work checks the deadline between its steps (`check_deadline`)
+    and stops there, instead of taking a thread, a core and memory from the next
+    requests for as long as it would have run.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        token = _deadline.set(time.monotonic() + limits.REQUEST_TIMEOUT_S)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _deadline.reset(token)
+
+
+def check_deadline(progress: str) -> None:
+    """Stops the request's work if it is past its deadline (`Deadline`).
+
+    Args:
+        progress: How far it got, for the log and the answer (`decoded 3 of 64
+            images`).
+
+    Raises:
+        RequestError: 504 (BentoML answers the client in its own words, at the
+            same timeout; this ends the work).
+    """
+    deadline = _deadline.get()
+    if deadline is None or time.monotonic() <= deadline:
+        return
+    logger.warning(
+        "Stopped a request past its %g s, answered 504: %s.",
+        limits.REQUEST_TIMEOUT_S,
+        progress,
+    )
+    raise RequestError(
+        f"Not answered within {limits.REQUEST_TIMEOUT_S:g} s ({progress}); send "
+        "fewer or smaller images per request.",
+        504,
+    )
+
+
+@contextmanager
+def within_budget() -> Iterator[None]:
+    """A prediction its predictor refuses for the memory it would take
+    (`OverBudgetError`) is the client's to shrink: 413 with the predictor's words."""
+    try:
+        yield
+    except OverBudgetError as err:
+        raise RequestError(str(err), 413) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +268,8 @@ def _decode_all(
 ) -> list[DecodedImage | ImageError]:
     out: list[DecodedImage | ImageError] = []
     budget = PixelBudget()  # one per request
-    for filename, data in parts:
+    for index, (filename, data) in enumerate(parts):
+        check_deadline(f"decoded {index} of {len(parts)} images")
         start = time.perf_counter()
         try:
             frame = decode_image(data, budget)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ from visionops.training.yolo import WeightsChoice, resolve_weights, run_key, tra
 logger = logging.getLogger(__name__)
 PLOTS = ("*.png", "*.jpg", "results.csv", "args.yaml")
 ONNX_DIR = "onnx"
+# How often a finished training re-compares itself with a champion that moved.
+RECOMPARISONS = 3
 
 
 # --- train ------------------------------------------------------------------------
@@ -407,14 +410,18 @@ def promote_challenger(
     model_name: str,
     lineage_tags: dict[str, str] | None = None,
     bootstrap: BootstrapSettings | None = None,
+    rescore: Callable[[], ChampionScore] | None = None,
 ) -> Promotion:
     """Registers the challenger (alias `challenger`); promotes it if the rule says so.
 
     The version's tags record its task, class names, test metrics, ONNX export
     and lineage (`Champion.from_version` reads them). Promotion moves the alias
     `champion` if it still points at the champion the challenger was compared
-    with (`promote_version`); the report and the decision's tags are written to
-    the run and the version either way.
+    with (`promote_version`). When another training moved it meanwhile,
+    `rescore` measures the new champion on the same test split and the
+    challenger is compared with that one instead, so of two trainings started
+    together the better model ends as champion. The report and the decision's
+    tags are written to the run and the version either way.
 
     Args:
         selected: The challenger's candidate result.
@@ -427,6 +434,8 @@ def promote_challenger(
         lineage_tags: Extra version tags (ZenML model version, pipeline run).
         bootstrap: The paired bootstrap of challenger minus champion (None:
             the defaults).
+        rescore: Measures the champion the alias points at now, as
+            `evaluate_champion` did (None: a moved alias refuses promotion).
 
     Raises:
         TaskMismatchError: The registered model holds another task.
@@ -438,19 +447,29 @@ def promote_challenger(
 
     task = selected.task
     check_model_task(model_name, task)
-    metric = rule.metric or task.default_metric
-    interval, note = (None, "")
-    if champion.report is not None:
-        interval, note = compare_reports(
-            task,
-            challenger,
-            champion.report,
-            metric,
-            **(bootstrap or BootstrapSettings()).model_dump(),
+    settings = bootstrap or BootstrapSettings()
+    compared = champion
+
+    def compare(score: ChampionScore) -> Decision:
+        metric = rule.metric or task.default_metric
+        interval, note = (None, "")
+        if score.report is not None:
+            interval, note = compare_reports(
+                task, challenger, score.report, metric, **settings.model_dump()
+            )
+        return decide(
+            task, challenger, score.report, rule, score.version, interval, note
         )
-    decision = decide(
-        task, challenger, champion.report, rule, champion.version, interval, note
-    )
+
+    def compare_again(moved: AliasMovedError) -> Decision:
+        nonlocal compared
+        assert rescore is not None  # promote_version calls it only when given
+        compared = rescore()
+        fresh = compare(compared)
+        reason = f"{moved} while this model was compared; re-compared: {fresh.reason}"
+        return fresh.model_copy(update={"reason": reason})
+
+    decision = compare(champion)
     with mlflow.start_run(run_id=selected.mlflow_run_id):
         info = task.log_model(
             onnx,
@@ -459,8 +478,6 @@ def promote_challenger(
                 "test_metrics": challenger.metrics,
             },
         )
-        if interval is not None:
-            mlflow.log_metrics(interval.metrics("test_vs_champion"))
     version = register_version(
         model_name,
         info.model_uri,
@@ -480,54 +497,72 @@ def promote_challenger(
         description=task.description,
     )
     set_alias(model_name, CHALLENGER, version)
-    decision = promote_version(model_name, version, decision)
+    decision = promote_version(
+        model_name, version, decision, compare_again if rescore else None
+    )
     report = decision_markdown(
         task,
         decision,
         challenger,
-        champion.report,
+        compared.report,
         model_name,
         candidate=selected.name,
         started_from=selected.started_from,
     )
     client = MlflowClient()
     client.log_text(selected.mlflow_run_id, report, "decision.md")
-    for key, value in decision.tags().items():
-        client.set_tag(selected.mlflow_run_id, key, value)
-    for key, value in {
+    if decision.interval is not None:
+        for key, value in decision.interval.metrics("test_vs_champion").items():
+            client.log_metric(selected.mlflow_run_id, key, value)
+    for key, tag in decision.tags().items():
+        client.set_tag(selected.mlflow_run_id, key, tag)
+    for key, tag in {
         "promoted": str(decision.promote).lower(),
         **({"started_from": selected.started_from} if selected.started_from else {}),
         **decision.tags(),
     }.items():
-        client.set_model_version_tag(model_name, version, key, value)
+        client.set_model_version_tag(model_name, version, key, tag)
     return Promotion(decision, report, version)
 
 
-def promote_version(model_name: str, version: str, decision: Decision) -> Decision:
+def promote_version(
+    model_name: str,
+    version: str,
+    decision: Decision,
+    compare_again: Callable[[AliasMovedError], Decision] | None = None,
+) -> Decision:
     """Moves `champion` to `version` if the decision says so and still holds.
 
     The decision compared the challenger with the champion of its
-    `champion_version`; when another training moved the alias since, the
-    comparison is out of date and the version is not promoted (the returned
-    decision says why and what to run). Read, compare and move are one step
+    `champion_version`. When another training moved the alias since, that
+    comparison is out of date: `compare_again` makes a new decision against the
+    champion of now, and the move is tried again with it (up to
+    `RECOMPARISONS` times, for trainings that keep finishing meanwhile);
+    without it, or past that, the version is not promoted and the returned
+    decision says why and what to run. Read, compare and move are one step
     (`move_alias`).
 
     Returns:
         The decision as applied.
     """
-    if not decision.promote:
-        return decision
-    try:
-        move_alias(model_name, CHAMPION, version, decision.champion_version)
-    except AliasMovedError as err:
-        newer = f"v{err.current}" if err.current else "no champion"
-        return decision.model_copy(
-            update={
-                "promote": False,
-                "reason": (
-                    f"not promoted: {err} while this model was being compared "
-                    f"({decision.reason}); train again to compare it with {newer}"
-                ),
-            }
-        )
-    return decision
+    for attempt in range(RECOMPARISONS + 1):
+        if not decision.promote:
+            return decision
+        try:
+            move_alias(model_name, CHAMPION, version, decision.champion_version)
+            return decision
+        except AliasMovedError as err:
+            moved = err
+        if compare_again is None or attempt == RECOMPARISONS:
+            break
+        decision = compare_again(moved)
+    newer = f"v{moved.current}" if moved.current else "no champion"
+    return decision.model_copy(
+        update={
+            "promote": False,
+            "reason": (
+                f"not promoted: {moved} while this model was being compared "
+                f"({decision.reason}); train again to compare it with {newer}"
+            ),
+        }
+    )

@@ -11,9 +11,16 @@ import cv2
 import numpy as np
 
 from visionops.data.masks import mask_polygons
-from visionops.engine.onnx import GraphRows, _name, scale_boxes
+from visionops.engine.onnx import GraphRows, OverBudgetError, _name, scale_boxes
 from visionops.tasks.detect.onnx import Detections, OnnxDetector
 from visionops.tasks.segment.metrics import rasterise_instances
+
+# Full-frame pixels of mask work one image may take: each instance's logits are
+# upsampled to the whole image (4 bytes a pixel, one at a time) before they are
+# cut to its box, and its box's window is kept (1 byte a pixel). 400 Mpx is 10
+# instances on a 40 Mpx image, 200 on a 2 Mpx one: beyond it, conf=0 and a high
+# max_det on a large image would take gigabytes and minutes.
+MAX_MASK_PIXELS = 400_000_000
 
 
 @dataclass(eq=False)
@@ -176,6 +183,7 @@ class OnnxSegmenter(OnnxDetector):
         raw, protos = rows.outputs
         boxes, scores, class_ids, coeffs = self._boxes(raw, **thresholds)
         boxes = scale_boxes(boxes, rows.shape, rows.input_shape)
+        _check_mask_budget(len(boxes), rows.shape)
         crops, windows = _native_masks(protos, coeffs, boxes, rows.shape)
         keep = np.array([bool(crop.any()) for crop in crops], bool)
         kept = [crop for crop, k in zip(crops, keep, strict=True) if k]
@@ -195,6 +203,24 @@ class OnnxSegmenter(OnnxDetector):
                 for c, window in zip(kept, windows, strict=True)
             ],
         )
+
+
+def _check_mask_budget(instances: int, shape: tuple[int, int]) -> None:
+    """Refuses masks for `instances` on an image of `shape` past `MAX_MASK_PIXELS`.
+
+    Raises:
+        OverBudgetError: Naming the instances, the image and the limit.
+    """
+    height, width = shape
+    if instances * height * width <= MAX_MASK_PIXELS:
+        return
+    most = MAX_MASK_PIXELS // (height * width)
+    raise OverBudgetError(
+        f"{instances} instances found on a {width}x{height} image; masks for at "
+        f"most {most} fit the {MAX_MASK_PIXELS / 1e6:.0f} Mpx of mask work one "
+        "image may take (MAX_MASK_PIXELS): raise conf, lower max_det or send a "
+        "smaller image."
+    )
 
 
 def _native_masks(

@@ -442,9 +442,14 @@ class FeedbackSettings(StrictModel):
     Attributes:
         record: Write one prediction record per image (off: nothing is recorded
             nor kept).
-        queue: Selected images waiting to be face-blurred and written; when it
-            is full an image is not kept (counted as dropped), so memory stays
-            bounded.
+        queue: Images waiting for the background writer (selected ones to be
+            face-blurred and kept, and the service's drift features); when it is
+            full an image is not kept (counted as dropped) nor featurized
+            (`unfeatured`), so memory stays bounded.
+        features: The service computes each image's drift features (its look,
+            the prediction's figures, the model's embedding) off the request
+            path, for `--pipeline drift`; batch writes those its drift report
+            computes.
         anonymize: The ingestion anonymiser's settings, used on every kept image
             (it cannot be turned off: no unblurred face is written).
         selection: The policies.
@@ -452,6 +457,7 @@ class FeedbackSettings(StrictModel):
 
     record: bool = True
     queue: int = Field(8, ge=1, le=256)
+    features: bool = True
     anonymize: AnonymizeSettings = Field(default_factory=AnonymizeSettings)
     selection: SelectionSettings = Field(default_factory=SelectionSettings)
 

@@ -352,7 +352,7 @@ def test_drift_pipeline_over_the_champions_records(
     from tests.conftest import CHEST_XRAY
     from visionops.core import images
     from visionops.feedback.features import Featurizer
-    from visionops.feedback.store import FeedbackStore, new_id, utc_now
+    from visionops.feedback.store import FEATURES, FeedbackStore, new_id, utc_now
     from visionops.training.champion import Champion
     from visionops.training.drift import fetch_reference
 
@@ -375,7 +375,8 @@ def test_drift_pipeline_over_the_champions_records(
                 "time": utc_now().isoformat(),
                 "model": {"name": champion, "version": found.version},
                 "features": featurizer(image, prediction),
-            }
+            },
+            FEATURES,
         )
     args = ["--pipeline", "drift"]
     for override in (

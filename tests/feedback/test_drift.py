@@ -181,7 +181,7 @@ def test_novelty_ranks_another_kind_of_image_further(
 def test_records_report_from_the_champions_run(
     local_mlflow, detector, tiny_dataset, detect_reference, tmp_path: Path
 ) -> None:
-    from visionops.feedback.store import FeedbackStore, new_id, utc_now
+    from visionops.feedback.store import FEATURES, FeedbackStore, new_id, utc_now
     from visionops.training.champion import Champion
     from visionops.training.drift import (
         capture_reference,
@@ -213,7 +213,8 @@ def test_records_report_from_the_champions_run(
                 "time": utc_now().isoformat(),
                 "model": model,
                 "features": row,
-            }
+            },
+            FEATURES,
         )
     store.append({"id": new_id(), "time": utc_now().isoformat(), "model": "other"})
     result = records_drift(

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.serving.test_web_ui import page  # noqa: F401  (the Chromium fixture)
 from visionops.config import DriftSettings
 from visionops.feedback.drift import DRIFT_HTML, write_report
 from visionops.feedback.features import Pca, Reference
+
+pytest_plugins = ["tests.browser"]  # `page`: a headless Chromium page
 
 
 def _rows(count: int, brightness: float, split: str | None = None) -> list[dict]:

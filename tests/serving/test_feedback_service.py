@@ -15,7 +15,7 @@ from skimage import data as skdata
 
 from tests.serving_app import LINEAGE, fresh_metrics, import_service
 from visionops.data.anonymize import AnonymizeSettings, detect_faces
-from visionops.feedback.store import STORE_ENV, FeedbackStore
+from visionops.feedback.store import FEATURES, STORE_ENV, FeedbackStore
 
 pytest_plugins = ["tests.serving_app"]  # its tiny model's ONNX export
 MODEL = "test-feedback-detector"
@@ -137,9 +137,23 @@ def test_every_endpoint_records_each_image_and_keeps_within_the_cap(
     assert len(detect_faces(astronaut, AnonymizeSettings())) == 1
     assert len(detect_faces(stored, AnonymizeSettings())) == 0  # blurred
 
+    # Each image's drift features, computed off the request path, by record id.
+    deadline = time.monotonic() + 120
+    while len(lines := list(FeedbackStore(root).records(kind=FEATURES))) < 4:
+        assert time.monotonic() < deadline, f"{len(lines)} of 4 features lines"
+        time.sleep(0.2)
+    assert sorted(f["id"] for f in lines) == sorted(r["id"] for r in records)
+    for line in lines:
+        figures = line["features"]
+        assert {"brightness", "sharpness", "confidence", "embedding"} <= set(figures)
+        assert len(figures["embedding"]) > 32  # raw: a report projects it
+    by_id = {f["id"]: f["features"] for f in lines}
+    assert by_id[records[0]["id"]]["width"] == width
+
     info = client.post("/info", json={}).json()["feedback"]
     assert info["recording"] and info["store"] == str(root)
     assert (info["recorded"], info["selected"], info["failed"]) == (4, CAP, 0)
+    assert (info["featured"], info["unfeatured"]) == (4, 0)
     # The classifier's margin policy stays on by default; it never picks boxes.
     assert info["policies"] == [f"random ({CAP}/h, 100/day)", "margin (10/h, 100/day)"]
     assert "face-blurred" in info["what"]

@@ -298,6 +298,8 @@ def predict_folder(
                         {"image": relative, "width": width, "height": height, **fields}
                     )
                     rows.writerows(lines)
+                    if featurizer is not None:
+                        features.append(featurizer(read.image, prediction))
                     if recorder is not None:
                         recorder.record(
                             "batch",
@@ -306,9 +308,8 @@ def predict_folder(
                             name=relative,
                             latency_ms=per_image_ms,
                             answer=_answer_of(task, prediction, predictor.names),
+                            features=features[-1] if featurizer else None,
                         )
-                    if featurizer is not None:
-                        features.append(featurizer(read.image, prediction))
                     if index in grid_picks:
                         small = output.draw(
                             fit(read.image), prediction, read.image.shape

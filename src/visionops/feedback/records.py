@@ -6,8 +6,11 @@ small and the store's append is one `open`/`write`. A selected image is handed t
 one background thread that blurs its faces with the ingestion anonymiser and
 writes it with its record and the task's answer (`FeedbackStore.keep_selected`);
 that queue is bounded (`FeedbackSettings.queue`), an image that finds it full is
-not kept and counted as dropped. Recording never fails the caller: an error is
-logged and counted (`Recorder.status`, shown by the service's `/info`).
+not kept and counted as dropped. The drift features of an image (its look, the
+task's figures and the model's embedding: `feedback.features.Featurizer`) are
+computed by the same thread and appended, by record id, to the store's `features`
+files; batch passes those it computed already. Recording never fails the caller: an
+error is logged and counted (`Recorder.status`, shown by the service's `/info`).
 
 BentoML's monitoring API (`bentoml.monitor`) is not used: it logs flat columns
 through Python logging into its own files (a handler's write error goes to
@@ -30,13 +33,13 @@ from visionops.config import FeedbackSettings
 from visionops.data.anonymize import AnonymizeSettings
 from visionops.engine.task import Task
 from visionops.feedback.selection import Selector
-from visionops.feedback.store import FeedbackStore, new_id, utc_now
+from visionops.feedback.store import FEATURES, FeedbackStore, new_id, utc_now
 
 log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 90  # kept images: labellers zoom in, 90 keeps edges clean
 LOG_EVERY_S = 60.0  # a failing store is logged at most this often (and counted always)
-COUNTS = ("recorded", "selected", "failed", "dropped")
+COUNTS = ("recorded", "selected", "featured", "unfeatured", "failed", "dropped")
 # What `/info` and the web page say is recorded (one line).
 RECORDED = (
     "One record per image (time, model, image size, the prediction's summary, "
@@ -45,6 +48,8 @@ RECORDED = (
 )
 
 Answer = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+# An image's drift features from the image and its prediction (`Featurizer`).
+Featurize = Callable[[np.ndarray, Any], Mapping[str, Any]]
 
 
 class Recorder:
@@ -63,6 +68,7 @@ class Recorder:
         settings: FeedbackSettings | None = None,
         store: FeedbackStore | None = None,
         seed: int | None = None,
+        featurizer: Featurize | None = None,
     ) -> None:
         """Prepares recording; no file is touched until the first record.
 
@@ -73,6 +79,8 @@ class Recorder:
             settings: What to record and keep (the defaults when None).
             store: The store (the machine's, `FeedbackStore()`, when None).
             seed: Seeds the random slice (tests).
+            featurizer: Computes each image's drift features off the caller's
+                thread (None: features only where `record` is given them).
         """
         self.settings = settings or FeedbackSettings()
         self.task = task
@@ -80,12 +88,15 @@ class Recorder:
         self.model = dict(model)
         self.store = store or FeedbackStore()
         self.selector = Selector(self.settings.selection, seed=seed)
+        self.featurizer = featurizer
         # A task without a summary hook (a plug-in's) is recorded without one.
         self._summary = task.summary if task.summarizer else (lambda p, n: {})
         self._counts = dict.fromkeys(COUNTS, 0)
         self._lock = threading.Lock()
-        self._queue: queue.Queue[tuple[dict, dict, np.ndarray] | None] = queue.Queue(
-            maxsize=self.settings.queue
+        # (record, the answer to keep or None, frame, prediction to featurize or
+        # None): the frames waiting are what this queue's bound holds in memory.
+        self._queue: queue.Queue[tuple[dict, dict | None, np.ndarray, Any] | None] = (
+            queue.Queue(maxsize=self.settings.queue)
         )
         self._writer: threading.Thread | None = None
         self._logged = 0.0
@@ -99,6 +110,7 @@ class Recorder:
         name: str,
         latency_ms: float,
         answer: Answer,
+        features: Mapping[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Records one predicted image; keeps it (later, off this thread) if selected.
 
@@ -113,6 +125,8 @@ class Recorder:
             latency_ms: What predicting it cost.
             answer: The task's answer as the endpoint returns it, or a function
                 making it (only called when the image is kept).
+            features: The image's drift features, when the caller has them
+                (written now); else the `featurizer` computes them later.
 
         Returns:
             The record, or None when recording is off or failed.
@@ -139,11 +153,20 @@ class Recorder:
                 "selected": bool(reasons),
                 "reasons": reasons,
             }
-            if reasons and not self._keep(record, frame, answer):
-                record["selected"] = False
-                record["dropped"] = True  # picked, but the queue was full
+            featurize = prediction if self.featurizer and features is None else None
+            if reasons or featurize is not None:
+                kept = answer if reasons else None
+                if not self._queue_work(record, frame, kept, featurize):
+                    if reasons:
+                        record["selected"] = False
+                        record["dropped"] = True  # picked, but the queue was full
+                        self._count("dropped")
+                    if featurize is not None:
+                        self._count("unfeatured")
             self.store.append(record)
             self._count("recorded")
+            if features is not None:
+                self._append_features(record, features)
             return record
         except Exception as err:  # noqa: BLE001  (recording never fails a request)
             self._failed(err)
@@ -173,16 +196,32 @@ class Recorder:
 
     # --- kept images -------------------------------------------------------------
 
-    def _keep(self, record: dict[str, Any], frame: np.ndarray, answer: Answer) -> bool:
-        """Queues a selected image for the writer; False when the queue is full."""
-        predictions = dict(answer() if callable(answer) else answer)
+    def _queue_work(
+        self,
+        record: dict[str, Any],
+        frame: np.ndarray,
+        answer: Answer | None,
+        prediction: Any,
+    ) -> bool:
+        """Queues an image to keep (`answer` given) and/or featurize (`prediction`
+        given) for the writer; False when the queue is full."""
+        predictions = None
+        if answer is not None:
+            predictions = dict(answer() if callable(answer) else answer)
         self._start_writer()
         try:
-            self._queue.put_nowait((dict(record), predictions, frame))
+            self._queue.put_nowait((dict(record), predictions, frame, prediction))
         except queue.Full:
-            self._count("dropped")
             return False
         return True
+
+    def _append_features(
+        self, record: Mapping[str, Any], features: Mapping[str, Any]
+    ) -> None:
+        """One features line: the record's id, time and model, and the features."""
+        line = {k: record[k] for k in ("id", "time", "model", "source")}
+        self.store.append({**line, "features": dict(features)}, FEATURES)
+        self._count("featured")
 
     def _start_writer(self) -> None:
         with self._lock:
@@ -193,14 +232,20 @@ class Recorder:
                 self._writer.start()
 
     def _write_kept(self) -> None:
-        """The writer thread: blurs faces, encodes JPEG, stores, until `None`."""
+        """The writer thread, until `None`: an image's drift features, then (if
+        it was selected) its faces blurred, JPEG-encoded and stored."""
         while (item := self._queue.get()) is not None:
-            record, predictions, frame = item
+            record, predictions, frame, prediction = item
             try:
-                self.store.keep_selected(
-                    record, predictions, blurred_jpeg(frame, self.settings.anonymize)
-                )
-                self._count("selected")
+                if prediction is not None and self.featurizer is not None:
+                    self._append_features(record, self.featurizer(frame, prediction))
+                if predictions is not None:
+                    self.store.keep_selected(
+                        record,
+                        predictions,
+                        blurred_jpeg(frame, self.settings.anonymize),
+                    )
+                    self._count("selected")
             except Exception as err:  # noqa: BLE001  (the thread must go on)
                 self._failed(err)
 

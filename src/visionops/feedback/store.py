@@ -5,6 +5,7 @@ it at deployment; `.visionops/feedback` on the local stack):
 
 ```
 <root>/records/<YYYY-MM-DD>/<source>-<host>-<pid>.jsonl   one JSON object per image
+<root>/features/<YYYY-MM-DD>/<source>-<host>-<pid>.jsonl  its drift features, by id
 <root>/selected/<YYYY-MM-DD>/<id>.jpg                      the image, faces blurred
 <root>/selected/<YYYY-MM-DD>/<id>.json                     its record + predictions
 <root>/reviews/<stamp>.json                                what one review batch took
@@ -33,6 +34,7 @@ from typing import Any
 from visionops.core.env import state_dir
 
 RECORDS = "records"
+FEATURES = "features"  # per-image drift features, by record id (written later)
 SELECTED = "selected"
 REVIEWS = "reviews"
 STORE_ENV = "VISIONOPS_FEEDBACK_DIR"  # the deployment sets it in the service
@@ -87,15 +89,19 @@ class FeedbackStore:
 
     # --- writing -------------------------------------------------------------------
 
-    def append(self, record: Mapping[str, Any]) -> None:
+    def append(self, record: Mapping[str, Any], kind: str = RECORDS) -> None:
         """Appends one record (JSON-able, with `id` and `time`) to today's file.
+
+        Args:
+            record: The line's object.
+            kind: `RECORDS`, or `FEATURES` for a record's drift features.
 
         Raises:
             OSError: The store cannot be written (the caller logs and counts it).
         """
         line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
         day = _day(record.get("time"))
-        path = self.root / RECORDS / day / f"{self._file}-{os.getpid()}.jsonl"
+        path = self.root / kind / day / f"{self._file}-{os.getpid()}.jsonl"
         with self._lock:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", encoding="utf-8") as handle:
@@ -139,12 +145,18 @@ class FeedbackStore:
 
     # --- reading -------------------------------------------------------------------
 
-    def records(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+    def records(
+        self, since: datetime | None = None, kind: str = RECORDS
+    ) -> Iterator[dict[str, Any]]:
         """Every record (oldest day first), from `since` on when given.
 
         A line cut short by a crash is skipped, not fatal.
+
+        Args:
+            since: Only records from this time on.
+            kind: `RECORDS`, or `FEATURES` for the records' drift features.
         """
-        for day in self._days(RECORDS, since):
+        for day in self._days(kind, since):
             for path in sorted(day.glob("*.jsonl")):
                 for line in path.read_text(encoding="utf-8").splitlines():
                     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -49,6 +50,8 @@ from visionops.serving.uploads import (
     within_budget,
 )
 from visionops.tasks import get_task
+
+logger = logging.getLogger(__name__)
 
 # A built Bento pins the exact model tag it was built with (the Bento argument
 # `model_tag`, set by `build_bento`); outside a Bento (the tests, `bentoml serve
@@ -276,8 +279,22 @@ class VisionService:
                 "bento": bento_tag(self.model_card["bento_model"]),
             },
             FEEDBACK,
+            featurizer=self._featurizer(root / ONNX_FILE),
         )
         self._warm_up()
+
+    def _featurizer(self, onnx_path: Path) -> Any:
+        """The drift features of each request (`FeedbackSettings.features`), off the
+        request path; the raw embedding (a drift report projects it)."""
+        if not (FEEDBACK.record and FEEDBACK.features):
+            return None
+        from visionops.feedback.features import Featurizer
+
+        try:
+            return Featurizer(self.task, onnx_path, predictor=self.predictor)
+        except Exception as err:  # noqa: BLE001  (a model whose graph has no cut)
+            logger.warning("Drift features off: %s: %s", type(err).__name__, err)
+            return None
 
     def _warm_up(self) -> None:
         """Pays the one-off costs of a first call at start-up, not in the first

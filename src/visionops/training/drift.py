@@ -24,7 +24,7 @@ from visionops.feedback.features import (
     Reference,
     build_reference,
 )
-from visionops.feedback.store import FeedbackStore, utc_now
+from visionops.feedback.store import FEATURES, FeedbackStore, utc_now
 from visionops.training.champion import Champion
 from visionops.training.tracking import NOT_FOUND
 
@@ -206,5 +206,5 @@ def records_drift(
             "--pipeline training"
         )
     since = utc_now() - timedelta(days=days) if days else None
-    rows = record_features(store.records(since), champion.name, last)
+    rows = record_features(store.records(since, FEATURES), champion.name, last)
     return write_report(rows, reference, settings, out_dir)

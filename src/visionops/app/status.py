@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from visionops.app.schedules import active_schedules
 from visionops.tasks import Task, get_task
 from visionops.training.tracking import MLFLOW_TIMEOUT_S
 
@@ -216,6 +217,7 @@ def collect_status(
         "dataset": training,
         "champion": _champion(client, model_name),
         "reports": _reports(),
+        "schedules": active_schedules(),
     }
 
 
@@ -297,4 +299,13 @@ def format_status(status: dict[str, Any]) -> str:
     ):
         where = reports.get(key) or f"none yet (run: --pipeline {pipeline})"
         lines.append(f"  {key}: {where}")
+    schedules = status.get("schedules") or []
+    if schedules:
+        lines.append("Schedules (remove one: python run.py --unschedule NAME):")
+    for item in schedules:
+        when = item["cron"] or f"every {item['interval_s']:.0f} s"
+        lines.append(
+            f"  {item['name']}: {item['pipeline']} at {when} (UTC) on "
+            f"{item['orchestrator']}"
+        )
     return "\n".join(lines)

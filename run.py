@@ -149,10 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--airflow",
         nargs="?",
         const="start",
-        choices=("start", "stop"),
+        choices=("start", "stop", "install"),
         help="start the local Airflow (`airflow standalone` on 127.0.0.1, port "
         "VISIONOPS_AIRFLOW_PORT=8080, installed on first use) in the background, "
-        "or stop it",
+        "stop it, or only install it into its own venv",
     )
     parser.add_argument(
         "--schedule",
@@ -363,7 +363,8 @@ def _dashboard(action: str) -> int:
 
 
 def _airflow(action: str) -> int:
-    """Starts the local Airflow in the background and prints its login, or stops it."""
+    """Starts the local Airflow in the background and prints its login, stops it,
+    or installs it."""
     from visionops.app import airflow
 
     if action == "stop":
@@ -373,6 +374,9 @@ def _airflow(action: str) -> int:
     if not airflow.installed():
         print(f"Installing Airflow into {airflow.venv_dir()} (minutes, once)...")
     try:
+        if action == "install":
+            print(f"Airflow is installed in {airflow.install()}")
+            return 0
         server = airflow.start()
     except airflow.AirflowError as err:
         print(f"Airflow error: {err}", file=sys.stderr)

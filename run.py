@@ -245,9 +245,8 @@ def run_pipeline(name: str, params, enable_cache: bool, schedule=None) -> None:
     if "orchestrator.airflow" in settings:
         from visionops.app import airflow
 
-        dag = airflow.dag_id(schedule.name) if schedule else airflow.run_dag_id(name)
-        settings["orchestrator.airflow"] = settings["orchestrator.airflow"].model_copy(
-            update={"dag_id": dag}
+        settings["orchestrator.airflow"], dag = airflow.with_dag(
+            settings["orchestrator.airflow"], name, schedule.name if schedule else None
         )
     if schedule is not None:
         options["schedule"] = schedule

@@ -162,6 +162,17 @@ def test_schedule_names_are_dag_ids() -> None:
     assert airflow.run_dag_id("training").startswith("training-")
 
 
+def test_a_schedule_dag_runs_one_run_at_a_time_and_a_run_gets_its_own_dag() -> None:
+    base = airflow.orchestrator_settings({"local": True})
+    scheduled, dag = airflow.with_dag(base, "training", "training-0_3_x_x_x")
+    assert dag == scheduled.dag_id == "training-0_3_x_x_x"
+    assert scheduled.dag_args == {"max_active_runs": 1}
+    first, one = airflow.with_dag(base, "training", None)
+    second, other = airflow.with_dag(base, "training", None)
+    assert one != other and first.dag_id == one and first.dag_args == {}
+    assert airflow.writes_here(first)
+
+
 def test_dag_generator_adds_mounts_to_the_local_stores(tmp_path: Path) -> None:
     """A stack's `mounts` join the stores' mount; ZenML's generator replaced it."""
     task = airflow_dag.TaskConfiguration(

@@ -313,6 +313,23 @@ def orchestrator_settings(configuration: dict[str, Any], dag: str | None = None)
     return AirflowOrchestratorSettings(**values)
 
 
+def with_dag(settings: Any, pipeline: str, schedule: str | None) -> tuple[Any, str]:
+    """The orchestrator settings with the DAG id of one run, or of a schedule.
+
+    A schedule's DAG is named after it and runs one run at a time: a run that
+    outlasts the interval is not joined by the next.
+
+    Returns:
+        The settings and the DAG id.
+    """
+    if schedule is None:
+        dag = run_dag_id(pipeline)
+        return settings.model_copy(update={"dag_id": dag}), dag
+    dag = dag_id(schedule)
+    dag_args = {**settings.dag_args, "max_active_runs": 1}
+    return settings.model_copy(update={"dag_id": dag, "dag_args": dag_args}), dag
+
+
 def writes_here(settings: Any) -> bool:
     """Whether the DAGs go to the local Airflow (then `run.py` waits for their runs)."""
     return settings.dag_output_dir == str(dags_folder())
@@ -380,13 +397,36 @@ class AirflowClient:
         path = f"/dags/{dag}/dagRuns/{run_id}/taskInstances"
         return list(self.call("GET", path)["task_instances"])
 
-    def delete_dag(self, dag: str) -> bool:
-        """Deletes a DAG and its history; False if Airflow does not know it."""
+    def delete_dag(self, dag: str, timeout: float = 120) -> bool:
+        """Pauses a DAG, ends its unfinished runs and deletes it with its history.
+
+        Airflow refuses to delete a DAG while a task of it runs: its unfinished
+        runs are marked failed (their tasks are stopped), then the delete is
+        retried until it goes through.
+
+        Returns:
+            False if Airflow does not know the DAG.
+        """
         try:
-            self.call("DELETE", f"/dags/{dag}")
+            self.call("PATCH", f"/dags/{dag}", {"is_paused": True})
         except LookupError:
             return False
-        return True
+        deadline = time.monotonic() + timeout
+        while True:
+            for run in self.dag_runs(dag):
+                if run["state"] not in FINISHED:
+                    path = f"/dags/{dag}/dagRuns/{run['dag_run_id']}"
+                    self.call("PATCH", path, {"state": "failed"})
+            try:
+                self.call("DELETE", f"/dags/{dag}")
+            except LookupError:
+                return True
+            except AirflowError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(3)
+            else:
+                return True
 
     def wait_for_run(
         self, dag: str, timeout: float = 24 * 3600, poll: float = 3.0

@@ -50,6 +50,8 @@ demo-segment: init ## Segment the bundled shoe soles: ingestion, training (3 epo
 
 test: install ## Run the test suite (installs the Debian packages it uses, as root)
 	@bash tests/system_packages.sh
+	@# As root the Airflow test runs (it needs the Docker engine): Airflow's venv first.
+	@if [ "$$(id -u)" = 0 ]; then $(PY) run.py --airflow install; fi
 	$(PY) -m pytest -q
 
 lint: install ## Lint and check formatting (ruff)
@@ -67,6 +69,13 @@ bench: install ## Run the benchmarks in bench/ (a few minutes each)
 	$(PY) bench/int8_accuracy.py
 	$(PY) bench/bootstrap.py
 	$(PY) bench/serving.py
+
+.PHONY: airflow airflow-stop
+airflow: install ## Start the local Airflow (installed into .visionops/airflow/venv once)
+	$(PY) run.py --airflow
+
+airflow-stop: install ## Stop the local Airflow
+	$(PY) run.py --airflow stop
 
 status: install ## Show the active stack, latest dataset and champion
 	$(PY) run.py --status

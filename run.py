@@ -47,6 +47,11 @@ EXAMPLES = """examples:
   python run.py --backup mlflow-backup.zip                 # the stack's MLflow tracker
   python run.py --stack server --restore mlflow-backup.zip --dry-run
   python run.py --restore mlflow-backup.zip --on-conflict rename
+  python run.py --airflow                                  # local Airflow, background
+  python run.py --stack airflow                            # steps as Airflow tasks
+  python run.py --pipeline training --schedule "0 3 * * *" # every day at 03:00 UTC
+  python run.py --unschedule training-0_3_x_x_x            # names: --status
+  python run.py --airflow stop
 
 pipelines:
 {pipelines}
@@ -146,6 +151,26 @@ def build_parser() -> argparse.ArgumentParser:
         "or stop them",
     )
     parser.add_argument(
+        "--airflow",
+        nargs="?",
+        const="start",
+        choices=("start", "stop", "install"),
+        help="start the local Airflow (`airflow standalone` on 127.0.0.1, port "
+        "VISIONOPS_AIRFLOW_PORT=8080, installed on first use) in the background, "
+        "stop it, or only install it into its own venv",
+    )
+    parser.add_argument(
+        "--schedule",
+        metavar="CRON",
+        help="with --pipeline: schedule it on the active stack (e.g. airflow) with "
+        "a cron expression in UTC instead of running it now",
+    )
+    parser.add_argument(
+        "--unschedule",
+        metavar="NAME",
+        help="remove a schedule (its name as --status lists it)",
+    )
+    parser.add_argument(
         "--backup",
         type=Path,
         metavar="FILE.zip",
@@ -208,8 +233,12 @@ def _stack_settings() -> dict:
     return pipeline_settings(Client().active_stack_model.name)
 
 
-def run_pipeline(name: str, params, enable_cache: bool) -> None:
-    """Runs one registered pipeline with validated parameters, then its report."""
+def run_pipeline(name: str, params, enable_cache: bool, schedule=None) -> None:
+    """Runs one registered pipeline with validated parameters, then its report.
+
+    On Airflow the run is a DAG of its own, waited for; with a ZenML `schedule`,
+    the pipeline is scheduled (not run, no report).
+    """
     spec = registry.PIPELINES[name]
     settings = _stack_settings()
     if spec.prepare is not None:  # `all`: what depends on the previous pipeline
@@ -217,7 +246,24 @@ def run_pipeline(name: str, params, enable_cache: bool) -> None:
     options: dict = {"enable_cache": enable_cache, "settings": settings}
     if spec.model is not None:
         options["model"] = spec.model(params)
+    dag = None
+    if "orchestrator.airflow" in settings:
+        from visionops.app import airflow
+
+        settings["orchestrator.airflow"], dag = airflow.with_dag(
+            settings["orchestrator.airflow"], name, schedule.name if schedule else None
+        )
+    if schedule is not None:
+        options["schedule"] = schedule
     run = spec.function().with_options(**options)(params=params)
+    if schedule is not None:
+        print(
+            f"Scheduled {name} as {schedule.name} ({schedule.cron_expression}, UTC); "
+            f"remove it with: python run.py --unschedule {schedule.name}"
+        )
+        return
+    if dag is not None and airflow.writes_here(settings["orchestrator.airflow"]):
+        run = airflow.wait_for_pipeline_run(dag, run)
     if spec.report is not None:
         spec.report(run, params)
 
@@ -309,6 +355,41 @@ def _dashboard(action: str) -> int:
     for what, url in links.items():
         print(f"  {what + ':':<25} {url}")
     print("Stop both with: python run.py --dashboard stop")
+    from visionops.app import airflow
+
+    server = airflow.running()
+    if server is not None:
+        print(
+            f"Airflow UI:      {server.url} (login {server.user}, password in "
+            f"{airflow.password_file()})"
+        )
+    return 0
+
+
+def _airflow(action: str) -> int:
+    """Starts the local Airflow in the background and prints its login, stops it,
+    or installs it."""
+    from visionops.app import airflow
+
+    if action == "stop":
+        url = airflow.stop()
+        print(f"Airflow ({url}) stopped." if url else "Airflow was not running.")
+        return 0
+    if not airflow.installed():
+        print(f"Installing Airflow into {airflow.venv_dir()} (minutes, once)...")
+    try:
+        if action == "install":
+            print(f"Airflow is installed in {airflow.install()}")
+            return 0
+        server = airflow.start()
+    except airflow.AirflowError as err:
+        print(f"Airflow error: {err}", file=sys.stderr)
+        return 2
+    print(f"Airflow UI: {server.url}")
+    print(f"  login: {server.user} / {server.password}  ({airflow.password_file()})")
+    print(f"  DAGs folder: {airflow.dags_folder()}")
+    print("Run pipelines on it: python run.py --stack airflow --pipeline ingestion")
+    print("Stop it with: python run.py --airflow stop")
     return 0
 
 
@@ -316,6 +397,8 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the combination of options, or None."""
     if args.json and not args.status:
         return "--json goes with --status"
+    if args.schedule and (not args.pipeline or args.pipeline == registry.ALL):
+        return "--schedule goes with --pipeline NAME (one pipeline, not all)"
     if (args.dry_run or args.on_conflict) and not args.restore:
         return "--dry-run and --on-conflict go with --restore"
     if (args.backup or args.restore) and (
@@ -431,7 +514,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.plan, args.running = (), None
-    what = (args.pipeline, args.status, args.stack, args.mlflow_ui, args.dashboard)
+    what = (
+        args.pipeline,
+        args.status,
+        args.stack,
+        args.mlflow_ui,
+        args.dashboard,
+        args.airflow,
+        args.unschedule,
+    )
     problem = _usage_problem(args)
     if problem:
         print(f"run.py: error: {problem}", file=sys.stderr)
@@ -466,6 +557,21 @@ def _run(args: argparse.Namespace) -> int:
             return 2
         print(f"Active stack: {name}")
 
+    if args.airflow:
+        code = _airflow(args.airflow)
+        if code:
+            return code
+
+    if args.unschedule:
+        from visionops.app.schedules import ScheduleError, unschedule
+
+        try:
+            removed = unschedule(args.unschedule)
+        except ScheduleError as err:
+            print(f"Schedule error: {err}", file=sys.stderr)
+            return 2
+        print("Removed: " + ", ".join(removed))
+
     if args.backup or args.restore:
         return _backup_or_restore(args)
 
@@ -479,6 +585,15 @@ def _run(args: argparse.Namespace) -> int:
             return 2
         specs = registry.plan(args.pipeline)
         args.plan = tuple(spec.name for spec in specs)
+        schedule = None
+        if args.schedule:
+            from visionops.app.schedules import ScheduleError, make_schedule
+
+            try:
+                schedule = make_schedule(args.pipeline, args.schedule)
+            except ScheduleError as err:
+                print(f"Schedule error: {err}", file=sys.stderr)
+                return 2
         try:  # every config is checked before any pipeline starts
             planned = [(spec.name, _pipeline_params(spec, args)) for spec in specs]
         except ConfigError as err:
@@ -487,7 +602,9 @@ def _run(args: argparse.Namespace) -> int:
         for name, params in planned:
             args.running = name  # the pipeline a failure is reported for
             try:  # `all`: what depends on the previous pipeline is checked here
-                run_pipeline(name, params, enable_cache=not args.no_cache)
+                run_pipeline(
+                    name, params, enable_cache=not args.no_cache, schedule=schedule
+                )
             except ConfigError as err:
                 print(f"Configuration error: {redact(str(err))}", file=sys.stderr)
                 return 2

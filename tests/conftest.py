@@ -120,9 +120,10 @@ def boards_dir() -> Path:
 
 
 # The checkout's own state, which no test may read or write, but for the Docker
-# tests' wheelhouse (tests/docker_env.py), kept there between runs.
+# tests' wheelhouse (tests/docker_env.py) and the Airflow test's venv
+# (tests/pipelines/test_airflow_stack.py), kept there between runs.
 CHECKOUT_STATE = (".zen", ".visionops", "outputs", "mlruns", "runs")
-TEST_CACHES = (".visionops/docker-wheelhouse",)
+TEST_CACHES = (".visionops/docker-wheelhouse", ".visionops/airflow/venv")
 # The user's cache folder, which no test may write into either.
 HOME_CACHE = Path.home() / ".cache"
 

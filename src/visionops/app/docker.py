@@ -119,7 +119,8 @@ def pipeline_settings(stack_name: str) -> dict[str, Any]:
 
     Empty unless the stack's orchestrator runs steps in containers. On `local_docker`
     the containers get the host's GPUs, unless the stack file gives the orchestrator
-    its own `run_args` (the CPU stack `docker` does): then the stack decides.
+    its own `run_args` (the CPU stack `docker` does): then the stack decides. On
+    `airflow`, the project's DAG generator and the local Airflow's DAGs folder.
     """
     orchestrator = _orchestrator(stack_name)
     flavor = orchestrator.flavor_name if orchestrator else None
@@ -128,4 +129,10 @@ def pipeline_settings(stack_name: str) -> dict[str, Any]:
     settings: dict[str, Any] = {"docker": docker_settings()}
     if flavor == "local_docker" and not orchestrator.configuration.get("run_args"):
         settings["orchestrator.local_docker"] = local_docker_settings()
+    if flavor == "airflow":
+        from visionops.app.airflow import orchestrator_settings
+
+        settings["orchestrator.airflow"] = orchestrator_settings(
+            orchestrator.configuration
+        )
     return settings

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from visionops.app.schedules import active_schedules
 from visionops.tasks import Task, get_task
 from visionops.training.tracking import MLFLOW_TIMEOUT_S
 
@@ -237,6 +238,7 @@ def collect_status(
         "reports": _reports(),
         "feedback": _feedback(),
         "drift": _drift(),
+        "schedules": active_schedules(),
     }
 
 
@@ -348,6 +350,15 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(
             f"  {name} v{found['version']}: {verdict}{named}, {found['images']} "
             f"images from {found['source']} (MLflow run {found['run_id']})"
+        )
+    schedules = status.get("schedules") or []
+    if schedules:
+        lines.append("Schedules (remove one: python run.py --unschedule NAME):")
+    for item in schedules:
+        when = item["cron"] or f"every {item['interval_s']:.0f} s"
+        lines.append(
+            f"  {item['name']}: {item['pipeline']} at {when} (UTC) on "
+            f"{item['orchestrator']}"
         )
     return "\n".join(lines)
 

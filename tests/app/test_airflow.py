@@ -1,0 +1,221 @@
+"""The Airflow stacks without Airflow: registration, settings, DAG generator, checks."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.app.test_stacks import NO_ENV_FILE, STACK_ENV
+from visionops.app import airflow, airflow_dag
+from visionops.app import docker as vdocker
+from visionops.app.stacks import (
+    StackError,
+    apply_stack,
+    check_active_stack,
+    load_stack_spec,
+)
+
+AIRFLOW_ENV = {
+    **STACK_ENV,
+    "AWS_ACCESS_KEY_ID": "aws-key",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret-1",
+    "AIRFLOW_DAGS_URI": "s3://airflow/dags",
+    "AIRFLOW_API_URL": "http://127.0.0.1:8080",
+}
+
+
+@pytest.fixture
+def airflow_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for key, value in AIRFLOW_ENV.items():
+        monkeypatch.setenv(key, value)
+    return AIRFLOW_ENV
+
+
+@pytest.fixture
+def restore_active_stack():
+    from zenml.client import Client
+
+    active = Client().active_stack_model.name
+    yield
+    Client().activate_stack(active)
+
+
+def _components(name: str) -> dict[str, object]:
+    from zenml.client import Client
+
+    stack = Client().get_stack(name)
+    return {t.value: c[0] for t, c in stack.components.items()}
+
+
+def test_airflow_stacks_share_the_stores_of_their_twins(airflow_env) -> None:
+    """airflow: the local stack's stores; airflow-server: the server stack's;
+    kubernetes-airflow: the kubernetes stack's, with a registry and pods."""
+    for name in (
+        "local",
+        "server",
+        "kubernetes",
+        "airflow",
+        "airflow-server",
+        "kubernetes-airflow",
+    ):
+        apply_stack(load_stack_spec(name, env_file=NO_ENV_FILE), activate=False)
+    for stack, twin in (
+        ("airflow", "local"),
+        ("airflow-server", "server"),
+        ("kubernetes-airflow", "kubernetes"),
+    ):
+        mine, theirs = _components(stack), _components(twin)
+        assert mine["orchestrator"].flavor_name == "airflow"
+        for kind in ("artifact_store", "experiment_tracker"):
+            assert mine[kind].id == theirs[kind].id, (stack, kind)
+    local = _components("airflow")["orchestrator"].configuration
+    assert local["local"] is True
+    assert local["operator"] == airflow_dag._DOCKER_OPERATOR
+    assert local["operator_args"] == {"shm_size": 2 * 1024**3}
+    remote = _components("kubernetes-airflow")
+    assert (
+        remote["container_registry"].id
+        == _components("kubernetes")["container_registry"].id
+    )
+    # Applying again changes nothing (the stored values are the file's).
+    before = {n: _components(n)["orchestrator"].updated for n in ("airflow",)}
+    apply_stack(load_stack_spec("airflow", env_file=NO_ENV_FILE), activate=False)
+    assert {n: _components(n)["orchestrator"].updated for n in before} == before
+    config = remote["orchestrator"].configuration
+    assert config["local"] is False
+    assert config["dag_output_dir"] == "s3://airflow/dags"
+    assert config["operator"].endswith("operators.pod.KubernetesPodOperator")
+    assert config["operator_args"] == {"namespace": "visionops"}
+
+
+def test_airflow_stack_validates_for_a_remote_airflow(airflow_env) -> None:
+    """ZenML's own check of a remote Airflow stack: a registry, no local part."""
+    from zenml.client import Client
+    from zenml.stack import Stack
+
+    apply_stack(load_stack_spec("kubernetes-airflow", env_file=NO_ENV_FILE), False)
+    stack = Stack.from_model(Client().get_stack("kubernetes-airflow"))
+    stack.validate()  # raises StackValidationError when a component is local
+
+
+def test_pipeline_settings_name_the_dag_generator_and_the_dags_folder(
+    airflow_env,
+) -> None:
+    for name in ("airflow", "kubernetes-airflow"):
+        apply_stack(load_stack_spec(name, env_file=NO_ENV_FILE), activate=False)
+    settings = vdocker.pipeline_settings("airflow")
+    assert set(settings) == {"docker", "orchestrator.airflow"}
+    local = settings["orchestrator.airflow"]
+    assert local.custom_dag_generator == "visionops.app.airflow_dag"
+    assert local.dag_output_dir == str(airflow.dags_folder())
+    # A remote Airflow's DAGs go where its stack file says.
+    remote = vdocker.pipeline_settings("kubernetes-airflow")["orchestrator.airflow"]
+    assert remote.custom_dag_generator == "visionops.app.airflow_dag"
+    assert remote.dag_output_dir is None
+
+
+def test_a_dead_airflow_is_named_before_any_work(
+    airflow_env, monkeypatch: pytest.MonkeyPatch, restore_active_stack
+) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv(airflow.PORT_ENV, str(port))
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")
+    apply_stack(load_stack_spec("airflow", env_file=NO_ENV_FILE))
+    with pytest.raises(StackError) as err:
+        check_active_stack(timeout=1)
+    message = str(err.value)
+    assert f"airflow at http://127.0.0.1:{port}/api/v2/monitor/health" in message
+    assert "python run.py --airflow" in message
+
+
+def test_run_py_refuses_a_schedule_where_the_orchestrator_cannot(
+    capsys: pytest.CaptureFixture[str], restore_active_stack
+) -> None:
+    import run
+
+    assert run.main(["--stack", "local"]) == 0
+    code = run.main(["--pipeline", "ingestion", "--schedule", "0 3 * * *"])
+    assert code == 2
+    assert "cannot run schedules" in capsys.readouterr().err
+    assert run.main(["--schedule", "0 3 * * *"]) == 2
+    assert "--schedule goes with --pipeline" in capsys.readouterr().err
+
+
+def test_unschedule_names_the_active_schedules() -> None:
+    from visionops.app.schedules import ScheduleError, unschedule
+
+    with pytest.raises(ScheduleError, match="active schedules: none"):
+        unschedule("nightly")
+
+
+def test_schedule_names_are_dag_ids() -> None:
+    from visionops.app.schedules import schedule_name
+
+    assert schedule_name("training", "0 3 * * *") == "training-0_3_x_x_x"
+    assert schedule_name("drift", "*/15 * * * 1-5") == "drift-x_15_x_x_x_1-5"
+    assert airflow.run_dag_id("training").startswith("training-")
+
+
+def test_a_schedule_dag_runs_one_run_at_a_time_and_a_run_gets_its_own_dag() -> None:
+    base = airflow.orchestrator_settings({"local": True})
+    scheduled, dag = airflow.with_dag(base, "training", "training-0_3_x_x_x")
+    assert dag == scheduled.dag_id == "training-0_3_x_x_x"
+    assert scheduled.dag_args == {"max_active_runs": 1}
+    first, one = airflow.with_dag(base, "training", None)
+    second, other = airflow.with_dag(base, "training", None)
+    assert one != other and first.dag_id == one and first.dag_args == {}
+    assert airflow.writes_here(first)
+
+
+def test_dag_generator_adds_mounts_to_the_local_stores(tmp_path: Path) -> None:
+    """A stack's `mounts` join the stores' mount; ZenML's generator replaced it."""
+    task = airflow_dag.TaskConfiguration(
+        id="trainer",
+        zenml_step_name="trainer",
+        upstream_steps=[],
+        docker_image="zenml:training",
+        command=["python", "-m", "zenml.entrypoints.entrypoint"],
+        arguments=["--step_name", "trainer"],
+        environment={"ZENML_STORE_URL": "sqlite:///x"},
+        operator_source=airflow_dag._DOCKER_OPERATOR,
+        operator_args={
+            "shm_size": 2 * 1024**3,
+            "mounts": [{"source": "/data", "target": "/data", "type": "bind"}],
+        },
+    )
+    dag = airflow_dag.DagConfiguration(
+        id="training-1",
+        tasks=[task],
+        local_stores_path=str(tmp_path),
+        schedule="@once",
+        start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+    )
+    # Through JSON, as the DAG file carries it.
+    dag = airflow_dag.DagConfiguration.model_validate_json(dag.model_dump_json())
+    kwargs = airflow_dag.docker_operator_kwargs(dag, dag.tasks[0])
+    assert [(m["Source"], m["Target"]) for m in kwargs["mounts"]] == [
+        (str(tmp_path), str(tmp_path)),
+        ("/data", "/data"),
+    ]
+    assert kwargs["shm_size"] == 2 * 1024**3
+    assert kwargs["command"][-2:] == ["--step_name", "trainer"]
+    assert kwargs["environment"]["ZENML_AIRFLOW_RUN_ID"] == "{{run_id}}"
+    assert kwargs["environment"]["ZENML_LOCAL_STORES_PATH"] == str(tmp_path)
+    assert kwargs["environment"]["ZENML_STORE_URL"] == "sqlite:///x"
+
+
+def test_airflow_environment_binds_loopback_and_reads_our_dags() -> None:
+    env = airflow.environment(18080)
+    assert env["AIRFLOW__API__HOST"] == "127.0.0.1"
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(airflow.dags_folder())
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == (
+        "http://127.0.0.1:18080/execution/"
+    )
+    assert env["AIRFLOW_HOME"].startswith(str(airflow.folder()))
+    assert env["PATH"].split(":")[0] == str(airflow.venv_dir() / "bin")

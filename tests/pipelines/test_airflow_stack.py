@@ -1,0 +1,237 @@
+"""The `airflow` stack run for real: a local Airflow runs the pipelines' DAGs, each
+step a DockerOperator container on this machine's engine.
+
+`python run.py --airflow` starts Airflow (its venv installed on first use, then kept
+in `.visionops/airflow/venv` of the checkout, like the Docker wheelhouse), ingestion
+and a 1-epoch training go through `run.py` on `stacks/airflow.yaml` with the step
+images built on the CPU parent image of the docker stack's test, and a one-minute
+schedule fires and is removed. Needs a Docker engine: started when root, else
+skipped with the command that prepares it, like tests/pipelines/test_docker_stack.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import docker_env
+from tests.conftest import TINY_TRAINING
+from tests.pipelines.test_docker_stack import _step_containers
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "airflow-detector"
+SOURCE = "data/sample/boards"
+SAMPLE_ROOT = REPO / "data" / "sample"
+# Kept between runs (minutes to install); tests/conftest.py's TEST_CACHES.
+AIRFLOW_VENV = REPO / ".visionops" / "airflow" / "venv"
+CRON = "* * * * *"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def airflow_runs(monkeypatch_module: pytest.MonkeyPatch) -> dict:
+    """Starts Airflow, applies the airflow stack, runs and schedules pipelines."""
+    from zenml.client import Client
+    from zenml.utils import source_utils
+
+    import run
+    from visionops.app import airflow, schedules
+
+    with docker_env.engine_or_skip():
+        parent = docker_env.build_parent_image()
+        monkeypatch_module.setenv("VISIONOPS_PARENT_IMAGE", parent)
+        monkeypatch_module.setenv(airflow.VENV_ENV, str(AIRFLOW_VENV))
+        monkeypatch_module.setenv(airflow.PORT_ENV, str(_free_port()))
+        source_utils.set_custom_source_root(str(REPO))
+        started = time.monotonic()
+        try:
+            assert run.main(["--airflow"]) == 0
+            server = airflow.running()
+            assert server is not None
+            api = airflow.AirflowClient(server)
+            before = docker_env.object_ids("ps", "-aq", "--no-trunc")
+            assert run.main(["--stack", "airflow"]) == 0
+            _mount_into_steps(SAMPLE_ROOT)
+            ingest = ["--pipeline", "ingestion", "--source", SOURCE]
+            ingest += ["--set", "anonymize.enabled=false"]
+            assert run.main(ingest) == 0
+            train = ["--pipeline", "training", "--set", f"model.name={MODEL}"]
+            for override in TINY_TRAINING:
+                train += ["--set", override]
+            assert run.main(train) == 0
+            client = Client()
+            runs = {
+                name: client.get_pipeline(name).last_run
+                for name in ("ingestion", "training")
+            }
+            dags = {d["dag_id"]: d for d in api.call("GET", "/dags")["dags"]}
+            dag_runs = {dag: api.dag_runs(dag) for dag in dags}
+
+            # A one-minute schedule of the ingestion: it fires, then goes.
+            assert run.main([*ingest, "--schedule", CRON]) == 0
+            name = schedules.schedule_name("ingestion", CRON)
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                assert run.main(["--status", "--json"]) == 0
+            listed = json.loads(out.getvalue())["schedules"]
+            fired = _wait_for_success(api, airflow.dag_id(name), timeout=600)
+            assert run.main(["--unschedule", name]) == 0
+            new = docker_env.object_ids("ps", "-aq", "--no-trunc") - before
+            inspected = json.loads(docker_env.docker("inspect", *new).stdout)
+            yield {
+                "server": server,
+                "api": api,
+                "runs": runs,
+                "dags": dags,
+                "dag_runs": dag_runs,
+                "containers": inspected,
+                "schedule": name,
+                "listed": listed,
+                "fired": fired,
+                "after_unschedule": schedules.active_schedules(),
+                "seconds": time.monotonic() - started,
+            }
+        finally:
+            run.main(["--airflow", "stop"])
+            run.main(["--stack", "local"])
+            source_utils.set_custom_source_root(None)
+
+
+def _mount_into_steps(folder: Path) -> None:
+    """The sample on this machine reaches the step containers at the same path."""
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    client = Client()
+    kind = StackComponentType.ORCHESTRATOR
+    orchestrator = client.get_stack_component(kind, "airflow")
+    args = dict(orchestrator.configuration["operator_args"])
+    mount = {"source": str(folder), "target": str(folder), "type": "bind"}
+    args["mounts"] = [{**mount, "read_only": True}]
+    client.update_stack_component(
+        "airflow", kind, configuration={"operator_args": args}
+    )
+
+
+def _wait_for_success(api, dag: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = [r for r in api.dag_runs(dag) if r["state"] == "success"]
+        if done:
+            return done[0]
+        time.sleep(5)
+    raise AssertionError(f"the schedule's DAG {dag} had no successful run")
+
+
+def test_each_pipeline_is_one_successful_airflow_dag_run(airflow_runs: dict) -> None:
+    from zenml.enums import ExecutionStatus
+
+    for name, run in airflow_runs["runs"].items():
+        assert run.status == ExecutionStatus.COMPLETED, name
+        assert run.stack.name == "airflow"
+        # The DAG ZenML wrote for this run, as Airflow's API reports it.
+        dags = [d for d in airflow_runs["dags"] if d.startswith(f"{name}-")]
+        assert len(dags) == 1, dags
+        dag_runs = airflow_runs["dag_runs"][dags[0]]
+        assert [r["state"] for r in dag_runs] == ["success"]
+        assert run.orchestrator_run_id == dag_runs[0]["dag_run_id"]
+        tasks = airflow_runs["api"].task_instances(dags[0], dag_runs[0]["dag_run_id"])
+        assert {t["task_id"]: t["state"] for t in tasks} == dict.fromkeys(
+            run.steps, "success"
+        )
+        assert {t["operator"] for t in tasks} == {"DockerOperator"}
+
+
+def test_every_step_ran_in_its_own_container(airflow_runs: dict) -> None:
+    for name, run in airflow_runs["runs"].items():
+        containers = _step_containers(airflow_runs["containers"], run)
+        assert set(containers) == set(run.steps), name
+        assert len({c["Id"] for c in containers.values()}) == len(run.steps)
+        for step, container in containers.items():
+            assert container["State"]["ExitCode"] == 0, step
+            env = dict(e.split("=", 1) for e in container["Config"]["Env"])
+            assert env["ZENML_AIRFLOW_RUN_ID"] == run.orchestrator_run_id
+            host = container["HostConfig"]
+            assert host["ShmSize"] == 2 * 1024**3  # the stack file's
+            targets = {m["Target"] for m in host["Mounts"]}
+            assert str(SAMPLE_ROOT) in targets and env["ZENML_LOCAL_STORES_PATH"]
+            assert env["ZENML_LOCAL_STORES_PATH"] in targets
+        # No image came from a registry: each is the one ZenML built here.
+        images = {c["Config"]["Image"] for c in containers.values()}
+        assert len(images) == 1
+        assert all(":" in i and "/" not in i.split(":")[0] for i in images)
+
+
+def test_training_through_airflow_logged_to_mlflow_and_set_the_champion(
+    airflow_runs: dict,
+) -> None:
+    import mlflow
+
+    run = airflow_runs["runs"]["training"]
+    experiment = mlflow.get_experiment_by_name("training")
+    runs = mlflow.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`zenml.pipeline_run_id` = '{run.id}'",
+        output_format="list",
+    )
+    candidate = next(r for r in runs if "candidate" in r.data.tags)
+    assert "val_map50_95" in candidate.data.metrics
+    champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL, "champion")
+    assert champion.tags["zenml.pipeline_run_id"] == str(run.id)
+
+
+def test_a_one_minute_schedule_fired_and_was_removed(airflow_runs: dict) -> None:
+    from zenml.client import Client
+    from zenml.enums import ExecutionStatus
+
+    from visionops.app import airflow
+
+    name = airflow_runs["schedule"]
+    # As `--status --json` listed it while it was active.
+    assert [s["name"] for s in airflow_runs["listed"]] == [name]
+    assert airflow_runs["listed"][0]["cron"] == CRON
+    assert airflow_runs["listed"][0]["pipeline"] == "ingestion"
+    # Airflow's scheduled run made a ZenML run of the ingestion, which completed.
+    fired = airflow_runs["fired"]
+    assert fired["run_type"] == "scheduled"
+    zenml_runs = Client().list_pipeline_runs(orchestrator_run_id=fired["dag_run_id"])
+    assert [r.status for r in zenml_runs] == [ExecutionStatus.COMPLETED]
+    # Removed: no active schedule, no DAG file, no DAG in Airflow.
+    assert airflow_runs["after_unschedule"] == []
+    assert not (airflow.dags_folder() / f"{name}.zip").exists()
+    with pytest.raises(LookupError):
+        airflow_runs["api"].call("GET", f"/dags/{name}")
+
+
+def test_stopping_airflow_leaves_nothing_running(airflow_runs: dict) -> None:
+    import run
+    from visionops.app import airflow
+    from visionops.app.dashboards import port_open
+
+    print(f"Airflow test: {airflow_runs['seconds']:.0f} s from start to unschedule")
+    pid = int((airflow.folder() / "standalone.pid").read_text())
+    assert run.main(["--airflow", "stop"]) == 0
+    assert airflow.running() is None
+    assert not port_open(int(os.environ[airflow.PORT_ENV]))
+    from visionops.core.background import group_alive
+
+    assert not group_alive(pid)

@@ -233,6 +233,11 @@ def test_the_loop_back_from_production(
     from visionops.data.anonymize import AnonymizeSettings, detect_faces
 
     url, store = deployed["url"], FeedbackStore(state_dir() / "feedback")
+
+    def champion_version() -> str:
+        client = mlflow.MlflowClient()
+        return client.get_model_version_by_alias(MODEL, "champion").version
+
     face = cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR)
     assert len(detect_faces(face, AnonymizeSettings())) >= 1
     sent = {"astronaut.png": cv2.imencode(".png", face)[1].tobytes()}
@@ -281,6 +286,12 @@ def test_the_loop_back_from_production(
     found = sorted(p.name for p in child_data.root.rglob(f"*{kept.id[:8]}*"))
     assert list(merged.values()) == ["0 0.5 0.5 0.4 0.3\n"], found
     assert set(merged) <= {"train", "val"}
+    capsys.readouterr()
+    assert run.main(["--status"]) == 0
+    status = capsys.readouterr().out
+    assert f"{MODEL} v{champion_version()}: " in status  # its records, per model
+    assert "image(s) at" in status and f"-> {batch}" in status  # the last review
+    assert f"lineage: v{child.version} <- v{parent.version} + " in status
 
     # Retraining starts from the champion and says which version.
     client = mlflow.MlflowClient()

@@ -192,7 +192,14 @@ def _feedback() -> dict[str, Any]:
     from visionops.feedback.store import FeedbackStore
 
     store = FeedbackStore()
-    return {"store": str(store.root), "models": counts_per_model(store)}
+    reviews = store.reviews(on_error=lambda path, err: None)
+    last = reviews[-1] if reviews else None
+    return {
+        "store": str(store.root),
+        "models": counts_per_model(store),
+        "last_review": last
+        and {"time": last["time"], "batch": last["batch"], "images": len(last["ids"])},
+    }
 
 
 def collect_status(
@@ -373,6 +380,11 @@ def _feedback_lines(feedback: dict[str, Any] | None) -> list[str]:
             "or run --pipeline batch)"
         ]
     lines = [f"Predictions recorded ({feedback['store']}):"]
+    if last := feedback.get("last_review"):
+        lines.append(
+            f"  last review batch: {last['images']} image(s) at {last['time'][:19]} "
+            f"-> {last['batch']} (merged: see the dataset's lineage line)"
+        )
     for row in feedback["models"]:
         sources = ", ".join(f"{k} {v}" for k, v in sorted(row["sources"].items()))
         lines.append(

@@ -140,6 +140,7 @@ class Bench:
         """The interleaved rounds at one client."""
         import torch
 
+        from visionops.feedback.features import Featurizer
         from visionops.feedback.records import Recorder
         from visionops.feedback.store import FeedbackStore
         from visionops.serving.limits import decode_image
@@ -170,13 +171,17 @@ class Bench:
             self.task.predict(predictors["INT8", 1], [decode_image(upload[1])])
 
         # As the service records: its default policies, the task's answer made
-        # only for a kept image, kept images blurred by the recorder's thread.
+        # only for a kept image, kept images blurred and every image's drift
+        # features computed by the recorder's thread.
         names = predictors["INT8", 1].names
         recorder = Recorder(
             self.task,
             names,
             {"name": "bench", "version": "1", "bento": self.bento},
             store=FeedbackStore(self.weights.parent / "feedback"),
+            featurizer=Featurizer(
+                self.task, self.onnx["INT8"], predictor=predictors["INT8", 1]
+            ),
         )
 
         def record(frame, result, name: str) -> None:
@@ -346,7 +351,8 @@ class Bench:
             f"{statistics.median(off) * 1000:.2f} = {recording:.3f} ms, median pair "
             f"difference {paired:.3f} ms; record alone p50 {record_p50:.3f} ms (goal "
             f"<= 0.5); {kept['recorded']} recorded, {kept['selected']} kept, "
-            f"{kept['dropped']} dropped, {kept['failed']} failed"
+            f"{kept['dropped']} dropped, {kept['failed']} failed, "
+            f"{kept['featured']} with drift features ({kept['unfeatured']} without)"
         )
         speedups = {
             t: self.ratio(f"PyTorch YOLO.predict, {t} thread(s)", served)

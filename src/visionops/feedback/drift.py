@@ -11,7 +11,9 @@ its threshold in `DriftSettings`:
   against `embedding_share`;
 - class mix: the test of the top class (each image's most confident class);
 - low confidence: the share of images below `low_confidence` against the test
-  split's, by more than `low_confidence_margin`.
+  split's, by more than `low_confidence_margin` plus the two shares' sampling
+  noise (1.96 standard errors: a test split of 9 images measures its share to
+  about +-0.3).
 
 `drift.html` (Evidently's page, its scripts inline, under a verdict banner) and
 `drift.json` (`verdict`: `ok` | `drift` | None with a `reason`, `drifted`: what
@@ -42,6 +44,7 @@ DRIFT_HTML = "drift.html"
 DRIFT_JSON = "drift.json"
 OK, DRIFT = "ok", "drift"
 CLASS_MIX, EMBEDDING_CHECK, LOW_CONFIDENCE = "class_mix", "embedding", "low_confidence"
+Z95 = 1.96  # standard errors of a two-sided 95 % interval
 # Not compared: where the row came from, and what is not a feature.
 # The residual is not compared: the val rows the PCA was fitted on have less.
 NOT_FEATURES = ("split", "id", "time", "image", "source", "model", RESIDUAL)
@@ -151,7 +154,7 @@ def drift_report(
     Returns:
         The result and the report's HTML page.
     """
-    low_ref = reference.low_confidence_share(settings.low_confidence)
+    low_ref, ref_count = reference.low_confidence_share(settings.low_confidence)
     base = {
         "images": len(rows),
         "reference_images": len(reference.rows),
@@ -199,7 +202,11 @@ def drift_report(
         if confidences
         else 0.0
     )
-    if low > low_ref + settings.low_confidence_margin:
+    noise = Z95 * math.sqrt(
+        low_ref * (1 - low_ref) / max(ref_count, 1)
+        + low * (1 - low) / max(len(confidences), 1)
+    )
+    if low > low_ref + settings.low_confidence_margin + noise:
         drifted.append(LOW_CONFIDENCE)
     result = DriftResult(
         DRIFT if drifted else OK,
@@ -213,6 +220,7 @@ def drift_report(
             "reference_test": low_ref,
             "threshold": settings.low_confidence,
             "margin": settings.low_confidence_margin,
+            "noise": round(noise, 4),
         },
         tests=tests,
         **base,
@@ -261,6 +269,7 @@ def _page(result: DriftResult, report_html: str) -> str:
             ("embedding components moved (share)", _share(result.embedding_share)),
             ("low confidence now", _share(low.get("current"))),
             ("low confidence on the test split", _share(low.get("reference_test"))),
+            ("its sampling noise (95 %)", _share(low.get("noise"))),
             ("columns that moved", ", ".join(result.moved) or "none"),
         )
     )

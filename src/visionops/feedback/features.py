@@ -186,15 +186,20 @@ class Reference:
     model: dict[str, Any] = field(default_factory=dict)
     novelty_scale: float = 1.0
 
-    def low_confidence_share(self, threshold: float, split: str = "test") -> float:
-        """The share of the split's images whose confidence is below `threshold`."""
+    def low_confidence_share(
+        self, threshold: float, split: str = "test"
+    ) -> tuple[float, int]:
+        """The share of the split's images whose confidence is below `threshold`,
+        and how many images it is measured on."""
         values = [
             r[CONFIDENCE]
             for r in self.rows
             if r.get("split") == split and CONFIDENCE in r
         ]
         values = values or [r[CONFIDENCE] for r in self.rows if CONFIDENCE in r]
-        return sum(v < threshold for v in values) / len(values) if values else 0.0
+        if not values:
+            return 0.0, 0
+        return sum(v < threshold for v in values) / len(values), len(values)
 
     def embeddings(self) -> np.ndarray:
         """The rows' projected embeddings, (n, k)."""

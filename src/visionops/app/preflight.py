@@ -389,6 +389,7 @@ def check_review(params: Any, upstream: bool = False) -> Any:
             resolve_token()
         except SourceError as err:
             raise ConfigError(f"target: {err}") from None
+    return params
 
 
 def check_drift(params: Any, upstream: bool = False) -> Any:

@@ -56,7 +56,7 @@ def test_review_run_makes_a_batch_then_says_nothing_waits(
     (line,) = _skipped(caplog)  # one line, naming the file
     assert line.startswith(f"Skipped {sidecar}: JSONDecodeError")
     assert "1 file(s) skipped." in out
-    assert f"--pipeline ingestion --source {folder}" in out
+    assert f"--pipeline ingestion --source {folder} --set merge_with=latest" in out
     assert sorted(p.stem for p in (folder / "train" / "images").iterdir()) == sorted(
         ids
     )

@@ -113,8 +113,9 @@ class ReviewBatch(BaseModel):
             lines.append(f"{self.waiting} more wait for the next batch (max_images).")
         if not self.target.startswith(SCHEME):
             lines.append(
-                f"Correct the pre-labels, then ingest the folder: python run.py "
-                f"--pipeline ingestion --source {self.target}"
+                "Correct the pre-labels, then merge the folder into the dataset: "
+                f"python run.py --pipeline ingestion --source {self.target} "
+                "--set merge_with=latest"
             )
         return "\n".join(lines)
 

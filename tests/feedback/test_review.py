@@ -586,3 +586,19 @@ def test_prelabels_read_the_endpoints_own_answers() -> None:
     segment.serving().response.model_validate(answer)
     (outline,) = segment.prelabels(answer)
     assert outline.polygon == ((1.0, 2.0), (9.0, 2.0), (5.0, 8.0))
+
+
+def test_an_image_predicted_twice_goes_into_the_batch_once(tmp_path: Path) -> None:
+    store = FeedbackStore(tmp_path / "store")
+    (image, _), (other, _) = _boards(2)
+    first = _keep(store, image, "detect", {"detections": []})
+    again = _keep(store, image, "detect", {"detections": []}, offset=1)
+    second = _keep(store, other, "detect", {"detections": []}, offset=2)
+    batch = _batch(store, tmp_path)
+    assert batch.images == 2 and batch.duplicates == 1
+    assert "1 copies of images already in the batch left out." in batch.summary()
+    names = {p.stem for p in (Path(batch.target) / "train" / "images").iterdir()}
+    assert names == {first, second}
+    # The copy went with the batch: nothing waits for the next one.
+    assert store.reviewed_ids() == {first, again, second}
+    assert store.selected(pending=True) == []

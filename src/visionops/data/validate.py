@@ -50,8 +50,8 @@ REASONS: dict[str, str] = {
     "rejects; drop it or replace it with the full-size original.",
     "label_missing": "The image has no label file; annotate it, or export it "
     "with an empty label file if it truly shows no object.",
-    "label_empty": "The label file has no boxes (a background image); set "
-    "keep_background to keep negatives.",
+    "label_empty": "The label file has no boxes (a background image); draw the "
+    "objects, or keep it as a negative with --set validation.keep_background=true.",
     "label_malformed": "A label line is not `cls cx cy w h` (nor a polygon "
     "`cls x1 y1 x2 y2 x3 y3 ...`) or is not numeric; fix the export format.",
     "polygon_too_few_points": "Segmentation: a polygon has fewer than 3 distinct "

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from visionops.core.env import project_path
-from visionops.core.files import CsvWriter
+from visionops.core.files import CsvWriter, sha256_file
 from visionops.data.merge import REVIEW_CSV
 from visionops.data.sources.picsellia import SCHEME
 from visionops.engine.review import PreLabel
@@ -83,6 +83,8 @@ class ReviewBatch(BaseModel):
         class_names: The classes of the batch, by id.
         waiting: Selected images still waiting for a later batch.
         skipped: One line per file left out (`<path>: <problem>`).
+        duplicates: Images left out as copies of one already in the batch (the
+            same image predicted twice); marked reviewed with it.
     """
 
     target: str | None = None
@@ -93,6 +95,7 @@ class ReviewBatch(BaseModel):
     class_names: list[str] = Field(default_factory=list)
     waiting: int = 0
     skipped: list[str] = Field(default_factory=list)
+    duplicates: int = 0
 
     def summary(self) -> str:
         """What a person reads at the end of the run."""
@@ -109,6 +112,10 @@ class ReviewBatch(BaseModel):
             f"Review batch: {self.images} image(s) of {self.model} ({self.task}) "
             f"-> {self.target}" + (f" (reasons: {why})" if why else "")
         )
+        if self.duplicates:
+            lines.append(
+                f"{self.duplicates} copies of images already in the batch left out."
+            )
         if self.waiting:
             lines.append(f"{self.waiting} more wait for the next batch (max_images).")
         if not self.target.startswith(SCHEME):
@@ -333,7 +340,7 @@ def make_review_batch(
     if not taken:
         return ReviewBatch(model=model, skipped=problems.lines)
     task = get_task(str(taken[0].record.get("task")))
-    items = batch_items(taken, task, problems)
+    items, copies = _without_copies(batch_items(taken, task, problems))
     names = class_names(items, lookup)
     where: str | None = None
     if items and target.startswith(SCHEME):
@@ -346,7 +353,7 @@ def make_review_batch(
         items = write_folder(items, task, names, folder, problems)
         where = str(folder) if items else None
     if where is not None:  # the whole batch is there: only now is it reviewed
-        store.mark_reviewed([i.selected.id for i in items], where)
+        store.mark_reviewed([i.selected.id for i in items + copies], where)
     return ReviewBatch(
         target=where,
         images=len(items),
@@ -356,4 +363,17 @@ def make_review_batch(
         class_names=names,
         waiting=waiting,
         skipped=problems.lines,
+        duplicates=len(copies) if where is not None else 0,
     )
+
+
+def _without_copies(items: list[BatchItem]) -> tuple[list[BatchItem], list[BatchItem]]:
+    """The items whose image bytes are new to the batch, and the copies (one image
+    predicted twice is kept twice, and a dataset must not hold it twice)."""
+    seen: set[str] = set()
+    unique, copies = [], []
+    for item in items:
+        digest = sha256_file(item.selected.image)
+        (copies if digest in seen else unique).append(item)
+        seen.add(digest)
+    return unique, copies

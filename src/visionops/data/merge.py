@@ -312,7 +312,8 @@ def _check_images(batch: Path) -> None:
             found = not name or (batch / name).is_file()
             if not found and not any(batch.rglob(Path(name).name)):
                 raise MergeError(
-                    f"{review}: line {line}: missing image {name}: not in the batch"
+                    f"{review}: line {line}: missing image {name}: not in the batch "
+                    "(to leave an image out on purpose, delete its row here too)"
                 )
 
 

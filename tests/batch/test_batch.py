@@ -282,7 +282,7 @@ def test_batch_on_a_dataset_split(champion: str, capsys) -> None:
 
 
 def test_missing_champion_fails_before_any_work(
-    champion: str, folder: Path, capsys
+    champion: str, folder: Path, capsys, tmp_path: Path
 ) -> None:
     from zenml.client import Client
 
@@ -297,7 +297,13 @@ def test_missing_champion_fails_before_any_work(
     assert len(Client().list_pipeline_runs(size=1000).items) == runs_before
     args = ["--pipeline", "batch", "--source", str(folder / "nope")]
     assert run.main([*args, "--set", f"model.name={champion}"]) == 2
-    assert "is not a folder" in capsys.readouterr().err
+    assert "nope does not exist" in capsys.readouterr().err
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    args = ["--pipeline", "batch", "--source", str(notes)]
+    assert run.main([*args, "--set", f"model.name={champion}"]) == 2
+    assert "no image or video files" in capsys.readouterr().err
+    assert len(Client().list_pipeline_runs(size=1000).items) == runs_before
 
 
 def test_names_that_read_as_formulas_are_escaped_in_the_csv_files(

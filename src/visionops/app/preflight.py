@@ -358,14 +358,17 @@ def check_batch(params: Any, upstream: bool = False) -> Any:
     from visionops.batch.predict import list_inputs
     from visionops.core.env import project_path
 
-    folder = project_path(params.source)
-    if not folder.is_dir():
+    source = project_path(params.source)
+    if not source.exists():
         raise ConfigError(
-            f"source: {folder} is not a folder; give a folder of images or "
-            "dataset:train|val|test"
+            f"source: {source} does not exist; give a folder of images or videos, "
+            "one image or video file, or dataset:train|val|test"
         )
-    if not list_inputs(folder).files:
-        raise ConfigError(f"source: no image files (.jpg, .png, ...) under {folder}")
+    inputs = list_inputs(source)
+    if not (inputs.files or inputs.videos):
+        raise ConfigError(
+            f"source: no image or video files (.jpg, .png, .mp4, ...) in {source}"
+        )
     return params
 
 

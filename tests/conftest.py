@@ -354,8 +354,14 @@ def local_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     The previous tracking URI comes back afterwards.
     """
     import mlflow
+    from mlflow.tracking import fluent
 
     monkeypatch.chdir(tmp_path)
+    # An experiment an earlier test made active (ZenML's tracker sets one) is not
+    # in this store: start from MLflow's default, as a fresh process does.
+    monkeypatch.setattr(fluent, "_active_experiment_id", None)
+    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     yield mlflow

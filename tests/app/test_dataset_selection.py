@@ -305,7 +305,9 @@ def planned(monkeypatch) -> list:
 
     calls: list = []
     monkeypatch.setattr(
-        run, "run_pipeline", lambda name, params, enable_cache: calls.append(params)
+        run,
+        "run_pipeline",
+        lambda name, params, enable_cache, schedule=None: calls.append(params),
     )
     return calls
 

@@ -262,7 +262,9 @@ def test_the_loop_back_from_production(
 
     # The review batch: pre-labels in the dataset's own format.
     target = tmp_path / "review"
-    assert run.main(["--pipeline", "review", "--set", f"target={target}"]) == 0
+    # Other modules' batch runs keep images in the session's store too.
+    review = ["--pipeline", "review", "--set", f"target={target}"]
+    assert run.main([*review, "--set", f"model.name={MODEL}"]) == 0
     (batch,) = target.iterdir()
     labels = batch / "train" / "labels" / f"{kept.id}.txt"
     assert labels.is_file() and (batch / "review.csv").is_file()

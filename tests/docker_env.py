@@ -3,12 +3,16 @@
 No image registry is reachable from the machines this project runs on, so every
 image starts from a Debian bookworm root built here with `debootstrap` and imported
 as `visionops-base:bookworm` (kept between runs: it is the cache). Python packages
-come from a wheelhouse downloaded once on the host with its pip configuration
-(`.visionops/docker-wheelhouse/` of the checkout, or `VISIONOPS_WHEELHOUSE`; `make
+come from wheelhouses downloaded on the host with its pip configuration (under
+`.visionops/docker-wheelhouse/` of the checkout, or `VISIONOPS_WHEELHOUSE`; `make
 clean` removes it with the rest of `.visionops/`), served over HTTP on 127.0.0.1 for the
 length of a build that runs on the host's network (`docker build --network host`):
 builds need neither a registry nor this machine's CA bundle, and nothing but
-loopback is ever a target.
+loopback is ever a target. The parent image's wheelhouse (3.5 GB, torch's CUDA
+libraries) goes once its image is built; the Bento's (its own packages) is kept.
+
+The disk is the scarce thing here: one parent image is 7.5 GB, so building one for
+new requirements first removes the parent images of older requirements.
 
 By hand (as root, with Debian's docker.io and debootstrap installed)::
 
@@ -59,6 +63,8 @@ WHEELHOUSE_DEFAULT = REPO / ".visionops" / "docker-wheelhouse"
 # into that image, which is kept between runs).
 BENTO_WHEELHOUSE_PORT = 38765
 BENTO_BASE_REPOSITORY = "visionops-bento-base"
+# The parent image's wheelhouse (3.5 GB) and the image (7.5 GB), with some margin.
+PARENT_BUILD_BYTES = 14 * 10**9
 PREPARE = "sudo .venv/bin/python -m tests.docker_env images"
 # tests/system_packages.sh installs both before `make test` when it can.
 INSTALL = "sudo apt-get install -y --no-install-recommends docker.io debootstrap"
@@ -215,6 +221,15 @@ def build_base_image(tag: str = BASE_IMAGE) -> str:
     return tag
 
 
+def bento_requirements() -> list[str]:
+    """What the Bento base image (uv) and `bentoml containerize` install."""
+    from importlib.metadata import version
+
+    from visionops.serving.service import PACKAGES
+
+    return sorted(f"{p}=={version(p)}" for p in {*PACKAGES, "uv"})
+
+
 def wheelhouse_requirements() -> list[str]:
     """What the CPU parent image installs: the project's pins and the stack's extras.
 
@@ -296,30 +311,51 @@ def build_parent_image(base: str = BASE_IMAGE) -> str:
     tag = f"{DEPS_REPOSITORY}:{digest[:12]}"
     if image_exists(tag):
         return tag
+    for stale in _tagged_images():
+        if stale.startswith(f"{DEPS_REPOSITORY}:"):
+            docker("rmi", stale, check=False)
+    require_free_space(PARENT_BUILD_BYTES, "the CPU parent image")
     wheels = build_wheelhouse(requirements)
-    with tempfile.TemporaryDirectory(prefix="visionops-parent-") as context:
+    with contextlib.ExitStack() as stack:
+        # The wheels are in the image once it is built: 3.5 GB the disk gets back.
+        stack.callback(shutil.rmtree, wheels, ignore_errors=True)
+        context = stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="visionops-parent-")
+        )
         Path(context, "requirements.txt").write_text("\n".join(requirements) + "\n")
         shutil.copy(
             REPO / "docker" / "cpu-parent.Dockerfile", Path(context, "Dockerfile")
         )
         with serve_wheelhouse(wheels) as url:
-            docker(
-                "build",
-                "--network",
-                "host",
-                "--build-arg",
-                f"BASE_IMAGE={base}",
-                "--build-arg",
-                f"WHEELHOUSE_URL={url}",
-                "--build-arg",
-                f"TORCH_INDEX_URL={torch_index}",
-                "-t",
+            _build(
                 tag,
                 context,
-                env={**os.environ, "DOCKER_BUILDKIT": "0"},
-                timeout=3600,
+                BASE_IMAGE=base,
+                WHEELHOUSE_URL=url,
+                TORCH_INDEX_URL=torch_index,
             )
     return tag
+
+
+def _build(tag: str, context: str, *extra: str, **build_args: str) -> None:
+    """`docker build` on the host's network (the wheelhouse is on its loopback)."""
+    args = [
+        arg
+        for name, value in build_args.items()
+        for arg in ("--build-arg", f"{name}={value}")
+    ]
+    docker(
+        "build",
+        "--network",
+        "host",
+        *args,
+        *extra,
+        "-t",
+        tag,
+        context,
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},
+        timeout=3600,
+    )
 
 
 def build_bento_base_image(base: str = BASE_IMAGE) -> str:
@@ -335,23 +371,16 @@ def build_bento_base_image(base: str = BASE_IMAGE) -> str:
     tag = f"{BENTO_BASE_REPOSITORY}:{digest[:12]}"
     if image_exists(tag):
         return tag
-    wheels = build_wheelhouse(wheelhouse_requirements())
+    wheels = build_wheelhouse(bento_requirements())
     with serve_wheelhouse(wheels, BENTO_WHEELHOUSE_PORT) as url:
-        docker(
-            "build",
-            "--network",
-            "host",
-            "--build-arg",
-            f"BASE_IMAGE={base}",
-            "--build-arg",
-            f"WHEELHOUSE_URL={url}",
-            "-f",
-            str(REPO / "docker" / "bento-base.Dockerfile"),
-            "-t",
+        dockerfile = str(REPO / "docker" / "bento-base.Dockerfile")
+        _build(
             tag,
             str(REPO / "docker"),
-            env={**os.environ, "DOCKER_BUILDKIT": "0"},
-            timeout=3600,
+            "-f",
+            dockerfile,
+            BASE_IMAGE=base,
+            WHEELHOUSE_URL=url,
         )
     return tag
 
@@ -359,8 +388,26 @@ def build_bento_base_image(base: str = BASE_IMAGE) -> str:
 def bento_wheelhouse() -> contextlib.AbstractContextManager[str]:
     """The wheelhouse where the Bento base image's uv looks for packages."""
     return serve_wheelhouse(
-        build_wheelhouse(wheelhouse_requirements()), BENTO_WHEELHOUSE_PORT
+        build_wheelhouse(bento_requirements()), BENTO_WHEELHOUSE_PORT
     )
+
+
+def require_free_space(needed: int, what: str) -> None:
+    """Fails before a build that would fill the disk (Docker's and the wheelhouse's).
+
+    A full disk otherwise shows up far from its cause: in CI it stopped Airflow's
+    metadata database in the middle of a DAG run.
+    """
+    for folder in (wheelhouse_dir(), Path("/var/lib/docker")):
+        while not folder.exists():
+            folder = folder.parent
+        free = shutil.disk_usage(folder).free
+        if free < needed:
+            raise RuntimeError(
+                f"Building {what} needs about {needed / 1e9:.0f} GB free on the disk "
+                f"of {folder}; {free / 1e9:.1f} GB is. Free some (`docker image "
+                "prune`, `docker rmi` of images no longer used, `make clean`), rerun."
+            )
 
 
 def object_ids(*args: str) -> set[str]:

@@ -317,7 +317,7 @@ def test_onnx_runtime_writes_nothing_under_home(tmp_path: Path) -> None:
 def test_docker_wheelhouse_stays_in_the_checkout_or_where_the_user_says(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The Docker tests' 3.6 GB wheelhouse goes to `.visionops/`, not ~/.cache."""
+    """The Docker tests' wheelhouses go to `.visionops/`, not ~/.cache."""
     from tests import docker_env
 
     monkeypatch.delenv(docker_env.WHEELHOUSE_ENV, raising=False)
@@ -336,3 +336,25 @@ def test_docker_wheelhouse_stays_in_the_checkout_or_where_the_user_says(
     assert default.relative_to(REPO).parts[0] in make("-n", "clean").split()
     (line,) = [x for x in make("help").splitlines() if "make clean" in x]
     assert "wheelhouse" in line
+
+
+def test_the_kept_bento_wheelhouse_is_the_services_packages_without_torch() -> None:
+    """What stays on disk between runs is small: torch's 3.5 GB goes after a build."""
+    from tests import docker_env
+    from visionops.serving.service import IMAGE
+
+    pins = docker_env.bento_requirements()
+    names = {pin.split("==")[0] for pin in pins}
+    assert "torch" not in names and not any(n.startswith("nvidia") for n in names)
+    # Every package the Bento's image installs, at its pinned version, and uv.
+    assert set(IMAGE.python_requirements.split()) <= set(pins)
+    assert "uv" in names
+
+
+def test_a_build_that_would_fill_the_disk_is_refused_first() -> None:
+    from tests import docker_env
+
+    refused = r"needs about \d+ GB free.*docker image prune"
+    with pytest.raises(RuntimeError, match=refused):
+        docker_env.require_free_space(10**18, "the CPU parent image")
+    docker_env.require_free_space(1, "the CPU parent image")

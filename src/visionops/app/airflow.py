@@ -39,9 +39,15 @@ VENV_ENV = "VISIONOPS_AIRFLOW_VENV"
 USER = "admin"
 # The module ZenML copies into each DAG file as its code (`custom_dag_generator`).
 DAG_GENERATOR = "visionops.app.airflow_dag"
+# The components that would serve their task logs on every interface (ports 8793 and
+# 8794; no setting binds them elsewhere) unless told to skip it.
+LOG_SERVERS = ("scheduler", "triggerer")
 # Airflow's ids allow letters, digits, `-`, `.` and `_`.
 _ID_CHARS = frozenset(string.ascii_letters + string.digits + "-._")
 FINISHED = ("success", "failed")
+# How long a run is waited for while Airflow's scheduler or database is unhealthy: a
+# scheduler's heartbeat is "unhealthy" after 30 s late, which a busy machine can be.
+UNHEALTHY_FOR = 180.0
 
 
 class AirflowError(RuntimeError):
@@ -93,6 +99,31 @@ def _settings_file() -> Path:
 def log_file() -> Path:
     """Where `airflow standalone` writes (all its components)."""
     return folder() / "standalone.log"
+
+
+def _shim_dir() -> Path:
+    return folder() / "bin"
+
+
+def _write_shim() -> None:
+    """An `airflow` command that starts the scheduler and triggerer without their
+    log servers, then runs the venv's `airflow`.
+
+    They would listen on every interface so that a web server on another machine
+    could read task logs; here the API server reads them from this machine's disk.
+    `airflow standalone` takes no flags for its components, but finds them on PATH.
+    """
+    real = venv_dir() / "bin" / "airflow"
+    cases = "|".join(LOG_SERVERS)
+    shim = _shim_dir() / "airflow"
+    shim.parent.mkdir(parents=True, exist_ok=True)
+    shim.write_text(
+        "#!/bin/sh\n"
+        "# Written by visionops.app.airflow: no log server on every interface.\n"
+        f'case "$1" in {cases}) exec "{real}" "$@" --skip-serve-logs ;; esac\n'
+        f'exec "{real}" "$@"\n'
+    )
+    shim.chmod(0o755)
 
 
 def password_file() -> Path:
@@ -174,8 +205,11 @@ def environment(api_port: int) -> dict[str, str]:
     url = f"http://{HOST}:{api_port}"
     return {
         **os.environ,
-        # The standalone command starts each component as `airflow ...` from PATH.
-        "PATH": f"{venv_dir() / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        # The standalone command starts each component as `airflow ...` from PATH:
+        # the shim first (`_write_shim`), then the venv's.
+        "PATH": os.pathsep.join(
+            [str(_shim_dir()), str(venv_dir() / "bin"), os.environ.get("PATH", "")]
+        ),
         "AIRFLOW_HOME": str(home()),
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder()),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -223,13 +257,16 @@ def _health(url: str) -> dict[str, Any]:
         return {}
 
 
+def _unhealthy(
+    health: dict[str, Any], parts: tuple[str, ...] = ("metadatabase", "scheduler")
+) -> list[str]:
+    """The parts of Airflow its health report does not call healthy."""
+    return [p for p in parts if (health.get(p) or {}).get("status") != "healthy"]
+
+
 def _ready(url: str) -> bool:
     """The API answers and the scheduler and DAG processor are healthy."""
-    health = _health(url)
-    return all(
-        (health.get(part) or {}).get("status") == "healthy"
-        for part in ("metadatabase", "scheduler", "dag_processor")
-    )
+    return not _unhealthy(_health(url), ("metadatabase", "scheduler", "dag_processor"))
 
 
 def start(api_port: int | None = None, timeout: float = 300) -> AirflowServer:
@@ -257,6 +294,7 @@ def start(api_port: int | None = None, timeout: float = 300) -> AirflowServer:
         )
     install()
     dags_folder().mkdir(parents=True, exist_ok=True)
+    _write_shim()
     password = _password()
     process = background.start(
         [str(_bin("airflow")), "standalone"], log_file(), environment(api_port)
@@ -429,21 +467,41 @@ class AirflowClient:
                 return True
 
     def wait_for_run(
-        self, dag: str, timeout: float = 24 * 3600, poll: float = 3.0
+        self,
+        dag: str,
+        timeout: float = 24 * 3600,
+        poll: float = 3.0,
+        unhealthy_for: float = UNHEALTHY_FOR,
     ) -> dict[str, Any]:
         """Waits for the DAG's first run to finish (the DAG file is read first).
+
+        A run is only waited for while Airflow can finish it: its metadata database
+        and scheduler healthy (a scheduler that died, or a database on a full disk,
+        leaves the run `running` for ever).
 
         Returns:
             The DAG run as the API gives it (`state`: success or failed).
 
         Raises:
-            AirflowError: No finished run within `timeout`.
+            AirflowError: No finished run within `timeout`, or Airflow unhealthy for
+                `unhealthy_for` seconds.
         """
         deadline = time.monotonic() + timeout
+        healthy_at = time.monotonic()
         while time.monotonic() < deadline:
             runs = self.dag_runs(dag)
             if runs and runs[0]["state"] in FINISHED:
                 return runs[0]
+            sick = _unhealthy(_health(self.server.url))
+            if not sick:
+                healthy_at = time.monotonic()
+            elif time.monotonic() - healthy_at > unhealthy_for:
+                raise AirflowError(
+                    f"Airflow's {' and '.join(sick)} unhealthy for over "
+                    f"{unhealthy_for:.0f} s while the DAG {dag} ran (a full disk? "
+                    f"see {log_file()}; restart with python run.py --airflow stop "
+                    f"&& python run.py --airflow):\n{background.tail(log_file())}"
+                )
             time.sleep(poll)
         raise AirflowError(
             f"The DAG {dag} did not finish a run within {timeout:.0f} s; see "

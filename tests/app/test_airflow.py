@@ -134,6 +134,25 @@ def test_a_dead_airflow_is_named_before_any_work(
     assert "python run.py --airflow" in message
 
 
+@pytest.mark.parametrize("pipeline", ["drift", "review"])
+def test_pipelines_reading_the_records_refuse_steps_in_containers(
+    pipeline: str, airflow_env, restore_active_stack, tmp_path: Path
+) -> None:
+    """The records are files of this machine: a step container would see none."""
+    from visionops.app import preflight
+    from visionops.config import ConfigError, load_parameters
+
+    apply_stack(load_stack_spec("airflow", env_file=NO_ENV_FILE))
+    params = load_parameters(pipeline, overrides=[f"store={tmp_path}"])
+    check = {"drift": preflight.check_drift, "review": preflight.check_review}
+    with pytest.raises(ConfigError) as err:
+        check[pipeline](params)
+    message = str(err.value)
+    assert f"{pipeline} pipeline reads the prediction records in {tmp_path}" in message
+    assert "airflow orchestrator" in message
+    assert "python run.py --stack local" in message
+
+
 def test_run_py_refuses_a_schedule_where_the_orchestrator_cannot(
     capsys: pytest.CaptureFixture[str], restore_active_stack
 ) -> None:

@@ -372,16 +372,44 @@ def check_batch(params: Any, upstream: bool = False) -> Any:
     return params
 
 
+def _records_on_this_machine(pipeline: str, store: Any) -> None:
+    """Fails when the active stack runs steps in containers: the prediction records
+    are files of this machine, which those containers do not see.
+
+    Raises:
+        ConfigError: Naming the store, the orchestrator and the stack to use.
+    """
+    from zenml.client import Client
+
+    from visionops.app.docker import CONTAINERISED
+
+    orchestrator = Client().active_stack.orchestrator
+    if orchestrator.flavor in CONTAINERISED:
+        raise ConfigError(
+            f"The {pipeline} pipeline reads the prediction records in {store.root} "
+            f"on this machine, which the steps of the {orchestrator.flavor} "
+            "orchestrator do not see from their containers; run it on a stack "
+            "whose steps run here: python run.py --stack local (or server)"
+        )
+
+
+def _feedback_store(params: Any) -> Any:
+    from visionops.core.env import project_path
+    from visionops.feedback.store import FeedbackStore
+
+    return FeedbackStore(project_path(params.store) if params.store else None)
+
+
 def check_review(params: Any, upstream: bool = False) -> Any:
     """Fails before any work when the waiting images are of several models and
-    none is named, or a Picsellia target has no token."""
-    from visionops.core.env import project_path
+    none is named, a Picsellia target has no token, or the steps would not see
+    the records."""
     from visionops.data.sources.base import SourceError
     from visionops.data.sources.picsellia import SCHEME, resolve_token
     from visionops.feedback.review import ReviewError, pending_for
-    from visionops.feedback.store import FeedbackStore
 
-    store = FeedbackStore(project_path(params.store) if params.store else None)
+    store = _feedback_store(params)
+    _records_on_this_machine("review", store)
     try:
         # The step names the files it cannot read; here they only wait.
         pending = pending_for(store, params.model.name, lambda path, why: None)
@@ -396,8 +424,11 @@ def check_review(params: Any, upstream: bool = False) -> Any:
 
 
 def check_drift(params: Any, upstream: bool = False) -> Any:
-    """Fails before any work without a champion to report on."""
+    """Fails before any work without a champion to report on, or where the steps
+    would not see the records."""
     from visionops.training.champion import Champion, NoChampionError
+
+    _records_on_this_machine("drift", _feedback_store(params))
 
     try:
         _tracking()

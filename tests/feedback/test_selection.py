@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from visionops.config import ConfigError, SelectionSettings, load_parameters
-from visionops.feedback.selection import POLICIES, Selector
+from visionops.feedback.selection import POLICIES, Selector, StoreLedger
 from visionops.tasks import get_task
 from visionops.tasks.classify.onnx import Classification
 from visionops.tasks.detect.onnx import Detections
@@ -35,9 +36,9 @@ def _classified(probabilities: list[float]) -> dict:
     return get_task("classify").summary(found, NAMES)
 
 
-def _only(name: str, **settings) -> Selector:
+def _only(name: str, ledger=None, **settings) -> Selector:
     policies = {**OFF, name: {"enabled": True, **settings}}
-    return Selector(SelectionSettings.model_validate(policies), seed=0)
+    return Selector(SelectionSettings.model_validate(policies), seed=0, ledger=ledger)
 
 
 def test_task_summaries_count_and_rank() -> None:
@@ -83,8 +84,10 @@ def test_a_policy_reading_what_the_task_lacks_never_picks() -> None:
     assert _only("random", fraction=0.0).choose(_detections([], []), NOON) == []
 
 
-def test_caps_per_hour_and_per_day() -> None:
-    selector = _only("empty", per_hour=2, per_day=3)
+@pytest.mark.parametrize("kept", ["in this process", "in the store"])
+def test_caps_per_hour_and_per_day(kept: str, tmp_path: Path) -> None:
+    ledger = StoreLedger(tmp_path, "m") if kept == "in the store" else None
+    selector = _only("empty", ledger, per_hour=2, per_day=3)
     empty = _detections([], [])
     picks = [bool(selector.choose(empty, NOON)) for _ in range(5)]
     assert picks == [True, True, False, False, False]  # 2 this hour
@@ -92,6 +95,39 @@ def test_caps_per_hour_and_per_day() -> None:
     picks = [bool(selector.choose(empty, next_hour)) for _ in range(3)]
     assert picks == [True, False, False]  # the day's third, then the day is full
     assert selector.choose(empty, NOON + timedelta(days=1)) == ["empty"]
+
+
+def _pick_in_a_process(root: str, model: str, hour: int, tries: int) -> int:
+    """A process recording `model` into the store at `root`: how many it picked."""
+    selector = _only(
+        "random", StoreLedger(Path(root), model), fraction=1.0, per_hour=7, per_day=10
+    )
+    when = NOON + timedelta(hours=hour)
+    return sum(bool(selector.choose({}, when)) for _ in range(tries))
+
+
+def test_caps_are_shared_by_the_processes_recording_into_one_store(
+    tmp_path: Path,
+) -> None:
+    """A service's workers and a batch beside it keep the caps between them."""
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Pool(4) as pool:
+        this_hour = pool.starmap(_pick_in_a_process, [(str(tmp_path), "m", 0, 20)] * 4)
+        # Another model keeps its own caps; the next hour has 3 left of the day.
+        other = pool.starmap(_pick_in_a_process, [(str(tmp_path), "other", 0, 20)])
+        next_hour = pool.starmap(_pick_in_a_process, [(str(tmp_path), "m", 1, 20)] * 4)
+    assert sum(this_hour) == 7, this_hour
+    assert other == [7]
+    assert sum(next_hour) == 3, next_hour
+    # The next day starts over; yesterday's counts are gone from the file.
+    assert _pick_in_a_process(str(tmp_path), "m", 24, 20) == 7
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / StoreLedger.FILE) as db:
+        periods = {p for (p,) in db.execute("SELECT period FROM taken WHERE scope='m'")}
+    assert periods == {"2026-12-07", "2026-12-07T12"}
 
 
 def test_several_policies_give_several_reasons_each_within_its_cap() -> None:

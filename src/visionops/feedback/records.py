@@ -32,7 +32,7 @@ import numpy as np
 from visionops.config import FeedbackSettings
 from visionops.data.anonymize import AnonymizeSettings
 from visionops.engine.task import Task
-from visionops.feedback.selection import Selector
+from visionops.feedback.selection import Selector, StoreLedger
 from visionops.feedback.store import FEATURES, FeedbackStore, new_id, utc_now
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,9 @@ class Recorder:
         self.names = dict(names)
         self.model = dict(model)
         self.store = store or FeedbackStore()
-        self.selector = Selector(self.settings.selection, seed=seed)
+        # The caps count in the store, for every process recording this model.
+        ledger = StoreLedger(self.store.root, str(self.model.get("name") or ""))
+        self.selector = Selector(self.settings.selection, seed=seed, ledger=ledger)
         self.featurizer = featurizer
         # A task without a summary hook (a plug-in's) is recorded without one.
         self._summary = task.summary if task.summarizer else (lambda p, n: {})
@@ -136,7 +138,11 @@ class Recorder:
         try:
             now = utc_now()
             summary = self._summary(prediction, self.names)
-            reasons = self.selector.choose(summary, now)
+            try:
+                reasons = self.selector.choose(summary, now)
+            except Exception as err:  # noqa: BLE001  (an unusable ledger: kept none)
+                self._failed(err)
+                reasons = []
             record = {
                 "id": new_id(),
                 "time": now.isoformat(),

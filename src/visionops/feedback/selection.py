@@ -10,10 +10,12 @@ detection) never picks.
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from visionops.config import (
     ClassesPolicy,
@@ -74,14 +76,107 @@ POLICIES: dict[str, Callable[[Summary, Any, float], bool]] = {
 }
 
 
+class Ledger(Protocol):
+    """Where the caps' counts are kept: `take` counts one image if there is room."""
+
+    def take(self, policy: str, hour: str, day: str, caps: tuple[int, int]) -> bool:
+        """Counts one image against `policy`'s `(per_hour, per_day)` caps in that
+        UTC hour and day; False (nothing counted) when either is reached."""
+        ...
+
+
+class MemoryLedger:
+    """Counts in this process only (a Selector without a store: tests, benches)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def take(self, policy: str, hour: str, day: str, caps: tuple[int, int]) -> bool:
+        keys = [(policy, hour), (policy, day)]
+        counts = [self._counts.get(key, 0) for key in keys]
+        if any(n >= cap for n, cap in zip(counts, caps, strict=True)):
+            return False
+        # Only this hour and day are ever asked again: older counts go.
+        self._counts = {k: n for k, n in self._counts.items() if k[0] != policy}
+        self._counts.update((k, n + 1) for k, n in zip(keys, counts, strict=True))
+        return True
+
+
+class StoreLedger:
+    """Counts shared by every process recording one model into one store.
+
+    A SQLite file in the store, whose write lock orders the processes: a service's
+    workers and a batch beside it keep at most the caps between them, not each.
+    """
+
+    FILE = "caps.sqlite"
+
+    def __init__(self, root: Path, scope: str) -> None:
+        """`scope`: whose caps (the model's name); several share one file."""
+        self.path = Path(root) / self.FILE
+        self.scope = scope
+        self._local = threading.local()  # a connection per thread
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS taken (scope TEXT, policy TEXT, "
+                "period TEXT, n INTEGER, PRIMARY KEY (scope, policy, period))"
+            )
+            self._local.db = db
+        return db
+
+    def take(self, policy: str, hour: str, day: str, caps: tuple[int, int]) -> bool:
+        db = self._db()
+        key = (self.scope, policy)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            counts = dict(
+                db.execute(
+                    "SELECT period, n FROM taken WHERE scope = ? AND policy = ? "
+                    "AND period IN (?, ?)",
+                    (*key, hour, day),
+                ).fetchall()
+            )
+            if counts.get(hour, 0) >= caps[0] or counts.get(day, 0) >= caps[1]:
+                db.execute("ROLLBACK")
+                return False
+            db.executemany(
+                "INSERT INTO taken VALUES (?, ?, ?, 1) ON CONFLICT "
+                "(scope, policy, period) DO UPDATE SET n = n + 1",
+                [(*key, hour), (*key, day)],
+            )
+            # Periods before today are never asked again ("2026-12-05T23" < day).
+            db.execute(
+                "DELETE FROM taken WHERE scope = ? AND policy = ? AND period < ?",
+                (*key, day),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return True
+
+
 class Selector:
     """Applies the policies to each prediction, each within its hourly and daily cap.
 
-    Thread-safe: the service's request threads share one. The caps count per
-    process (each serving worker has its own), in UTC hours and days.
+    Thread-safe: the service's request threads share one. The caps count in UTC
+    hours and days, in the `ledger`: a `StoreLedger` shares them with every
+    process recording the same model into the same store.
     """
 
-    def __init__(self, settings: SelectionSettings, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: SelectionSettings,
+        seed: int | None = None,
+        ledger: Ledger | None = None,
+    ) -> None:
         missing = set(type(settings).model_fields) ^ set(POLICIES)
         if missing:  # a settings model without its test, or the other way round
             raise ValueError(f"selection policies without a pair: {sorted(missing)}")
@@ -92,9 +187,10 @@ class Selector:
         ]
         self._random = random.Random(seed)
         self._lock = threading.Lock()
-        # Policy name -> (hour or day key, images picked in it).
-        self._hour: dict[str, tuple[str, int]] = {}
-        self._day: dict[str, tuple[str, int]] = {}
+        self.ledger = ledger or MemoryLedger()
+        # Policy name -> the hour a cap of it was found reached in: counts only
+        # grow, so the ledger is not asked again for it before the next hour.
+        self._full: dict[str, str] = {}
 
     def choose(self, summary: Summary, now: datetime) -> list[str]:
         """The policies that pick this image and still have room; their caps count it.
@@ -115,13 +211,12 @@ class Selector:
             for name, policy in self.policies:
                 if not POLICIES[name](summary, policy, draw):
                     continue
-                in_hour = _taken(self._hour, name, hour)
-                in_day = _taken(self._day, name, day)
-                if in_hour >= policy.per_hour or in_day >= policy.per_day:
+                if self._full.get(name) == hour:
                     continue
-                self._hour[name] = (hour, in_hour + 1)
-                self._day[name] = (day, in_day + 1)
-                reasons.append(name)
+                if self.ledger.take(name, hour, day, (policy.per_hour, policy.per_day)):
+                    reasons.append(name)
+                else:
+                    self._full[name] = hour
         return reasons
 
     def describe(self) -> list[str]:
@@ -130,8 +225,3 @@ class Selector:
             f"{name} ({policy.per_hour}/h, {policy.per_day}/day)"
             for name, policy in self.policies
         ]
-
-
-def _taken(counts: dict[str, tuple[str, int]], name: str, key: str) -> int:
-    held, count = counts.get(name, ("", 0))
-    return count if held == key else 0

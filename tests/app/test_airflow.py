@@ -237,4 +237,34 @@ def test_airflow_environment_binds_loopback_and_reads_our_dags() -> None:
         "http://127.0.0.1:18080/execution/"
     )
     assert env["AIRFLOW_HOME"].startswith(str(airflow.folder()))
-    assert env["PATH"].split(":")[0] == str(airflow.venv_dir() / "bin")
+    first, second = env["PATH"].split(":")[:2]
+    assert (first, second) == (
+        str(airflow.folder() / "bin"),
+        str(airflow.venv_dir() / "bin"),
+    )
+
+
+def test_the_airflow_shim_starts_scheduler_and_triggerer_without_log_servers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`airflow standalone` finds the shim first on PATH; it adds the flag."""
+    import subprocess
+
+    monkeypatch.setenv(airflow.VENV_ENV, str(tmp_path / "venv"))
+    real = tmp_path / "venv" / "bin" / "airflow"
+    real.parent.mkdir(parents=True)
+    real.write_text('#!/bin/sh\necho "$@"\n')
+    real.chmod(0o755)
+    airflow._write_shim()
+    env = airflow.environment(18080)
+
+    def run(*args: str) -> str:
+        out = subprocess.run(
+            ["airflow", *args], env=env, capture_output=True, text=True
+        )
+        return out.stdout.strip()
+
+    assert run("scheduler") == "scheduler --skip-serve-logs"
+    assert run("triggerer") == "triggerer --skip-serve-logs"
+    assert run("api-server") == "api-server"
+    assert run("dags", "list") == "dags list"

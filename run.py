@@ -259,6 +259,8 @@ def run_pipeline(name: str, params, enable_cache: bool, schedule=None) -> None:
     if schedule is not None:
         print(
             f"Scheduled {name} as {schedule.name} ({schedule.cron_expression}, UTC); "
+            "every run takes the parameters as resolved above, now (a dataset: "
+            "latest stays this version; schedule again after an ingestion); "
             f"remove it with: python run.py --unschedule {schedule.name}"
         )
         return

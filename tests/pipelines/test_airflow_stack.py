@@ -87,7 +87,9 @@ def airflow_runs(monkeypatch_module: pytest.MonkeyPatch) -> dict:
             dag_runs = {dag: api.dag_runs(dag) for dag in dags}
 
             # A one-minute schedule of the ingestion: it fires, then goes.
-            assert run.main([*ingest, "--schedule", CRON]) == 0
+            scheduled = io.StringIO()
+            with contextlib.redirect_stdout(scheduled):
+                assert run.main([*ingest, "--schedule", CRON]) == 0
             name = schedules.schedule_name("ingestion", CRON)
             out = io.StringIO()
             with contextlib.redirect_stdout(out):
@@ -105,6 +107,7 @@ def airflow_runs(monkeypatch_module: pytest.MonkeyPatch) -> dict:
                 "dag_runs": dag_runs,
                 "containers": inspected,
                 "schedule": name,
+                "scheduled": scheduled.getvalue(),
                 "listed": listed,
                 "fired": fired,
                 "after_unschedule": schedules.active_schedules(),
@@ -206,6 +209,11 @@ def test_a_one_minute_schedule_fired_and_was_removed(airflow_runs: dict) -> None
     from visionops.app import airflow
 
     name = airflow_runs["schedule"]
+    # What it said: the name, when, that the parameters are fixed now, how to remove.
+    said = airflow_runs["scheduled"]
+    assert f"Scheduled ingestion as {name} ({CRON}, UTC)" in said
+    assert "parameters as resolved above, now" in said
+    assert f"python run.py --unschedule {name}" in said
     # As `--status --json` listed it while it was active.
     assert [s["name"] for s in airflow_runs["listed"]] == [name]
     assert airflow_runs["listed"][0]["cron"] == CRON

@@ -73,7 +73,9 @@ def airflow_runs(monkeypatch_module: pytest.MonkeyPatch) -> dict:
             _mount_into_steps(SAMPLE_ROOT)
             ingest = ["--pipeline", "ingestion", "--source", SOURCE]
             ingest += ["--set", "anonymize.enabled=false"]
-            assert run.main(ingest) == 0
+            said = io.StringIO()
+            with contextlib.redirect_stdout(said):
+                assert run.main(ingest) == 0
             train = ["--pipeline", "training", "--set", f"model.name={MODEL}"]
             for override in TINY_TRAINING:
                 train += ["--set", override]
@@ -108,6 +110,7 @@ def airflow_runs(monkeypatch_module: pytest.MonkeyPatch) -> dict:
                 "containers": inspected,
                 "schedule": name,
                 "scheduled": scheduled.getvalue(),
+                "ingestion_said": said.getvalue(),
                 "listed": listed,
                 "fired": fired,
                 "after_unschedule": schedules.active_schedules(),
@@ -162,6 +165,12 @@ def test_each_pipeline_is_one_successful_airflow_dag_run(airflow_runs: dict) -> 
             run.steps, "success"
         )
         assert {t["operator"] for t in tasks} == {"DockerOperator"}
+    # run.py waited for the ingestion's DAG and said how it ended.
+    ingestion = airflow_runs["runs"]["ingestion"]
+    assert (
+        f"succeeded: ZenML run {ingestion.name}, {len(ingestion.steps)} steps"
+        in airflow_runs["ingestion_said"]
+    )
 
 
 def test_every_step_ran_in_its_own_container(airflow_runs: dict) -> None:

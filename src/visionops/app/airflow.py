@@ -537,4 +537,9 @@ def wait_for_pipeline_run(dag: str, run: Any) -> Any:
             f"The Airflow DAG run {dag} ended {dag_run['state']} (tasks "
             f"{', '.join(failed) or 'none'}); logs: {server.url}/dags/{dag}"
         )
-    return Client().get_pipeline_run(run.id)
+    finished = Client().get_pipeline_run(run.id)
+    print(
+        f"The Airflow DAG run {dag} succeeded: ZenML run {finished.name}, "
+        f"{len(finished.steps)} steps, each in its container"
+    )
+    return finished

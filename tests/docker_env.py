@@ -223,11 +223,10 @@ def build_base_image(tag: str = BASE_IMAGE) -> str:
 
 def bento_requirements() -> list[str]:
     """What the Bento base image (uv) and `bentoml containerize` install."""
-    from importlib.metadata import version
-
+    from visionops.core.env import pinned
     from visionops.serving.service import PACKAGES
 
-    return sorted(f"{p}=={version(p)}" for p in {*PACKAGES, "uv"})
+    return sorted(pinned(*{*PACKAGES, "uv"}))
 
 
 def wheelhouse_requirements() -> list[str]:

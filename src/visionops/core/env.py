@@ -30,6 +30,13 @@ def project_root() -> Path:
     return Path.cwd().resolve()
 
 
+def pinned(*packages: str) -> list[str]:
+    """`package==version` for each, at the version installed here."""
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in packages]
+
+
 def project_path(path: str | Path) -> Path:
     """Resolves a path a user gave, on the command line or in a config file.
 

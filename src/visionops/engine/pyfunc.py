@@ -7,7 +7,6 @@ import binascii
 import importlib.util
 import shutil
 import tempfile
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,6 +21,7 @@ from mlflow.types.schema import Array
 
 import visionops
 from visionops.core import images
+from visionops.core.env import pinned
 
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
@@ -245,7 +245,7 @@ def _example_image_b64(example_image: Path | bytes | None) -> str:
 
 def serving_requirements() -> list[str]:
     """Returns the pyfunc's pip requirements, pinned to the installed versions."""
-    return [f"{p}=={importlib_metadata.version(p)}" for p in SERVING_PACKAGES]
+    return pinned(*SERVING_PACKAGES)
 
 
 def log_pyfunc_model(

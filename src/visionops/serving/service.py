@@ -16,7 +16,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +30,7 @@ from starlette.routing import Route
 
 import visionops  # noqa: F401  (offline, telemetry-free environment first)
 from visionops.config import FeedbackSettings
+from visionops.core.env import pinned
 from visionops.engine.task import Task
 from visionops.feedback.records import Recorder, default_answer
 from visionops.serving import endpoints
@@ -82,10 +82,6 @@ REQUESTS = os.cpu_count() or 1
 THREADS = int(os.environ.get("VISIONOPS_SERVE_THREADS", "1"))
 
 
-def _pinned(*packages: str) -> list[str]:
-    return [f"{p}=={version(p)}" for p in packages]
-
-
 # The image `bentoml containerize` builds starts from python:3.11-slim, or from the
 # Debian image with Python 3.11 that VISIONOPS_BENTO_BASE_IMAGE names when the Bento
 # is built (machines without a registry build one, see tests/docker_env.py).
@@ -113,7 +109,7 @@ IMAGE = (
         lock_python_packages=False,
     )
     .system_packages("libgl1", "libglib2.0-0")
-    .python_packages(*_pinned(*PACKAGES))
+    .python_packages(*pinned(*PACKAGES))
 )
 
 

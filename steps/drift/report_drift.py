@@ -9,7 +9,6 @@ from zenml.types import HTMLString
 
 from visionops.app.materializers import work_dir
 from visionops.config import DriftSettings
-from visionops.core.env import project_path
 from visionops.core.names import DRIFT_REPORT, DRIFT_RESULT
 from visionops.feedback.drift import DRIFT_HTML
 from visionops.feedback.store import FeedbackStore
@@ -44,7 +43,7 @@ def report_drift(
     out_dir = Path(work_dir("drift"))
     result = records_drift(
         champion,
-        FeedbackStore(project_path(store) if store else None),
+        FeedbackStore(store),
         settings,
         out_dir,
         days=days,

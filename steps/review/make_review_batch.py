@@ -6,7 +6,6 @@ from typing import Annotated
 from zenml import log_metadata, step
 
 from visionops.app.lookup import class_name_lookup
-from visionops.core.env import project_path
 from visionops.core.names import REVIEW_BATCH
 from visionops.feedback import review
 from visionops.feedback.review import ReviewBatch
@@ -31,7 +30,7 @@ def make_review_batch(
         store: The feedback store's folder; None: this machine's.
     """
     batch = review.make_review_batch(
-        FeedbackStore(project_path(store) if store else None),
+        FeedbackStore(store),
         target,
         model=model_name,
         max_images=max_images,

@@ -393,13 +393,6 @@ def _records_on_this_machine(pipeline: str, store: Any) -> None:
         )
 
 
-def _feedback_store(params: Any) -> Any:
-    from visionops.core.env import project_path
-    from visionops.feedback.store import FeedbackStore
-
-    return FeedbackStore(project_path(params.store) if params.store else None)
-
-
 def check_review(params: Any, upstream: bool = False) -> Any:
     """Fails before any work when the waiting images are of several models and
     none is named, a Picsellia target has no token, or the steps would not see
@@ -407,8 +400,9 @@ def check_review(params: Any, upstream: bool = False) -> Any:
     from visionops.data.sources.base import SourceError
     from visionops.data.sources.picsellia import SCHEME, resolve_token
     from visionops.feedback.review import ReviewError, pending_for
+    from visionops.feedback.store import FeedbackStore
 
-    store = _feedback_store(params)
+    store = FeedbackStore(params.store)
     _records_on_this_machine("review", store)
     try:
         # The step names the files it cannot read; here they only wait.
@@ -426,9 +420,10 @@ def check_review(params: Any, upstream: bool = False) -> Any:
 def check_drift(params: Any, upstream: bool = False) -> Any:
     """Fails before any work without a champion to report on, or where the steps
     would not see the records."""
+    from visionops.feedback.store import FeedbackStore
     from visionops.training.champion import Champion, NoChampionError
 
-    _records_on_this_machine("drift", _feedback_store(params))
+    _records_on_this_machine("drift", FeedbackStore(params.store))
 
     try:
         _tracking()

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from visionops.core.env import state_dir
+from visionops.core.env import project_path, state_dir
 
 RECORDS = "records"
 FEATURES = "features"  # per-image drift features, by record id (written later)
@@ -82,8 +82,10 @@ class Selected:
 class FeedbackStore:
     """Appends records and selected images under one root; reads them back."""
 
-    def __init__(self, root: Path | None = None, source: str = "service") -> None:
-        self.root = Path(root) if root else default_root()
+    def __init__(self, root: str | Path | None = None, source: str = "service") -> None:
+        """`root`: a folder as a user gives it (relative to the project root), or
+        None for this machine's store (`default_root`)."""
+        self.root = project_path(root) if root else default_root()
         self._file = f"{_slug(source)}-{_slug(socket.gethostname())}"
         self._lock = threading.Lock()
 

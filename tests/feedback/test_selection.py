@@ -36,9 +36,10 @@ def _classified(probabilities: list[float]) -> dict:
     return get_task("classify").summary(found, NAMES)
 
 
-def _only(name: str, ledger=None, **settings) -> Selector:
+def _only(name: str, store: Path, model: str = "m", **settings) -> Selector:
     policies = {**OFF, name: {"enabled": True, **settings}}
-    return Selector(SelectionSettings.model_validate(policies), seed=0, ledger=ledger)
+    ledger = StoreLedger(store, model)
+    return Selector(SelectionSettings.model_validate(policies), ledger, seed=0)
 
 
 def test_task_summaries_count_and_rank() -> None:
@@ -70,24 +71,26 @@ def test_task_summaries_count_and_rank() -> None:
         ("random", {"fraction": 1.0}, _detections([], []), None),
     ],
 )
-def test_each_policy_picks_what_it_says(policy, settings, picked, passed) -> None:
-    selector = _only(policy, **settings)
+def test_each_policy_picks_what_it_says(
+    policy, settings, picked, passed, tmp_path: Path
+) -> None:
+    selector = _only(policy, tmp_path, **settings)
     assert selector.choose(picked, NOON) == [policy]
     if passed is not None:
         assert selector.choose(passed, NOON) == []
 
 
-def test_a_policy_reading_what_the_task_lacks_never_picks() -> None:
+def test_a_policy_reading_what_the_task_lacks_never_picks(tmp_path: Path) -> None:
     # Detection has no margin; an image where the model hesitated between classes
     # is the classifier's business.
-    assert _only("margin", below=1.0).choose(_detections([0.3], [0]), NOON) == []
-    assert _only("random", fraction=0.0).choose(_detections([], []), NOON) == []
+    margin = _only("margin", tmp_path, below=1.0)
+    assert margin.choose(_detections([0.3], [0]), NOON) == []
+    nothing = _only("random", tmp_path, fraction=0.0)
+    assert nothing.choose(_detections([], []), NOON) == []
 
 
-@pytest.mark.parametrize("kept", ["in this process", "in the store"])
-def test_caps_per_hour_and_per_day(kept: str, tmp_path: Path) -> None:
-    ledger = StoreLedger(tmp_path, "m") if kept == "in the store" else None
-    selector = _only("empty", ledger, per_hour=2, per_day=3)
+def test_caps_per_hour_and_per_day(tmp_path: Path) -> None:
+    selector = _only("empty", tmp_path, per_hour=2, per_day=3)
     empty = _detections([], [])
     picks = [bool(selector.choose(empty, NOON)) for _ in range(5)]
     assert picks == [True, True, False, False, False]  # 2 this hour
@@ -99,9 +102,7 @@ def test_caps_per_hour_and_per_day(kept: str, tmp_path: Path) -> None:
 
 def _pick_in_a_process(root: str, model: str, hour: int, tries: int) -> int:
     """A process recording `model` into the store at `root`: how many it picked."""
-    selector = _only(
-        "random", StoreLedger(Path(root), model), fraction=1.0, per_hour=7, per_day=10
-    )
+    selector = _only("random", Path(root), model, fraction=1.0, per_hour=7, per_day=10)
     when = NOON + timedelta(hours=hour)
     return sum(bool(selector.choose({}, when)) for _ in range(tries))
 
@@ -130,9 +131,12 @@ def test_caps_are_shared_by_the_processes_recording_into_one_store(
     assert periods == {"2026-12-07", "2026-12-07T12"}
 
 
-def test_several_policies_give_several_reasons_each_within_its_cap() -> None:
+def test_several_policies_give_several_reasons_each_within_its_cap(
+    tmp_path: Path,
+) -> None:
     policies = {**OFF, "empty": {"per_hour": 1}, "random": {"fraction": 1.0}}
-    selector = Selector(SelectionSettings.model_validate(policies))
+    ledger = StoreLedger(tmp_path, "m")
+    selector = Selector(SelectionSettings.model_validate(policies), ledger)
     empty = _detections([], [])
     assert selector.choose(empty, NOON) == ["random", "empty"]
     assert selector.choose(empty, NOON) == ["random"]  # empty's hour is full

@@ -89,7 +89,7 @@ class Recorder:
         self.store = store or FeedbackStore()
         # The caps count in the store, for every process recording this model.
         ledger = StoreLedger(self.store.root, str(self.model.get("name") or ""))
-        self.selector = Selector(self.settings.selection, seed=seed, ledger=ledger)
+        self.selector = Selector(self.settings.selection, ledger, seed=seed)
         self.featurizer = featurizer
         # A task without a summary hook (a plug-in's) is recorded without one.
         self._summary = task.summary if task.summarizer else (lambda p, n: {})

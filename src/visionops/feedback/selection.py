@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from visionops.config import (
     ClassesPolicy,
@@ -76,32 +76,6 @@ POLICIES: dict[str, Callable[[Summary, Any, float], bool]] = {
 }
 
 
-class Ledger(Protocol):
-    """Where the caps' counts are kept: `take` counts one image if there is room."""
-
-    def take(self, policy: str, hour: str, day: str, caps: tuple[int, int]) -> bool:
-        """Counts one image against `policy`'s `(per_hour, per_day)` caps in that
-        UTC hour and day; False (nothing counted) when either is reached."""
-        ...
-
-
-class MemoryLedger:
-    """Counts in this process only (a Selector without a store: tests, benches)."""
-
-    def __init__(self) -> None:
-        self._counts: dict[tuple[str, str], int] = {}
-
-    def take(self, policy: str, hour: str, day: str, caps: tuple[int, int]) -> bool:
-        keys = [(policy, hour), (policy, day)]
-        counts = [self._counts.get(key, 0) for key in keys]
-        if any(n >= cap for n, cap in zip(counts, caps, strict=True)):
-            return False
-        # Only this hour and day are ever asked again: older counts go.
-        self._counts = {k: n for k, n in self._counts.items() if k[0] != policy}
-        self._counts.update((k, n + 1) for k, n in zip(keys, counts, strict=True))
-        return True
-
-
 class StoreLedger:
     """Counts shared by every process recording one model into one store.
 
@@ -132,6 +106,8 @@ class StoreLedger:
         return db
 
     def take(self, policy: str, hour: str, day: str, caps: tuple[int, int]) -> bool:
+        """Counts one image against `policy`'s `(per_hour, per_day)` caps in that
+        UTC hour and day; False (nothing counted) when either is reached."""
         db = self._db()
         key = (self.scope, policy)
         db.execute("BEGIN IMMEDIATE")
@@ -174,8 +150,8 @@ class Selector:
     def __init__(
         self,
         settings: SelectionSettings,
+        ledger: StoreLedger,
         seed: int | None = None,
-        ledger: Ledger | None = None,
     ) -> None:
         missing = set(type(settings).model_fields) ^ set(POLICIES)
         if missing:  # a settings model without its test, or the other way round
@@ -187,7 +163,7 @@ class Selector:
         ]
         self._random = random.Random(seed)
         self._lock = threading.Lock()
-        self.ledger = ledger or MemoryLedger()
+        self.ledger = ledger
         # Policy name -> the hour a cap of it was found reached in: counts only
         # grow, so the ledger is not asked again for it before the next hour.
         self._full: dict[str, str] = {}

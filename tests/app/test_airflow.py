@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 from pathlib import Path
 
 import pytest
@@ -110,10 +111,15 @@ def test_pipeline_settings_name_the_dag_generator_and_the_dags_folder(
     local = settings["orchestrator.airflow"]
     assert local.custom_dag_generator == "visionops.app.airflow_dag"
     assert local.dag_output_dir == str(airflow.dags_folder())
+    # The stack's operator args, and the steps' containers on this machine's engine
+    # run as the user who runs the pipeline (they write into the local stores).
+    user = f"{os.getuid()}:{os.getgid()}"
+    assert local.operator_args == {"shm_size": 2 * 1024**3, "user": user}
     # A remote Airflow's DAGs go where its stack file says.
     remote = vdocker.pipeline_settings("kubernetes-airflow")["orchestrator.airflow"]
     assert remote.custom_dag_generator == "visionops.app.airflow_dag"
     assert remote.dag_output_dir is None
+    assert "operator_args" not in remote.model_dump(exclude_unset=True)
 
 
 def test_a_dead_airflow_is_named_before_any_work(

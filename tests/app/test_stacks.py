@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import os
 import re
 import socket
 import threading
@@ -438,6 +439,9 @@ def test_pipeline_settings_only_on_containerised_stacks(
         }
     ]
     assert host_config["ShmSize"] == 8 * 1024**3
+    # Containers on this machine write into its local stores: as whoever runs the
+    # pipeline, group included (ZenML's default passes the uid alone).
+    assert run_args["user"] == f"{os.getuid()}:{os.getgid()}"
 
 
 def test_generated_dockerfile_builds_a_cuda_image_with_the_pinned_project(
@@ -482,6 +486,11 @@ def test_generated_dockerfile_builds_a_cuda_image_with_the_pinned_project(
     # The package itself, from the code copied into the image.
     copy_code = lines.index("COPY . .")
     assert lines[copy_code + 1 :].count("RUN uv pip install --system --no-deps .") == 1
+    # The image runs as an unprivileged user (a cluster's pods, `docker run`), who
+    # owns the code, from after the installs to the entrypoint.
+    user = lines.index("USER 10001:10001")
+    assert lines[user - 1] == "RUN chown -R 10001:10001 ."
+    assert user > copy_code and not [x for x in lines[user:] if x.startswith("RUN ")]
 
 
 def test_image_build_context_leaves_credentials_and_state_out(tmp_path: Path) -> None:

@@ -175,7 +175,7 @@ def test_each_pipeline_is_one_successful_airflow_dag_run(airflow_runs: dict) -> 
 
 def test_every_step_ran_in_its_own_container(airflow_runs: dict) -> None:
     for name, run in airflow_runs["runs"].items():
-        containers = _step_containers(airflow_runs["containers"], run)
+        containers = _step_containers(airflow_runs["containers"], str(run.snapshot.id))
         assert set(containers) == set(run.steps), name
         assert len({c["Id"] for c in containers.values()}) == len(run.steps)
         for step, container in containers.items():
@@ -187,6 +187,9 @@ def test_every_step_ran_in_its_own_container(airflow_runs: dict) -> None:
             targets = {m["Target"] for m in host["Mounts"]}
             assert str(SAMPLE_ROOT) in targets and env["ZENML_LOCAL_STORES_PATH"]
             assert env["ZENML_LOCAL_STORES_PATH"] in targets
+            # As the user who ran the pipeline (and Airflow): the DockerOperator's
+            # `user`, not the image's own (tests/pipelines/test_docker_stack.py).
+            assert container["Config"]["User"] == f"{os.getuid()}:{os.getgid()}"
         # No image came from a registry: each is the one ZenML built here.
         images = {c["Config"]["Image"] for c in containers.values()}
         assert len(images) == 1

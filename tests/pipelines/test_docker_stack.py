@@ -1,90 +1,137 @@
-"""The `docker` stack run for real: every step in a container on this machine's engine.
+"""The `docker` stack run for real, by a user who is not root.
 
-Ingestion and a 1-epoch training go through `run.py` on `stacks/docker.yaml`, with
-the step images built by ZenML from `visionops.app.docker` on a CPU parent image built
-here (tests/docker_env.py). Needs a Docker engine: started when root, else skipped
-with the command that prepares it.
+Ingestion and a 1-epoch training go through `run.py` on `stacks/docker.yaml`, each
+step in a container on this machine's engine, with the step images built by ZenML
+from `visionops.app.docker` on a CPU parent image built here (tests/docker_env.py).
+The commands run as uid 10002 (no account here, in the Docker socket's group, its
+own state folder), as a user of the stack runs them: the step containers run as
+that user and leave nothing of root's in the user's stores. Needs a Docker engine
+and root (to be another user): else skipped with the command that prepares it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests import docker_env
 from tests.conftest import TINY_TRAINING
+from visionops.core.env import state_dir
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "docker-detector"
 # The bundled sample.
 SOURCE = "data/sample/boards"
 SAMPLE_ROOT = REPO / "data" / "sample"
+# A user who is not root and has no account on this machine.
+USER_ID = 10002
+# The machines' Python may live under /root (mode 700, pyenv): the user may read
+# and search any folder (CAP_DAC_READ_SEARCH, nothing else); it writes as itself.
+READ_ANYWHERE = ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
 
 
 @pytest.fixture(scope="module")
-def docker_runs(monkeypatch_module: pytest.MonkeyPatch) -> dict:
-    """Applies the docker stack and runs ingestion then training in containers."""
-    from zenml.client import Client
-    from zenml.utils import source_utils
-
-    import run
-
+def docker_runs() -> Iterator[dict]:
+    """Applies the docker stack and runs ingestion then training, as a user."""
+    if os.geteuid() != 0:
+        pytest.skip("becoming another user needs root: run the suite as root")
     with docker_env.engine_or_skip():
         parent = docker_env.build_parent_image()
-        monkeypatch_module.setenv("VISIONOPS_PARENT_IMAGE", parent)
-        # The build context and the sources' root, as with `python run.py`; under
-        # pytest ZenML would take pytest's own folder (that of the main module).
-        source_utils.set_custom_source_root(str(REPO))
+        # Under /tmp: pytest's own temporary folders are root's alone.
+        home = Path(tempfile.mkdtemp(prefix="visionops-user-"))
         try:
+            user = _User(home, parent)
             before = docker_env.object_ids("ps", "-aq", "--no-trunc")
-            assert run.main(["--stack", "docker"]) == 0
             # A source on this machine reaches the steps as a volume at the same
-            # path (run.py passes it on as an absolute path), as the README says.
-            _mount_into_steps(SAMPLE_ROOT)
+            # path (run.py passes it on as an absolute path), as docs/stacks.md
+            # says: the user's copy of the stack file mounts it.
+            user.run("run.py", "--stack", str(_stack_with_mount(home, SAMPLE_ROOT)))
             ingest = ["--pipeline", "ingestion", "--source", SOURCE]
-            assert run.main([*ingest, "--set", "anonymize.enabled=false"]) == 0
+            user.run("run.py", *ingest, "--set", "anonymize.enabled=false")
             train = ["--pipeline", "training", "--set", f"model.name={MODEL}"]
             for override in TINY_TRAINING:
                 train += ["--set", override]
-            assert run.main(train) == 0
-            client = Client()
+            user.run("run.py", *train)
+            stores = json.loads(
+                user.run(
+                    "-m", "tests.pipelines.stack_report", MODEL, "ingestion", "training"
+                ).stdout.splitlines()[-1]
+            )
             new = docker_env.object_ids("ps", "-aq", "--no-trunc") - before
             inspected = json.loads(docker_env.docker("inspect", *new).stdout)
+            images = {c["Image"] for c in inspected}
             yield {
-                "ingestion": client.get_pipeline("ingestion").last_run,
-                "training": client.get_pipeline("training").last_run,
+                **stores,
                 "containers": inspected,
+                "images": json.loads(docker_env.docker("inspect", *images).stdout),
                 "parent": parent,
+                "home": home,
             }
         finally:
-            run.main(["--stack", "local"])
-            source_utils.set_custom_source_root(None)
+            shutil.rmtree(home, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
+class _User:
+    """Runs this checkout's Python as USER_ID, with its own state under `home`."""
+
+    def __init__(self, home: Path, parent: str) -> None:
+        for folder in (home, home / "home", home / "tmp", home / "no-repo"):
+            folder.mkdir(exist_ok=True)
+            os.chown(folder, USER_ID, USER_ID)
+        # The test's own state (ZenML, MLflow, caches) stays out of the user's.
+        mine = str(state_dir())
+        self.env = {k: v for k, v in os.environ.items() if mine not in v}
+        self.env.update(
+            HOME=str(home / "home"),
+            USER="visionops-user",
+            LOGNAME="visionops-user",
+            TMPDIR=str(home / "tmp"),
+            VISIONOPS_STATE_DIR=str(home / "state"),
+            ZENML_REPOSITORY_PATH=str(home / "no-repo"),
+            VISIONOPS_PARENT_IMAGE=parent,
+        )
+        # The Docker socket's group, the one a user of the engine is in.
+        self.groups = str(docker_env.SOCKET.stat().st_gid)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        become = ["setpriv", f"--reuid={USER_ID}", f"--regid={USER_ID}"]
+        become += [f"--groups={self.groups}", *READ_ANYWHERE, "--"]
+        result = subprocess.run(
+            [*become, sys.executable, *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, (
+            args,
+            result.stdout[-3000:],
+            result.stderr[-5000:],
+        )
+        return result
 
 
-def _mount_into_steps(folder: Path) -> None:
-    from zenml.client import Client
-    from zenml.enums import StackComponentType
-
-    client = Client()
-    orchestrator = client.get_stack_component(StackComponentType.ORCHESTRATOR, "docker")
-    run_args = dict(orchestrator.configuration["run_args"])
+def _stack_with_mount(home: Path, folder: Path) -> Path:
+    """The docker stack file with `folder` mounted read-only into every step."""
+    spec = yaml.safe_load((REPO / "stacks" / "docker.yaml").read_text())
+    run_args = spec["components"]["orchestrator"]["configuration"]["run_args"]
     run_args["volumes"] = {str(folder): {"bind": str(folder), "mode": "ro"}}
-    client.update_stack_component(
-        "docker", StackComponentType.ORCHESTRATOR, configuration={"run_args": run_args}
-    )
+    path = home / "docker.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
 
 
-def _step_containers(containers: list[dict], run) -> dict[str, dict]:
-    """The containers that ran `run`'s steps, by step name (from their arguments)."""
-    snapshot = str(run.snapshot.id)
+def _step_containers(containers: list[dict], snapshot: str) -> dict[str, dict]:
+    """A snapshot's step containers, by step name (from their arguments)."""
     found: dict[str, dict] = {}
     for container in containers:
         args = container["Args"]
@@ -99,17 +146,14 @@ def _step_containers(containers: list[dict], run) -> dict[str, dict]:
 def test_both_pipelines_completed_with_every_step_in_its_own_container(
     docker_runs: dict,
 ) -> None:
-    from zenml.enums import ExecutionStatus
-
     for name in ("ingestion", "training"):
-        run = docker_runs[name]
-        assert run.status == ExecutionStatus.COMPLETED, name
-        assert run.stack.name == "docker"
-        containers = _step_containers(docker_runs["containers"], run)
-        steps = set(run.steps)
-        assert steps and set(containers) == steps, name
+        run = docker_runs["runs"][name]
+        assert run["status"] == "completed", name
+        assert run["stack"] == "docker"
+        containers = _step_containers(docker_runs["containers"], run["snapshot"])
+        assert run["steps"] and set(containers) == set(run["steps"]), name
         for step, container in containers.items():
-            assert run.steps[step].status == ExecutionStatus.COMPLETED
+            assert run["steps"][step] == "completed"
             assert container["State"]["ExitCode"] == 0, step
             # No GPU request on the CPU stack; the stack file's shared memory.
             host = container["HostConfig"]
@@ -120,26 +164,45 @@ def test_both_pipelines_completed_with_every_step_in_its_own_container(
         assert len(images) == 1
 
 
+def test_steps_ran_as_the_user_and_left_nothing_of_roots_in_their_stores(
+    docker_runs: dict,
+) -> None:
+    """Containers as the invoking user, images whose own user is not root either."""
+    steps = [
+        container
+        for run in docker_runs["runs"].values()
+        for container in _step_containers(
+            docker_runs["containers"], run["snapshot"]
+        ).values()
+    ]
+    assert len(steps) > 5
+    for container in steps:
+        assert container["Config"]["User"] == f"{USER_ID}:{USER_ID}"
+    images = {container["Image"] for container in steps}
+    assert images <= {image["Id"] for image in docker_runs["images"]}
+    for image in docker_runs["images"]:
+        if image["Id"] in images:
+            assert image["Config"]["User"] == "10001:10001"
+    # The steps wrote artifacts, the MLflow and ZenML databases and the weights
+    # into the user's stores (mounted from here): all of it is the user's.
+    state = docker_runs["home"] / "state"
+    written = [p for p in state.rglob("*") if not p.is_symlink()]
+    artifacts = [p for p in written if "local_stores" in p.parts and p.is_file()]
+    assert len(artifacts) > 20
+    assert [str(p) for p in written if p.stat().st_uid != USER_ID] == []
+
+
 def test_training_in_containers_logged_to_mlflow_and_set_the_champion(
     docker_runs: dict,
 ) -> None:
-    import mlflow
-
-    run = docker_runs["training"]
-    experiment = mlflow.get_experiment_by_name("training")
-    runs = mlflow.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`zenml.pipeline_run_id` = '{run.id}'",
-        output_format="list",
-    )
-    assert runs
-    candidate = next(r for r in runs if "candidate" in r.data.tags)
-    assert "val_map50_95" in candidate.data.metrics
-    assert mlflow.MlflowClient().get_metric_history(
-        candidate.info.run_id, "metrics/mAP50-95B"
-    )
-    champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL, "champion")
-    assert champion.tags["zenml.pipeline_run_id"] == str(run.id)
+    run = docker_runs["runs"]["training"]
+    candidates = [
+        c for c in docker_runs["candidates"] if c["pipeline_run"] == run["id"]
+    ]
+    assert candidates
+    assert "val_map50_95" in candidates[0]["metrics"]
+    assert candidates[0]["history"] > 0
+    assert docker_runs["champion_run"] == run["id"]
 
 
 def test_docker_stack_shares_the_local_stores_and_requests_no_gpu() -> None:
@@ -162,7 +225,9 @@ def test_docker_stack_shares_the_local_stores_and_requests_no_gpu() -> None:
             == stacks["local"].components[kind][0].id
         )
     settings = vdocker.pipeline_settings("docker")
-    assert set(settings) == {"docker"}  # no GPU request from the pipeline settings
+    # The stack file's run args (no GPU request), as the invoking user.
+    run_args = settings["orchestrator.local_docker"].run_args
+    assert run_args == {"shm_size": "2g", "user": vdocker.invoking_user()}
     docker_settings = settings["docker"]
     assert docker_settings.environment["UV_NO_BUILD_ISOLATION"] == "1"
     orchestrator = stacks["docker"].components[StackComponentType.ORCHESTRATOR][0]

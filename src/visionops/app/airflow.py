@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from visionops.app.docker import invoking_user
 from visionops.core import background
 from visionops.core.env import state_dir
 
@@ -39,6 +40,13 @@ VENV_ENV = "VISIONOPS_AIRFLOW_VENV"
 USER = "admin"
 # The module ZenML copies into each DAG file as its code (`custom_dag_generator`).
 DAG_GENERATOR = "visionops.app.airflow_dag"
+# The operator a stack file names for steps in containers on this machine's engine,
+# in both spellings ZenML takes.
+DOCKER_OPERATORS = (
+    None,
+    "docker",
+    "airflow.providers.docker.operators.docker.DockerOperator",
+)
 # The components that would serve their task logs on every interface (ports 8793 and
 # 8794; no setting binds them elsewhere) unless told to skip it.
 LOG_SERVERS = ("scheduler", "triggerer")
@@ -344,8 +352,15 @@ def orchestrator_settings(configuration: dict[str, Any], dag: str | None = None)
     )
 
     values: dict[str, Any] = {"custom_dag_generator": DAG_GENERATOR}
-    if configuration.get("local", True) and not configuration.get("dag_output_dir"):
+    local = configuration.get("local", True)
+    if local and not configuration.get("dag_output_dir"):
         values["dag_output_dir"] = str(dags_folder())
+    operator_args = dict(configuration.get("operator_args") or {})
+    if local and configuration.get("operator") in DOCKER_OPERATORS:
+        # Containers on this machine's engine, writing into its local stores: as
+        # the user who runs the pipeline (and Airflow), not the image's default.
+        operator_args.setdefault("user", invoking_user())
+        values["operator_args"] = operator_args
     if dag:
         values["dag_id"] = dag
     return AirflowOrchestratorSettings(**values)

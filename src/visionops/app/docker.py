@@ -41,6 +41,11 @@ CONTAINERISED = frozenset(
 # Where the code sits in ZenML's images (its DOCKER_IMAGE_WORKDIR).
 IMAGE_WORKDIR = "/app"
 
+# Who the step images run as when nobody says otherwise (a cluster's pods): not
+# root; numeric, so no account is needed in the parent image (uid 10001, like the
+# compose images' `visionops` and `mlflow`).
+IMAGE_USER = "10001:10001"
+
 
 def dockerignore_path() -> Path:
     """What stays out of the build context; compose's project image uses it too."""
@@ -74,6 +79,7 @@ def docker_settings() -> Any:
         allow_download_from_artifact_store=False,
         allow_download_from_code_repository=False,
         build_config=DockerBuildConfig(dockerignore=str(dockerignore_path())),
+        user=IMAGE_USER,
         environment={
             "VISIONOPS_ROOT": IMAGE_WORKDIR,
             # The package builds with the image's own setuptools: an isolated build
@@ -83,8 +89,23 @@ def docker_settings() -> Any:
     )
 
 
-def local_docker_settings() -> Any:
-    """Every GPU of the host, and shared memory for PyTorch's data loader workers."""
+def invoking_user() -> str:
+    """`uid:gid` of this process, for step containers on this machine's engine.
+
+    They write into the local stores mounted from here (artifacts, the MLflow and
+    ZenML databases), so they run as whoever started the pipeline: what they write
+    stays that user's, and a container gets no more than its user has. ZenML's own
+    default passes the uid alone, which leaves the group root's.
+    """
+    return f"{os.getuid()}:{os.getgid()}"
+
+
+def local_docker_settings(run_args: dict[str, Any] | None = None) -> Any:
+    """The local Docker orchestrator's run args, as the invoking user.
+
+    The stack file's `run_args` when it gives some, else every GPU of the host and
+    shared memory for PyTorch's data loader workers; `user` in them wins.
+    """
     from zenml.orchestrators.local_docker.local_docker_orchestrator import (
         LocalDockerOrchestratorSettings,
     )
@@ -93,9 +114,9 @@ def local_docker_settings() -> Any:
     # trip of the settings, where a DeviceRequest object comes back with keys docker-py
     # no longer accepts.
     gpus = {"count": -1, "capabilities": [["gpu"]]}
-    return LocalDockerOrchestratorSettings(
-        run_args={"device_requests": [gpus], "shm_size": "8g"}
-    )
+    args = dict(run_args) if run_args else {"device_requests": [gpus], "shm_size": "8g"}
+    args.setdefault("user", invoking_user())
+    return LocalDockerOrchestratorSettings(run_args=args)
 
 
 def _orchestrator(stack_name: str) -> Any:
@@ -119,16 +140,19 @@ def pipeline_settings(stack_name: str) -> dict[str, Any]:
 
     Empty unless the stack's orchestrator runs steps in containers. On `local_docker`
     the containers get the host's GPUs, unless the stack file gives the orchestrator
-    its own `run_args` (the CPU stack `docker` does): then the stack decides. On
-    `airflow`, the project's DAG generator and the local Airflow's DAGs folder.
+    its own `run_args` (the CPU stack `docker` does): then the stack decides; either
+    way they run as the invoking user. On `airflow`, the project's DAG generator and
+    the local Airflow's DAGs folder (and there, too, the invoking user).
     """
     orchestrator = _orchestrator(stack_name)
     flavor = orchestrator.flavor_name if orchestrator else None
     if flavor not in CONTAINERISED:
         return {}
     settings: dict[str, Any] = {"docker": docker_settings()}
-    if flavor == "local_docker" and not orchestrator.configuration.get("run_args"):
-        settings["orchestrator.local_docker"] = local_docker_settings()
+    if flavor == "local_docker":
+        settings["orchestrator.local_docker"] = local_docker_settings(
+            orchestrator.configuration.get("run_args")
+        )
     if flavor == "airflow":
         from visionops.app.airflow import orchestrator_settings
 

@@ -442,6 +442,9 @@ def test_pipeline_settings_only_on_containerised_stacks(
     # Containers on this machine write into its local stores: as whoever runs the
     # pipeline, group included (ZenML's default passes the uid alone).
     assert run_args["user"] == f"{os.getuid()}:{os.getgid()}"
+    # A stack file that names a user keeps it.
+    named = vdocker.local_docker_settings({"shm_size": "1g", "user": "1234:1234"})
+    assert named.run_args == {"shm_size": "1g", "user": "1234:1234"}
 
 
 def test_generated_dockerfile_builds_a_cuda_image_with_the_pinned_project(

@@ -355,12 +355,11 @@ def orchestrator_settings(configuration: dict[str, Any], dag: str | None = None)
     local = configuration.get("local", True)
     if local and not configuration.get("dag_output_dir"):
         values["dag_output_dir"] = str(dags_folder())
-    operator_args = dict(configuration.get("operator_args") or {})
     if local and configuration.get("operator") in DOCKER_OPERATORS:
         # Containers on this machine's engine, writing into its local stores: as
-        # the user who runs the pipeline (and Airflow), not the image's default.
-        operator_args.setdefault("user", invoking_user())
-        values["operator_args"] = operator_args
+        # the user who runs the pipeline (and Airflow), unless the stack names one.
+        stack_args = configuration.get("operator_args") or {}
+        values["operator_args"] = {"user": invoking_user(), **stack_args}
     if dag:
         values["dag_id"] = dag
     return AirflowOrchestratorSettings(**values)

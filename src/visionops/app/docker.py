@@ -114,9 +114,10 @@ def local_docker_settings(run_args: dict[str, Any] | None = None) -> Any:
     # trip of the settings, where a DeviceRequest object comes back with keys docker-py
     # no longer accepts.
     gpus = {"count": -1, "capabilities": [["gpu"]]}
-    args = dict(run_args) if run_args else {"device_requests": [gpus], "shm_size": "8g"}
-    args.setdefault("user", invoking_user())
-    return LocalDockerOrchestratorSettings(run_args=args)
+    stack_args = run_args or {"device_requests": [gpus], "shm_size": "8g"}
+    return LocalDockerOrchestratorSettings(
+        run_args={"user": invoking_user(), **stack_args}
+    )
 
 
 def _orchestrator(stack_name: str) -> Any:

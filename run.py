@@ -224,13 +224,14 @@ def _dest(flag: str) -> str:
     return flag.removeprefix("--").replace("-", "_")
 
 
-def _stack_settings() -> dict:
-    """Docker settings when the active stack runs steps in containers, else none."""
+def _stack_settings(folders: list) -> dict:
+    """Docker settings when the active stack runs steps in containers, else none;
+    containers on this machine's engine mount the pipeline's `folders`."""
     from zenml.client import Client
 
     from visionops.app.docker import pipeline_settings
 
-    return pipeline_settings(Client().active_stack_model.name)
+    return pipeline_settings(Client().active_stack_model.name, folders)
 
 
 def run_pipeline(name: str, params, enable_cache: bool, schedule=None) -> None:
@@ -240,9 +241,9 @@ def run_pipeline(name: str, params, enable_cache: bool, schedule=None) -> None:
     the pipeline is scheduled (not run, no report).
     """
     spec = registry.PIPELINES[name]
-    settings = _stack_settings()
     if spec.prepare is not None:  # `all`: what depends on the previous pipeline
         params = spec.prepare(params)
+    settings = _stack_settings(spec.folders(params) if spec.folders else [])
     options: dict = {"enable_cache": enable_cache, "settings": settings}
     if spec.model is not None:
         options["model"] = spec.model(params)

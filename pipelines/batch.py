@@ -21,4 +21,5 @@ def batch(params: BatchParameters) -> None:
         dataset,
         feedback=params.feedback,
         drift=params.drift,
+        store=params.store,
     )

@@ -592,6 +592,8 @@ class BatchParameters(StrictModel, BatchSettings):
     source: str = "dataset:test"
     dataset: DatasetSelector = "latest"
     output_dir: str | None = "outputs/batch"
+    # The feedback store the records and kept images go to; None: this machine's.
+    store: str | None = None
     model: ModelSettings = Field(default_factory=ModelSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)

@@ -35,6 +35,7 @@ def predict_folder(
     dataset: DatasetVersion | None = None,
     feedback: FeedbackSettings | None = None,
     drift: DriftSettings | None = None,
+    store: str | None = None,
 ) -> tuple[
     Annotated[PredictionSet, PREDICTIONS],
     Annotated[HTMLString, BATCH_REPORT],
@@ -52,6 +53,7 @@ def predict_folder(
         feedback: What is recorded per image and kept for review (None: nothing).
         drift: The drift report's thresholds; with a champion that kept a
             reference, `drift.html` and `drift.json` go beside the outputs.
+        store: The feedback store's folder (None: this machine's).
     """
     split = dataset_split(source)
     if split is not None:
@@ -77,6 +79,7 @@ def predict_folder(
         feedback=feedback,
         reference=reference,
         drift=drift,
+        store=store,
     )
     summary = predictions.summary
     log_metadata(

@@ -17,6 +17,7 @@ from visionops.app.stacks import (
     check_active_stack,
     load_stack_spec,
 )
+from visionops.core.env import project_root
 
 AIRFLOW_ENV = {
     **STACK_ENV,
@@ -140,23 +141,64 @@ def test_a_dead_airflow_is_named_before_any_work(
     assert "python run.py --airflow" in message
 
 
-@pytest.mark.parametrize("pipeline", ["drift", "review"])
-def test_pipelines_reading_the_records_refuse_steps_in_containers(
-    pipeline: str, airflow_env, restore_active_stack, tmp_path: Path
+@pytest.mark.parametrize(
+    ("pipeline", "does"),
+    [
+        ("drift", "reads the prediction records in"),
+        ("review", "reads the prediction records in"),
+        ("batch", "records each image (feedback.record=false: none) in"),
+    ],
+)
+def test_pipelines_with_the_records_refuse_steps_in_containers_elsewhere(
+    pipeline: str, does: str, airflow_env, restore_active_stack, tmp_path: Path
 ) -> None:
-    """The records are files of this machine: a step container would see none."""
+    """The records are files of this machine: a pod on a cluster would not see
+    them, nor keep what a batch recorded."""
     from visionops.app import preflight
     from visionops.config import ConfigError, load_parameters
 
-    apply_stack(load_stack_spec("airflow", env_file=NO_ENV_FILE))
+    apply_stack(load_stack_spec("kubernetes-airflow", env_file=NO_ENV_FILE))
     params = load_parameters(pipeline, overrides=[f"store={tmp_path}"])
-    check = {"drift": preflight.check_drift, "review": preflight.check_review}
+    check = {
+        "drift": preflight.check_drift,
+        "review": preflight.check_review,
+        "batch": preflight.check_batch,
+    }
     with pytest.raises(ConfigError) as err:
         check[pipeline](params)
     message = str(err.value)
-    assert f"{pipeline} pipeline reads the prediction records in {tmp_path}" in message
+    assert f"{pipeline} pipeline {does} {tmp_path} on this machine" in message
     assert "airflow orchestrator" in message
     assert "python run.py --stack local" in message
+
+
+def test_review_on_the_local_airflow_gets_this_machines_folders_mounted(
+    airflow_env, restore_active_stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps in containers on this engine see the store and the batch's folder."""
+    from visionops.app import preflight, registry
+    from visionops.config import load_parameters
+
+    apply_stack(load_stack_spec("airflow", env_file=NO_ENV_FILE))
+    monkeypatch.chdir(tmp_path)  # relative paths are the project root's, not the cwd's
+    params = load_parameters(
+        "review", overrides=["store=.visionops/feedback-x", "target=outputs/rev-x"]
+    )
+    params = preflight.check_review(params)
+    root = project_root()
+    assert params.store == str(root / ".visionops" / "feedback-x")
+    assert params.target == str(root / "outputs" / "rev-x")
+    folders = registry.PIPELINES["review"].folders(params)
+    assert folders == [Path(params.store), Path(params.target)]
+
+    here = [tmp_path / "store", tmp_path / "batch"]
+    settings = vdocker.pipeline_settings("airflow", here)
+    mounts = settings["orchestrator.airflow"].operator_args["mounts"]
+    assert mounts == [
+        {"source": str(p), "target": str(p), "type": "bind", "read_only": False}
+        for p in here
+    ]
+    assert all(p.is_dir() for p in here)  # made here, as the user, before Docker
 
 
 def test_run_py_refuses_a_schedule_where_the_orchestrator_cannot(

@@ -405,7 +405,7 @@ def test_run_py_refuses_to_run_a_pipeline_when_a_service_is_down(
 
 
 def test_pipeline_settings_only_on_containerised_stacks(
-    stack_env: dict[str, str],
+    stack_env: dict[str, str], tmp_path: Path
 ) -> None:
     import docker
     from zenml.orchestrators.local_docker.local_docker_orchestrator import (
@@ -442,9 +442,22 @@ def test_pipeline_settings_only_on_containerised_stacks(
     # Containers on this machine write into its local stores: as whoever runs the
     # pipeline, group included (ZenML's default passes the uid alone).
     assert run_args["user"] == f"{os.getuid()}:{os.getgid()}"
-    # A stack file that names a user keeps it.
-    named = vdocker.local_docker_settings({"shm_size": "1g", "user": "1234:1234"})
-    assert named.run_args == {"shm_size": "1g", "user": "1234:1234"}
+    # A stack file that names a user keeps it; a pipeline's folders of this machine
+    # join the stack's volumes, writable, at the same path.
+    stack_args = {
+        "user": "1234:1234",
+        "volumes": {"/data": {"bind": "/d", "mode": "ro"}},
+    }
+    folder = tmp_path / "feedback"
+    named = vdocker.local_docker_settings(stack_args, [folder])
+    assert named.run_args == {
+        "user": "1234:1234",
+        "volumes": {
+            "/data": {"bind": "/d", "mode": "ro"},
+            str(folder): {"bind": str(folder), "mode": "rw"},
+        },
+    }
+    assert folder.is_dir()
 
 
 def test_generated_dockerfile_builds_a_cuda_image_with_the_pinned_project(

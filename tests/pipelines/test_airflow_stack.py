@@ -22,7 +22,9 @@ import pytest
 
 from tests import docker_env
 from tests.conftest import TINY_TRAINING
+from tests.feedback.test_review import _boards, _keep
 from tests.pipelines.test_docker_stack import _step_containers
+from visionops.feedback.store import FeedbackStore
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "airflow-detector"
@@ -31,6 +33,7 @@ SAMPLE_ROOT = REPO / "data" / "sample"
 # Kept between runs (minutes to install); tests/conftest.py's TEST_CACHES.
 AIRFLOW_VENV = REPO / ".visionops" / "airflow" / "venv"
 CRON = "* * * * *"
+NOTHING: dict = {"detections": []}  # what the champion found on a kept image
 
 
 def _free_port() -> int:
@@ -48,7 +51,9 @@ def monkeypatch_module():
 
 
 @pytest.fixture(scope="module")
-def airflow_runs(monkeypatch_module: pytest.MonkeyPatch) -> dict:
+def airflow_runs(
+    monkeypatch_module: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> dict:
     """Starts Airflow, applies the airflow stack, runs and schedules pipelines."""
     from zenml.client import Client
     from zenml.utils import source_utils
@@ -80,10 +85,25 @@ def airflow_runs(monkeypatch_module: pytest.MonkeyPatch) -> dict:
             for override in TINY_TRAINING:
                 train += ["--set", override]
             assert run.main(train) == 0
+            # The review's step reads this machine's feedback store and writes the
+            # batch's folder here: run.py mounts both into its container.
+            feedback = tmp_path_factory.mktemp("feedback")
+            store = FeedbackStore(feedback / "store")
+            kept = [
+                _keep(
+                    store, image, "detect", NOTHING, model=MODEL, version="1", offset=n
+                )
+                for n, (image, _) in enumerate(_boards(3))
+            ]
+            review = ["--pipeline", "review", "--set", f"store={store.root}"]
+            review += ["--set", f"target={feedback / 'review'}"]
+            reviewed = io.StringIO()
+            with contextlib.redirect_stdout(reviewed):
+                assert run.main(review) == 0
             client = Client()
             runs = {
                 name: client.get_pipeline(name).last_run
-                for name in ("ingestion", "training")
+                for name in ("ingestion", "training", "review")
             }
             dags = {d["dag_id"]: d for d in api.call("GET", "/dags")["dags"]}
             dag_runs = {dag: api.dag_runs(dag) for dag in dags}
@@ -111,6 +131,10 @@ def airflow_runs(monkeypatch_module: pytest.MonkeyPatch) -> dict:
                 "schedule": name,
                 "scheduled": scheduled.getvalue(),
                 "ingestion_said": said.getvalue(),
+                "kept": kept,
+                "store": store,
+                "review_dir": feedback / "review",
+                "review_said": reviewed.getvalue(),
                 "listed": listed,
                 "fired": fired,
                 "after_unschedule": schedules.active_schedules(),
@@ -194,6 +218,26 @@ def test_every_step_ran_in_its_own_container(airflow_runs: dict) -> None:
         images = {c["Config"]["Image"] for c in containers.values()}
         assert len(images) == 1
         assert all(":" in i and "/" not in i.split(":")[0] for i in images)
+
+
+def test_review_through_airflow_read_this_machines_store_and_wrote_here(
+    airflow_runs: dict,
+) -> None:
+    """The records are this machine's files: mounted, the step container sees them."""
+    (batch,) = airflow_runs["review_dir"].iterdir()
+    said = airflow_runs["review_said"]
+    assert f"Review batch: 3 image(s) of {MODEL} (detect) -> {batch}" in said
+    images = sorted(p.stem for p in (batch / "train" / "images").iterdir())
+    assert images == sorted(airflow_runs["kept"])
+    assert airflow_runs["store"].reviewed_ids() == set(airflow_runs["kept"])
+    run = airflow_runs["runs"]["review"]
+    (container,) = _step_containers(
+        airflow_runs["containers"], str(run.snapshot.id)
+    ).values()
+    mounts = {m["Source"]: m for m in container["HostConfig"]["Mounts"]}
+    for folder in (airflow_runs["store"].root, airflow_runs["review_dir"]):
+        assert mounts[str(folder)]["Target"] == str(folder)
+        assert mounts[str(folder)]["ReadOnly"] is False
 
 
 def test_training_through_airflow_logged_to_mlflow_and_set_the_champion(

@@ -20,12 +20,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from visionops.app.docker import invoking_user
+from visionops.app.docker import invoking_user, mounted, on_this_engine
 from visionops.core import background
 from visionops.core.env import state_dir
 
@@ -40,13 +41,6 @@ VENV_ENV = "VISIONOPS_AIRFLOW_VENV"
 USER = "admin"
 # The module ZenML copies into each DAG file as its code (`custom_dag_generator`).
 DAG_GENERATOR = "visionops.app.airflow_dag"
-# The operator a stack file names for steps in containers on this machine's engine,
-# in both spellings ZenML takes.
-DOCKER_OPERATORS = (
-    None,
-    "docker",
-    "airflow.providers.docker.operators.docker.DockerOperator",
-)
 # The components that would serve their task logs on every interface (ports 8793 and
 # 8794; no setting binds them elsewhere) unless told to skip it.
 LOG_SERVERS = ("scheduler", "triggerer")
@@ -341,11 +335,17 @@ def run_dag_id(pipeline: str) -> str:
     return dag_id(f"{pipeline}-{stamp}-{secrets.token_hex(2)}")
 
 
-def orchestrator_settings(configuration: dict[str, Any], dag: str | None = None) -> Any:
+def orchestrator_settings(
+    configuration: dict[str, Any],
+    dag: str | None = None,
+    folders: Sequence[Path] = (),
+) -> Any:
     """ZenML's Airflow settings: our DAG generator, the DAGs folder, the DAG id.
 
     A local orchestrator without `dag_output_dir` writes into the local Airflow's
-    DAGs folder; a stack file's `dag_output_dir` (a remote Airflow's) wins.
+    DAGs folder; a stack file's `dag_output_dir` (a remote Airflow's) wins. Step
+    containers on this machine's engine run as the invoking user and mount
+    `folders` (of this machine) at the same path, beside the stack's `mounts`.
     """
     from zenml.integrations.airflow.flavors.airflow_orchestrator_flavor import (
         AirflowOrchestratorSettings,
@@ -355,11 +355,17 @@ def orchestrator_settings(configuration: dict[str, Any], dag: str | None = None)
     local = configuration.get("local", True)
     if local and not configuration.get("dag_output_dir"):
         values["dag_output_dir"] = str(dags_folder())
-    if local and configuration.get("operator") in DOCKER_OPERATORS:
+    if on_this_engine("airflow", configuration):
         # Containers on this machine's engine, writing into its local stores: as
         # the user who runs the pipeline (and Airflow), unless the stack names one.
-        stack_args = configuration.get("operator_args") or {}
-        values["operator_args"] = {"user": invoking_user(), **stack_args}
+        args = {"user": invoking_user(), **(configuration.get("operator_args") or {})}
+        if folders:
+            binds = [
+                {"source": path, "target": path, "type": "bind", "read_only": False}
+                for path in mounted(folders)
+            ]
+            args["mounts"] = [*(args.get("mounts") or []), *binds]
+        values["operator_args"] = args
     if dag:
         values["dag_id"] = dag
     return AirflowOrchestratorSettings(**values)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,14 @@ CONTAINERISED = frozenset(
         "databricks",
         "modal",
     }
+)
+
+# The Airflow operator of steps in containers on this machine's engine, in both
+# spellings a stack file may give it (ZenML stores the second).
+DOCKER_OPERATORS = (
+    None,
+    "docker",
+    "airflow.providers.docker.operators.docker.DockerOperator",
 )
 
 # Where the code sits in ZenML's images (its DOCKER_IMAGE_WORKDIR).
@@ -100,11 +109,36 @@ def invoking_user() -> str:
     return f"{os.getuid()}:{os.getgid()}"
 
 
-def local_docker_settings(run_args: dict[str, Any] | None = None) -> Any:
+def on_this_engine(flavor: str | None, configuration: Mapping[str, Any]) -> bool:
+    """Whether an orchestrator runs each step in a container on this machine's
+    Docker engine, which can mount this machine's folders into it."""
+    if flavor == "local_docker":
+        return True
+    return (
+        flavor == "airflow"
+        and bool(configuration.get("local", True))
+        and configuration.get("operator") in DOCKER_OPERATORS
+    )
+
+
+def mounted(folders: Sequence[Path]) -> list[str]:
+    """The folders as absolute paths, created when missing (a bind mount needs its
+    source, and one Docker would create belongs to root)."""
+    paths = []
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        paths.append(str(folder.resolve()))
+    return paths
+
+
+def local_docker_settings(
+    run_args: dict[str, Any] | None = None, folders: Sequence[Path] = ()
+) -> Any:
     """The local Docker orchestrator's run args, as the invoking user.
 
     The stack file's `run_args` when it gives some, else every GPU of the host and
-    shared memory for PyTorch's data loader workers; `user` in them wins.
+    shared memory for PyTorch's data loader workers; `user` in them wins. The
+    `folders` of this machine join the stack's volumes, writable, at the same path.
     """
     from zenml.orchestrators.local_docker.local_docker_orchestrator import (
         LocalDockerOrchestratorSettings,
@@ -114,10 +148,12 @@ def local_docker_settings(run_args: dict[str, Any] | None = None) -> Any:
     # trip of the settings, where a DeviceRequest object comes back with keys docker-py
     # no longer accepts.
     gpus = {"count": -1, "capabilities": [["gpu"]]}
-    stack_args = run_args or {"device_requests": [gpus], "shm_size": "8g"}
-    return LocalDockerOrchestratorSettings(
-        run_args={"user": invoking_user(), **stack_args}
-    )
+    args = {"user": invoking_user()}
+    args |= run_args or {"device_requests": [gpus], "shm_size": "8g"}
+    if folders:
+        volumes = {path: {"bind": path, "mode": "rw"} for path in mounted(folders)}
+        args["volumes"] = {**(args.get("volumes") or {}), **volumes}
+    return LocalDockerOrchestratorSettings(run_args=args)
 
 
 def _orchestrator(stack_name: str) -> Any:
@@ -136,14 +172,16 @@ def orchestrator_flavor(stack_name: str) -> str | None:
     return orchestrator.flavor_name if orchestrator else None
 
 
-def pipeline_settings(stack_name: str) -> dict[str, Any]:
+def pipeline_settings(stack_name: str, folders: Sequence[Path] = ()) -> dict[str, Any]:
     """Settings for `pipeline.with_options(settings=...)` on a stack.
 
     Empty unless the stack's orchestrator runs steps in containers. On `local_docker`
     the containers get the host's GPUs, unless the stack file gives the orchestrator
     its own `run_args` (the CPU stack `docker` does): then the stack decides; either
     way they run as the invoking user. On `airflow`, the project's DAG generator and
-    the local Airflow's DAGs folder (and there, too, the invoking user).
+    the local Airflow's DAGs folder (and there, too, the invoking user). Containers
+    on this machine's engine mount `folders` (of this machine, which the pipeline's
+    steps read or write) at the same path.
     """
     orchestrator = _orchestrator(stack_name)
     flavor = orchestrator.flavor_name if orchestrator else None
@@ -152,12 +190,12 @@ def pipeline_settings(stack_name: str) -> dict[str, Any]:
     settings: dict[str, Any] = {"docker": docker_settings()}
     if flavor == "local_docker":
         settings["orchestrator.local_docker"] = local_docker_settings(
-            orchestrator.configuration.get("run_args")
+            orchestrator.configuration.get("run_args"), folders
         )
     if flavor == "airflow":
         from visionops.app.airflow import orchestrator_settings
 
         settings["orchestrator.airflow"] = orchestrator_settings(
-            orchestrator.configuration
+            orchestrator.configuration, folders=folders
         )
     return settings

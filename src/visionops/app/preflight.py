@@ -332,9 +332,17 @@ def prepare_deployment_run(params: Any) -> Any:
 
 
 def check_batch(params: Any, upstream: bool = False) -> Any:
-    """Fails before any work without a champion, its ONNX export, or the images."""
+    """Fails before any work without a champion, its ONNX export, or the images,
+    or where the steps would record into a container elsewhere (lost with it)."""
     from visionops.config import dataset_split
+    from visionops.feedback.store import FeedbackStore
 
+    store = FeedbackStore(params.store)
+    if params.feedback.record:
+        does = "records each image (feedback.record=false: none) in"
+        _records_on_this_machine("batch", store, does)
+    # This machine's path, as the steps get it (see check_review).
+    params = params.model_copy(update={"store": str(store.root)})
     try:
         _tracking()
     except ConfigError as err:
@@ -372,24 +380,30 @@ def check_batch(params: Any, upstream: bool = False) -> Any:
     return params
 
 
-def _records_on_this_machine(pipeline: str, store: Any) -> None:
-    """Fails when the active stack runs steps in containers: the prediction records
-    are files of this machine, which those containers do not see.
+def _records_on_this_machine(
+    pipeline: str, store: Any, does: str = "reads the prediction records in"
+) -> None:
+    """Fails when the active stack's steps run in containers elsewhere: the
+    prediction records are files of this machine, which only containers on its own
+    engine see (mounted at the same path, `PipelineSpec.folders`).
 
     Raises:
-        ConfigError: Naming the store, the orchestrator and the stack to use.
+        ConfigError: Naming the store, the orchestrator and the stacks to use.
     """
     from zenml.client import Client
 
-    from visionops.app.docker import CONTAINERISED
+    from visionops.app.docker import CONTAINERISED, on_this_engine
 
     orchestrator = Client().active_stack.orchestrator
-    if orchestrator.flavor in CONTAINERISED:
+    flavor = orchestrator.flavor
+    if flavor in CONTAINERISED and not on_this_engine(
+        flavor, orchestrator.config.model_dump()
+    ):
         raise ConfigError(
-            f"The {pipeline} pipeline reads the prediction records in {store.root} "
-            f"on this machine, which the steps of the {orchestrator.flavor} "
-            "orchestrator do not see from their containers; run it on a stack "
-            "whose steps run here: python run.py --stack local (or server)"
+            f"The {pipeline} pipeline {does} {store.root} on this machine, which "
+            f"the steps of the {flavor} orchestrator do not see from their "
+            "containers elsewhere; run it on a stack whose steps run on this "
+            "machine: python run.py --stack local (or server, docker, airflow)"
         )
 
 
@@ -397,6 +411,7 @@ def check_review(params: Any, upstream: bool = False) -> Any:
     """Fails before any work when the waiting images are of several models and
     none is named, a Picsellia target has no token, or the steps would not see
     the records."""
+    from visionops.core.env import project_path
     from visionops.data.sources.base import SourceError
     from visionops.data.sources.picsellia import SCHEME, resolve_token
     from visionops.feedback.review import ReviewError, pending_for
@@ -414,7 +429,12 @@ def check_review(params: Any, upstream: bool = False) -> Any:
             resolve_token()
         except SourceError as err:
             raise ConfigError(f"target: {err}") from None
-    return params
+    # Paths of this machine, as the steps get them: a step container resolves a
+    # relative one (or none) against its own root.
+    paths = {"store": str(store.root)}
+    if not params.target.startswith(SCHEME):
+        paths["target"] = str(project_path(params.target))
+    return params.model_copy(update=paths)
 
 
 def check_drift(params: Any, upstream: bool = False) -> Any:
@@ -423,7 +443,10 @@ def check_drift(params: Any, upstream: bool = False) -> Any:
     from visionops.feedback.store import FeedbackStore
     from visionops.training.champion import Champion, NoChampionError
 
-    _records_on_this_machine("drift", FeedbackStore(params.store))
+    store = FeedbackStore(params.store)
+    _records_on_this_machine("drift", store)
+    # This machine's path, as the steps get it (see check_review).
+    params = params.model_copy(update={"store": str(store.root)})
 
     try:
         _tracking()

@@ -43,6 +43,9 @@ class PipelineSpec:
         model: The ZenML `Model` the run belongs to, from the parameters.
         report: Prints what the run made and what to do next; takes the run (None
             when ZenML returned none) and the parameters.
+        folders: This machine's folders the steps read or write, from the checked
+            parameters (the feedback store, a review batch's folder): step
+            containers on this machine's engine mount them at the same path.
     """
 
     name: str
@@ -54,6 +57,7 @@ class PipelineSpec:
     prepare: Callable[[Any], Any] | None = None
     model: Callable[[Any], Any] | None = None
     report: Callable[[Any, Any], None] | None = None
+    folders: Callable[[Any], list[Path]] | None = None
 
     @property
     def parameters(self) -> type[StrictModel]:
@@ -137,6 +141,7 @@ def report_batch(run: Any, params: Any) -> None:
     from visionops.batch.predict import export_predictions, format_summary
     from visionops.core.env import project_path
     from visionops.core.names import PREDICTIONS
+    from visionops.feedback.drift import DRIFT_HTML, read_result
 
     run = _finished_run(run, "batch")
     predictions = run.steps["predict_folder"].outputs[PREDICTIONS][0].load()
@@ -151,9 +156,19 @@ def report_batch(run: Any, params: Any) -> None:
             where = base / f"{stamp}-{n}"
         export_predictions(predictions, where)
     if predictions.drift is not None:
-        drift = where / predictions.drift.name
-        _print_drift(drift, params.model.name, params.drift.retrain)
+        drift = read_result(where / predictions.drift.name)
+        _print_drift(drift, where / DRIFT_HTML, params.model.name, params.drift.retrain)
     print(f"Predictions: {where}")
+
+
+def _review_folders(params: Any) -> list[Path]:
+    """The feedback store, and the batch's folder unless it goes to Picsellia."""
+    from visionops.data.sources.picsellia import SCHEME
+
+    folders = [Path(params.store)]
+    if not params.target.startswith(SCHEME):
+        folders.append(Path(params.target))
+    return folders
 
 
 def report_review(run: Any, params: Any) -> None:
@@ -165,18 +180,12 @@ def report_review(run: Any, params: Any) -> None:
     print(batch.summary())
 
 
-def _print_drift(path: Path, model_name: str, retrain: bool) -> None:
+def _print_drift(result: Any, page: Path, model_name: str, retrain: bool) -> None:
     """The drift verdict, where the page is and, on drift with `retrain`, what
     to run next."""
-    from visionops.feedback.drift import (
-        DRIFT,
-        DRIFT_HTML,
-        read_result,
-        retrain_commands,
-    )
+    from visionops.feedback.drift import DRIFT, retrain_commands
 
-    result = read_result(path)
-    print(f"{result.summary()}: {path.parent / DRIFT_HTML}")
+    print(f"{result.summary()}: {page}")
     if retrain and result.verdict == DRIFT:
         print(
             "drift.retrain: review what was selected, then retrain from the champion:"
@@ -186,24 +195,29 @@ def _print_drift(path: Path, model_name: str, retrain: bool) -> None:
 
 
 def report_drift(run: Any, params: Any) -> None:
-    """Prints the verdict and copies the report to `output_dir/<time>/`."""
-    import shutil
+    """Prints the verdict and writes the report to `output_dir/<time>/`.
 
+    From the run's artifacts: the step's own folder is gone when the step ran in a
+    container.
+    """
     from visionops.core.env import project_path
-    from visionops.core.names import DRIFT_RESULT
-    from visionops.feedback.drift import DRIFT_HTML, DRIFT_JSON
+    from visionops.core.names import DRIFT_REPORT, DRIFT_RESULT
+    from visionops.feedback.drift import DRIFT_HTML, DRIFT_JSON, DriftResult
 
     run = _finished_run(run, "drift")
-    body = run.steps["report_drift"].outputs[DRIFT_RESULT][0].load()
-    where = Path(body["report_dir"])
+    outputs = run.steps["report_drift"].outputs
+    body = dict(outputs[DRIFT_RESULT][0].load())
+    where = Path(body.pop("report_dir"))
+    body.pop("mlflow_run_id", None)
     if params.output_dir:
         stamp = (run.start_time or datetime.now()).strftime("%Y%m%d-%H%M%S")
-        target = project_path(params.output_dir) / stamp
-        target.mkdir(parents=True, exist_ok=True)
-        for name in (DRIFT_HTML, DRIFT_JSON):
-            shutil.copy2(where / name, target / name)
-        where = target
-    _print_drift(where / DRIFT_JSON, params.model.name, params.drift.retrain)
+        where = project_path(params.output_dir) / stamp
+        where.mkdir(parents=True, exist_ok=True)
+        (where / DRIFT_JSON).write_text(json.dumps(body, indent=1))
+        page = str(outputs[DRIFT_REPORT][0].load())
+        (where / DRIFT_HTML).write_text(page, encoding="utf-8")
+    result = DriftResult(**body)
+    _print_drift(result, where / DRIFT_HTML, params.model.name, params.drift.retrain)
 
 
 SOURCE_RULE = (
@@ -248,18 +262,23 @@ PIPELINES: dict[str, PipelineSpec] = {
             options={"--source": "source"},
             check=preflight.check_batch,
             report=report_batch,
+            folders=lambda params: (
+                [Path(params.store)] if params.feedback.record else []
+            ),
         ),
         PipelineSpec(
             name="review",
             help="the images production selected, as a labelling batch",
             check=preflight.check_review,
             report=report_review,
+            folders=_review_folders,
         ),
         PipelineSpec(
             name="drift",
             help="the champion's prediction records against its training reference",
             check=preflight.check_drift,
             report=report_drift,
+            folders=lambda params: [Path(params.store)],
         ),
     )
 }

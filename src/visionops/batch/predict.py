@@ -210,6 +210,7 @@ def predict_folder(
     feedback: FeedbackSettings | None = None,
     reference: Reference | None = None,
     drift: DriftSettings | None = None,
+    store: str | Path | None = None,
 ) -> PredictionSet:
     """Runs the task's predictor over every image under `folder`, writes the outputs.
 
@@ -229,11 +230,12 @@ def predict_folder(
         source: What the user asked for (a path or `dataset:<split>`), recorded.
         model: What the model is (e.g. `Champion.model_dump()`), recorded.
         progress: Show a tqdm progress bar.
-        feedback: Record each image (source `batch`) in this machine's feedback
-            store and keep those the policies select; None: nothing recorded.
+        feedback: Record each image (source `batch`) in the feedback store and
+            keep those the policies select; None: nothing recorded.
         reference: The model's drift reference; given (and `drift.enabled`),
             `drift.html` and `drift.json` compare the images with it.
         drift: The drift thresholds (the defaults when None).
+        store: The feedback store's folder (None: this machine's).
 
     Returns:
         The output directory.
@@ -253,7 +255,7 @@ def predict_folder(
     output = task.batch_output(out_dir, names, folder, inputs.files)
     grid_picks = grid_indices(len(inputs.files), settings.grid_size)
     thresholds = {k: getattr(settings, k) for k in task.thresholds}
-    recorder = _recorder(task, predictor.names, model or {}, feedback)
+    recorder = _recorder(task, predictor.names, model or {}, feedback, store)
     drift = drift or DriftSettings()
     featurizer = None
     if reference is not None and drift.enabled:
@@ -387,6 +389,7 @@ def _recorder(
     names: dict[int, str],
     model: dict[str, Any],
     feedback: FeedbackSettings | None,
+    store: str | Path | None = None,
 ) -> Recorder | None:
     """The run's recorder (source `batch`), None when nothing is recorded."""
     if feedback is None or not feedback.record:
@@ -396,7 +399,7 @@ def _recorder(
         "version": model.get("version"),
         "bento": model.get("bento_tag"),
     }
-    return Recorder(task, names, identity, feedback, FeedbackStore(source="batch"))
+    return Recorder(task, names, identity, feedback, FeedbackStore(store, "batch"))
 
 
 def _answer_of(task: Task, prediction: Any, names: dict[int, str]) -> Any:

@@ -25,6 +25,7 @@ import yaml
 
 from tests import docker_env
 from tests.conftest import TINY_TRAINING
+from visionops.app.containers import invoking_user
 from visionops.core.env import state_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -227,7 +228,7 @@ def test_docker_stack_shares_the_local_stores_and_requests_no_gpu() -> None:
     settings = vdocker.pipeline_settings("docker")
     # The stack file's run args (no GPU request), as the invoking user.
     run_args = settings["orchestrator.local_docker"].run_args
-    assert run_args == {"shm_size": "2g", "user": vdocker.invoking_user()}
+    assert run_args == {"shm_size": "2g", "user": invoking_user()}
     docker_settings = settings["docker"]
     assert docker_settings.environment["UV_NO_BUILD_ISOLATION"] == "1"
     orchestrator = stacks["docker"].components[StackComponentType.ORCHESTRATOR][0]

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from visionops.app.docker import invoking_user, mounted, on_this_engine
+from visionops.app.containers import invoking_user, mounted, on_this_engine
 from visionops.core import background
 from visionops.core.env import state_dir
 

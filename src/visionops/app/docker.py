@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from visionops.app.containers import invoking_user, mounted
 from visionops.core.env import project_root
 
 # The official PyTorch image with exactly the torch the project pins: PyPI's
@@ -37,14 +38,6 @@ CONTAINERISED = frozenset(
         "databricks",
         "modal",
     }
-)
-
-# The Airflow operator of steps in containers on this machine's engine, in both
-# spellings a stack file may give it (ZenML stores the second).
-DOCKER_OPERATORS = (
-    None,
-    "docker",
-    "airflow.providers.docker.operators.docker.DockerOperator",
 )
 
 # Where the code sits in ZenML's images (its DOCKER_IMAGE_WORKDIR).
@@ -96,39 +89,6 @@ def docker_settings() -> Any:
             "UV_NO_BUILD_ISOLATION": "1",
         },
     )
-
-
-def invoking_user() -> str:
-    """`uid:gid` of this process, for step containers on this machine's engine.
-
-    They write into the local stores mounted from here (artifacts, the MLflow and
-    ZenML databases), so they run as whoever started the pipeline: what they write
-    stays that user's, and a container gets no more than its user has. ZenML's own
-    default passes the uid alone, which leaves the group root's.
-    """
-    return f"{os.getuid()}:{os.getgid()}"
-
-
-def on_this_engine(flavor: str | None, configuration: Mapping[str, Any]) -> bool:
-    """Whether an orchestrator runs each step in a container on this machine's
-    Docker engine, which can mount this machine's folders into it."""
-    if flavor == "local_docker":
-        return True
-    return (
-        flavor == "airflow"
-        and bool(configuration.get("local", True))
-        and configuration.get("operator") in DOCKER_OPERATORS
-    )
-
-
-def mounted(folders: Sequence[Path]) -> list[str]:
-    """The folders as absolute paths, created when missing (a bind mount needs its
-    source, and one Docker would create belongs to root)."""
-    paths = []
-    for folder in folders:
-        folder.mkdir(parents=True, exist_ok=True)
-        paths.append(str(folder.resolve()))
-    return paths
 
 
 def local_docker_settings(

@@ -392,7 +392,8 @@ def _records_on_this_machine(
     """
     from zenml.client import Client
 
-    from visionops.app.docker import CONTAINERISED, on_this_engine
+    from visionops.app.containers import on_this_engine
+    from visionops.app.docker import CONTAINERISED
 
     orchestrator = Client().active_stack.orchestrator
     flavor = orchestrator.flavor

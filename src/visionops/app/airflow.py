@@ -352,8 +352,7 @@ def orchestrator_settings(
     )
 
     values: dict[str, Any] = {"custom_dag_generator": DAG_GENERATOR}
-    local = configuration.get("local", True)
-    if local and not configuration.get("dag_output_dir"):
+    if configuration.get("local", True) and not configuration.get("dag_output_dir"):
         values["dag_output_dir"] = str(dags_folder())
     if on_this_engine("airflow", configuration):
         # Containers on this machine's engine, writing into its local stores: as

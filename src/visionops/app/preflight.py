@@ -335,14 +335,11 @@ def check_batch(params: Any, upstream: bool = False) -> Any:
     """Fails before any work without a champion, its ONNX export, or the images,
     or where the steps would record into a container elsewhere (lost with it)."""
     from visionops.config import dataset_split
-    from visionops.feedback.store import FeedbackStore
 
-    store = FeedbackStore(params.store)
-    if params.feedback.record:
-        does = "records each image (feedback.record=false: none) in"
-        _records_on_this_machine("batch", store, does)
-    # This machine's path, as the steps get it (see check_review).
-    params = params.model_copy(update={"store": str(store.root)})
+    records = "records each image (feedback.record=false: none) in"
+    _, params = _store_here(
+        "batch", params, records if params.feedback.record else None
+    )
     try:
         _tracking()
     except ConfigError as err:
@@ -380,12 +377,17 @@ def check_batch(params: Any, upstream: bool = False) -> Any:
     return params
 
 
-def _records_on_this_machine(
-    pipeline: str, store: Any, does: str = "reads the prediction records in"
-) -> None:
-    """Fails when the active stack's steps run in containers elsewhere: the
-    prediction records are files of this machine, which only containers on its own
-    engine see (mounted at the same path, `PipelineSpec.folders`).
+def _store_here(
+    pipeline: str, params: Any, does: str | None = "reads the prediction records in"
+) -> tuple[Any, Any]:
+    """The feedback store `params.store` names, and the parameters with its path on
+    this machine, as the steps get it (a step container resolves a relative path, or
+    none, against its own root).
+
+    With `does` (what the pipeline does with the store), fails when the active
+    stack's steps run in containers elsewhere: the store is files of this machine,
+    which only containers on its own engine see (mounted at the same path,
+    `PipelineSpec.folders`).
 
     Raises:
         ConfigError: Naming the store, the orchestrator and the stacks to use.
@@ -394,11 +396,15 @@ def _records_on_this_machine(
 
     from visionops.app.containers import on_this_engine
     from visionops.app.docker import CONTAINERISED
+    from visionops.feedback.store import FeedbackStore
 
+    store = FeedbackStore(params.store)
     orchestrator = Client().active_stack.orchestrator
     flavor = orchestrator.flavor
-    if flavor in CONTAINERISED and not on_this_engine(
-        flavor, orchestrator.config.model_dump()
+    if (
+        does
+        and flavor in CONTAINERISED
+        and not on_this_engine(flavor, orchestrator.config.model_dump())
     ):
         raise ConfigError(
             f"The {pipeline} pipeline {does} {store.root} on this machine, which "
@@ -406,6 +412,7 @@ def _records_on_this_machine(
             "containers elsewhere; run it on a stack whose steps run on this "
             "machine: python run.py --stack local (or server, docker, airflow)"
         )
+    return store, params.model_copy(update={"store": str(store.root)})
 
 
 def check_review(params: Any, upstream: bool = False) -> Any:
@@ -416,10 +423,8 @@ def check_review(params: Any, upstream: bool = False) -> Any:
     from visionops.data.sources.base import SourceError
     from visionops.data.sources.picsellia import SCHEME, resolve_token
     from visionops.feedback.review import ReviewError, pending_for
-    from visionops.feedback.store import FeedbackStore
 
-    store = FeedbackStore(params.store)
-    _records_on_this_machine("review", store)
+    store, params = _store_here("review", params)
     try:
         # The step names the files it cannot read; here they only wait.
         pending = pending_for(store, params.model.name, lambda path, why: None)
@@ -430,24 +435,18 @@ def check_review(params: Any, upstream: bool = False) -> Any:
             resolve_token()
         except SourceError as err:
             raise ConfigError(f"target: {err}") from None
-    # Paths of this machine, as the steps get them: a step container resolves a
-    # relative one (or none) against its own root.
-    paths = {"store": str(store.root)}
-    if not params.target.startswith(SCHEME):
-        paths["target"] = str(project_path(params.target))
-    return params.model_copy(update=paths)
+    if params.target.startswith(SCHEME):
+        return params
+    # A path of this machine, as the step gets it (as the store's).
+    return params.model_copy(update={"target": str(project_path(params.target))})
 
 
 def check_drift(params: Any, upstream: bool = False) -> Any:
     """Fails before any work without a champion to report on, or where the steps
     would not see the records."""
-    from visionops.feedback.store import FeedbackStore
     from visionops.training.champion import Champion, NoChampionError
 
-    store = FeedbackStore(params.store)
-    _records_on_this_machine("drift", store)
-    # This machine's path, as the steps get it (see check_review).
-    params = params.model_copy(update={"store": str(store.root)})
+    _, params = _store_here("drift", params)
 
     try:
         _tracking()

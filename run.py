@@ -37,6 +37,8 @@ EXAMPLES = """examples:
   python run.py --pipeline review --set target=picsellia://<dataset>/<version>
   python run.py --pipeline batch --source clip.mp4 --set video.fps=5   # a video
   python run.py --pipeline all                             # {all}
+  python run.py --pipeline loop                            # drift, review, retrain?
+  python run.py --pipeline loop --set min_reviewed=20 --set training.train.epochs=30
   python run.py --stack local                              # apply stacks/local.yaml
   python run.py --status --set dataset=4                   # what training would use
   python run.py --status --json
@@ -64,7 +66,8 @@ paths:
 def _epilog() -> str:
     """The examples, the registered pipelines and the path rule, for `--help`."""
     pipelines = "\n".join(
-        f"  {spec.name:<12} {spec.help}" for spec in registry.PIPELINES.values()
+        f"  {spec.name:<12} {spec.help}"
+        for spec in (*registry.PIPELINES.values(), *registry.PLANS.values())
     )
     return (
         EXAMPLES.replace("{all}", ", ".join(registry.all_names()))
@@ -85,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--pipeline",
-        choices=(*registry.PIPELINES, registry.ALL),
-        help=f"pipeline to run; {registry.ALL}: {', '.join(registry.all_names())}",
+        choices=registry.choices(),
+        help=f"pipeline to run; {registry.ALL}: {', '.join(registry.all_names())}; "
+        "loop: drift, review, then training when enough labels were reviewed",
     )
     parser.add_argument(
         "--config",
@@ -207,9 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _pipeline_params(spec: registry.PipelineSpec, args: argparse.Namespace):
-    """The spec's validated parameters, checked before any pipeline starts."""
-    options = {flag: getattr(args, _dest(flag)) for flag in spec.options}
-    params = spec.load(args.config, args.overrides, options)
+    """The spec's validated parameters, checked before any pipeline starts; in a
+    plan with parameters of its own, the plan's settings of it instead of the
+    command line's."""
+    plan = registry.PLANS.get(args.pipeline)
+    if plan is not None and plan.own:
+        params = spec.load(overrides=plan.members(args.plan_params, spec.name))
+    else:
+        options = {flag: getattr(args, _dest(flag)) for flag in spec.options}
+        params = spec.load(args.config, args.overrides, options)
     if spec.check is not None:
         upstream = (
             spec.needs is not None
@@ -234,8 +244,9 @@ def _stack_settings(folders: list) -> dict:
     return pipeline_settings(Client().active_stack_model.name, folders)
 
 
-def run_pipeline(name: str, params, enable_cache: bool, schedule=None) -> None:
-    """Runs one registered pipeline with validated parameters, then its report.
+def run_pipeline(name: str, params, enable_cache: bool, schedule=None):
+    """Runs one registered pipeline with validated parameters, then its report;
+    returns the run (None when scheduled).
 
     On Airflow the run is a DAG of its own, waited for; with a ZenML `schedule`,
     the pipeline is scheduled (not run, no report).
@@ -264,11 +275,12 @@ def run_pipeline(name: str, params, enable_cache: bool, schedule=None) -> None:
             "latest stays this version; schedule again after an ingestion); "
             f"remove it with: python run.py --unschedule {schedule.name}"
         )
-        return
+        return None
     if dag is not None and airflow.writes_here(settings["orchestrator.airflow"]):
         run = airflow.wait_for_pipeline_run(dag, run)
     if spec.report is not None:
         spec.report(run, params)
+    return run
 
 
 def _status_training(args: argparse.Namespace):
@@ -400,8 +412,8 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the combination of options, or None."""
     if args.json and not args.status:
         return "--json goes with --status"
-    if args.schedule and (not args.pipeline or args.pipeline == registry.ALL):
-        return "--schedule goes with --pipeline NAME (one pipeline, not all)"
+    if args.schedule and (not args.pipeline or args.pipeline in registry.PLANS):
+        return "--schedule goes with --pipeline NAME (one pipeline, not a plan)"
     if (args.dry_run or args.on_conflict) and not args.restore:
         return "--dry-run and --on-conflict go with --restore"
     if (args.backup or args.restore) and (
@@ -516,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    args.plan, args.running = (), None
+    args.plan, args.plan_params, args.running = (), None, None
     what = (
         args.pipeline,
         args.status,
@@ -597,15 +609,25 @@ def _run(args: argparse.Namespace) -> int:
             except ScheduleError as err:
                 print(f"Schedule error: {err}", file=sys.stderr)
                 return 2
+        plan = registry.PLANS.get(args.pipeline)
         try:  # every config is checked before any pipeline starts
+            if plan is not None:
+                args.plan_params = plan.load(args.config, args.overrides)
             planned = [(spec.name, _pipeline_params(spec, args)) for spec in specs]
         except ConfigError as err:
             print(f"Configuration error: {redact(str(err))}", file=sys.stderr)
             return 2
+        runs: dict = {}
         for name, params in planned:
             args.running = name  # the pipeline a failure is reported for
             try:  # `all`: what depends on the previous pipeline is checked here
-                run_pipeline(
+                gate = plan.gates.get(name) if plan is not None else None
+                if gate is not None:
+                    due, why = gate(args.plan_params, params, runs)
+                    print(why)
+                    if not due:
+                        break
+                runs[name] = run_pipeline(
                     name, params, enable_cache=not args.no_cache, schedule=schedule
                 )
             except ConfigError as err:

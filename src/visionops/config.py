@@ -685,6 +685,31 @@ class DriftParameters(StrictModel):
     drift: DriftSettings = Field(default_factory=DriftSettings)
 
 
+class LoopParameters(StrictModel):
+    """The feedback loop (`--pipeline loop`): a drift report, a review batch, and a
+    retraining from the champion when enough corrected labels came back.
+
+    Attributes:
+        min_reviewed: Retrain when the latest dataset holds at least this many
+            reviewed items (merged review batches) since the champion's dataset.
+        on_drift: Also retrain on fewer (at least one) when the drift report
+            of the same run says drift.
+        model: `name`: the registered model the loop looks after, passed to each
+            pipeline; None: each pipeline's own default.
+        drift: The drift pipeline's parameters over `configs/drift.yaml`.
+        review: The review pipeline's parameters over `configs/review.yaml`.
+        training: The training pipeline's parameters over
+            `configs/training.yaml` (`models: [champion]`: from the champion).
+    """
+
+    min_reviewed: int = Field(50, ge=1)
+    on_drift: bool = False
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    drift: dict[str, Any] = Field(default_factory=dict)
+    review: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+
+
 PARAMETER_MODELS: dict[str, type[StrictModel]] = {
     "ingestion": IngestionParameters,
     "training": TrainingParameters,
@@ -692,6 +717,7 @@ PARAMETER_MODELS: dict[str, type[StrictModel]] = {
     "deployment": DeploymentParameters,
     "review": ReviewParameters,
     "drift": DriftParameters,
+    "loop": LoopParameters,
 }
 TOP_LEVEL_KEYS = ("parameters", "model")
 

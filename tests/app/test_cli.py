@@ -16,7 +16,7 @@ RUN_PY = Path(__file__).resolve().parents[2] / "run.py"
 
 def test_run_py_compares_no_pipeline_name() -> None:
     """Dispatch goes through the registry: no `name == "ingestion"` in run.py."""
-    names = {*registry.PIPELINES, registry.ALL}
+    names = set(registry.choices())
     tree = ast.parse(RUN_PY.read_text())
     compared = [
         f"line {node.lineno}: {ast.unparse(node)}"
@@ -39,7 +39,15 @@ def test_every_pipeline_has_one_entry_with_its_parameters_and_wiring() -> None:
         "review",
         "drift",
     ]
-    assert set(registry.PIPELINES) == set(PARAMETER_MODELS)
+    own = {name for name, plan in registry.PLANS.items() if plan.own}
+    assert (
+        set(PARAMETER_MODELS)
+        == set(registry.PIPELINES) | own
+        == {
+            *registry.PIPELINES,
+            "loop",
+        }
+    )
     for name, spec in registry.PIPELINES.items():
         assert spec.parameters is PARAMETER_MODELS[name]
         assert spec.function().name == name  # the ZenML pipeline of that name
@@ -47,6 +55,12 @@ def test_every_pipeline_has_one_entry_with_its_parameters_and_wiring() -> None:
         for flag, key in spec.options.items():
             assert key in spec.parameters.model_fields, (name, flag)
     assert registry.all_names() == ["ingestion", "training", "deployment"]
+    for plan in registry.PLANS.values():
+        assert set(plan.pipelines) <= set(registry.PIPELINES)
+        assert set(plan.gates) <= set(plan.pipelines)
+        assert plan.own == (plan.members is not None)
+    assert registry.PLANS["loop"].pipelines == ("drift", "review", "training")
+    assert list(registry.PLANS["loop"].gates) == ["training"]
 
 
 def test_help_says_what_all_runs_and_the_path_rule(capsys) -> None:

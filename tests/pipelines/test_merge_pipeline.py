@@ -28,6 +28,7 @@ def merged(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     import run
 
+    assert run.main(["--stack", "local"]) == 0  # the loop's tests train and track
     source = ["--pipeline", "ingestion", "--source"]
     assert run.main([*source, str(sample_dir), *NO_BLUR]) == 0
     parent = Client().get_artifact_version(DATASET)
@@ -100,3 +101,87 @@ def test_a_bad_merge_stops_before_any_work(
     assert code == 2
     assert len(err) == 1 and says in err[0], err
     assert _versions() == before  # nothing written to the dataset store
+
+
+LOOP_MODEL = "loop-detector"
+
+
+def _registered(name: str) -> dict[str, dict[str, str]]:
+    from mlflow.tracking import MlflowClient
+
+    return {
+        str(v.version): dict(v.tags)
+        for v in MlflowClient().search_model_versions(f"name='{name}'")
+    }
+
+
+@pytest.fixture(scope="module")
+def looped(merged: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A champion trained on the parent, then `--pipeline loop` three times: 4
+    reviewed labels are fewer than 5, enough for 4, and then trained on already."""
+    import contextlib
+    import io
+
+    import run
+    from tests.conftest import TINY_TRAINING
+
+    tiny = [x for o in TINY_TRAINING for x in ("--set", o)]
+    train = ["--pipeline", "training", "--set", f"model.name={LOOP_MODEL}"]
+    train += ["--set", f"dataset={merged['parent'].version}", *tiny]
+    assert run.main(train) == 0
+    loop = ["--pipeline", "loop", "--set", f"model.name={LOOP_MODEL}"]
+    loop += [x for o in TINY_TRAINING for x in ("--set", f"training.{o}")]
+    review = tmp_path_factory.mktemp("loop-review")
+    loop += ["--set", f"review.target={review}"]
+    said, registered = [], []
+    for least in (5, 4, 4):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert run.main([*loop, "--set", f"min_reviewed={least}"]) == 0
+        said.append(out.getvalue())
+        registered.append(_registered(LOOP_MODEL))
+    return {"said": said, "registered": registered}
+
+
+def test_the_loop_waits_for_enough_reviewed_labels(merged: dict, looped: dict) -> None:
+    child = merged["child"].version
+    said = looped["said"][0]
+    assert "Drift: no verdict" in said  # the drift report ran first
+    assert "Nothing selected since the last review" in said  # then the review
+    assert (
+        f"No retraining of {LOOP_MODEL} (champion v1) on dataset v{child}: 4 "
+        "label(s) reviewed since the champion's dataset, fewer than min_reviewed 5"
+    ) in said
+    assert list(looped["registered"][0]) == ["1"]  # no training ran
+
+
+def test_the_loop_retrains_from_the_champion_on_the_merged_dataset(
+    merged: dict, looped: dict
+) -> None:
+    said = looped["said"][1]
+    assert (
+        f"Retraining of {LOOP_MODEL} (champion v1) on dataset "
+        f"v{merged['child'].version}: 4 label(s) reviewed since the champion's "
+        "dataset (min_reviewed 4)"
+    ) in said
+    registered = looped["registered"][1]
+    assert sorted(registered) == ["1", "2"]
+    assert (
+        registered["1"]["dataset_hash"] == merged["parent"].run_metadata["dataset_hash"]
+    )
+    assert (
+        registered["2"]["dataset_hash"] == merged["child"].run_metadata["dataset_hash"]
+    )
+    from mlflow.tracking import MlflowClient
+
+    run_id = MlflowClient().get_model_version(LOOP_MODEL, "2").run_id
+    started = MlflowClient().get_run(run_id).data.tags["started_from"]
+    assert started == f"{LOOP_MODEL} v1"  # fine-tuned from the champion
+
+
+def test_the_loop_trains_once_per_dataset_version(merged: dict, looped: dict) -> None:
+    said = looped["said"][2]
+    assert (
+        f"dataset v{merged['child'].version} was trained on already (model version 2)"
+    ) in said
+    assert looped["registered"][2] == looped["registered"][1]

@@ -34,7 +34,6 @@ class PipelineSpec:
         needs: The pipeline whose output this one reads (training reads the
             dataset ingestion makes); when it runs earlier in the same command,
             `check` leaves what depends on it to `prepare`.
-        in_all: Part of `--pipeline all`, in registry order.
         check: Checks the parameters before any pipeline starts, filling in what
             follows from them; takes the parameters and whether `needs` runs
             first. Raises `ConfigError`.
@@ -52,7 +51,6 @@ class PipelineSpec:
     help: str
     options: Mapping[str, str] = field(default_factory=dict)
     needs: str | None = None
-    in_all: bool = False
     check: Callable[[Any, bool], Any] | None = None
     prepare: Callable[[Any], Any] | None = None
     model: Callable[[Any], Any] | None = None
@@ -232,7 +230,6 @@ PIPELINES: dict[str, PipelineSpec] = {
             name="ingestion",
             help="validate, anonymise, split and version a dataset",
             options={"--source": "source"},
-            in_all=True,
             check=preflight.check_ingestion,
         ),
         PipelineSpec(
@@ -240,7 +237,6 @@ PIPELINES: dict[str, PipelineSpec] = {
             help="train candidates, evaluate, promote a champion",
             options={"--resume": "resume"},
             needs="ingestion",
-            in_all=True,
             check=preflight.check_training,
             prepare=preflight.prepare_training_run,
             model=_training_model,
@@ -250,7 +246,6 @@ PIPELINES: dict[str, PipelineSpec] = {
             help="build a Bento of the champion (and serve it)",
             options={"--serve": "serve"},
             needs="training",
-            in_all=True,
             check=preflight.check_deployment,
             prepare=preflight.prepare_deployment_run,
             model=_production_model,
@@ -282,30 +277,115 @@ PIPELINES: dict[str, PipelineSpec] = {
         ),
     )
 }
-ALL = "all"  # the `--pipeline` choice that runs every `in_all` pipeline in order
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    """A `--pipeline` choice that runs several pipelines, in order, in one command.
+
+    Attributes:
+        name: The `--pipeline` choice (and, with `own`, `configs/<name>.yaml`).
+        help: What it does, in a few words, for `--help`.
+        pipelines: The pipelines it runs, in order.
+        own: It has parameters of its own (`PARAMETER_MODELS[name]`): `--config`
+            and `--set` go to them and `members` gives each pipeline's; without,
+            every pipeline of the plan takes `--config`, `--set` and the flags.
+        members: With `own`: a pipeline's `key=value` settings over its config
+            file, from the plan's parameters.
+        gates: Asked right before a pipeline runs, with the plan's parameters, the
+            pipeline's and the runs of the earlier pipelines of the plan (by
+            name): whether it runs, and why (printed). One that does not run ends
+            the plan, with success.
+    """
+
+    name: str
+    help: str
+    pipelines: tuple[str, ...]
+    own: bool = False
+    members: Callable[[Any, str], list[str]] | None = None
+    gates: Mapping[str, Callable[[Any, Any, Mapping[str, Any]], tuple[bool, str]]] = (
+        field(default_factory=dict)
+    )
+
+    def load(
+        self, overlays: list[Path] | None = None, overrides: list[str] | None = None
+    ) -> Any:
+        """The plan's own validated parameters (None without `own`)."""
+        if not self.own:
+            return None
+        return load_parameters(self.name, overlays=overlays, overrides=overrides)
+
+
+def _loop_members(params: Any, pipeline: str) -> list[str]:
+    """A pipeline's settings in the loop: its block of the loop's parameters, and
+    the loop's `model.name`."""
+    sets = [
+        f"{key}={json.dumps(value)}" for key, value in getattr(params, pipeline).items()
+    ]
+    if params.model.name:
+        sets.append(f"model.name={params.model.name}")
+    return sets
+
+
+def _retraining_gate(
+    params: Any, training: Any, runs: Mapping[str, Any]
+) -> tuple[bool, str]:
+    """The loop's training runs when enough labels were reviewed (or drift)."""
+    from visionops.app.loop import retraining_due
+
+    drift = _finished_run(runs["drift"], "drift") if "drift" in runs else None
+    return retraining_due(params, training, drift)
+
+
+PLANS: dict[str, PlanSpec] = {
+    plan.name: plan
+    for plan in (
+        PlanSpec(
+            name="all",
+            help="ingestion, training and deployment, in order",
+            pipelines=("ingestion", "training", "deployment"),
+        ),
+        PlanSpec(
+            name="loop",
+            help="drift report, review batch, retraining from the champion when due",
+            pipelines=("drift", "review", "training"),
+            own=True,
+            members=_loop_members,
+            gates={"training": _retraining_gate},
+        ),
+    )
+}
+ALL = "all"  # the `--pipeline` choice that runs ingestion, training and deployment
 
 
 def plan(choice: str) -> list[PipelineSpec]:
     """The pipelines a `--pipeline` choice runs, in order.
 
     Raises:
-        KeyError: For a name that is neither a pipeline nor `all`.
+        KeyError: For a name that is neither a pipeline nor a plan.
     """
-    if choice == ALL:
-        return [spec for spec in PIPELINES.values() if spec.in_all]
+    if choice in PLANS:
+        return [PIPELINES[name] for name in PLANS[choice].pipelines]
     return [PIPELINES[choice]]
+
+
+def choices() -> list[str]:
+    """Every `--pipeline` choice: the pipelines, then the plans."""
+    return [*PIPELINES, *PLANS]
 
 
 def all_names() -> list[str]:
     """The pipelines `--pipeline all` runs, in order."""
-    return [spec.name for spec in plan(ALL)]
+    return list(PLANS[ALL].pipelines)
 
 
 def taking(flag: str) -> list[str]:
-    """The `--pipeline` choices a flag goes with (`all` when one of its own does)."""
+    """The `--pipeline` choices a flag goes with (a plan without parameters of its
+    own when one of its pipelines does)."""
     names = [spec.name for spec in PIPELINES.values() if flag in spec.options]
-    if any(flag in spec.options for spec in plan(ALL)):
-        names.append(ALL)
+    for choice in PLANS.values():
+        if not choice.own and any(flag in spec.options for spec in plan(choice.name)):
+            names.append(choice.name)
     return names
 
 

@@ -234,6 +234,30 @@ def _dest(flag: str) -> str:
     return flag.removeprefix("--").replace("-", "_")
 
 
+def _schedule_plan(plan: str, args: argparse.Namespace) -> int:
+    """Schedules `run.py --pipeline <plan>` with this command's settings on the
+    local Airflow (its configs were checked)."""
+    from visionops.app.schedules import schedule_plan
+
+    arguments = [x for path in args.config for x in ("--config", str(path.resolve()))]
+    arguments += [x for override in args.overrides for x in ("--set", override)]
+    for flag in registry.option_flags():
+        value = getattr(args, _dest(flag))
+        if isinstance(value, str):
+            arguments += [flag, value]
+        elif value:
+            arguments.append(flag)
+    arguments += ["--quiet"] + (["--no-cache"] if args.no_cache else [])
+    name = schedule_plan(plan, args.schedule, arguments, ROOT)
+    print(
+        f"Scheduled {plan} as {name} ({' '.join(args.schedule.split())}, UTC): the "
+        f"local Airflow runs python run.py --pipeline {plan} on this machine with "
+        "these settings, each pipeline compiled when it runs (a dataset: latest is "
+        f"the latest then); remove it with: python run.py --unschedule {name}"
+    )
+    return 0
+
+
 def _stack_settings(folders: list) -> dict:
     """Docker settings when the active stack runs steps in containers, else none;
     containers on this machine's engine mount the pipeline's `folders`."""
@@ -412,8 +436,8 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the combination of options, or None."""
     if args.json and not args.status:
         return "--json goes with --status"
-    if args.schedule and (not args.pipeline or args.pipeline in registry.PLANS):
-        return "--schedule goes with --pipeline NAME (one pipeline, not a plan)"
+    if args.schedule and not args.pipeline:
+        return "--schedule goes with --pipeline NAME"
     if (args.dry_run or args.on_conflict) and not args.restore:
         return "--dry-run and --on-conflict go with --restore"
     if (args.backup or args.restore) and (
@@ -601,15 +625,18 @@ def _run(args: argparse.Namespace) -> int:
         specs = registry.plan(args.pipeline)
         args.plan = tuple(spec.name for spec in specs)
         schedule = None
+        plan = registry.PLANS.get(args.pipeline)
         if args.schedule:
-            from visionops.app.schedules import ScheduleError, make_schedule
+            from visionops.app import schedules
 
             try:
-                schedule = make_schedule(args.pipeline, args.schedule)
-            except ScheduleError as err:
+                if plan is None:
+                    schedule = schedules.make_schedule(args.pipeline, args.schedule)
+                else:
+                    schedules.check_plan_schedule(plan.name, args.schedule)
+            except schedules.ScheduleError as err:
                 print(f"Schedule error: {err}", file=sys.stderr)
                 return 2
-        plan = registry.PLANS.get(args.pipeline)
         try:  # every config is checked before any pipeline starts
             if plan is not None:
                 args.plan_params = plan.load(args.config, args.overrides)
@@ -617,6 +644,8 @@ def _run(args: argparse.Namespace) -> int:
         except ConfigError as err:
             print(f"Configuration error: {redact(str(err))}", file=sys.stderr)
             return 2
+        if plan is not None and args.schedule:
+            return _schedule_plan(plan.name, args)
         runs: dict = {}
         for name, params in planned:
             args.running = name  # the pipeline a failure is reported for

@@ -316,3 +316,92 @@ def test_the_airflow_shim_starts_scheduler_and_triggerer_without_log_servers(
     assert run("triggerer") == "triggerer --skip-serve-logs"
     assert run("api-server") == "api-server"
     assert run("dags", "list") == "dags list"
+
+
+def _load_launcher(path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Runs a launcher DAG file against stand-ins of Airflow's DAG and
+    BashOperator; returns what it built them with."""
+    import sys
+    import types
+
+    built: dict = {}
+
+    class DAG:
+        def __init__(self, **kwargs):
+            built["dag"] = kwargs
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    class BashOperator:
+        def __init__(self, **kwargs):
+            built["task"] = kwargs
+
+    sdk = types.ModuleType("airflow.sdk")
+    sdk.DAG = DAG
+    bash = types.ModuleType("airflow.providers.standard.operators.bash")
+    bash.BashOperator = BashOperator
+    for name in ("airflow", "airflow.providers", "airflow.providers.standard"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "airflow.providers.standard.operators", bash)
+    monkeypatch.setitem(sys.modules, "airflow.sdk", sdk)
+    monkeypatch.setitem(sys.modules, bash.__name__, bash)
+    exec(compile(path.read_text(), str(path), "exec"), {})  # noqa: S102
+    return built
+
+
+def test_a_plans_schedule_is_a_dag_that_runs_run_py_here(
+    airflow_env, restore_active_stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--pipeline loop --schedule`: one task running this machine's run.py with
+    the command's settings, one run at a time; listed, then removed."""
+    import shlex
+    import sys
+
+    from zenml.client import Client
+
+    from visionops.app import schedules
+
+    apply_stack(load_stack_spec("local", env_file=NO_ENV_FILE))
+    with pytest.raises(schedules.ScheduleError, match="python run.py --stack airflow"):
+        schedules.check_plan_schedule("loop", "0 4 * * *")
+    apply_stack(load_stack_spec("airflow", env_file=NO_ENV_FILE))
+    monkeypatch.setenv("VISIONOPS_API_KEY", "never-in-a-dag-file")
+    settings = ["--set", "min_reviewed=5", "--set", "training={train: {epochs: 3}}"]
+    name = schedules.schedule_plan("loop", "0  4 * * *", settings, project_root())
+    assert name == "loop-0_4_x_x_x"
+    path = airflow.launcher_path(name)
+    assert "never-in-a-dag-file" not in path.read_text()
+    built = _load_launcher(path, monkeypatch)
+    assert built["dag"]["dag_id"] == name
+    assert built["dag"]["schedule"] == "0 4 * * *"
+    assert built["dag"]["max_active_runs"] == 1 and not built["dag"]["catchup"]
+    task = built["task"]
+    raw = task["bash_command"]
+    assert raw.startswith("{% raw %}") and raw.endswith("{% endraw %}")
+    command = shlex.split(raw.removeprefix("{% raw %}").removesuffix("{% endraw %}"))
+    run_py = str(project_root() / "run.py")
+    assert command == [sys.executable, run_py, "--pipeline", "loop", *settings]
+    assert task["cwd"] == str(project_root()) and task["append_env"]
+    assert task["env"]["ZENML_ACTIVE_STACK_ID"] == str(Client().active_stack_model.id)
+    assert task["env"]["VISIONOPS_STATE_DIR"] == os.environ["VISIONOPS_STATE_DIR"]
+    assert "VISIONOPS_API_KEY" not in task["env"]
+
+    listed = [s for s in schedules.active_schedules() if s["name"] == name]
+    assert listed == [
+        {
+            "name": name,
+            "pipeline": "loop",
+            "cron": "0 4 * * *",
+            "interval_s": None,
+            "orchestrator": "airflow (run.py)",
+        }
+    ]
+    with pytest.raises(schedules.ScheduleError, match="exists; remove it first"):
+        schedules.check_plan_schedule("loop", "0 4 * * *")
+    assert schedules.unschedule(name) == [f"DAG file {name}.py"]
+    assert not path.exists()
+    assert not [s for s in schedules.active_schedules() if s["name"] == name]

@@ -403,6 +403,92 @@ def remove_dag_file(dag: str, configuration: dict[str, Any]) -> bool:
     return True
 
 
+# The first line of a DAG file `write_launcher` wrote: what `launchers` lists.
+LAUNCHER_MARK = "# visionops schedule: "
+LAUNCHER_TEMPLATE = """{mark}{header}
+# Written by `python run.py --pipeline {plan} --schedule '{cron}'`; removed by
+# `python run.py --unschedule {name}`. Runs run.py on this machine: each of its
+# pipelines is then a DAG of its own, its steps in containers.
+import datetime
+
+try:
+    from airflow.sdk import DAG
+except ImportError:  # Airflow 2
+    from airflow import DAG
+from airflow.providers.standard.operators.bash import BashOperator
+
+with DAG(
+    dag_id={name!r},
+    schedule={cron!r},
+    start_date=datetime.datetime.fromisoformat({start!r}),
+    catchup=False,
+    max_active_runs=1,
+    is_paused_upon_creation=False,
+    tags=["visionops", {plan!r}],
+):
+    BashOperator(
+        task_id="run_py",
+        bash_command={command!r},
+        env={env!r},
+        append_env=True,
+        cwd={cwd!r},
+    )
+"""
+
+
+def launcher_path(name: str) -> Path:
+    """The DAG file of a plan's schedule."""
+    return dags_folder() / f"{dag_id(name)}.py"
+
+
+def write_launcher(
+    name: str,
+    plan: str,
+    cron: str,
+    command: Sequence[str],
+    env: dict[str, str],
+    cwd: Path,
+) -> Path:
+    """Writes a DAG that runs `command` (a run.py of this machine) at `cron`, one
+    run at a time: the schedule of a plan, whose pipelines ZenML cannot put into
+    one DAG (a gate decides at run time whether the next one runs).
+
+    The command is Airflow's raw text (no Jinja), the environment the one given
+    over Airflow's own.
+    """
+    import shlex
+
+    path = launcher_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = json.dumps({"name": name, "plan": plan, "cron": cron})
+    text = LAUNCHER_TEMPLATE.format(
+        mark=LAUNCHER_MARK,
+        header=header,
+        name=dag_id(name),
+        plan=plan,
+        cron=cron,
+        start=datetime.now(UTC).replace(second=0, microsecond=0).isoformat(),
+        command="{% raw %}" + shlex.join(command) + "{% endraw %}",
+        env=env,
+        cwd=str(cwd),
+    )
+    partial = path.with_suffix(".tmp")
+    partial.write_text(text)
+    partial.replace(path)  # the DAG processor never reads half a file
+    return path
+
+
+def launchers() -> list[dict[str, str]]:
+    """The plans' schedules in the local DAGs folder: name, plan, cron."""
+    found = []
+    for path in sorted(dags_folder().glob("*.py")):
+        with path.open(encoding="utf-8") as file:
+            first = file.readline()
+        if first.startswith(LAUNCHER_MARK):
+            found.append(json.loads(first.removeprefix(LAUNCHER_MARK)))
+    return found
+
+
 class AirflowClient:
     """Airflow's REST API (v2) as the admin, with a JWT from `/auth/token`."""
 

@@ -37,7 +37,7 @@ EXAMPLES = """examples:
   python run.py --pipeline review --set target=picsellia://<dataset>/<version>
   python run.py --pipeline batch --source clip.mp4 --set video.fps=5   # a video
   python run.py --pipeline all                             # {all}
-  python run.py --pipeline loop                            # drift, review, retrain?
+  python run.py --pipeline loop                            # the feedback loop
   python run.py --pipeline loop --set min_reviewed=20 --set training.train.epochs=30
   python run.py --stack local                              # apply stacks/local.yaml
   python run.py --status --set dataset=4                   # what training would use
@@ -52,6 +52,7 @@ EXAMPLES = """examples:
   python run.py --airflow                                  # local Airflow, background
   python run.py --stack airflow                            # steps as Airflow tasks
   python run.py --pipeline training --schedule "0 3 * * *" # every day at 03:00 UTC
+  python run.py --pipeline loop --schedule "0 4 * * *"     # the loop, nightly
   python run.py --unschedule training-0_3_x_x_x            # names: --status
   python run.py --airflow stop
 

@@ -4,9 +4,11 @@ step a DockerOperator container on this machine's engine.
 `python run.py --airflow` starts Airflow (its venv installed on first use, then kept
 in `.visionops/airflow/venv` of the checkout, like the Docker wheelhouse), ingestion
 and a 1-epoch training go through `run.py` on `stacks/airflow.yaml` with the step
-images built on the CPU parent image of the docker stack's test, and a one-minute
-schedule fires and is removed. Needs a Docker engine: started when root, else
-skipped with the command that prepares it, like tests/pipelines/test_docker_stack.py.
+images built on the CPU parent image of the docker stack's test, a one-minute
+schedule of the ingestion fires and is removed, and so does one of the feedback
+loop (`--pipeline loop`: its drift report and review batch through Airflow). Needs
+a Docker engine: started when root, else skipped with the command that prepares it,
+like tests/pipelines/test_docker_stack.py.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def airflow_runs(
     from zenml.utils import source_utils
 
     import run
-    from visionops.app import airflow, schedules
+    from visionops.app import airflow
 
     with docker_env.engine_or_skip():
         parent = docker_env.build_parent_image()
@@ -85,8 +87,18 @@ def airflow_runs(
             for override in TINY_TRAINING:
                 train += ["--set", override]
             assert run.main(train) == 0
-            # The review's step reads this machine's feedback store and writes the
-            # batch's folder here: run.py mounts both into its container.
+            client = Client()
+            runs = {
+                name: client.get_pipeline(name).last_run
+                for name in ("ingestion", "training")
+            }
+
+            # A one-minute schedule of the ingestion: it fires, then goes.
+            ingestion = _fire_once(api, ingest, "ingestion", timeout=600)
+
+            # A one-minute schedule of the loop: run.py on this machine runs the
+            # drift report and the review through Airflow, each step in a container
+            # that mounts this machine's feedback store (and the batch's folder).
             feedback = tmp_path_factory.mktemp("feedback")
             store = FeedbackStore(feedback / "store")
             kept = [
@@ -95,30 +107,17 @@ def airflow_runs(
                 )
                 for n, (image, _) in enumerate(_boards(3))
             ]
-            review = ["--pipeline", "review", "--set", f"store={store.root}"]
-            review += ["--set", f"target={feedback / 'review'}"]
-            reviewed = io.StringIO()
-            with contextlib.redirect_stdout(reviewed):
-                assert run.main(review) == 0
-            client = Client()
-            runs = {
-                name: client.get_pipeline(name).last_run
-                for name in ("ingestion", "training", "review")
-            }
+            loop = ["--pipeline", "loop", "--set", f"model.name={MODEL}"]
+            for key in ("drift.store", "review.store"):
+                loop += ["--set", f"{key}={store.root}"]
+            loop += ["--set", f"review.target={feedback / 'review'}"]
+            loop += ["--set", f"drift.output_dir={feedback / 'drift'}"]
+            looped = _fire_once(api, loop, "loop", timeout=900)
+            looped["log"] = _task_log(airflow.dag_id(looped["name"]), looped["fired"])
+            for name in ("drift", "review"):
+                runs[name] = client.get_pipeline(name).last_run
             dags = {d["dag_id"]: d for d in api.call("GET", "/dags")["dags"]}
             dag_runs = {dag: api.dag_runs(dag) for dag in dags}
-
-            # A one-minute schedule of the ingestion: it fires, then goes.
-            scheduled = io.StringIO()
-            with contextlib.redirect_stdout(scheduled):
-                assert run.main([*ingest, "--schedule", CRON]) == 0
-            name = schedules.schedule_name("ingestion", CRON)
-            out = io.StringIO()
-            with contextlib.redirect_stdout(out):
-                assert run.main(["--status", "--json"]) == 0
-            listed = json.loads(out.getvalue())["schedules"]
-            fired = _wait_for_success(api, airflow.dag_id(name), timeout=600)
-            assert run.main(["--unschedule", name]) == 0
             new = docker_env.object_ids("ps", "-aq", "--no-trunc") - before
             inspected = json.loads(docker_env.docker("inspect", *new).stdout)
             yield {
@@ -128,16 +127,16 @@ def airflow_runs(
                 "dags": dags,
                 "dag_runs": dag_runs,
                 "containers": inspected,
-                "schedule": name,
-                "scheduled": scheduled.getvalue(),
+                "schedule": ingestion["name"],
+                "scheduled": ingestion["scheduled"],
                 "ingestion_said": said.getvalue(),
                 "kept": kept,
                 "store": store,
                 "review_dir": feedback / "review",
-                "review_said": reviewed.getvalue(),
-                "listed": listed,
-                "fired": fired,
-                "after_unschedule": schedules.active_schedules(),
+                "listed": ingestion["listed"],
+                "fired": ingestion["fired"],
+                "after_unschedule": ingestion["after_unschedule"],
+                "loop": looped,
                 "seconds": time.monotonic() - started,
             }
         finally:
@@ -160,6 +159,38 @@ def _mount_into_steps(folder: Path) -> None:
     client.update_stack_component(
         "airflow", kind, configuration={"operator_args": args}
     )
+
+
+def _fire_once(api, command: list[str], what: str, timeout: float) -> dict:
+    """Schedules a `run.py` command every minute, waits for its first successful
+    run, and removes the schedule: what it said, listed and fired."""
+    import run
+    from visionops.app import airflow, schedules
+
+    said, status = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(said):
+        assert run.main([*command, "--schedule", CRON]) == 0
+    name = schedules.schedule_name(what, CRON)
+    with contextlib.redirect_stdout(status):
+        assert run.main(["--status", "--json"]) == 0
+    fired = _wait_for_success(api, airflow.dag_id(name), timeout=timeout)
+    assert run.main(["--unschedule", name]) == 0
+    return {
+        "name": name,
+        "scheduled": said.getvalue(),
+        "listed": json.loads(status.getvalue())["schedules"],
+        "fired": fired,
+        "after_unschedule": schedules.active_schedules(),
+    }
+
+
+def _task_log(dag: str, dag_run: dict) -> str:
+    """What the task of a launcher's DAG run wrote (run.py's output)."""
+    from visionops.app import airflow
+
+    folder = airflow.home() / "logs" / f"dag_id={dag}"
+    logs = sorted(folder.glob(f"run_id={dag_run['dag_run_id']}/task_id=*/*.log"))
+    return "\n".join(p.read_text(errors="replace") for p in logs)
 
 
 def _wait_for_success(api, dag: str, timeout: float) -> dict:
@@ -225,7 +256,7 @@ def test_review_through_airflow_read_this_machines_store_and_wrote_here(
 ) -> None:
     """The records are this machine's files: mounted, the step container sees them."""
     (batch,) = airflow_runs["review_dir"].iterdir()
-    said = airflow_runs["review_said"]
+    said = airflow_runs["loop"]["log"]  # the scheduled loop's run.py
     assert f"Review batch: 3 image(s) of {MODEL} (detect) -> {batch}" in said
     images = sorted(p.stem for p in (batch / "train" / "images").iterdir())
     assert images == sorted(airflow_runs["kept"])
@@ -282,6 +313,45 @@ def test_a_one_minute_schedule_fired_and_was_removed(airflow_runs: dict) -> None
     # Removed: no active schedule, no DAG file, no DAG in Airflow.
     assert airflow_runs["after_unschedule"] == []
     assert not (airflow.dags_folder() / f"{name}.zip").exists()
+    with pytest.raises(LookupError):
+        airflow_runs["api"].call("GET", f"/dags/{name}")
+
+
+def test_the_loops_schedule_ran_drift_and_review_and_was_removed(
+    airflow_runs: dict,
+) -> None:
+    """Airflow ran run.py's loop on its schedule: the drift report and the review
+    (each a DAG of its own, its step in a container), then no retraining (the
+    champion's dataset is the latest); then it was removed."""
+    from visionops.app import airflow
+
+    loop = airflow_runs["loop"]
+    name = loop["name"]
+    said = loop["scheduled"]
+    assert f"Scheduled loop as {name} ({CRON}, UTC)" in said
+    assert f"python run.py --unschedule {name}" in said
+    listed = [s for s in loop["listed"] if s["name"] == name]
+    assert listed == [
+        {
+            "name": name,
+            "pipeline": "loop",
+            "cron": CRON,
+            "interval_s": None,
+            "orchestrator": "airflow (run.py)",
+        }
+    ]
+    assert loop["fired"]["run_type"] == "scheduled"
+    log = loop["log"]
+    for pipeline in ("drift", "review"):
+        run = airflow_runs["runs"][pipeline]
+        assert f"ZenML run {run.name}, {len(run.steps)} steps" in log
+    assert "Drift: no verdict" in log  # three records: too few for one
+    assert f"No retraining of {MODEL} (champion v1) on dataset v" in log
+    assert "was trained on already (model version 1)" in log
+    (report,) = (airflow_runs["review_dir"].parent / "drift").iterdir()
+    assert json.loads((report / "drift.json").read_text())["verdict"] is None
+    assert loop["after_unschedule"] == []
+    assert not airflow.launcher_path(name).exists()
     with pytest.raises(LookupError):
         airflow_runs["api"].call("GET", f"/dags/{name}")
 

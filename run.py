@@ -211,16 +211,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _pipeline_params(spec: registry.PipelineSpec, args: argparse.Namespace):
-    """The spec's validated parameters, checked before any pipeline starts; in a
-    plan with parameters of its own, the plan's settings of it instead of the
-    command line's."""
+def _load_params(spec: registry.PipelineSpec, args: argparse.Namespace):
+    """The spec's validated parameters; in a plan with parameters of its own, from
+    the plan's settings of it instead of the command line."""
     plan = registry.PLANS.get(args.pipeline)
-    if plan is not None and plan.own:
-        params = spec.load(overrides=plan.members(args.plan_params, spec.name))
-    else:
+    if plan is None or not plan.own:
         options = {flag: getattr(args, _dest(flag)) for flag in spec.options}
-        params = spec.load(args.config, args.overrides, options)
+        return spec.load(args.config, args.overrides, options)
+    try:
+        return spec.load(overrides=plan.members(args.plan_params, spec.name))
+    except ConfigError as err:
+        raise ConfigError(
+            f"{err}\n  (the {plan.name}'s `{spec.name}:` settings over "
+            f"configs/{spec.name}.yaml)"
+        ) from None
+
+
+def _check_params(spec: registry.PipelineSpec, params, args: argparse.Namespace):
+    """The parameters checked against the stack and the stores (`spec.check`)."""
     if spec.check is not None:
         upstream = (
             spec.needs is not None
@@ -641,7 +649,8 @@ def _run(args: argparse.Namespace) -> int:
         try:  # every config is checked before any pipeline starts
             if plan is not None:
                 args.plan_params = plan.load(args.config, args.overrides)
-            planned = [(spec.name, _pipeline_params(spec, args)) for spec in specs]
+            loaded = [(spec, _load_params(spec, args)) for spec in specs]
+            planned = [(s.name, _check_params(s, p, args)) for s, p in loaded]
         except ConfigError as err:
             print(f"Configuration error: {redact(str(err))}", file=sys.stderr)
             return 2

@@ -135,3 +135,20 @@ def test_ingestion_precheck_reads_a_relative_source_from_the_project_root(
     missing = spec.load(options={"--source": "no/such/folder"})
     with pytest.raises(ConfigError, match=str(project_root() / "no/such/folder")):
         spec.check(missing, False)
+
+
+def test_a_bad_setting_of_a_loop_pipeline_names_the_block_before_any_check(
+    capsys,
+) -> None:
+    """Every pipeline of the loop is validated before any is checked against the
+    stores (the drift check would otherwise speak first, of a missing champion)."""
+    import run
+
+    code = run.main(["--pipeline", "loop", "--set", "training.train.epochs=abc"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Invalid training configuration:" in err
+    assert "train.epochs: Input should be a valid integer" in err
+    assert "(the loop's `training:` settings over configs/training.yaml)" in err
+    assert run.main(["--pipeline", "loop", "--resume"]) == 2
+    assert "--resume goes with --pipeline training or all" in capsys.readouterr().err

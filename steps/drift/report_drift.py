@@ -51,12 +51,11 @@ def report_drift(
     )
     run_id = log_drift(out_dir, champion, source="records")
     body = asdict(result) | {"report_dir": str(out_dir), "mlflow_run_id": run_id}
-    log_metadata(
-        {
-            "verdict": result.verdict,
-            "drifted": result.drifted,
-            "images": result.images,
-            "mlflow_run_id": run_id,
-        }
-    )
+    facts = {
+        "verdict": result.verdict,  # None (too few images): left out, as ZenML would
+        "drifted": result.drifted,
+        "images": result.images,
+        "mlflow_run_id": run_id,
+    }
+    log_metadata({key: value for key, value in facts.items() if value is not None})
     return body, HTMLString((out_dir / DRIFT_HTML).read_text(encoding="utf-8"))

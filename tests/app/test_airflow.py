@@ -113,9 +113,14 @@ def test_pipeline_settings_name_the_dag_generator_and_the_dags_folder(
     assert local.custom_dag_generator == "visionops.app.airflow_dag"
     assert local.dag_output_dir == str(airflow.dags_folder())
     # The stack's operator args, and the steps' containers on this machine's engine
-    # run as the user who runs the pipeline (they write into the local stores).
+    # run as the user who runs the pipeline (they write into the local stores) and
+    # go once they succeeded (a failed one stays for its logs).
     user = f"{os.getuid()}:{os.getgid()}"
-    assert local.operator_args == {"shm_size": 2 * 1024**3, "user": user}
+    assert local.operator_args == {
+        "shm_size": 2 * 1024**3,
+        "user": user,
+        "auto_remove": "success",
+    }
     # A remote Airflow's DAGs go where its stack file says.
     remote = vdocker.pipeline_settings("kubernetes-airflow")["orchestrator.airflow"]
     assert remote.custom_dag_generator == "visionops.app.airflow_dag"

@@ -146,7 +146,8 @@ def airflow_runs(
 
 
 def _mount_into_steps(folder: Path) -> None:
-    """The sample on this machine reaches the step containers at the same path."""
+    """The sample on this machine reaches the step containers at the same path,
+    and the containers stay to be inspected."""
     from zenml.client import Client
     from zenml.enums import StackComponentType
 
@@ -156,6 +157,8 @@ def _mount_into_steps(folder: Path) -> None:
     args = dict(orchestrator.configuration["operator_args"])
     mount = {"source": str(folder), "target": str(folder), "type": "bind"}
     args["mounts"] = [{**mount, "read_only": True}]
+    # Kept for the assertions below (by default a container that succeeded goes).
+    args["auto_remove"] = "never"
     client.update_stack_component(
         "airflow", kind, configuration={"operator_args": args}
     )

@@ -356,8 +356,14 @@ def orchestrator_settings(
         values["dag_output_dir"] = str(dags_folder())
     if on_this_engine("airflow", configuration):
         # Containers on this machine's engine, writing into its local stores: as
-        # the user who runs the pipeline (and Airflow), unless the stack names one.
-        args = {"user": invoking_user(), **(configuration.get("operator_args") or {})}
+        # the user who runs the pipeline (and Airflow), unless the stack names one;
+        # removed once they succeeded (a nightly schedule would pile them up; a
+        # failed one stays for `docker logs`), unless the stack says otherwise.
+        args = {
+            "user": invoking_user(),
+            "auto_remove": "success",
+            **(configuration.get("operator_args") or {}),
+        }
         if folders:
             binds = [
                 {"source": path, "target": path, "type": "bind", "read_only": False}

@@ -482,6 +482,10 @@ def test_generated_dockerfile_builds_a_cuda_image_with_the_pinned_project(
         requirements_files=files,
         apt_packages=[*settings.apt_packages, *stack.apt_packages],
     )
+    # Built with the build steps' containers removed, as the Docker CLI does.
+    assert settings.build_config.build_options.to_docker_python_sdk_options() == {
+        "rm": True
+    }
     lines = dockerfile.splitlines()
     assert lines[0] == "FROM pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime"
     apt = next(line for line in lines if "apt-get install" in line)

@@ -163,6 +163,13 @@ def test_both_pipelines_completed_with_every_step_in_its_own_container(
         # Each pipeline's steps ran in the image ZenML built for it.
         images = {c["Image"] for c in containers.values()}
         assert len(images) == 1
+    # The image builds left no container of a build step behind: every container
+    # the runs left is a step's.
+    steps = [
+        _step_containers(docker_runs["containers"], run["snapshot"])
+        for run in docker_runs["runs"].values()
+    ]
+    assert len(docker_runs["containers"]) == sum(len(s) for s in steps)
 
 
 def test_steps_ran_as_the_user_and_left_nothing_of_roots_in_their_stores(

@@ -80,7 +80,12 @@ def docker_settings() -> Any:
         local_project_install_command="uv pip install --system --no-deps .",
         allow_download_from_artifact_store=False,
         allow_download_from_code_repository=False,
-        build_config=DockerBuildConfig(dockerignore=str(dockerignore_path())),
+        build_config=DockerBuildConfig(
+            dockerignore=str(dockerignore_path()),
+            # The Docker SDK keeps each build step's container unless told (the CLI
+            # removes them): every build of changed code would leave a few behind.
+            build_options={"rm": True},
+        ),
         user=IMAGE_USER,
         environment={
             "VISIONOPS_ROOT": IMAGE_WORKDIR,
